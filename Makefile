@@ -1,0 +1,38 @@
+# One-command set-up: every target creates the virtualenv and installs what it needs.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install test test-faults demo ui validate bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+	@bash scripts/check-system.sh
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+test: install
+	$(BIN)/pytest
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m wehub_backup_tests.demo
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .dagster_home .pytest_cache

@@ -1,0 +1,1 @@
+"""Verified Supabase <-> VPS PostgreSQL backups and migrations, as a Dagster code location."""

@@ -1,0 +1,290 @@
+"""The backup, Supabase -> VPS, as plain functions: plan, dump, stage, restore, verify, promote.
+
+Each step is callable without Dagster (the ops in ``ops.py`` are thin wrappers), and each
+raises an exception whose message is one line an operator can act on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from wehub_backup import databases, pgtools
+from wehub_backup.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
+from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database, sequence_positions
+from wehub_backup.pgtools import PgClient, ToolRun
+from wehub_backup.runlog import directory_bytes, free_bytes
+from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo, is_local_host
+from wehub_backup.supabase_compat import CopyScope, ensure_standin_roles, filter_archive_listing, plan_scope
+from wehub_backup.wire import ByteCountingRelay
+
+Log = Callable[[str], None]
+_LEFT_OUT_ENTRY = re.compile(r"^;\d+;")
+MAINTENANCE_DATABASE = "postgres"
+
+
+class PreflightError(RuntimeError):
+    """Something is wrong before anything was changed; the message says what to fix."""
+
+
+class VerificationFailed(RuntimeError):
+    """The restored copy differs from the source snapshot."""
+
+
+@dataclass
+class BackupPlan:
+    """Everything decided before the first byte is copied."""
+
+    target: str
+    source: ServerInfo
+    target_server: ServerInfo
+    catalog: DatabaseCatalog
+    scope: CopyScope
+    client: PgClient
+    workdir: Path
+    jobs: int
+
+    @property
+    def staging(self) -> str:
+        return databases.staging_name(self.target)
+
+    @property
+    def kept_schemas(self) -> list[str]:
+        return [s for s in self.catalog.schemas if self.scope.keeps_schema(s)]
+
+
+@dataclass
+class DumpResult:
+    archive: Path
+    artifact_bytes: int
+    egress_bytes: int
+    seconds: float
+    fingerprint: DatabaseFingerprint
+    sequences_after: dict[str, int]
+    pg_dump: ToolRun
+
+
+@dataclass
+class RestoreResult:
+    seconds: float
+    standin_roles_created: list[str]
+    pg_restore: ToolRun
+    left_out_entries: int
+
+
+@dataclass
+class VerificationResult:
+    seconds: float
+    tables: int
+    rows: int
+    fingerprint: DatabaseFingerprint = field(repr=False, default_factory=DatabaseFingerprint)
+
+
+def one_line(error: BaseException) -> str:
+    """The first meaningful line of an error (psycopg's are often several lines long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    if text.startswith("connection failed:") and len(lines) > 1:
+        text = lines[-1]
+    return text
+
+
+def connect_or_explain(info: ConnectionInfo, role: str, dbname: str | None = None) -> psycopg.Connection:
+    """Connect, turning libpq's multi-line failures into one line that names the server."""
+    if info.port == TRANSACTION_POOLER_PORT or info.lookup_port == TRANSACTION_POOLER_PORT:
+        raise PreflightError(
+            f"{role} port {TRANSACTION_POOLER_PORT} is Supabase's transaction pooler, which breaks pg_dump "
+            "(no session state, no snapshots); use the session pooler on port 5432 or the direct host"
+        )
+    try:
+        return info.connect(dbname)
+    except psycopg.OperationalError as error:
+        raise PreflightError(f"cannot connect to {role} {info.describe(dbname)}: {one_line(error)}") from None
+
+
+def plan_backup(
+    target: str,
+    source: ConnectionInfo,
+    vps: ConnectionInfo,
+    workdir: Path,
+    *,
+    excluded_schemas: list[str],
+    excluded_tables: list[str],
+    extra_bindirs: list[Path],
+    jobs: int,
+) -> BackupPlan:
+    """Check everything that can be checked without changing anything, and decide the scope."""
+    forbidden = {databases.dagster_storage_database(): "Dagster's storage database"}
+    if _same_server(source, vps):
+        forbidden[source.dbname] = "the source database itself (source and VPS are the same server)"
+    databases.validate_target_name(target, forbidden=forbidden)
+    with connect_or_explain(source, "the Supabase source") as conn:
+        catalog = read_catalog(conn)
+    try:
+        client = pgtools.choose_client(catalog.server.major, extra_bindirs)
+    except pgtools.VersionMismatch as error:
+        raise PreflightError(str(error)) from None
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        target_server = server_info(conn)
+        if not target_server.superuser:
+            raise PreflightError(
+                f"VPS user {vps.user} must be a superuser on the VPS server: it recreates Supabase's roles "
+                "and restores objects they own"
+            )
+        target_extensions = available_extensions(conn)
+    scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
+    needed = catalog.table_bytes // 2 + 64 * 1024 * 1024
+    if free_bytes(workdir) < needed:
+        raise PreflightError(
+            f"not enough free space in {workdir.parent}: {free_bytes(workdir) // 2**20} MiB free, "
+            f"about {needed // 2**20} MiB needed for the dump"
+        )
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs)
+
+
+def _same_server(a: ConnectionInfo, b: ConnectionInfo) -> bool:
+    same_host = a.host == b.host or (is_local_host(a.host) and is_local_host(b.host))
+    return same_host and (a.lookup_port or a.port) == (b.lookup_port or b.port)
+
+
+def dump_source(plan: BackupPlan, source: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
+    """pg_dump from a snapshot this function holds, fingerprinting the same snapshot meanwhile.
+
+    All traffic to the source passes the byte-counting relay, so the egress figure is
+    what crossed the wire. The fingerprint runs on the snapshot's own session while
+    pg_dump's workers stream, so verifying costs no second pass over the data.
+    """
+    archive = plan.workdir / "archive"
+    started = time.monotonic()
+    with ByteCountingRelay(source.hostaddr or source.host, source.lookup_port or source.port) as relay:
+        relayed = source.via_relay(relay.port)
+        with relayed.connect(autocommit=False) as snap:
+            snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            snap.read_only = True
+            snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            sequences_before = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.scope))
+            argv = [
+                plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
+                f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
+                *_compression_arguments(plan.client), *plan.scope.pg_dump_arguments(),
+            ]
+            env = relayed.libpq_environment(plan.workdir / "source.pgpass")
+            dump_run = _run_beside(
+                lambda: pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority),
+                lambda: fingerprint_database(snap, plan.kept_schemas, plan.scope.excluded_tables),
+            )
+            tool_run, fingerprint = dump_run
+            fingerprint.sequences = sequences_before
+            sequences_after = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.scope))
+            snap.rollback()
+        (plan.workdir / "source.pgpass").unlink(missing_ok=True)
+        egress = relay.counters.received_from_server
+    return DumpResult(archive, directory_bytes(archive), egress, time.monotonic() - started,
+                      fingerprint, sequences_after, tool_run)
+
+
+def _run_beside(main: Callable, beside: Callable) -> tuple:
+    """Run ``main`` in a thread and ``beside`` here; re-raise the first failure."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = main()
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="pg-tool", daemon=True)
+    thread.start()
+    try:
+        side = beside()
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"], side
+
+
+def _excluded_names(scope: CopyScope) -> list[str]:
+    return [f"{s}.{t}" for s, t in scope.excluded_tables]
+
+
+def _compression_arguments(client: PgClient) -> list[str]:
+    """Fast compression: lz4 where pg_dump has it (16+), else gzip's fastest level."""
+    return ["--compress=lz4"] if client.major >= 16 else ["--compress=1"]
+
+
+def _progress_filter(log: Log) -> Callable[[str], None]:
+    """Pass on pg_dump/pg_restore's table-level progress and errors, not every catalog step."""
+
+    def forward(line: str) -> None:
+        if "error" in line or "dumping contents of table" in line or "processing data for table" in line:
+            log(line)
+
+    return forward
+
+
+def recreate_staging(plan: BackupPlan, vps: ConnectionInfo) -> None:
+    """Drop any leftover staging database and create an empty one (never touching the target)."""
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        databases.drop_database(conn, plan.staging)
+        databases.create_database(conn, plan.staging, plan.source.encoding)
+
+
+def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, log: Log,
+                         *, low_priority: bool = True) -> RestoreResult:
+    """Restore the archive into staging; any error at all fails the step.
+
+    Supabase's roles come first as NOLOGIN stand-ins, so owners, grants and RLS policies
+    restore as they are; entries a vanilla server cannot hold are commented out of the
+    restore list (and reported), never silently dropped by ``errors ignored``.
+    """
+    started = time.monotonic()
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        created = ensure_standin_roles(conn, plan.catalog.roles)
+    env = vps.libpq_environment(plan.workdir / "vps.pgpass", plan.staging)
+    listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
+    pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env, stdout_path=listing_path)
+    filtered = filter_archive_listing(listing_path.read_text(encoding="utf-8"), plan.scope)
+    list_path.write_text(filtered, encoding="utf-8")
+    argv = [
+        plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}", "--exit-on-error",
+        "--no-password", "--no-tablespaces", "--no-security-labels", "--verbose", f"--use-list={list_path}",
+        str(dump.archive),
+    ]
+    try:
+        tool_run = pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority)
+    finally:
+        (plan.workdir / "vps.pgpass").unlink(missing_ok=True)
+    with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
+        conn.execute("ANALYZE")
+    skipped = sum(1 for line in filtered.splitlines() if _LEFT_OUT_ENTRY.match(line))
+    return RestoreResult(time.monotonic() - started, created, tool_run, skipped)
+
+
+def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> VerificationResult:
+    """Fingerprint staging and compare with the source snapshot; raise on any difference."""
+    started = time.monotonic()
+    with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
+        copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables)
+    problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise VerificationFailed(f"verification failed: {problems[0]}{more}")
+    return VerificationResult(time.monotonic() - started, len(copy.tables), copy.total_rows, copy)
+
+
+def promote(plan: BackupPlan, vps: ConnectionInfo, policy: databases.SessionPolicy, timeout_seconds: float) -> databases.PromoteResult:
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        return databases.promote_staging(conn, plan.target, policy, timeout_seconds)
+
+
+def drop_staging(vps: ConnectionInfo, target: str) -> bool:
+    """After a failure: the unverified staging copy goes, the target is never touched."""
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        return databases.drop_database(conn, databases.staging_name(target))

@@ -1,0 +1,141 @@
+"""Read-only catalog queries that plan a copy before anything is changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+@dataclass(frozen=True)
+class ExtensionInfo:
+    oid: int
+    name: str
+    schema: str
+    config_relation_oids: tuple[int, ...] = ()
+    member_schemas: tuple[str, ...] = ()
+    members: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    name: str
+    superuser: bool
+    inherit: bool
+    bypassrls: bool
+    member_of: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventTriggerInfo:
+    oid: int
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int
+    version: str
+    database: str
+    encoding: str
+    current_user: str
+    superuser: bool
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+@dataclass
+class DatabaseCatalog:
+    """What a source database holds, as far as planning a dump needs to know."""
+
+    server: ServerInfo
+    schemas: list[str]
+    unreadable_relations: list[tuple[str, str]]
+    extensions: list[ExtensionInfo]
+    roles: list[RoleInfo]
+    event_triggers: list[EventTriggerInfo]
+    size_bytes: int = 0
+    table_bytes: int = 0
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    row = conn.execute(
+        """SELECT current_setting('server_version_num')::int, current_setting('server_version'),
+                  current_database(), pg_encoding_to_char(d.encoding), current_user, r.rolsuper
+           FROM pg_database d, pg_roles r
+           WHERE d.datname = current_database() AND r.rolname = current_user"""
+    ).fetchone()
+    return ServerInfo(*row)
+
+
+def read_catalog(conn: psycopg.Connection) -> DatabaseCatalog:
+    """Everything planning needs, in a handful of queries (a few kilobytes of egress)."""
+    return DatabaseCatalog(
+        server=server_info(conn),
+        schemas=[r[0] for r in conn.execute(
+            """SELECT nspname FROM pg_namespace
+               WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND nspname !~ '^pg_(toast|temp_|toast_temp_)' ORDER BY 1""")],
+        unreadable_relations=[(r[0], r[1]) for r in conn.execute(
+            """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p', 'S', 'm', 'f')
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+                 AND NOT has_table_privilege(c.oid, 'SELECT')
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                 AND d.objid = c.oid AND d.deptype = 'e')
+               ORDER BY 1, 2""")],
+        extensions=_extensions(conn),
+        roles=_roles(conn),
+        event_triggers=[EventTriggerInfo(*r) for r in conn.execute(
+            "SELECT e.oid, e.evtname, pg_get_userbyid(e.evtowner) FROM pg_event_trigger e ORDER BY 2")],
+        size_bytes=conn.execute("SELECT pg_database_size(current_database())").fetchone()[0],
+        table_bytes=conn.execute(
+            "SELECT coalesce(sum(pg_table_size(oid)), 0)::bigint FROM pg_class WHERE relkind IN ('r', 'm')").fetchone()[0],
+    )
+
+
+def available_extensions(conn: psycopg.Connection) -> set[str]:
+    """Extensions the server could create (its installed packages), not only those created."""
+    return {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+
+
+def _extensions(conn: psycopg.Connection) -> list[ExtensionInfo]:
+    rows = conn.execute(
+        """SELECT e.oid, e.extname, n.nspname, coalesce(e.extconfig, '{}')::oid[]::int8[],
+                  ARRAY(SELECT s.nspname FROM pg_depend d JOIN pg_namespace s ON s.oid = d.objid
+                        WHERE d.classid = 'pg_namespace'::regclass AND d.refobjid = e.oid
+                          AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'),
+                  ARRAY(SELECT ARRAY[o.nspname::text, m.objname::text] FROM pg_depend d
+                        JOIN LATERAL (
+                          SELECT c.relnamespace AS ns, c.relname AS objname FROM pg_class c
+                            WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid
+                          UNION ALL SELECT p.pronamespace, p.proname FROM pg_proc p
+                            WHERE d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+                          UNION ALL SELECT t.typnamespace, t.typname FROM pg_type t
+                            WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                        ) m ON true JOIN pg_namespace o ON o.oid = m.ns
+                        WHERE d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
+           FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 2"""
+    )
+    return [
+        ExtensionInfo(oid, name, schema, tuple(config), tuple(schemas), tuple((m[0], m[1]) for m in members))
+        for oid, name, schema, config, schemas, members in rows
+    ]
+
+
+def _roles(conn: psycopg.Connection) -> list[RoleInfo]:
+    rows = conn.execute(
+        """SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolbypassrls,
+                  ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                        WHERE m.member = r.oid AND g.rolname !~ '^pg_' ORDER BY 1),
+                  coalesce(r.rolconfig, '{}')
+           FROM pg_roles r WHERE r.rolname !~ '^pg_' ORDER BY 1"""
+    )
+    return [RoleInfo(name, sup, inh, byp, tuple(member_of), tuple(settings))
+            for name, sup, inh, byp, member_of, settings in rows]

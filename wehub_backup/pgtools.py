@@ -1,0 +1,193 @@
+"""The PostgreSQL client programs: finding the right version and running them safely.
+
+A ``pg_dump`` older than the server refuses to run, and a ``pg_restore`` older than the
+archive cannot read it, so the tools are chosen as a set from one binary directory.
+Each child gets its connection through the environment and its password through a
+private password file: nothing secret is ever in an argument list.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
+
+
+class ToolError(RuntimeError):
+    """A PostgreSQL client program failed; the message is its own last error line."""
+
+
+class VersionMismatch(ToolError):
+    """No installed client is new enough for the server (or the archive)."""
+
+
+@dataclass(frozen=True)
+class PgClient:
+    """One binary directory's pg_dump, pg_restore and psql, of one major version."""
+
+    bindir: Path
+    major: int
+    version: str
+
+    def program(self, name: str) -> str:
+        return str(self.bindir / name)
+
+
+@dataclass
+class ToolRun:
+    """What a finished child process cost: for the run's metadata and the benchmark."""
+
+    argv: list[str]
+    returncode: int
+    seconds: float
+    peak_rss_bytes: int
+    cpu_seconds: float
+    stderr_tail: list[str] = field(default_factory=list)
+
+
+def candidate_bindirs(extra: Sequence[Path] = ()) -> list[Path]:
+    """Directories that may hold client programs, most specific first."""
+    dirs = list(extra)
+    dirs += [Path(p) for p in os.environ.get("WEHUB_PG_BINDIRS", "").split(":") if p]
+    dirs += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    dirs += [Path(p) for p in sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)]
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        dirs.append(Path(os.path.realpath(on_path)).parent)
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory not in unique:
+            unique.append(directory)
+    return unique
+
+
+def installed_clients(extra: Sequence[Path] = ()) -> list[PgClient]:
+    """Every complete client set found, newest major first."""
+    clients = []
+    for bindir in candidate_bindirs(extra):
+        if not all((bindir / name).is_file() for name in ("pg_dump", "pg_restore", "psql")):
+            continue
+        version = program_version(bindir / "pg_dump")
+        if version:
+            clients.append(PgClient(bindir, version[0], version[1]))
+    return sorted(clients, key=lambda client: client.major, reverse=True)
+
+
+def program_version(program: Path) -> tuple[int, str] | None:
+    """``(major, "15.18")`` from ``program --version``, or None if it does not run."""
+    try:
+        output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION.search(output)
+    if not match:
+        return None
+    return int(match.group(1)), output.split("(PostgreSQL)")[1].split()[0]
+
+
+def choose_client(server_major: int, extra: Sequence[Path] = (), purpose: str = "dump") -> PgClient:
+    """The newest installed client set, provided it is at least as new as the server."""
+    clients = installed_clients(extra)
+    if not clients:
+        raise VersionMismatch(
+            "no pg_dump/pg_restore/psql found (install postgresql-client, or set WEHUB_PG_BINDIRS)"
+        )
+    newest = clients[0]
+    if newest.major < server_major:
+        found = ", ".join(f"{c.version} in {c.bindir}" for c in clients)
+        raise VersionMismatch(
+            f"server version mismatch: the server is PostgreSQL {server_major} but the newest pg_dump here is "
+            f"{newest.version}; to {purpose} it install postgresql-client-{server_major} or newer "
+            f"(or set WEHUB_PG_BINDIRS). Found: {found}"
+        )
+    return newest
+
+
+def run_tool(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    on_line: Callable[[str], None] | None = None,
+    low_priority: bool = False,
+    stdout_path: Path | None = None,
+) -> ToolRun:
+    """Run a client program to completion; raise ``ToolError`` with its own words if it fails.
+
+    stderr is read line by line (progress for the log, the tail for the error), and the
+    child's peak RSS and CPU time come from ``wait4`` rather than from sampling.
+    """
+    command = _low_priority_prefix() + argv if low_priority else list(argv)
+    started = time.monotonic()
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE)
+    finally:
+        if stdout_path:
+            stdout.close()
+    tail: deque[str] = deque(maxlen=40)
+    reader = threading.Thread(target=_read_lines, args=(child, tail, on_line), daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    run = ToolRun(
+        argv=list(argv),
+        returncode=child.returncode,
+        seconds=time.monotonic() - started,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        stderr_tail=list(tail),
+    )
+    if run.returncode != 0 or any(_is_error_line(line) for line in tail):
+        raise ToolError(f"{Path(argv[0]).name} failed: {_reason(run)}")
+    return run
+
+
+def _read_lines(child: subprocess.Popen, tail: deque[str], on_line: Callable[[str], None] | None) -> None:
+    assert child.stderr is not None
+    for raw in child.stderr:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            continue
+        tail.append(line)
+        if on_line:
+            on_line(line)
+    child.stderr.close()
+
+
+def _is_error_line(line: str) -> bool:
+    """pg_restore without --exit-on-error, and psql without ON_ERROR_STOP, exit 0 after errors."""
+    return bool(_ERROR_LINE.search(line))
+
+
+def _reason(run: ToolRun) -> str:
+    """The most telling line: the first error, else the last line, else the exit status."""
+    errors = [line for line in run.stderr_tail if _is_error_line(line)]
+    if errors:
+        return errors[0].split("error: ", 1)[-1].strip()
+    if run.stderr_tail:
+        return run.stderr_tail[-1]
+    if run.returncode < 0:
+        return f"killed by signal {-run.returncode}"
+    return f"exit status {run.returncode}"
+
+
+def _low_priority_prefix() -> list[str]:
+    """nice, and ionice's best-effort lowest class, so the application keeps the machine."""
+    prefix = []
+    if shutil.which("nice"):
+        prefix += ["nice", "-n", "10"]
+    if shutil.which("ionice"):
+        prefix += ["ionice", "-c", "2", "-n", "7"]
+    return prefix

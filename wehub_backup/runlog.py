@@ -1,0 +1,101 @@
+"""The plain-text run logs of the original plan, and the working directories of runs.
+
+Operators who know the shell scripts look in ``/var/log/supabase_backup.log`` for one
+line per start, success and failure; Dagster's own event log has the details.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+class WorkspaceError(RuntimeError):
+    """A working directory or log file cannot be created or written."""
+
+
+def append_log_line(log_path: Path, job: str, event: str, target: str, detail: str = "") -> None:
+    """One timestamped line naming the job, the event and the target database."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{stamp} {job} {event.upper()} target={target}" + (f" {detail}" if detail else "")
+    ensure_parent(log_path)
+    with open(log_path, "a", encoding="utf-8") as handle:
+        handle.write(line.replace("\n", " ") + "\n")
+
+
+def ensure_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorkspaceError(f"cannot create directory {path.parent}: {error.strerror}") from None
+
+
+def ensure_directory(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise WorkspaceError(f"cannot create directory {path}: {error.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise WorkspaceError(f"directory {path} is not writable by this user")
+    return path
+
+
+class RunDirectory:
+    """A run's private working directory, flock-ed while the run's process is alive.
+
+    A run killed with SIGKILL cannot clean up after itself; the next run finds its
+    directory unlocked and removes it.
+    """
+
+    _locks: dict[str, int] = {}
+
+    @classmethod
+    def create(cls, backup_dir: Path, run_id: str) -> Path:
+        path = ensure_directory(backup_dir) / f"run-{run_id}"
+        ensure_directory(path)
+        fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cls._locks[run_id] = fd
+        return path
+
+    @classmethod
+    def remove(cls, backup_dir: Path, run_id: str) -> None:
+        shutil.rmtree(backup_dir / f"run-{run_id}", ignore_errors=True)
+        fd = cls._locks.pop(run_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    @staticmethod
+    def sweep_stale(backup_dir: Path) -> list[Path]:
+        """Remove the directories of runs whose process is gone; return what was removed."""
+        removed = []
+        for path in sorted(backup_dir.glob("run-*")) if backup_dir.is_dir() else []:
+            if path.is_dir() and not _is_locked(path / ".lock"):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+
+def _is_locked(lock_path: Path) -> bool:
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free

@@ -1,0 +1,205 @@
+"""Sensors that turn failed runs and overdue backups into alerts.
+
+``alert_on_run_failure`` reports every failed backup or migration run with its failed step,
+target and classified cause. ``backup_freshness_sensor`` catches what no failure sensor can
+see: a schedule that did not fire, a daemon that was down, runs that never started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from wehub_backup.alerts import (
+    AlertMessage,
+    AlertSettings,
+    DeliveryResult,
+    backup_is_stale,
+    classify_failure,
+    deliver_alert,
+    run_url,
+    stale_backup_alert,
+)
+from wehub_backup.jobs import backup_supabase_to_vps, migrate_vps_to_supabase
+from wehub_backup.ops import TARGET_TAG
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
+
+MAX_AGE_ENV = "WEHUB_BACKUP_MAX_AGE_HOURS"
+DEFAULT_MAX_AGE_HOURS = 192.0
+_TARGET_CONFIG_KEYS = ("target_database", "target_db", "target")
+
+
+# --- failed runs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Where a run failed (a step key, or None when it failed outside its steps) and why."""
+
+    step_key: str | None
+    error_text: str
+
+
+def error_text(error: SerializableErrorInfo | None) -> str:
+    """The messages of an error and of the exceptions behind it, without stack frames.
+
+    Dagster wraps an op's exception ("Error occurred while executing op ...") and keeps the
+    original as the cause; the original (a psycopg or pg_dump message) is what classifies.
+    """
+    messages = []
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is not None:
+            messages.append(current.message.strip())
+            pending += [current.cause, current.context]
+    return "\n".join(messages)
+
+
+def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:
+    """The first failed step and its error; else the run's own failure (e.g. a crashed worker)."""
+    if step_failures:
+        first = step_failures[0]
+        return RunFailure(first.step_key, error_text(first.step_failure_data.error))
+    error = run_failure.job_failure_data.error if run_failure.is_job_failure else None
+    return RunFailure(None, error_text(error) or run_failure.message or "")
+
+
+def _config_value(config: object, keys: tuple[str, ...]) -> str | None:
+    """The first string value stored under one of ``keys`` anywhere in nested run config."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key in keys and isinstance(value, str):
+                return value
+        for value in config.values():
+            found = _config_value(value, keys)
+            if found:
+                return found
+    return None
+
+
+def run_target(run: dg.DagsterRun) -> str | None:
+    """The database a run wrote to: its ``wehub/target`` tag, else the run config's target."""
+    return run.tags.get(TARGET_TAG) or _config_value(run.run_config, _TARGET_CONFIG_KEYS)
+
+
+def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) -> AlertMessage:
+    """The alert for the run this failure sensor tick is about."""
+    run = context.dagster_run
+    failure = find_run_failure(list(context.get_step_failure_events()), context.failure_event)
+    return AlertMessage(
+        job_name=run.job_name,
+        run_id=run.run_id,
+        failed_step=failure.step_key,
+        target=run_target(run),
+        cause=classify_failure(failure.error_text),
+        run_url=run_url(dagster_url, run.run_id),
+    )
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
+    """Send one alert per failed backup or migration run to the configured channels."""
+    deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings, log=context.log)
+
+
+# --- freshness -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FreshnessCursor:
+    """What the freshness sensor remembers between ticks.
+
+    ``watching_since`` stands in for the last success while there has never been one, so a new
+    installation is not reported stale before its first scheduled backup was due.
+    ``alerted_for`` names the stale period already reported (the last success it started from),
+    so an overdue backup raises one alert, not one per tick.
+    """
+
+    watching_since: datetime
+    alerted_for: str | None = None
+
+    @classmethod
+    def parse(cls, cursor: str | None, now: datetime) -> FreshnessCursor:
+        if not cursor:
+            return cls(watching_since=now)
+        state = json.loads(cursor)
+        return cls(datetime.fromisoformat(state["watching_since"]), state.get("alerted_for"))
+
+    def serialize(self) -> str:
+        return json.dumps({"watching_since": self.watching_since.isoformat(), "alerted_for": self.alerted_for})
+
+
+def max_backup_age(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """The longest gap between successful backups before alerting: a weekly schedule plus a day."""
+    return timedelta(hours=float(environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE_HOURS))
+
+
+def last_success_time(instance: dg.DagsterInstance, job_name: str) -> datetime | None:
+    """When the most recent successful run of ``job_name`` ended, from the run storage."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
+    )
+    if not records:
+        return None
+    record = records[0]
+    return datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
+
+
+def _stale_period(last_success: datetime | None) -> str:
+    return last_success.isoformat() if last_success else "never"
+
+
+def check_backup_freshness(
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    settings: AlertSettings,
+    now: datetime,
+    max_age: timedelta,
+    log: logging.Logger,
+) -> tuple[str, str]:
+    """Alert once when the last successful backup is older than ``max_age``.
+
+    Returns the new cursor and a sentence for the tick. If every channel failed to deliver,
+    the period stays unreported so the next tick tries again.
+    """
+    job_name = backup_supabase_to_vps.name
+    state = FreshnessCursor.parse(cursor, now)
+    last_success = last_success_time(instance, job_name)
+    if not backup_is_stale(last_success or state.watching_since, now, max_age):
+        return state.serialize(), f"last successful {job_name} at {_stale_period(last_success)}: fresh"
+    period = _stale_period(last_success)
+    if state.alerted_for == period:
+        return state.serialize(), f"still no successful {job_name} since {period}; already alerted"
+    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
+    results = deliver_alert(alert, settings, log=log)
+    if _all_failed(results):
+        return state.serialize(), f"no successful {job_name} since {period}; alert not delivered, will retry"
+    return replace(state, alerted_for=period).serialize(), f"no successful {job_name} since {period}; alerted"
+
+
+def _all_failed(results: list[DeliveryResult]) -> bool:
+    """True when channels are configured and none of them took the alert."""
+    return bool(results) and not any(result.delivered for result in results)
+
+
+@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
+    """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
+    cursor, outcome = check_backup_freshness(
+        context.instance, context.cursor, alert_settings, datetime.now(UTC), max_backup_age(), context.log
+    )
+    context.update_cursor(cursor)
+    return dg.SkipReason(outcome)

@@ -1,0 +1,86 @@
+"""A run's outcome in words: what the command line prints and the demo shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    job_name: str
+    success: bool
+    failed_step: str | None = None
+    failure: str | None = None
+    step_metadata: dict[str, dict[str, object]] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    def value(self, step: str, key: str, default: object = None) -> object:
+        return self.step_metadata.get(step, {}).get(key, default)
+
+
+def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
+    """Read a finished run's outcome, metadata and step durations back from the instance."""
+    run = instance.get_run_by_id(run_id)
+    assert run is not None, f"run {run_id} not found"
+    summary = RunSummary(run_id, run.job_name, run.status == dg.DagsterRunStatus.SUCCESS)
+    started: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            summary.step_seconds[event.step_key] = record.timestamp - started.get(event.step_key, record.timestamp)
+        if event.event_type == dg.DagsterEventType.STEP_OUTPUT:
+            summary.step_metadata[event.step_key] = {k: v.value for k, v in event.step_output_data.metadata.items()}
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and summary.failed_step is None:
+            summary.failed_step = event.step_key
+            summary.failure = failure_reason(event.step_failure_data.error)
+    return summary
+
+
+def failure_reason(error: object) -> str:
+    """The user-facing cause, unwrapped from Dagster's 'Error occurred while executing op' wrapper."""
+    while getattr(error, "cause", None) is not None and "while executing op" in getattr(error, "message", ""):
+        error = error.cause  # type: ignore[attr-defined]
+    message = getattr(error, "message", str(error)).strip()
+    first = message.splitlines()[0] if message else "unknown error"
+    return first.split(": ", 1)[1] if first.split(": ", 1)[0].endswith(("Error", "Failed", "Mismatch", "Busy", "Target")) else first
+
+
+def format_summary(summary: RunSummary, ui_url: str) -> str:
+    """Plain text for a terminal: outcome, sizes, rows, and where to look in the UI."""
+    lines = [f"{summary.job_name}: {'SUCCESS' if summary.success else 'FAILURE'} (run {summary.run_id})"]
+    if not summary.success:
+        lines.append(f"  failed step: {summary.failed_step}")
+        lines.append(f"  cause: {summary.failure}")
+    for label, step, key in _SUMMARY_FIELDS:
+        value = summary.value(step, key)
+        if value is not None:
+            lines.append(f"  {label}: {_human(key, value)}")
+    for step, seconds in summary.step_seconds.items():
+        lines.append(f"  {step}: {seconds:.1f}s")
+    lines.append(f"  details: {ui_url.rstrip('/')}/runs/{summary.run_id}")
+    return "\n".join(lines)
+
+
+_SUMMARY_FIELDS = (
+    ("target", "plan_supabase_backup", "target"),
+    ("source server", "plan_supabase_backup", "source_server_version"),
+    ("pg_dump", "plan_supabase_backup", "pg_dump"),
+    ("tables verified", "verify_restored_database", "tables_verified"),
+    ("rows verified", "verify_restored_database", "rows_verified"),
+    ("received from Supabase", "dump_supabase_database", "egress_bytes"),
+    ("dump size", "dump_supabase_database", "artifact_bytes"),
+    ("previous copy", "promote_staging_database", "previous_kept_as"),
+)
+
+
+def _human(key: str, value: object) -> str:
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{value:,} bytes ({value / 2**20:.1f} MiB)"
+    return str(value)

@@ -1,0 +1,238 @@
+"""What of a Supabase database can live on a vanilla PostgreSQL, and what must be left out.
+
+The VPS copy has to serve the application during an outage and be migrated back later,
+so it keeps the app's RLS policies, grants and foreign keys into ``auth.users``. Only what
+a vanilla server cannot hold is left out, and every left-out object is reported by name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from wehub_backup.catalog import DatabaseCatalog, RoleInfo
+
+# Supabase-internal schemas: platform state a VPS copy neither needs nor can run.
+DEFAULT_EXCLUDED_SCHEMAS = (
+    "_analytics", "_realtime", "_supavisor", "graphql", "graphql_public", "pgbouncer",
+    "pgsodium", "pgsodium_masks", "pgtle", "realtime", "vault",
+)
+# Migration bookkeeping of Supabase's services, unreadable by ``postgres`` since 2025.
+DEFAULT_EXCLUDED_TABLES = ("auth.schema_migrations", "storage.migrations", "supabase_functions.migrations")
+
+STANDIN_COMMENT = "Stand-in for a Supabase role, created by wehub_backup so that grants, owners and policies restore."
+
+_TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.+)$")
+_EXTENSION_CATALOG = 3079
+_EVENT_TRIGGER_CATALOG = 3466
+_ATTACHED_ENTRY = re.compile(
+    r"^(ACL|COMMENT|SECURITY LABEL) (\S+) (?:FUNCTION|PROCEDURE|AGGREGATE|TABLE|SEQUENCE|VIEW|TYPE|DOMAIN"
+    r"|MATERIALIZED VIEW|FOREIGN TABLE|COLUMN) (.+)$"
+)
+_MULTIWORD_DESCS = (
+    "MATERIALIZED VIEW DATA", "PUBLICATION TABLES IN SCHEMA", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
+    "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "FOREIGN DATA WRAPPER", "SEQUENCE OWNED BY", "MATERIALIZED VIEW",
+    "PUBLICATION TABLE", "CHECK CONSTRAINT", "OPERATOR CLASS", "OPERATOR FAMILY", "SECURITY LABEL", "FOREIGN TABLE",
+    "FOREIGN SERVER", "USER MAPPING", "ACCESS METHOD", "EVENT TRIGGER", "FK CONSTRAINT", "ROW SECURITY",
+    "SEQUENCE SET", "LARGE OBJECT", "DEFAULT ACL", "TABLE DATA", "TABLE ATTACH", "INDEX ATTACH",
+)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """One object that is deliberately not copied, and why."""
+
+    kind: str
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.reason}"
+
+
+@dataclass
+class CopyScope:
+    """Which schemas, tables and archive entries a copy keeps."""
+
+    excluded_schemas: list[str]
+    excluded_tables: list[tuple[str, str]]
+    skipped_extension_oids: set[int] = field(default_factory=set)
+    skipped_extension_names: set[str] = field(default_factory=set)
+    skipped_event_trigger_oids: set[int] = field(default_factory=set)
+    skipped_event_trigger_names: set[str] = field(default_factory=set)
+    skipped_relation_oids: set[int] = field(default_factory=set)
+    skipped_schemas: set[str] = field(default_factory=set)
+    skipped_members: dict[str, set[str]] = field(default_factory=dict)
+    left_out: list[LeftOut] = field(default_factory=list)
+
+    def pg_dump_arguments(self) -> list[str]:
+        """Exact-name patterns: quoting makes pg_dump treat ``*``, ``?`` and case literally."""
+        args = [f"--exclude-schema={quote_pattern(s)}" for s in self.excluded_schemas]
+        args += [f"--exclude-table={quote_pattern(s)}.{quote_pattern(t)}" for s, t in self.excluded_tables]
+        return args
+
+    def keeps_schema(self, schema: str) -> bool:
+        return schema not in self.excluded_schemas and schema not in self.skipped_schemas
+
+    def keeps_table(self, schema: str, table: str) -> bool:
+        return self.keeps_schema(schema) and (schema, table) not in self.excluded_tables
+
+
+def parse_qualified(name: str) -> tuple[str, str]:
+    """``schema.table`` (the first dot splits) into its parts; a bare name is in ``public``."""
+    schema, dot, table = name.partition(".")
+    return (schema, table) if dot else ("public", schema)
+
+
+def quote_pattern(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def plan_scope(
+    source: DatabaseCatalog,
+    target_extensions: set[str],
+    excluded_schemas: list[str],
+    excluded_tables: list[str],
+) -> CopyScope:
+    """Decide what to leave out, from the source's catalog and what the target can install."""
+    present = set(source.schemas)
+    scope = CopyScope(
+        excluded_schemas=[s for s in excluded_schemas if s in present],
+        excluded_tables=[],
+    )
+    for schema in scope.excluded_schemas:
+        scope.left_out.append(LeftOut("schema", schema, "Supabase-internal schema (configurable exclusion)"))
+    for schema, table in map(parse_qualified, excluded_tables):
+        if schema in present and scope.keeps_schema(schema):
+            scope.excluded_tables.append((schema, table))
+    for schema, table in source.unreadable_relations:
+        if scope.keeps_schema(schema) and (schema, table) not in scope.excluded_tables:
+            scope.excluded_tables.append((schema, table))
+            scope.left_out.append(LeftOut("table", f"{schema}.{table}", f"not readable by {source.server.current_user}"))
+    for schema, table in scope.excluded_tables:
+        if (schema, table) not in source.unreadable_relations:
+            scope.left_out.append(LeftOut("table", f"{schema}.{table}", "service bookkeeping (configurable exclusion)"))
+    _skip_unavailable_extensions(scope, source, target_extensions)
+    _skip_platform_event_triggers(scope, source)
+    return scope
+
+
+def _skip_unavailable_extensions(scope: CopyScope, source: DatabaseCatalog, target_extensions: set[str]) -> None:
+    for ext in source.extensions:
+        if ext.name not in target_extensions:
+            reason = "extension not available on the target server"
+        elif not scope.keeps_schema(ext.schema):
+            reason = f"installed in excluded schema {ext.schema}"
+        else:
+            continue
+        scope.skipped_extension_oids.add(ext.oid)
+        scope.skipped_extension_names.add(ext.name)
+        scope.skipped_relation_oids.update(ext.config_relation_oids)
+        scope.skipped_schemas.update(ext.member_schemas)
+        for schema, name in ext.members:
+            scope.skipped_members.setdefault(schema, set()).add(name)
+        scope.left_out.append(LeftOut("extension", ext.name, reason))
+
+
+def _skip_platform_event_triggers(scope: CopyScope, source: DatabaseCatalog) -> None:
+    """Event triggers of the platform's superuser watch the platform's own DDL."""
+    superusers = {role.name for role in source.roles if role.superuser}
+    for trigger in source.event_triggers:
+        if trigger.owner in superusers:
+            scope.skipped_event_trigger_oids.add(trigger.oid)
+            scope.skipped_event_trigger_names.add(trigger.name)
+            scope.left_out.append(LeftOut("event trigger", trigger.name, f"owned by platform superuser {trigger.owner}"))
+
+
+def filter_archive_listing(listing: str, scope: CopyScope) -> str:
+    """Comment out the archive entries a copy leaves out (``pg_restore -l`` format, for ``-L``)."""
+    lines = []
+    for line in listing.splitlines():
+        lines.append(f";{line}" if _is_left_out(line, scope) else line)
+    return "\n".join(lines) + "\n"
+
+
+def _is_left_out(line: str, scope: CopyScope) -> bool:
+    match = _TOC_ENTRY.match(line)
+    if not match:
+        return False
+    catalog, oid, rest = int(match.group(2)), int(match.group(3)), match.group(4)
+    if catalog == _EXTENSION_CATALOG and oid in scope.skipped_extension_oids:
+        return True
+    if catalog == _EVENT_TRIGGER_CATALOG and oid in scope.skipped_event_trigger_oids:
+        return True
+    if rest.startswith(("TABLE DATA ", "SEQUENCE SET ")) and oid in scope.skipped_relation_oids:
+        return True
+    for kind, names in (("EXTENSION", scope.skipped_extension_names), ("EVENT TRIGGER", scope.skipped_event_trigger_names)):
+        if any(f"{rest} ".startswith(f"COMMENT - {kind} {tag} ") for name in names for tag in _tag_forms(name)):
+            return True
+    schema = entry_schema(rest)
+    if schema in scope.skipped_schemas or schema in scope.excluded_schemas:
+        return True
+    return _names_skipped_member(rest, scope)
+
+
+def _names_skipped_member(rest: str, scope: CopyScope) -> bool:
+    """An ACL or comment on an object of a skipped extension (its privileges differ from the default)."""
+    match = _ATTACHED_ENTRY.match(rest)
+    if not match or match.group(2) not in scope.skipped_members:
+        return False
+    name = match.group(3)
+    return any(name == tag or name.startswith((tag + "(", tag + " ", tag + "."))
+               for member in scope.skipped_members[match.group(2)] for tag in _tag_forms(member))
+
+
+def _tag_forms(name: str) -> tuple[str, str]:
+    """A name as pg_dump may print it in a tag: bare, or double-quoted when it needs quoting."""
+    return name, '"' + name.replace('"', '""') + '"'
+
+
+def entry_schema(rest: str) -> str | None:
+    """The namespace field of a listing entry (after its type, which may be several words)."""
+    for desc in _MULTIWORD_DESCS:
+        if rest.startswith(desc + " "):
+            return rest[len(desc) + 1:].split(" ", 1)[0]
+    parts = rest.split(" ", 2)
+    return parts[1] if len(parts) > 1 else None
+
+
+def ensure_standin_roles(conn: psycopg.Connection, roles: list[RoleInfo]) -> list[str]:
+    """Create the source's missing roles on the target as NOLOGIN stand-ins; return those created.
+
+    Roles are cluster-wide, so this is idempotent and never alters a role the target already
+    had: a stand-in carries a comment that marks it, and only stand-ins get memberships.
+    """
+    existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+    created = []
+    for role in roles:
+        if role.name in existing:
+            continue
+        options = ["NOLOGIN", "INHERIT" if role.inherit else "NOINHERIT"]
+        if role.bypassrls:
+            options.append("BYPASSRLS")
+        conn.execute(sql.SQL("CREATE ROLE {} " + " ".join(options)).format(sql.Identifier(role.name)))
+        conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role.name), sql.Literal(STANDIN_COMMENT)))
+        for setting in role.settings:
+            name, _, value = setting.partition("=")
+            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(sql.Identifier(role.name), sql.Identifier(name), sql.Literal(value)))
+        created.append(role.name)
+    _grant_standin_memberships(conn, roles)
+    return created
+
+
+def _grant_standin_memberships(conn: psycopg.Connection, roles: list[RoleInfo]) -> None:
+    standins = {r[0] for r in conn.execute(
+        "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s", (STANDIN_COMMENT,))}
+    present = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+    granted = {(r[0], r[1]) for r in conn.execute(
+        """SELECT g.rolname, m.rolname FROM pg_auth_members a
+           JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member""")}
+    for role in roles:
+        if role.name not in standins:
+            continue
+        for group in role.member_of:
+            if group in present and (group, role.name) not in granted:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role.name)))

