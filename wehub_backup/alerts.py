@@ -26,6 +26,8 @@ from email.message import EmailMessage
 
 import dagster as dg
 
+from wehub_backup.settings import env_or_default
+
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_DAGSTER_URL = "http://localhost:3000"
@@ -418,15 +420,6 @@ class AlertSettings(dg.ConfigurableResource):
         return bool(self.smtp_host and self.email_recipients)
 
 
-_STRING_SETTINGS_ENV: Mapping[str, str] = {
-    "webhook_url": "WEHUB_ALERT_WEBHOOK_URL",
-    "smtp_host": "WEHUB_ALERT_SMTP_HOST",
-    "smtp_user": "WEHUB_ALERT_SMTP_USER",
-    "smtp_password": "WEHUB_ALERT_SMTP_PASSWORD",
-    "email_from": "WEHUB_ALERT_EMAIL_FROM",
-    "email_to": "WEHUB_ALERT_EMAIL_TO",
-    "dagster_url": "WEHUB_DAGSTER_URL",
-}
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -439,23 +432,25 @@ def parse_flag(name: str, value: str) -> bool:
     raise ValueError(f"{name} must be one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {value!r}")
 
 
-def alert_settings_from_env(environ: Mapping[str, str] = os.environ) -> AlertSettings:
-    """``AlertSettings`` bound to the ``WEHUB_ALERT_*`` variables that are set (non-empty).
+def alert_settings_from_env() -> AlertSettings:
+    """``AlertSettings`` bound to the ``WEHUB_ALERT_*`` variables that are set.
 
     Strings and the port are ``dg.EnvVar``s, so the UI shows variable names instead of the
     webhook URL or password, and values are read when the sensor runs. Dagster has no boolean
     ``EnvVar``, so STARTTLS is read here; it is not a secret.
     """
-    values: dict[str, object] = {
-        field: dg.EnvVar(name) for field, name in _STRING_SETTINGS_ENV.items() if environ.get(name)
-    }
-    if environ.get("WEHUB_ALERT_SMTP_PORT"):
-        values["smtp_port"] = dg.EnvVar.int("WEHUB_ALERT_SMTP_PORT")
-    if environ.get("WEHUB_ALERT_SMTP_STARTTLS"):
-        values["smtp_starttls"] = parse_flag(
-            "WEHUB_ALERT_SMTP_STARTTLS", environ["WEHUB_ALERT_SMTP_STARTTLS"]
-        )
-    return AlertSettings(**values)
+    starttls = os.environ.get("WEHUB_ALERT_SMTP_STARTTLS")
+    return AlertSettings(
+        webhook_url=env_or_default("WEHUB_ALERT_WEBHOOK_URL", None),
+        smtp_host=env_or_default("WEHUB_ALERT_SMTP_HOST", None),
+        smtp_port=env_or_default("WEHUB_ALERT_SMTP_PORT", 587),
+        smtp_user=env_or_default("WEHUB_ALERT_SMTP_USER", None),
+        smtp_password=env_or_default("WEHUB_ALERT_SMTP_PASSWORD", None),
+        smtp_starttls=parse_flag("WEHUB_ALERT_SMTP_STARTTLS", starttls) if starttls else True,
+        email_from=env_or_default("WEHUB_ALERT_EMAIL_FROM", None),
+        email_to=env_or_default("WEHUB_ALERT_EMAIL_TO", None),
+        dagster_url=env_or_default("WEHUB_DAGSTER_URL", DEFAULT_DAGSTER_URL),
+    )
 
 
 # --- delivery ------------------------------------------------------------------------------

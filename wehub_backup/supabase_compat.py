@@ -111,10 +111,10 @@ def plan_scope(
     for schema, table in source.unreadable_relations:
         if scope.keeps_schema(schema) and (schema, table) not in scope.excluded_tables:
             scope.excluded_tables.append((schema, table))
-            scope.left_out.append(LeftOut("table", f"{schema}.{table}", f"not readable by {source.server.current_user}"))
     for schema, table in scope.excluded_tables:
-        if (schema, table) not in source.unreadable_relations:
-            scope.left_out.append(LeftOut("table", f"{schema}.{table}", "service bookkeeping (configurable exclusion)"))
+        unreadable = (schema, table) in source.unreadable_relations
+        reason = f"not readable by {source.server.current_user}" if unreadable else "configurable exclusion"
+        scope.left_out.append(LeftOut("table", f"{schema}.{table}", reason))
     _skip_unavailable_extensions(scope, source, target_extensions)
     _skip_platform_event_triggers(scope, source)
     return scope

@@ -445,7 +445,27 @@ def test_email_channel_needs_host_and_recipients() -> None:
     assert AlertSettings(smtp_host="mail", email_to=" ops@x ,").email_recipients == ["ops@x"]
 
 
-def test_settings_from_env_defer_to_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+ALERT_VARIABLES = (
+    "WEHUB_ALERT_WEBHOOK_URL",
+    "WEHUB_ALERT_SMTP_HOST",
+    "WEHUB_ALERT_SMTP_PORT",
+    "WEHUB_ALERT_SMTP_USER",
+    "WEHUB_ALERT_SMTP_PASSWORD",
+    "WEHUB_ALERT_SMTP_STARTTLS",
+    "WEHUB_ALERT_EMAIL_FROM",
+    "WEHUB_ALERT_EMAIL_TO",
+    "WEHUB_DAGSTER_URL",
+)
+
+
+@pytest.fixture
+def clean_alert_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ALERT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_settings_from_env_defer_to_environment_variables(clean_alert_env: pytest.MonkeyPatch) -> None:
     environ = {
         "WEHUB_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook",
         "WEHUB_ALERT_SMTP_HOST": "mail.wehub.example",
@@ -454,10 +474,9 @@ def test_settings_from_env_defer_to_environment_variables(monkeypatch: pytest.Mo
         "WEHUB_ALERT_SMTP_STARTTLS": "no",
         "WEHUB_ALERT_EMAIL_TO": "ops@wehub.example",
         "WEHUB_DAGSTER_URL": "https://dagster.wehub.example",
-        "WEHUB_ALERT_SMTP_USER": "",
     }
     for name, value in environ.items():
-        monkeypatch.setenv(name, value)
+        clean_alert_env.setenv(name, value)
     settings = alert_settings_from_env()
     assert isinstance(settings.smtp_password, dg.EnvVar)
     assert settings.smtp_password.env_var_name == "WEHUB_ALERT_SMTP_PASSWORD"
@@ -469,16 +488,17 @@ def test_settings_from_env_defer_to_environment_variables(monkeypatch: pytest.Mo
     assert resolved.email_enabled
 
 
-def test_settings_from_empty_environment_use_defaults() -> None:
-    resolved = alert_settings_from_env({}).process_config_and_initialize()
+def test_settings_from_empty_environment_use_defaults(clean_alert_env: pytest.MonkeyPatch) -> None:
+    resolved = alert_settings_from_env().process_config_and_initialize()
     assert resolved.webhook_url is None and not resolved.email_enabled
     assert (resolved.smtp_port, resolved.smtp_starttls) == (587, True)
     assert resolved.dagster_url == "http://localhost:3000"
 
 
-def test_settings_refuse_an_unreadable_starttls_flag() -> None:
+def test_settings_refuse_an_unreadable_starttls_flag(clean_alert_env: pytest.MonkeyPatch) -> None:
+    clean_alert_env.setenv("WEHUB_ALERT_SMTP_STARTTLS", "sometimes")
     with pytest.raises(ValueError, match="WEHUB_ALERT_SMTP_STARTTLS"):
-        alert_settings_from_env({"WEHUB_ALERT_SMTP_STARTTLS": "sometimes"})
+        alert_settings_from_env()
 
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)

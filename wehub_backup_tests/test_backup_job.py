@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import dagster as dg
+import psycopg
 import pytest
 
 from wehub_backup.definitions import build_definitions
@@ -14,21 +23,226 @@ JOB = "backup_supabase_to_vps"
 
 def run_backup(target: str, instance: dg.DagsterInstance, **promote: object) -> dg.ExecuteInProcessResult:
     """One real run of the job, with resources built from the environment the fixture set."""
-    run_config = {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
+    run_config: dict = {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
     if promote:
         run_config["ops"]["promote_staging_database"] = {"config": promote}
     job = build_definitions().get_job_def(JOB)
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
 
 
+def step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure]
+
+
+def databases_named(vps: PostgresCluster, prefix: str) -> set[str]:
+    return {r[0] for r in vps.query("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))}
+
+
 @pytest.fixture
-def instance(backup_env: BackupEnv) -> dg.DagsterInstance:
+def instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as test_instance:
         yield test_instance
 
 
-def test_backup_copies_and_verifies(backup_env: BackupEnv, instance, supabase_cluster: PostgresCluster,
-                                    vps_cluster: PostgresCluster) -> None:
+@pytest.fixture
+def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A small database of its own on the Supabase-like cluster, so a test may break it."""
+    name = f"scratch_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    supabase_cluster.execute(f'CREATE DATABASE "{name}" OWNER postgres')
+    supabase_cluster.execute(
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;",
+        dbname=name, user="postgres")
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    yield name
+    supabase_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_copy_equals_source_and_verification_is_recorded(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster
+) -> None:
     result = run_backup("wehub_backup_e2e", instance)
-    failures = [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure]
-    assert result.success, failures
+    assert result.success, step_errors(result)
+
+    dump_meta = result.output_for_node("dump_supabase_database")
+    assert dump_meta.egress_bytes > dump_meta.artifact_bytes > 0
+    verified = result.output_for_node("verify_restored_database")
+    assert verified.tables >= 15 and verified.rows >= 100_000
+
+    # Independent of the job's own verification: sample real rows, compared as text.
+    for query in (
+        "SELECT * FROM public.profiles ORDER BY user_id LIMIT 20",
+        'SELECT * FROM public."Order Items" ORDER BY 1 LIMIT 50',
+        "SELECT * FROM public.weird_values ORDER BY 1",
+        "SELECT count(*), sum(id) FROM public.events",
+        "SELECT id::text, email FROM auth.users ORDER BY id",
+        "SELECT * FROM content.page_views ORDER BY 1 LIMIT 100",
+    ):
+        as_text = f"SELECT r::text FROM ({query}) AS r"
+        source_rows = supabase_cluster.query(as_text)
+        copy_rows = vps_cluster.query(as_text, dbname="wehub_backup_e2e")
+        assert copy_rows == source_rows, query
+    policies = "SELECT schemaname, tablename, policyname, roles::text, qual FROM pg_policies ORDER BY 1, 2, 3"
+    assert vps_cluster.query(policies, dbname="wehub_backup_e2e") == [
+        row for row in supabase_cluster.query(policies) if row[0] not in ("realtime", "vault", "graphql")
+    ]
+    fk_to_auth = vps_cluster.query(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'auth.users'::regclass",
+        dbname="wehub_backup_e2e")
+    assert fk_to_auth[0][0] >= 2
+    grants = "SELECT has_table_privilege('authenticated', 'public.profiles', 'SELECT')"
+    assert vps_cluster.query(grants, dbname="wehub_backup_e2e") == [(True,)]
+    assert not vps_cluster.query("SELECT 1 FROM pg_roles WHERE rolname = 'anon' AND rolcanlogin")
+    assert databases_named(vps_cluster, "wehub_backup_e2e") == {"wehub_backup_e2e"}
+    assert not list(backup_env.backup_dir.glob("run-*"))
+    log = backup_env.backup_log.read_text()
+    assert "START target=wehub_backup_e2e" in log and "SUCCESS target=wehub_backup_e2e" in log
+
+    left_out = result.output_for_node("plan_supabase_backup").scope.left_out
+    assert {"pg_graphql", "supabase_vault", "pgrst_ddl_watch", "auth.schema_migrations"} <= {i.name for i in left_out}
+
+
+def test_second_run_replaces_target_and_keeps_previous(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
+    supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,
+) -> None:
+    assert run_backup("wehub_generations", instance).success
+    supabase_cluster.execute("INSERT INTO public.notes (body) VALUES ('second generation')",
+                             dbname=scratch_source, user="postgres")
+    second = run_backup("wehub_generations", instance)
+    assert second.success, step_errors(second)
+    count = "SELECT count(*) FROM public.notes"
+    assert vps_cluster.query(count, dbname="wehub_generations") == [(501,)]
+    assert vps_cluster.query(count, dbname="wehub_generations__previous") == [(500,)]
+    assert databases_named(vps_cluster, "wehub_generations") == {"wehub_generations", "wehub_generations__previous"}
+
+
+def test_restore_error_fails_run_and_leaves_previous_target_untouched(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
+    supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,
+) -> None:
+    assert run_backup("wehub_injected", instance).success
+    before = vps_cluster.query("SELECT id, body FROM public.notes ORDER BY id", dbname="wehub_injected")
+    # An object a vanilla VPS cannot create: a default calling a Supabase-only extension's function.
+    supabase_cluster.execute(
+        "CREATE SCHEMA graphql; CREATE EXTENSION pg_graphql SCHEMA graphql;"
+        "CREATE TABLE public.gql_cache (q jsonb DEFAULT graphql.resolve('{ x }'));"
+        "ALTER TABLE public.gql_cache OWNER TO postgres;"
+        "INSERT INTO public.notes (body) VALUES ('never copied');",
+        dbname=scratch_source)
+
+    failed = run_backup("wehub_injected", instance)
+
+    assert not failed.success
+    errors = step_errors(failed)
+    assert any("restore_into_staging_database" in e for e in errors)
+    assert any("graphql" in e for e in errors), errors
+    assert vps_cluster.query("SELECT id, body FROM public.notes ORDER BY id", dbname="wehub_injected") == before
+    assert databases_named(vps_cluster, "wehub_injected") == {"wehub_injected"}
+    assert not list(backup_env.backup_dir.glob("run-*"))
+    last_line = backup_env.backup_log.read_text().splitlines()[-1]
+    assert "FAILURE target=wehub_injected step=restore_into_staging_database" in last_line
+    assert "graphql" in last_line
+
+
+def test_writer_during_backup_does_not_break_verification(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
+    supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,
+) -> None:
+    stop = threading.Event()
+    inserted = []
+
+    def write() -> None:
+        with supabase_cluster.connect(scratch_source, user="postgres") as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO public.notes (body) VALUES ('written during the backup')")
+                inserted.append(1)
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        result = run_backup("wehub_with_writer", instance)
+    finally:
+        stop.set()
+        writer.join()
+    assert result.success, step_errors(result)
+    copied = vps_cluster.query("SELECT count(*) FROM public.notes", dbname="wehub_with_writer")[0][0]
+    total = supabase_cluster.query("SELECT count(*) FROM public.notes", dbname=scratch_source)[0][0]
+    assert 500 < copied < total, "the writer must have written both before and after the snapshot"
+    assert len(inserted) == total - 500
+
+
+class ArgvSampler:
+    """Samples every process's argument list while runs are going, to prove no password is in one."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "ArgvSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    self.seen.add(cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+
+def test_passwords_appear_in_no_log_metadata_config_or_argv(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with ArgvSampler() as sampler:
+        result = run_backup("wehub_secrets", instance)
+    assert result.success, step_errors(result)
+    assert any("pg_dump" in argv for argv in sampler.seen), "the sampler must have seen pg_dump running"
+    assert any("pg_restore" in argv for argv in sampler.seen)
+
+    records = instance.all_logs(result.run_id)
+    event_text = "\n".join(dg.serialize_value(r) for r in records)
+    run = instance.get_run_by_id(result.run_id)
+    haystacks = {
+        "argv": "\n".join(sampler.seen),
+        "event log": event_text,
+        "run config": repr(run.run_config),
+        "run tags": repr(run.tags),
+        "plan log": backup_env.backup_log.read_text(),
+        "captured output": "".join(capfd.readouterr()),
+        "instance files": "\n".join(
+            p.read_bytes().decode("latin-1") for p in backup_env.dagster_home.rglob("*") if p.is_file()),
+    }
+    assert "pg_dump" in haystacks["event log"] or "egress_bytes" in haystacks["event log"]
+    for password in backup_env.passwords:
+        for where, text in haystacks.items():
+            assert password not in text, f"password found in {where}"
+
+
+def test_command_line_runs_a_recorded_dagster_run(backup_env: BackupEnv, vps_cluster: PostgresCluster) -> None:
+    command = [sys.executable, "-m", "wehub_backup.cli", "backup", "wehub_from_cli"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "backup_supabase_to_vps: SUCCESS" in done.stdout
+    assert "rows verified:" in done.stdout
+    assert "received from Supabase:" in done.stdout
+    with dg.DagsterInstance.from_config(str(backup_env.dagster_home)) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
+        assert runs[0].tags["wehub/target"] == "wehub_from_cli"
+    assert vps_cluster.query("SELECT count(*) FROM auth.users", dbname="wehub_from_cli")[0][0] > 0
+
+    refused = subprocess.run([sys.executable, "-m", "wehub_backup.cli", "backup", "bad;name"],
+                             capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert refused.returncode == 1
+    assert "invalid target database 'bad;name'" in refused.stdout
