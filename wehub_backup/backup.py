@@ -252,19 +252,36 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env, stdout_path=listing_path)
     filtered = filter_archive_listing(listing_path.read_text(encoding="utf-8"), plan.scope)
     list_path.write_text(filtered, encoding="utf-8")
-    argv = [
-        plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}", "--exit-on-error",
-        "--no-password", "--no-tablespaces", "--no-security-labels", "--verbose", f"--use-list={list_path}",
-        str(dump.archive),
-    ]
     try:
-        tool_run = pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority)
+        tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
     finally:
         (plan.workdir / "vps.pgpass").unlink(missing_ok=True)
     with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
         conn.execute("ANALYZE")
     skipped = sum(1 for line in filtered.splitlines() if _LEFT_OUT_ENTRY.match(line))
     return RestoreResult(time.monotonic() - started, created, tool_run, skipped)
+
+
+def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str, str], log: Log,
+                 low_priority: bool) -> ToolRun:
+    """Parallel pg_restore straight into staging, or, when the tools are newer than the VPS
+    server, pg_restore's script through psql (a newer pg_restore sets parameters an older
+    server rejects, and an older pg_restore cannot read the newer archive)."""
+    common = ["--no-tablespaces", "--no-security-labels", f"--use-list={list_path}", str(archive)]
+    if plan.client.major <= plan.target_server.major:
+        argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
+                "--exit-on-error", "--no-password", "--verbose", *common]
+        return pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority)
+    log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
+        "restoring through a script")
+    producer, consumer = pgtools.run_pipeline(
+        [plan.client.program("pg_restore"), "--file=-", *common],
+        [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
+         f"--dbname={plan.staging}"],
+        env, drop_header_lines=(b"SET transaction_timeout = 0;",), on_line=_progress_filter(log),
+        low_priority=low_priority,
+    )
+    return consumer
 
 
 def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> VerificationResult:

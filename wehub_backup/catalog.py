@@ -14,6 +14,7 @@ class ExtensionInfo:
     oid: int
     name: str
     schema: str
+    version: str
     config_relation_oids: tuple[int, ...] = ()
     member_schemas: tuple[str, ...] = ()
     members: tuple[tuple[str, str], ...] = ()
@@ -100,14 +101,14 @@ def read_catalog(conn: psycopg.Connection) -> DatabaseCatalog:
     )
 
 
-def available_extensions(conn: psycopg.Connection) -> set[str]:
-    """Extensions the server could create (its installed packages), not only those created."""
-    return {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+def available_extensions(conn: psycopg.Connection) -> dict[str, str]:
+    """Extensions the server could create (its installed packages) and the version it would create."""
+    return {r[0]: r[1] for r in conn.execute("SELECT name, default_version FROM pg_available_extensions")}
 
 
 def _extensions(conn: psycopg.Connection) -> list[ExtensionInfo]:
     rows = conn.execute(
-        """SELECT e.oid, e.extname, n.nspname, coalesce(e.extconfig, '{}')::oid[]::int8[],
+        """SELECT e.oid, e.extname, n.nspname, e.extversion, coalesce(e.extconfig, '{}')::oid[]::int8[],
                   ARRAY(SELECT s.nspname FROM pg_depend d JOIN pg_namespace s ON s.oid = d.objid
                         WHERE d.classid = 'pg_namespace'::regclass AND d.refobjid = e.oid
                           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'),
@@ -124,8 +125,8 @@ def _extensions(conn: psycopg.Connection) -> list[ExtensionInfo]:
            FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 2"""
     )
     return [
-        ExtensionInfo(oid, name, schema, tuple(config), tuple(schemas), tuple((m[0], m[1]) for m in members))
-        for oid, name, schema, config, schemas, members in rows
+        ExtensionInfo(oid, name, schema, version, tuple(config), tuple(schemas), tuple((m[0], m[1]) for m in members))
+        for oid, name, schema, version, config, schemas, members in rows
     ]
 
 

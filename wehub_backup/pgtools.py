@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
@@ -127,31 +128,92 @@ def run_tool(
     stderr is read line by line (progress for the log, the tail for the error), and the
     child's peak RSS and CPU time come from ``wait4`` rather than from sampling.
     """
-    command = _low_priority_prefix() + argv if low_priority else list(argv)
-    started = time.monotonic()
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     try:
-        child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE)
+        child = _Child(argv, env, on_line, low_priority, stdout=stdout)
     finally:
         if stdout_path:
             stdout.close()
-    tail: deque[str] = deque(maxlen=40)
-    reader = threading.Thread(target=_read_lines, args=(child, tail, on_line), daemon=True)
-    reader.start()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    reader.join()
-    run = ToolRun(
-        argv=list(argv),
-        returncode=child.returncode,
-        seconds=time.monotonic() - started,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        stderr_tail=list(tail),
-    )
-    if run.returncode != 0 or any(_is_error_line(line) for line in tail):
-        raise ToolError(f"{Path(argv[0]).name} failed: {_reason(run)}")
-    return run
+    return child.finish()
+
+
+def run_pipeline(
+    producer_argv: list[str],
+    consumer_argv: list[str],
+    env: dict[str, str],
+    *,
+    drop_header_lines: tuple[bytes, ...] = (),
+    on_line: Callable[[str], None] | None = None,
+    low_priority: bool = False,
+) -> tuple[ToolRun, ToolRun]:
+    """``producer | consumer``, dropping the given lines from the script's preamble only.
+
+    pg_restore 17 starts every script with ``SET transaction_timeout = 0``, which a
+    PostgreSQL 16 or older rejects; the preamble is the only place it can appear, and
+    the data that follows streams through untouched.
+    """
+    producer = _Child(producer_argv, env, on_line, low_priority, stdout=subprocess.PIPE)
+    consumer = _Child(consumer_argv, env, on_line, low_priority, stdin=subprocess.PIPE)
+    assert producer.process.stdout is not None and consumer.process.stdin is not None
+    try:
+        _copy_without_preamble_lines(producer.process.stdout, consumer.process.stdin, drop_header_lines)
+    except BrokenPipeError:
+        producer.process.kill()
+    finally:
+        try:
+            consumer.process.stdin.close()
+        except BrokenPipeError:
+            pass
+    consumer_run = consumer.finish(raise_on_error=False)
+    producer_run = producer.finish(raise_on_error=False)
+    for child, run in ((consumer, consumer_run), (producer, producer_run)):
+        child.raise_if_failed(run)
+    return producer_run, consumer_run
+
+
+def _copy_without_preamble_lines(source: IO[bytes], sink: IO[bytes], drop: tuple[bytes, ...]) -> None:
+    for line in iter(source.readline, b""):
+        if line.strip() in drop:
+            continue
+        sink.write(line)
+        if line.startswith((b"CREATE", b"COPY", b"ALTER", b"COMMENT", b"GRANT", b"REVOKE", b"SELECT pg_catalog.setval")):
+            break
+    shutil.copyfileobj(source, sink, 1024 * 1024)
+
+
+class _Child:
+    """One child process with its stderr read line by line as it runs."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], on_line: Callable[[str], None] | None,
+                 low_priority: bool, **streams: object) -> None:
+        self.argv = list(argv)
+        command = _low_priority_prefix() + self.argv if low_priority else self.argv
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(command, env=env, stdin=streams.pop("stdin", subprocess.DEVNULL),
+                                        stderr=subprocess.PIPE, **streams)  # type: ignore[call-overload]
+        self.tail: deque[str] = deque(maxlen=40)
+        self.reader = threading.Thread(target=_read_lines, args=(self.process, self.tail, on_line), daemon=True)
+        self.reader.start()
+
+    def finish(self, raise_on_error: bool = True) -> ToolRun:
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.reader.join()
+        run = ToolRun(
+            argv=self.argv,
+            returncode=self.process.returncode,
+            seconds=time.monotonic() - self.started,
+            peak_rss_bytes=usage.ru_maxrss * 1024,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            stderr_tail=list(self.tail),
+        )
+        if raise_on_error:
+            self.raise_if_failed(run)
+        return run
+
+    def raise_if_failed(self, run: ToolRun) -> None:
+        if run.returncode != 0 or any(_is_error_line(line) for line in run.stderr_tail):
+            raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(run)}")
 
 
 def _read_lines(child: subprocess.Popen, tail: deque[str], on_line: Callable[[str], None] | None) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 MAX_AGE_ENV = "WEHUB_BACKUP_MAX_AGE_HOURS"
 DEFAULT_MAX_AGE_HOURS = 192.0
 _TARGET_CONFIG_KEYS = ("target_database", "target_db", "target")
+MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
 
 
 # --- failed runs ---------------------------------------------------------------------------
@@ -106,13 +107,16 @@ def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) 
     )
 
 
-@dg.run_failure_sensor(
-    monitored_jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
+@dg.run_failure_sensor(monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING)
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
-    """Send one alert per failed backup or migration run to the configured channels."""
-    deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings, log=context.log)
+    """Send one alert per failed backup or migration run to the configured channels.
+
+    Runs started from the command line (``dg.execute_job``) carry no code-location origin, and
+    ``monitored_jobs`` would silently skip them; so every failed run is seen and the two jobs
+    are picked by name.
+    """
+    if context.dagster_run.job_name in MONITORED_JOB_NAMES:
+        deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings, log=context.log)
 
 
 # --- freshness -----------------------------------------------------------------------------
@@ -178,16 +182,20 @@ def check_backup_freshness(
     job_name = backup_supabase_to_vps.name
     state = FreshnessCursor.parse(cursor, now)
     last_success = last_success_time(instance, job_name)
+    history = (
+        f"last successful {job_name} ended {last_success:%Y-%m-%d %H:%M %Z}"
+        if last_success
+        else f"no successful {job_name} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
+    )
     if not backup_is_stale(last_success or state.watching_since, now, max_age):
-        return state.serialize(), f"last successful {job_name} at {_stale_period(last_success)}: fresh"
+        return state.serialize(), f"{history}: on time"
     period = _stale_period(last_success)
     if state.alerted_for == period:
-        return state.serialize(), f"still no successful {job_name} since {period}; already alerted"
+        return state.serialize(), f"{history}: overdue, already alerted"
     alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
-    results = deliver_alert(alert, settings, log=log)
-    if _all_failed(results):
-        return state.serialize(), f"no successful {job_name} since {period}; alert not delivered, will retry"
-    return replace(state, alerted_for=period).serialize(), f"no successful {job_name} since {period}; alerted"
+    if _all_failed(deliver_alert(alert, settings, log=log)):
+        return state.serialize(), f"{history}: overdue, alert not delivered, will retry"
+    return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
 
 
 def _all_failed(results: list[DeliveryResult]) -> bool:

@@ -93,7 +93,7 @@ def quote_pattern(name: str) -> str:
 
 def plan_scope(
     source: DatabaseCatalog,
-    target_extensions: set[str],
+    target_extensions: dict[str, str],
     excluded_schemas: list[str],
     excluded_tables: list[str],
 ) -> CopyScope:
@@ -120,8 +120,19 @@ def plan_scope(
     return scope
 
 
-def _skip_unavailable_extensions(scope: CopyScope, source: DatabaseCatalog, target_extensions: set[str]) -> None:
+def _skip_unavailable_extensions(scope: CopyScope, source: DatabaseCatalog, target_extensions: dict[str, str]) -> None:
+    """Skip what the target cannot install; for other versions, skip privileges on members.
+
+    A different extension version may have different member objects (PostgreSQL 17's
+    pg_stat_statements_reset has a new signature), so grants on them cannot be replayed.
+    """
     for ext in source.extensions:
+        if ext.name in target_extensions and target_extensions[ext.name] != ext.version and scope.keeps_schema(ext.schema):
+            _skip_member_privileges(scope, ext.members)
+            scope.left_out.append(LeftOut(
+                "privileges", f"on members of extension {ext.name}",
+                f"version {ext.version} on the source, {target_extensions[ext.name]} on the target"))
+            continue
         if ext.name not in target_extensions:
             reason = "extension not available on the target server"
         elif not scope.keeps_schema(ext.schema):
@@ -132,9 +143,13 @@ def _skip_unavailable_extensions(scope: CopyScope, source: DatabaseCatalog, targ
         scope.skipped_extension_names.add(ext.name)
         scope.skipped_relation_oids.update(ext.config_relation_oids)
         scope.skipped_schemas.update(ext.member_schemas)
-        for schema, name in ext.members:
-            scope.skipped_members.setdefault(schema, set()).add(name)
+        _skip_member_privileges(scope, ext.members)
         scope.left_out.append(LeftOut("extension", ext.name, reason))
+
+
+def _skip_member_privileges(scope: CopyScope, members: tuple[tuple[str, str], ...]) -> None:
+    for schema, name in members:
+        scope.skipped_members.setdefault(schema, set()).add(name)
 
 
 def _skip_platform_event_triggers(scope: CopyScope, source: DatabaseCatalog) -> None:

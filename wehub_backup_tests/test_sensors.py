@@ -43,8 +43,13 @@ def dump_supabase() -> None:
     )
 
 
-@dg.job(tags={"wehub/target": "wehub_backup_test"})
+@dg.job(name="backup_supabase_to_vps", tags={"wehub/target": "wehub_backup_test"})
 def failing_backup() -> None:
+    dump_supabase()
+
+
+@dg.job(name="some_other_job")
+def failing_other_job() -> None:
     dump_supabase()
 
 
@@ -74,16 +79,15 @@ def _settings(receiver: WebhookReceiver) -> AlertSettings:
     return AlertSettings(webhook_url=receiver.url, dagster_url=DAGSTER_URL)
 
 
-def _failed_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    result = failing_backup.execute_in_process(instance=instance, raise_on_error=False)
+def _failed_run(instance: dg.DagsterInstance, job: dg.JobDefinition = failing_backup) -> dg.ExecuteInProcessResult:
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     return result
 
 
-def test_failure_sensor_alerts_with_step_target_cause_and_link(
-    instance: dg.DagsterInstance, receiver: WebhookReceiver
+def _evaluate_failure_sensor(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, receiver: WebhookReceiver
 ) -> None:
-    result = _failed_run(instance)
     context = dg.build_run_status_sensor_context(
         sensor_name="alert_on_run_failure",
         dagster_event=result.get_run_failure_event(),
@@ -91,17 +95,29 @@ def test_failure_sensor_alerts_with_step_target_cause_and_link(
         dagster_run=result.dagster_run,
         resources={"alert_settings": _settings(receiver)},
     ).for_run_failure()
-
     alert_on_run_failure(context)
+
+
+def test_failure_sensor_alerts_with_step_target_cause_and_link(
+    instance: dg.DagsterInstance, receiver: WebhookReceiver
+) -> None:
+    result = _failed_run(instance)
+
+    _evaluate_failure_sensor(instance, result, receiver)
 
     [payload] = receiver.payloads
     lines = payload["text"].splitlines()
-    assert lines[0] == "wehub_backup: failing_backup failed (network)"
-    assert lines[1:4] == ["Job: failing_backup", "Failed step: dump_supabase", "Target: wehub_backup_test"]
+    assert lines[0] == "wehub_backup: backup_supabase_to_vps failed (network)"
+    assert lines[1:4] == ["Job: backup_supabase_to_vps", "Failed step: dump_supabase", "Target: wehub_backup_test"]
     assert lines[4].startswith('Cause (network): connection to server at "127.0.0.1", port ')
     assert lines[4].endswith("failed: Connection refused")
     assert lines[5] == f"Run: {DAGSTER_URL}/runs/{result.run_id}"
     assert "hunter2" not in payload["text"]
+
+
+def test_failure_sensor_ignores_other_jobs(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
+    _evaluate_failure_sensor(instance, _failed_run(instance, failing_other_job), receiver)
+    assert receiver.requests == 0
 
 
 def test_run_failure_without_step_failures_falls_back_to_the_run_event(instance: dg.DagsterInstance) -> None:
@@ -130,6 +146,8 @@ def test_freshness_alerts_once_per_stale_period(instance: dg.DagsterInstance, re
     assert succeeding_backup.execute_in_process(instance=instance).success
     finished = last_success_time(instance, "backup_supabase_to_vps")
     assert finished is not None and abs(datetime.now(UTC) - finished) < timedelta(minutes=1)
+    _failed_run(instance)
+    assert last_success_time(instance, "backup_supabase_to_vps") == finished
 
     cursor = _tick(instance, None, finished + timedelta(days=7), receiver)
     assert receiver.payloads == []
@@ -166,7 +184,7 @@ def test_freshness_alert_that_was_not_delivered_is_sent_on_a_later_tick(
     down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{unused_loopback_port()}/hook", dagster_url=DAGSTER_URL)
     cursor = FreshnessCursor(watching_since=first).serialize()
     cursor, outcome = check_backup_freshness(instance, cursor, down, first + timedelta(days=9), EIGHT_DAYS, LOG)
-    assert "not delivered" in outcome
+    assert outcome.endswith("overdue, alert not delivered, will retry")
     _tick(instance, cursor, first + timedelta(days=9, hours=1), receiver)
     assert len(receiver.payloads) == 1
 
@@ -185,7 +203,7 @@ def test_freshness_sensor_tick_updates_cursor_and_delivers(
     outcome = backup_freshness_sensor(context)
 
     assert isinstance(outcome, dg.SkipReason)
-    assert "alerted" in (outcome.skip_message or "")
+    assert (outcome.skip_message or "").endswith("overdue, alerted")
     assert json.loads(context.cursor or "{}")["alerted_for"] == "never"
     [payload] = receiver.payloads
     assert "for more than 1 day" in payload["text"]

@@ -1,0 +1,54 @@
+"""Supabase runs PostgreSQL 15 and 17: the dump tools must be at least as new as the server."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from wehub_backup import pgtools
+from wehub_backup.definitions import build_definitions
+from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, find_newer_postgres_bindir
+
+
+def run_backup(target: str, dagster_home: str) -> dg.ExecuteInProcessResult:
+    with dg.instance_for_test(temp_dir=dagster_home) as instance:
+        job = build_definitions().get_job_def("backup_supabase_to_vps")
+        return job.execute_in_process(
+            run_config={"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}},
+            instance=instance, raise_on_error=False)
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+
+
+def test_choose_client_prefers_newest_and_explains_a_mismatch() -> None:
+    local = find_local_bindir()
+    newer = find_newer_postgres_bindir()
+    assert newer is not None
+    assert pgtools.choose_client(15, [newer]).major == 17
+    with pytest.raises(pgtools.VersionMismatch, match="install postgresql-client-18"):
+        pgtools.choose_client(18, [local])
+
+
+def test_pg17_source_with_only_pg15_tools_is_refused_before_any_change(
+    backup_env_pg17: BackupEnv, vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", "")
+    monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
+    result = run_backup("wehub_pg17_refused", str(backup_env_pg17.dagster_home))
+    assert not result.success
+    text = failure_text(result)
+    assert "server version mismatch" in text and "postgresql-client-17" in text
+    assert not vps_cluster.query("SELECT 1 FROM pg_database WHERE datname LIKE 'wehub_pg17_refused%'")
+
+
+def test_pg17_source_backs_up_into_pg15_vps_with_pg17_tools(
+    backup_env_pg17: BackupEnv, vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))
+    result = run_backup("wehub_from_pg17", str(backup_env_pg17.dagster_home))
+    assert result.success, failure_text(result)
+    assert result.output_for_node("plan_supabase_backup").client.major == 17
+    assert vps_cluster.query("SELECT count(*) FROM public.events", dbname="wehub_from_pg17")[0][0] >= 100_000
