@@ -24,7 +24,10 @@ def run_backup(target: str) -> int:
     result = dg.execute_job(
         dg.reconstructable(backup_job_with_resources),
         instance=instance,
-        run_config={"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}},
+        run_config={
+            "ops": {"plan_supabase_backup": {"config": {"target_database": target}}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        },
         tags={TARGET_TAG: target, "wehub/launched_by": "cli"},
         raise_on_error=False,
     )

@@ -21,14 +21,12 @@ from wehub_backup_tests.harness.cluster import (
     find_local_bindir,
     find_newer_postgres_bindir,
     hand_to_server_user,
+    write_pgpass,
 )
 from wehub_backup_tests.harness.supabase_like import (
     APP_OWNER,
-    SUPABASE_SETTINGS,
-    SUPABASE_SUPERUSER,
-    bootstrap_supabase_like,
-    build_supabase_flavoured_bindir,
-    seed_app,
+    new_supabase_like_cluster,
+    prepare_supabase_like,
     seed_vps_app,
 )
 
@@ -95,14 +93,7 @@ def session_passwords() -> SessionPasswords:
 
 def supabase_like_cluster(name: str, base: Path, source_bindir: Path, password: str) -> PostgresCluster:
     """A started, bootstrapped and seeded Supabase-like cluster whose `postgres` can log in over TCP."""
-    bindir = build_supabase_flavoured_bindir(base / f"{name}-install", source_bindir)
-    cluster = start_for_session(
-        PostgresCluster(name, base, bindir=bindir, superuser=SUPABASE_SUPERUSER, settings=SUPABASE_SETTINGS)
-    )
-    bootstrap_supabase_like(cluster)
-    seed_app(cluster)
-    cluster.set_password(APP_OWNER, password)
-    return cluster
+    return prepare_supabase_like(start_for_session(new_supabase_like_cluster(name, base, source_bindir)), password)
 
 
 @pytest.fixture(scope="session")
@@ -149,14 +140,6 @@ def pgpass_file(
             (vps_cluster, VPS_SUPERUSER, session_passwords.vps_postgres),
         ],
     )
-
-
-def write_pgpass(path: Path, logins: list[tuple[PostgresCluster, str, str]]) -> Path:
-    """Write a libpq password file readable only by its owner (libpq ignores looser files)."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text("".join(f"{c.host}:{c.port}:*:{user}:{password}\n" for c, user, password in logins))
-    return path
 
 
 @pytest.fixture

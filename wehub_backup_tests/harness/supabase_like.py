@@ -142,3 +142,17 @@ def seed_vps_app(cluster: PostgresCluster, dbname: str, owner: str = "wehub_app"
         dbname=dbname,
     )
     cluster.execute(load_sql("vps_app.sql"), dbname=dbname, user=owner)
+
+
+def new_supabase_like_cluster(name: str, base: Path, source_bindir: Path) -> PostgresCluster:
+    """An unstarted cluster on a Supabase-flavoured copy of `source_bindir`'s install."""
+    bindir = build_supabase_flavoured_bindir(base / f"{name}-install", source_bindir)
+    return PostgresCluster(name, base, bindir=bindir, superuser=SUPABASE_SUPERUSER, settings=SUPABASE_SETTINGS)
+
+
+def prepare_supabase_like(cluster: PostgresCluster, password: str, large_rows: int = 100_000) -> PostgresCluster:
+    """Bootstrap and seed a started cluster, and let `postgres` log in over TCP with `password`."""
+    bootstrap_supabase_like(cluster)
+    seed_app(cluster, large_rows=large_rows)
+    cluster.set_password(APP_OWNER, password)
+    return cluster
