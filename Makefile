@@ -15,9 +15,12 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 	@bash scripts/check-system.sh
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# Dagster's storage: PostgreSQL when DAGSTER_PG_HOST is set (deploy/dagster.yaml), else embedded SQLite.
+INSTANCE_YAML := $(if $(DAGSTER_PG_HOST),deploy/dagster.yaml,dagster.yaml)
+
+$(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp $(INSTANCE_YAML) $@
 
 test: install
 	$(BIN)/pytest

@@ -45,7 +45,6 @@ MIB = 2**20
 DATASET_VERSION = 1
 SOURCE_DATABASE = "postgres"
 TARGET_SUPERUSER = "postgres"
-BENCH_DATABASE_PREFIX = "bench_"
 # A small VPS's settings, the same on both servers (fsync etc. are the harness's: off).
 SERVER_SETTINGS = {
     "shared_buffers": "256MB",
@@ -89,31 +88,31 @@ CREATE TABLE public.event_log (
 _DOCUMENT_ROWS = f"""
 INSERT INTO public.documents (id, owner_id, title, body, attributes, tags, status, created_at, updated_at)
 SELECT i,
-       md5('user' || (1 + i % 60))::uuid,
+       md5('user' || (1 + i %% 60))::uuid,
        initcap(translate(substr(md5(i::text), 1, 24), '0123456789abcdef', 'etaoin shrdlucmw')),
        translate({_BODY}, '0123456789abcdef', 'etaoin shrdlucmw'),
-       jsonb_build_object('plan', (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + i % 4], 'seats', i % 50,
-                          'score', (i % 1000) / 10.0, 'ref', md5(i::text || 'ref'),
-                          'flags', jsonb_build_object('beta', i % 3 = 0, 'newsletter', i % 5 = 0),
-                          'history', jsonb_build_array(i % 7, i % 11, i % 13)),
-       ARRAY['tag' || i % 17, 'topic' || i % 29, 'lang-' || (ARRAY['en', 'de', 'fr'])[1 + i % 3]],
-       (ARRAY['draft', 'published', 'archived'])[1 + i % 3],
+       jsonb_build_object('plan', (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + i %% 4], 'seats', i %% 50,
+                          'score', (i %% 1000) / 10.0, 'ref', md5(i::text || 'ref'),
+                          'flags', jsonb_build_object('beta', i %% 3 = 0, 'newsletter', i %% 5 = 0),
+                          'history', jsonb_build_array(i %% 7, i %% 11, i %% 13)),
+       ARRAY['tag' || i %% 17, 'topic' || i %% 29, 'lang-' || (ARRAY['en', 'de', 'fr'])[1 + i %% 3]],
+       (ARRAY['draft', 'published', 'archived'])[1 + i %% 3],
        timestamptz '2023-01-01 00:00+00' + i * interval '37 seconds',
-       CASE WHEN i % 4 = 0 THEN timestamptz '2024-06-01 00:00+00' + i * interval '11 seconds' END
+       CASE WHEN i %% 4 = 0 THEN timestamptz '2024-06-01 00:00+00' + i * interval '11 seconds' END
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 _EVENT_LOG_ROWS = """
 INSERT INTO public.event_log (id, user_id, kind, path, payload, ip, user_agent, created_at)
 SELECT i,
-       md5('user' || (1 + i % 60))::uuid,
-       (ARRAY['page_view', 'click', 'search', 'upload', 'login'])[1 + i % 5],
-       '/app/' || (ARRAY['home', 'docs', 'settings', 'billing'])[1 + i % 4] || '/' || i % 997,
-       jsonb_build_object('session', md5(i::text), 'duration_ms', i % 5000, 'referrer', '/r/' || i % 313,
-                          'ok', i % 17 <> 0),
-       ('10.' || i % 256 || '.' || (i / 256) % 256 || '.' || i % 7)::inet,
+       md5('user' || (1 + i %% 60))::uuid,
+       (ARRAY['page_view', 'click', 'search', 'upload', 'login'])[1 + i %% 5],
+       '/app/' || (ARRAY['home', 'docs', 'settings', 'billing'])[1 + i %% 4] || '/' || i %% 997,
+       jsonb_build_object('session', md5(i::text), 'duration_ms', i %% 5000, 'referrer', '/r/' || i %% 313,
+                          'ok', i %% 17 <> 0),
+       ('10.' || i %% 256 || '.' || (i / 256) %% 256 || '.' || i %% 7)::inet,
        (ARRAY['Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36',
               'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148',
-              'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0'])[1 + i % 3],
+              'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0'])[1 + i %% 3],
        timestamptz '2024-01-01 00:00+00' + i * interval '3 seconds'
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
@@ -162,6 +161,7 @@ class BenchServers:
     target: PostgresCluster
     source_password: str
     target_password: str
+    admin_password: str
 
     def source_info(self, passfile: Path) -> ConnectionInfo:
         return ConnectionInfo(self.source.host, self.source.port, APP_OWNER, SOURCE_DATABASE, "disable", passfile)
@@ -173,8 +173,10 @@ class BenchServers:
         """A password file for both servers, and for the source behind a relay's port if given."""
         entries = [PassEntry(self.target.host, str(self.target.port), "*", TARGET_SUPERUSER, self.target_password),
                    PassEntry(self.source.host, str(self.source.port), "*", APP_OWNER, self.source_password)]
+        entries.append(PassEntry(self.source.host, str(self.source.port), "*", SUPABASE_SUPERUSER, self.admin_password))
         if relay_port is not None:
             entries.append(PassEntry("127.0.0.1", str(relay_port), "*", APP_OWNER, self.source_password))
+            entries.append(PassEntry("127.0.0.1", str(relay_port), "*", SUPABASE_SUPERUSER, self.admin_password))
         return write_private_passfile(path, entries)
 
     def source_bytes(self) -> int:
@@ -202,20 +204,22 @@ def start_servers(base_dir: Path, scale_mb: int, log: Log) -> BenchServers:
     source = PostgresCluster("source", base_dir, superuser=SUPABASE_SUPERUSER, settings=settings)
     marker = base_dir / "dataset.json"
     reuse = _marker_matches(marker, scale_mb) and (source.data_dir / "PG_VERSION").exists()
-    if not reuse:
-        source.destroy()
-        marker.unlink(missing_ok=True)
-    source.start()
     if reuse:
+        source.stop()
+        source.start()
         log(f"reusing the {scale_mb} MB source in {base_dir}")
     else:
-        plan = build_source(source, scale_mb, log)
+        source.destroy()
+        marker.unlink(missing_ok=True)
+        plan = build_source(source.start(), scale_mb, log)
         marker.write_text(json.dumps({"version": DATASET_VERSION, **plan.__dict__}))
-    target = PostgresCluster("target", base_dir, superuser=TARGET_SUPERUSER, settings=SERVER_SETTINGS).start()
-    servers = BenchServers(base_dir, source, target, secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    target = PostgresCluster("target", base_dir, superuser=TARGET_SUPERUSER, settings=SERVER_SETTINGS)
+    target.destroy()
+    target.start()
+    servers = BenchServers(base_dir, source, target, *(secrets.token_urlsafe(18) for _ in range(3)))
     source.set_password(APP_OWNER, servers.source_password)
+    source.set_password(SUPABASE_SUPERUSER, servers.admin_password)
     target.set_password(TARGET_SUPERUSER, servers.target_password)
-    drop_bench_databases(target)
     return servers
 
 
@@ -288,17 +292,16 @@ def _app_session(source: PostgresCluster) -> psycopg.Connection:
     return conn
 
 
-def drop_bench_databases(target: PostgresCluster) -> None:
-    """Leftovers of an interrupted run on a reused target."""
-    with target.connect() as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                            (BENCH_DATABASE_PREFIX + "%",))]
-        for name in names:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+@dataclass
+class CopyPlan:
+    """What every contender copies: the job's own scope, decided by the job's own rules."""
+
+    scope: CopyScope
+    kept_schemas: list[str]
 
 
-def prepare_copy(servers: BenchServers) -> CopyScope:
-    """Decide, with the job's own rules, what every contender copies; give the target Supabase's roles.
+def prepare_copy(servers: BenchServers) -> CopyPlan:
+    """Decide what every contender copies, and give the target Supabase's roles.
 
     The roles are what the job creates itself (NOLOGIN stand-ins); ``supabase_admin`` is
     made a superuser here so that the other tools can restore the platform's event
@@ -311,4 +314,5 @@ def prepare_copy(servers: BenchServers) -> CopyScope:
             conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER NOLOGIN").format(sql.Identifier(SUPABASE_SUPERUSER)))
         ensure_standin_roles(conn, catalog.roles)
         target_extensions = available_extensions(conn)
-    return plan_scope(catalog, target_extensions, list(DEFAULT_EXCLUDED_SCHEMAS), list(DEFAULT_EXCLUDED_TABLES))
+    scope = plan_scope(catalog, target_extensions, list(DEFAULT_EXCLUDED_SCHEMAS), list(DEFAULT_EXCLUDED_TABLES))
+    return CopyPlan(scope, [s for s in catalog.schemas if scope.keeps_schema(s)])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ class ProcessPeaks:
 
     main_bytes: int = 0
     child_bytes: int = 0
-    tree_bytes: int = 0
+    tree_bytes: int = 0  # largest sum of proportional set sizes at one moment
     largest_child: str = ""
 
 
@@ -70,16 +69,17 @@ class Sampler:
             self._sample()
 
     def _sample(self) -> None:
-        tree_rss = 0
+        tree_pss = 0
         for pid, is_main in descendants(os.getpid()):
             status = process_status(pid)
             if status is None:
                 continue
-            name, hwm, rss = status
-            previous = self._hwm.get(pid, (name, 0, is_main))[1]
-            self._hwm[pid] = (name, max(previous, hwm), is_main)
-            tree_rss += rss
-        self.peaks.tree_bytes = max(self.peaks.tree_bytes, tree_rss)
+            name, hwm = status
+            known_name, known_hwm, _ = self._hwm.get(pid, (name, 0, is_main))
+            # A new name means the process exec'd: what it held before was its parent's image.
+            self._hwm[pid] = (name, max(known_hwm, hwm) if known_name == name else hwm, is_main)
+            tree_pss += proportional_set_size(pid)
+        self.peaks.tree_bytes = max(self.peaks.tree_bytes, tree_pss)
         try:
             self.disk_bytes = max(self.disk_bytes, directory_bytes(self._directory))
         except OSError:
@@ -120,36 +120,36 @@ def children(pid: int) -> list[int]:
     return result
 
 
-def process_status(pid: int) -> tuple[str, int, int] | None:
-    """Name, peak RSS (VmHWM) and current RSS of a process, in bytes; None once it is gone."""
+def process_status(pid: int) -> tuple[str, int] | None:
+    """Name and peak RSS (VmHWM, bytes) of a process; None once it is gone."""
     fields: dict[str, str] = {}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
                 key, _, value = line.partition(":")
-                if key in ("Name", "VmHWM", "VmRSS"):
+                if key in ("Name", "VmHWM"):
                     fields[key] = value.strip()
     except OSError:
         return None
     if "VmHWM" not in fields:
         return None  # a zombie: its memory is gone already
-    return fields["Name"], _kib(fields["VmHWM"]), _kib(fields.get("VmRSS", "0 kB"))
+    return fields["Name"], _kib(fields["VmHWM"])
+
+
+def proportional_set_size(pid: int) -> int:
+    """Resident memory with shared pages split among their users, so forked workers are not counted twice."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return _kib(line.split(":", 1)[1].strip())
+    except OSError:
+        pass
+    return 0
 
 
 def _kib(value: str) -> int:
     return int(value.split()[0]) * 1024
-
-
-class Stopwatch:
-    """Wall time of a block, on the monotonic clock."""
-
-    def __enter__(self) -> Stopwatch:
-        self.started = time.monotonic()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.seconds = time.monotonic() - self.started
 
 
 def median(values: list[float]) -> float:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -22,7 +23,7 @@ from wehub_backup.pgtools import PgClient, ToolRun
 from wehub_backup.runlog import directory_bytes, free_bytes
 from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo, is_local_host
 from wehub_backup.supabase_compat import CopyScope, ensure_standin_roles, filter_archive_listing, plan_scope
-from wehub_backup.wire import ByteCountingRelay
+from wehub_backup.wire import counted_connection
 
 Log = Callable[[str], None]
 _LEFT_OUT_ENTRY = re.compile(r"^;\d+;")
@@ -58,6 +59,29 @@ class BackupPlan:
     def kept_schemas(self) -> list[str]:
         return [s for s in self.catalog.schemas if self.scope.keeps_schema(s)]
 
+    @property
+    def excluded_tables(self) -> list[tuple[str, str]]:
+        return self.scope.excluded_tables
+
+    def pg_dump_arguments(self) -> list[str]:
+        return self.scope.pg_dump_arguments()
+
+
+class DumpPlan(Protocol):
+    """What ``dump_source`` needs to know: the backup's plan and the migration's both provide it."""
+
+    workdir: Path
+    client: PgClient
+    jobs: int
+
+    @property
+    def kept_schemas(self) -> list[str]: ...
+
+    @property
+    def excluded_tables(self) -> list[tuple[str, str]]: ...
+
+    def pg_dump_arguments(self) -> list[str]: ...
+
 
 @dataclass
 class DumpResult:
@@ -87,11 +111,15 @@ class VerificationResult:
 
 
 def one_line(error: BaseException) -> str:
-    """The first meaningful line of an error (psycopg's are often several lines long)."""
+    """The first meaningful line of an error (psycopg's are often several lines long).
+
+    A failed connection lists one line per address tried, each followed by libpq's hint
+    ("Is the server running on that host...?"); the last attempt's own line is the cause.
+    """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
-    if text.startswith("connection failed:") and len(lines) > 1:
-        text = lines[-1]
+    if text.startswith("connection failed:"):
+        text = [line for line in lines if " failed: " in line][-1].removeprefix("connection failed: ")
     return text
 
 
@@ -132,14 +160,10 @@ def plan_backup(
         raise PreflightError(str(error)) from None
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         target_server = server_info(conn)
-        if not target_server.superuser:
-            raise PreflightError(
-                f"VPS user {vps.user} must be a superuser on the VPS server: it recreates Supabase's roles "
-                "and restores objects they own"
-            )
+        require_superuser(target_server)
         target_extensions = available_extensions(conn)
     scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
-    needed = catalog.table_bytes // 2 + 64 * 1024 * 1024
+    needed = dump_space_needed(catalog)
     if free_bytes(workdir) < needed:
         raise PreflightError(
             f"not enough free space in {workdir.parent}: {free_bytes(workdir) // 2**20} MiB free, "
@@ -148,43 +172,57 @@ def plan_backup(
     return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs)
 
 
+def require_superuser(vps_server: ServerInfo) -> None:
+    """The VPS login must be a superuser: it recreates Supabase's roles and restores objects they own."""
+    if not vps_server.superuser:
+        raise PreflightError(
+            f"VPS user {vps_server.current_user} must be a superuser on the VPS server: it recreates "
+            "Supabase's roles and restores objects they own"
+        )
+
+
+def dump_space_needed(catalog: DatabaseCatalog) -> int:
+    """Free space a dump needs: compressed, it takes about half the tables' size; plus slack."""
+    return catalog.table_bytes // 2 + 64 * 1024 * 1024
+
+
 def _same_server(a: ConnectionInfo, b: ConnectionInfo) -> bool:
     same_host = a.host == b.host or (is_local_host(a.host) and is_local_host(b.host))
     return same_host and (a.lookup_port or a.port) == (b.lookup_port or b.port)
 
 
-def dump_source(plan: BackupPlan, source: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
+def dump_source(plan: DumpPlan, source: ConnectionInfo, log: Log, *, low_priority: bool = True,
+                count_egress: bool = True) -> DumpResult:
     """pg_dump from a snapshot this function holds, fingerprinting the same snapshot meanwhile.
 
-    All traffic to the source passes the byte-counting relay, so the egress figure is
-    what crossed the wire. The fingerprint runs on the snapshot's own session while
-    pg_dump's workers stream, so verifying costs no second pass over the data.
+    With ``count_egress`` all traffic to the source passes the byte-counting relay, so the
+    egress figure is what crossed the wire. The fingerprint runs on the snapshot's own
+    session while pg_dump's workers stream, so verifying costs no second pass over the data.
     """
     archive = plan.workdir / "archive"
     started = time.monotonic()
-    with ByteCountingRelay(source.hostaddr or source.host, source.lookup_port or source.port) as relay:
-        relayed = source.via_relay(relay.port)
+    with counted_connection(source, count_egress) as (relayed, counters):
         with relayed.connect(autocommit=False) as snap:
             snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snap.read_only = True
             snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            sequences_before = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.scope))
+            sequences_before = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.excluded_tables))
             argv = [
                 plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
                 f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
-                *_compression_arguments(plan.client), *plan.scope.pg_dump_arguments(),
+                *_compression_arguments(plan.client), *plan.pg_dump_arguments(),
             ]
             env = relayed.libpq_environment(plan.workdir / "source.pgpass")
             dump_run = _run_beside(
                 lambda: pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority),
-                lambda: fingerprint_database(snap, plan.kept_schemas, plan.scope.excluded_tables),
+                lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables),
             )
             tool_run, fingerprint = dump_run
             fingerprint.sequences = sequences_before
-            sequences_after = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.scope))
+            sequences_after = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.excluded_tables))
             snap.rollback()
         (plan.workdir / "source.pgpass").unlink(missing_ok=True)
-        egress = relay.counters.received_from_server
+        egress = counters.received_from_server
     return DumpResult(archive, directory_bytes(archive), egress, time.monotonic() - started,
                       fingerprint, sequences_after, tool_run)
 
@@ -210,8 +248,8 @@ def _run_beside(main: Callable, beside: Callable) -> tuple:
     return outcome["value"], side
 
 
-def _excluded_names(scope: CopyScope) -> list[str]:
-    return [f"{s}.{t}" for s, t in scope.excluded_tables]
+def _excluded_names(excluded_tables: list[tuple[str, str]]) -> list[str]:
+    return [f"{s}.{t}" for s, t in excluded_tables]
 
 
 def _compression_arguments(client: PgClient) -> list[str]:
@@ -291,9 +329,14 @@ def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> V
         copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables)
     problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise VerificationFailed(f"verification failed: {problems[0]}{more}")
+        raise VerificationFailed(f"verification failed: {first_of(problems)}")
     return VerificationResult(time.monotonic() - started, len(copy.tables), copy.total_rows, copy)
+
+
+def first_of(problems: list[str]) -> str:
+    """The first problem, and how many more there are: one line for the run's failure."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
 
 
 def promote(plan: BackupPlan, vps: ConnectionInfo, policy: databases.SessionPolicy, timeout_seconds: float) -> databases.PromoteResult:

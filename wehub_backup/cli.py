@@ -2,6 +2,7 @@
 
 ``wehub-backup backup [TARGET_DB]`` mirrors ``backup_supabase_to_vps.sh [TARGET_DB]``: the
 same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_HOME``.
+``wehub-backup migrate [--overwrite]`` mirrors ``migrate_to_supabase.sh`` the same way.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import dagster as dg
 
-from wehub_backup.ops import BACKUP_JOB, TARGET_TAG
+from wehub_backup import egress
+from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG, migration_run_config
+from wehub_backup.schedules import LAUNCHED_BY_TAG, backup_run_config, configured_backup_target
 from wehub_backup.summary import format_summary, summarize_run
 
 
@@ -20,20 +24,40 @@ def run_backup(target: str) -> int:
     """Run the backup job against ``target`` and print its summary; the exit code says how it went."""
     from wehub_backup.definitions import backup_job_with_resources
 
+    return _run_recorded(backup_job_with_resources, backup_run_config(target), {TARGET_TAG: target})
+
+
+def run_migration(overwrite: bool) -> int:
+    """Run the migration job ($LOCAL_DB_NAME -> Supabase) and print its summary; the exit code says how it went."""
+    from wehub_backup.definitions import migration_job_with_resources
+
+    return _run_recorded(migration_job_with_resources, migration_run_config(overwrite), {})
+
+
+def _run_recorded(job_factory: Callable[[], dg.JobDefinition], run_config: dict, tags: dict[str, str]) -> int:
+    """Execute a job in this process, recorded in the instance at $DAGSTER_HOME, and print its summary."""
     instance = _instance()
     result = dg.execute_job(
-        dg.reconstructable(backup_job_with_resources),
+        dg.reconstructable(job_factory),
         instance=instance,
-        run_config={
-            "ops": {"plan_supabase_backup": {"config": {"target_database": target}}},
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        },
-        tags={TARGET_TAG: target, "wehub/launched_by": "cli"},
+        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        tags={**tags, LAUNCHED_BY_TAG: "cli"},
         raise_on_error=False,
     )
     summary = summarize_run(instance, result.run_id)
     print(format_summary(summary, os.environ.get("WEHUB_DAGSTER_URL", "http://localhost:3000")))
     return 0 if summary.success else 1
+
+
+def report_egress() -> int:
+    """Print the billing cycle's Supabase egress against the budget, from the instance's run records."""
+    instance = _instance()
+    try:
+        usage = egress.egress_usage(instance)
+    except egress.EgressSettingsError as error:
+        raise SystemExit(f"wehub-backup: {error}") from None
+    print(egress.format_egress_report(usage, egress.last_successful_egress(instance, BACKUP_JOB)))
+    return 0
 
 
 def _instance() -> dg.DagsterInstance:
@@ -46,8 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wehub-backup", description="Verified Supabase <-> VPS database copies.")
     commands = parser.add_subparsers(dest="command", required=True)
     backup = commands.add_parser("backup", help=f"run {BACKUP_JOB}: Supabase -> a VPS database, verified")
-    backup.add_argument("target", nargs="?", default=os.environ.get("WEHUB_BACKUP_TARGET_DB", "wehub_backup_test"),
+    backup.add_argument("target", nargs="?", default=configured_backup_target(),
                         help="VPS database to hold the copy (default: $WEHUB_BACKUP_TARGET_DB or wehub_backup_test)")
+    migrate = commands.add_parser("migrate", help=f"run {MIGRATION_JOB}: the VPS database ($LOCAL_DB_NAME) -> "
+                                                  "Supabase, in one transaction, verified")
+    migrate.add_argument("--overwrite", action="store_true",
+                         help="replace app schemas that already hold objects on Supabase (returning after a failover)")
+    commands.add_parser("doctor", help="check this machine before the first run: programs, password file, "
+                                       "directories, both databases, Dagster storage; prints what to fix")
+    commands.add_parser("egress", help="Supabase egress this billing cycle: used, budget, runs, projection")
     return parser
 
 
@@ -55,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "backup":
         return run_backup(args.target)
+    if args.command == "migrate":
+        return run_migration(args.overwrite)
+    if args.command == "doctor":
+        from wehub_backup.doctor import run_doctor
+
+        return run_doctor()
+    if args.command == "egress":
+        return report_egress()
     return 2
 
 

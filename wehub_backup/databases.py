@@ -124,14 +124,14 @@ def promote_staging(
     started = time.monotonic()
     terminated = 0
     target_exists = database_exists(conn, target)
-    if target_exists:
-        drop_database(conn, previous)
     while True:
         if target_exists and policy == "terminate":
             for pid in connected_sessions(conn, target):
                 terminated += bool(conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0])
         if not target_exists or not connected_sessions(conn, target):
             try:
+                if target_exists:
+                    drop_database(conn, previous)  # only now: a promote that gives up keeps both generations
                 _swap(conn, target, staging, previous, target_exists)
                 return PromoteResult(target_exists, terminated, time.monotonic() - started)
             except psycopg.errors.ObjectInUse:

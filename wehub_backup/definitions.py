@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import dagster as dg
 
-from wehub_backup.jobs import backup_supabase_to_vps
+from wehub_backup.alerts import alert_settings_from_env
+from wehub_backup.egress import egress_budget_sensor
+from wehub_backup.jobs import backup_supabase_to_vps, migrate_vps_to_supabase
+from wehub_backup.schedules import backup_copy_asset_specs, build_weekly_backup_schedule
+from wehub_backup.sensors import alert_on_run_failure, backup_freshness_sensor
 from wehub_backup.settings import backup_workspace_from_env, supabase_database_from_env, vps_database_from_env
 
 
 def build_definitions() -> dg.Definitions:
     """Assemble the code location; resources are bound to environment variables read at run time."""
     return dg.Definitions(
-        jobs=[backup_supabase_to_vps],
+        assets=backup_copy_asset_specs(),
+        jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
+        schedules=[build_weekly_backup_schedule()],
+        sensors=[alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor],
         resources={
             "supabase": supabase_database_from_env(),
             "vps": vps_database_from_env(),
             "workspace": backup_workspace_from_env(),
             "io_manager": dg.mem_io_manager,
+            "alert_settings": alert_settings_from_env(),
         },
     )
 
@@ -25,5 +33,13 @@ defs = build_definitions()
 
 
 def backup_job_with_resources() -> dg.JobDefinition:
-    """The backup job with its resources bound: what the command line executes (reconstructable)."""
-    return defs.get_job_def("backup_supabase_to_vps")
+    """The backup job with its resources bound: what the command line executes (reconstructable).
+
+    Built afresh, so the resources follow the environment at the time of the run.
+    """
+    return build_definitions().get_job_def("backup_supabase_to_vps")
+
+
+def migration_job_with_resources() -> dg.JobDefinition:
+    """The migration job with its resources bound: what ``wehub-backup migrate`` executes (reconstructable)."""
+    return build_definitions().get_job_def("migrate_vps_to_supabase")

@@ -54,12 +54,19 @@ class RunDirectory:
 
     @classmethod
     def create(cls, backup_dir: Path, run_id: str) -> Path:
+        """Lock the directory under a name ``sweep_stale`` ignores, then give it its name: a run
+        starting at the same moment never sees it unlocked and takes it for a dead run's."""
         path = ensure_directory(backup_dir) / f"run-{run_id}"
-        ensure_directory(path)
-        fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        hidden = ensure_directory(backup_dir / f".run-{run_id}")
+        fd = os.open(hidden / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        hidden.rename(path)
         cls._locks[run_id] = fd
         return path
+
+    @staticmethod
+    def run_id_of(path: Path) -> str:
+        return path.name.removeprefix("run-")
 
     @classmethod
     def remove(cls, backup_dir: Path, run_id: str) -> None:

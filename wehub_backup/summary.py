@@ -77,6 +77,12 @@ _SUMMARY_FIELDS = (
     ("received from Supabase", "dump_supabase_database", "egress_bytes"),
     ("dump size", "dump_supabase_database", "artifact_bytes"),
     ("previous copy", "promote_staging_database", "previous_kept_as"),
+    ("source database", "plan_vps_migration", "source_database"),
+    ("Supabase server", "plan_vps_migration", "supabase_server_version"),
+    ("pg_dump", "plan_vps_migration", "pg_dump"),
+    ("tables verified", "verify_supabase_copy", "tables_verified"),
+    ("rows verified", "verify_supabase_copy", "rows_verified"),
+    ("sent to Supabase", "restore_into_supabase", "bytes_sent_to_supabase"),
 )
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from wehub_backup.settings import ConnectionInfo
 
 _CHUNK = 256 * 1024
 
@@ -98,6 +102,20 @@ class ByteCountingRelay:
                 except OSError:
                     pass
             _close_quietly(sink)
+
+
+@contextmanager
+def counted_connection(info: ConnectionInfo, count: bool = True) -> Iterator[tuple[ConnectionInfo, TrafficCounters]]:
+    """``info`` routed through a byte-counting relay, with the relay's counters.
+
+    With ``count`` false (a server on this machine, whose traffic costs nothing) the
+    connection goes direct and the counters stay at zero.
+    """
+    if not count:
+        yield info, TrafficCounters()
+        return
+    with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port) as relay:
+        yield info.via_relay(relay.port), relay.counters
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -1,0 +1,234 @@
+"""``python -m bench.run`` (``make bench``): build the source, run the contenders alternating, write BENCHMARKS.md.
+
+Contenders run in turn (A B C D A B C D ...), so a slow phase of the machine hits all of
+them alike; each run writes into a fresh database that is checked against the source
+(row counts every time, full fingerprints on the last repetition) before it counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench import diagnostics, report
+from bench.contenders import CONTENDERS, Attempt, Contender, missing_programs
+from bench.dataset import SOURCE_DATABASE, BenchServers, CopyPlan, prepare_copy, start_servers
+from bench.measure import RunMeasurement, Sampler
+from wehub_backup import pgtools
+from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
+from wehub_backup.wire import ByteCountingRelay
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_SCALE_MB, MAX_SCALE_MB = 100, 10240
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def scale_argument(value: str) -> int:
+    scale = int(value)
+    if not MIN_SCALE_MB <= scale <= MAX_SCALE_MB:
+        raise argparse.ArgumentTypeError(f"--scale must be between {MIN_SCALE_MB} and {MAX_SCALE_MB} (MB)")
+    return scale
+
+
+def contender_list(value: str) -> list[str]:
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in CONTENDERS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+    return keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=scale_argument, default=1024, help="source size in MB (100..10240, default 1024)")
+    parser.add_argument("--repetitions", type=int, default=3, help="runs of each contender (default 3)")
+    parser.add_argument("--contenders", type=contender_list, default=list(CONTENDERS),
+                        help=f"comma-separated, from {','.join(CONTENDERS)} (default all)")
+    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md", help="report to write")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the clusters (stopped) in --base-dir; a later run at the same scale reuses the source")
+    parser.add_argument("--base-dir", type=Path, default=None,
+                        help="where the clusters live (default /var/tmp/wehub-bench-SCALE)")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results",
+                        help="raw results as JSON, one file per scale (BENCHMARKS.md compares scales from here)")
+    parser.add_argument("--no-diagnostics", action="store_true", help="skip the untimed cost breakdown")
+    return parser
+
+
+@dataclass
+class Session:
+    """One benchmark invocation: the servers, the copy scope and what has been measured."""
+
+    servers: BenchServers
+    plan: CopyPlan
+    client: pgtools.PgClient
+    jobs: int
+    workdir: Path
+    dagster_home: Path
+    source_fingerprint: DatabaseFingerprint
+    passfile: Path
+    measurements: list[RunMeasurement] = field(default_factory=list)
+
+    def run(self, contender: Contender, repetition: int) -> RunMeasurement:
+        """One timed run into a fresh database, then a row-count check of the copy."""
+        database = f"bench_{contender.key}_{repetition}"
+        workdir = self.workdir / f"{contender.key}-{repetition}"
+        workdir.mkdir(mode=0o700)
+        source = self.servers.source
+        with ByteCountingRelay(source.host, source.port) as relay:
+            passfile = self.servers.write_passfile(self.workdir / "relay.pgpass", relay.port)
+            attempt = Attempt(
+                database, workdir, self.servers.source_info(passfile).via_relay(relay.port),
+                self.servers.target_info(passfile), passfile, self.client, self.jobs, self.plan.scope, self.dagster_home,
+            )
+            load_before = os.getloadavg()[0]
+            with Sampler(workdir) as sampler:
+                started = time.monotonic()
+                details = contender.run(attempt)
+                seconds = time.monotonic() - started
+            received = relay.counters.received_from_server
+        shutil.rmtree(workdir, ignore_errors=True)
+        self.check_row_counts(database)
+        details["load_before"] = load_before
+        measurement = RunMeasurement(contender.key, repetition, seconds, sampler.peaks, sampler.disk_bytes, received, details)
+        self.measurements.append(measurement)
+        return measurement
+
+    def target_connection(self, database: str) -> psycopg.Connection:
+        return self.servers.target_info(self.passfile).connect(database)
+
+    def check_row_counts(self, database: str) -> None:
+        """Every table of the scope holds as many rows as in the source, or the run does not count."""
+        with self.target_connection(database) as conn:
+            for name, table in self.source_fingerprint.tables.items():
+                schema, _, relname = name.partition(".")
+                rows = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(relname))).fetchone()[0]
+                if rows != table.rows:
+                    raise RuntimeError(f"{database}: {name} has {rows} rows, the source {table.rows}")
+
+    def compare_with_source(self, database: str) -> tuple[float, list[str]]:
+        """Full fingerprint of a copy against the source: seconds taken and every difference."""
+        started = time.monotonic()
+        with self.target_connection(database) as conn:
+            copy = fingerprint_database(conn, self.plan.kept_schemas, self.plan.scope.excluded_tables)
+        return time.monotonic() - started, compare_fingerprints(self.source_fingerprint, copy)
+
+    def drop(self, database: str) -> None:
+        with self.target_connection("postgres") as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def fingerprint_source(servers: BenchServers, plan: CopyPlan, passfile: Path) -> tuple[DatabaseFingerprint, float]:
+    """The source's fingerprint in one snapshot, and how long it took alone."""
+    started = time.monotonic()
+    with servers.source_info(passfile).connect(autocommit=False) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        fingerprint = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables)
+        conn.rollback()
+    return fingerprint, time.monotonic() - started
+
+
+def prepare_dagster_home(path: Path) -> Path:
+    """A Dagster instance like the demo's (SQLite storage), created before the first timed run."""
+    import dagster as dg
+
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", path / "dagster.yaml")
+    dg.DagsterInstance.from_config(str(path)).dispose()
+    return path
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Everything between starting the servers and writing the report."""
+    base_dir = args.base_dir or Path(f"/var/tmp/wehub-bench-{args.scale}")
+    servers = start_servers(base_dir, args.scale, log)
+    try:
+        return measure_all(servers, args)
+    finally:
+        servers.stop(keep=args.keep)
+        if not args.keep:
+            shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
+    workdir = servers.base_dir / "work"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(mode=0o700)
+    plan = prepare_copy(servers)
+    passfile = servers.write_passfile(workdir / "pgpass")
+    client = pgtools.choose_client(servers.source.major)
+    source_fingerprint, source_fingerprint_s = fingerprint_source(servers, plan, passfile)
+    session = Session(servers, plan, client, os.cpu_count() or 1, workdir,
+                      prepare_dagster_home(workdir / "dagster_home"), source_fingerprint, passfile)
+    source_bytes = servers.source_bytes()
+    log(f"source: {source_bytes / 2**20:.0f} MiB, {source_fingerprint.total_rows:,} rows in "
+        f"{len(source_fingerprint.tables)} tables; contenders {', '.join(args.contenders)}; "
+        f"{args.repetitions} repetitions; {session.jobs} jobs")
+    for repetition in range(1, args.repetitions + 1):
+        for key in args.contenders:
+            measurement = session.run(CONTENDERS[key], repetition)
+            log(f"{key} #{repetition}: {measurement.seconds:.1f} s, {measurement.source_bytes / 2**20:.1f} MiB from source, "
+                f"temp disk {measurement.temp_disk_bytes / 2**20:.1f} MiB")
+            if repetition < args.repetitions:
+                session.drop(f"bench_{key}_{repetition}")
+    copies = {}
+    for key in args.contenders:
+        database = f"bench_{key}_{args.repetitions}"
+        seconds, problems = session.compare_with_source(database)
+        copies[key] = {"fingerprint_s": seconds, "differences": problems}
+        log(f"{key}: copy {'identical to the source' if not problems else 'differs: ' + '; '.join(problems[:3])}")
+    found = {} if args.no_diagnostics else diagnostics.run_all(session, log)
+    for key in args.contenders:
+        session.drop(f"bench_{key}_{args.repetitions}")
+    return {
+        "scale_mb": args.scale,
+        "repetitions": args.repetitions,
+        "contenders": args.contenders,
+        "jobs": session.jobs,
+        "source_bytes": source_bytes,
+        "source_rows": source_fingerprint.total_rows,
+        "source_tables": len(source_fingerprint.tables),
+        "source_fingerprint_s": source_fingerprint_s,
+        "left_out": [str(item) for item in plan.scope.left_out],
+        "measurements": [asdict(m) for m in session.measurements],
+        "copies": copies,
+        "diagnostics": found,
+        "environment": report.environment(servers, client),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.repetitions < 1:
+        print("--repetitions must be at least 1", file=sys.stderr)
+        return 2
+    problems = missing_programs(args.contenders)
+    if problems:
+        for problem in problems:
+            print(f"bench: {problem}", file=sys.stderr)
+        print("bench: or leave it out, e.g. --contenders plain,directory,job", file=sys.stderr)
+        return 2
+    results = run_benchmark(args)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    results_file = args.results_dir / f"scale-{args.scale}.json"
+    results_file.write_text(json.dumps(results, indent=1, default=str))
+    args.output.write_text(report.render(results, report.load_other_scales(args.results_dir, args.scale)))
+    log(f"wrote {args.output} (raw figures in {results_file})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

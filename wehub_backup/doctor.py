@@ -1,0 +1,330 @@
+"""``wehub-backup doctor``: check a machine before the first run and say what to fix.
+
+Every check is a plain function returning a ``Check`` (one line: OK or FAIL, and either
+what was found or what to do). Nothing is changed: no directory is created and the
+databases are only read (a few kilobytes from Supabase). The password file is checked the
+way libpq reads it, and the Dagster storage database is reached the way dagster-postgres
+reaches it, so a pass here means the services will start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import yaml
+
+from wehub_backup import pgpass, pgtools
+from wehub_backup.backup import (
+    MAINTENANCE_DATABASE,
+    PreflightError,
+    connect_or_explain,
+    dump_space_needed,
+    one_line,
+    require_superuser,
+)
+from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
+from wehub_backup.egress import EgressSettings, EgressSettingsError, human_bytes
+from wehub_backup.runlog import WorkspaceError, ensure_directory, free_bytes
+from wehub_backup.schedules import ScheduleSettingsError, schedule_timezone
+from wehub_backup.settings import (
+    APPLICATION_NAME,
+    BackupWorkspace,
+    ConnectionInfo,
+    backup_workspace_from_env,
+    supabase_database_from_env,
+    vps_database_from_env,
+)
+
+ENV_FILE_HINT = "/etc/wehub_backup/wehub_backup.env"
+DAGSTER_PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB")
+PLACEHOLDER_PASSWORD = "CHANGE_ME"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: a name, pass or fail, and what was found or what to fix."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, True, detail)
+
+
+def failed(name: str, detail: str) -> Check:
+    return Check(name, False, detail)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run would use, resolved from the environment now."""
+
+    supabase: ConnectionInfo
+    vps: ConnectionInfo
+    workspace: BackupWorkspace
+
+
+@dataclass(frozen=True)
+class DagsterStorage:
+    """Dagster's PostgreSQL storage as dagster-postgres builds its connection from ``DAGSTER_PG_*``."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def resolve_connection(factory: Callable[[], dg.ConfigurableResource]) -> ConnectionInfo:
+    """A database resource as a run would see it, with its environment variables read now."""
+    return factory().process_config_and_initialize().connection_info()  # type: ignore[attr-defined]
+
+
+def check_settings() -> tuple[Check, Settings | None]:
+    """Resolve the connection and workspace settings; name the variable that is missing or wrong."""
+    if not os.environ.get("SUPABASE_DB_HOST"):
+        return failed("settings", f"SUPABASE_DB_HOST is not set: set it in {ENV_FILE_HINT}"), None
+    try:
+        settings = Settings(
+            resolve_connection(supabase_database_from_env),
+            resolve_connection(vps_database_from_env),
+            backup_workspace_from_env().process_config_and_initialize(),
+        )
+    except dg.DagsterInvalidConfigError as error:
+        return failed("settings", f"{_config_error(error)}: fix it in {ENV_FILE_HINT}"), None
+    return passed("settings", f"Supabase {settings.supabase.describe()}, VPS {settings.vps.describe()}"), settings
+
+
+def _config_error(error: dg.DagsterInvalidConfigError) -> str:
+    """The first configuration error's cause (e.g. a port that is not a number), without Dagster's stack trace."""
+    if not error.errors:
+        return one_line(error)
+    lines = [line.strip() for line in error.errors[0].message.splitlines() if line.strip()]
+    causes = [line.split("Error: ", 1)[1] for line in lines if "Error: " in line]
+    return (causes[0] if causes else lines[0]).rstrip(".")
+
+
+def dagster_storage_from_env(environ: Mapping[str, str] = os.environ) -> DagsterStorage | None:
+    """The storage settings if any ``DAGSTER_PG_*`` is set (all four are then required)."""
+    if not any(environ.get(name) for name in DAGSTER_PG_VARIABLES):
+        return None
+    missing = [name for name in DAGSTER_PG_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not set (set all of {', '.join(DAGSTER_PG_VARIABLES)} or none)")
+    try:
+        port = int(environ["DAGSTER_PG_PORT"])
+    except ValueError:
+        raise ValueError(f"DAGSTER_PG_PORT must be a number, not {environ['DAGSTER_PG_PORT']!r}") from None
+    return DagsterStorage(environ["DAGSTER_PG_HOST"], port, environ["DAGSTER_PG_USER"], environ["DAGSTER_PG_DB"])
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def check_password_file(passfile: Path, logins: list[tuple[str, ConnectionInfo | DagsterStorage]]) -> Check:
+    """libpq's rules: a private plain file, with a line for every login (and no example placeholder)."""
+    try:
+        pgpass.check_permissions(passfile)
+        for role, login in logins:
+            password = pgpass.lookup_password(passfile, login.host, login.port, login.dbname, login.user)
+            if PLACEHOLDER_PASSWORD in password:
+                return failed("password file", f"the entry for {role} in {passfile} still has the example's "
+                                               f"{PLACEHOLDER_PASSWORD} password: put the real one there")
+    except pgpass.PasswordFileError as error:
+        return failed("password file", str(error))
+    return passed("password file", f"{passfile} (mode 0600) has entries for {', '.join(r for r, _ in logins)}")
+
+
+def check_backup_directory(path: Path) -> Check:
+    """The working directory must exist and be writable; creating it is the installer's job."""
+    name = "backup directory"
+    if not path.exists():
+        return failed(name, f"{path} does not exist: create it for the service user "
+                            f"(install -d -o wehub -g wehub -m 0700 {path}) or run deploy/install.sh")
+    try:
+        ensure_directory(path)
+    except WorkspaceError as error:
+        return failed(name, f"{error}: chown wehub:wehub {path}")
+    return passed(name, f"{path} is writable")
+
+
+def check_log_file(name: str, path: Path) -> Check:
+    """A log file is appended to by every run: it, or its directory if new, must be writable."""
+    if path.exists():
+        if path.is_file() and os.access(path, os.W_OK):
+            return passed(name, f"{path} is writable")
+        return failed(name, f"{path} is not a writable file: chown wehub:wehub {path}")
+    if path.parent.is_dir() and os.access(path.parent, os.W_OK):
+        return passed(name, f"{path} will be created")
+    return failed(name, f"cannot create {path}: create it for the service user "
+                        f"(install -o wehub -g wehub -m 0640 /dev/null {path}) or run deploy/install.sh")
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+def check_supabase(info: ConnectionInfo) -> tuple[Check, DatabaseCatalog | None]:
+    """Supabase answers on a session-mode port and the catalog is readable (needed to plan a dump)."""
+    try:
+        with connect_or_explain(info, "the Supabase source") as conn:
+            catalog = read_catalog(conn)
+    except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
+        return failed("Supabase", one_line(error)), None
+    return passed("Supabase", f"{info.describe()}: PostgreSQL {catalog.server.version}, "
+                              f"database {catalog.size_bytes / 2**20:.1f} MiB"), catalog
+
+
+def check_vps(info: ConnectionInfo) -> tuple[Check, ServerInfo | None]:
+    """The VPS server answers and the login is a superuser (roles and owners are restored)."""
+    try:
+        with connect_or_explain(info, "the VPS server", MAINTENANCE_DATABASE) as conn:
+            server = server_info(conn)
+        require_superuser(server)
+    except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
+        return failed("VPS", one_line(error)), None
+    return passed("VPS", f"{info.describe(MAINTENANCE_DATABASE)}: PostgreSQL {server.version}, superuser"), server
+
+
+def check_client_programs(servers: Mapping[str, ServerInfo], extra_bindirs: list[Path]) -> Check:
+    """pg_dump/pg_restore/psql as a set, at least as new as the newest server they talk to."""
+    name = "client programs"
+    newest = max(servers.values(), key=lambda server: server.major, default=None)
+    try:
+        client = pgtools.choose_client(newest.major if newest else 0, extra_bindirs)
+    except pgtools.VersionMismatch as error:
+        return failed(name, str(error))
+    majors = ", ".join(f"{role} {server.major}" for role, server in servers.items()) or "no server reached"
+    return passed(name, f"pg_dump/pg_restore/psql {client.version} in {client.bindir} (servers: {majors})")
+
+
+def check_free_space(backup_dir: Path, catalog: DatabaseCatalog) -> Check:
+    """Room for one dump of the source in the working directory (the same estimate a run uses)."""
+    needed, free = dump_space_needed(catalog), free_bytes(backup_dir)
+    detail = f"{free // 2**20} MiB free in {backup_dir}, about {needed // 2**20} MiB needed for a dump"
+    if free < needed:
+        return failed("disk space", f"{detail}: free space or point WEHUB_BACKUP_DIR elsewhere")
+    return passed("disk space", detail)
+
+
+def check_dagster_home(home: str | None, storage: DagsterStorage | None) -> Check:
+    """DAGSTER_HOME holds a dagster.yaml whose storage matches the ``DAGSTER_PG_*`` settings."""
+    name = "Dagster instance"
+    if not home:
+        return failed(name, f"DAGSTER_HOME is not set: set it in {ENV_FILE_HINT}")
+    config_path = Path(home) / "dagster.yaml"
+    if not config_path.is_file():
+        return failed(name, f"{config_path} is missing: copy deploy/dagster.yaml (PostgreSQL) or dagster.yaml (SQLite)")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        return failed(name, f"cannot read {config_path}: {one_line(error)}")
+    uses_postgres = "postgres" in (config.get("storage") or {})
+    if uses_postgres and storage is None:
+        return failed(name, f"{config_path} keeps storage in PostgreSQL but DAGSTER_PG_* are not set: "
+                            f"set them in {ENV_FILE_HINT}")
+    if storage is not None and not uses_postgres:
+        return failed(name, f"DAGSTER_PG_* are set but {config_path} keeps storage in SQLite: "
+                            f"copy deploy/dagster.yaml there")
+    kind = "PostgreSQL (DAGSTER_PG_*)" if uses_postgres else "SQLite under DAGSTER_HOME"
+    return passed(name, f"{config_path}: storage in {kind}")
+
+
+def check_dagster_storage(storage: DagsterStorage) -> Check:
+    """Connect as dagster-postgres will (password from libpq's password file) and check CREATE rights."""
+    name = "Dagster storage"
+    try:
+        with psycopg.connect(host=storage.host, port=storage.port, user=storage.user, dbname=storage.dbname,
+                             application_name=APPLICATION_NAME, connect_timeout=10) as conn:
+            can_create = conn.execute("SELECT has_schema_privilege('public', 'CREATE')").fetchone()[0]
+    except psycopg.Error as error:
+        return failed(name, f"cannot connect to {storage.describe()}: {one_line(error)} "
+                            "(deploy/install.sh creates the role and database)")
+    if not can_create:
+        return failed(name, f"{storage.user} cannot create tables in {storage.dbname}: "
+                            f"ALTER DATABASE {storage.dbname} OWNER TO {storage.user}")
+    return passed(name, f"{storage.describe()} reachable")
+
+
+def check_schedule_settings() -> Check:
+    """The schedule's time zone and the egress budget parse, so the code location loads and runs plan."""
+    try:
+        zone = schedule_timezone()
+        budget = EgressSettings.from_env()
+    except (ScheduleSettingsError, EgressSettingsError) as error:
+        return failed("schedule", f"{error}: fix it in {ENV_FILE_HINT}")
+    return passed("schedule", f"weekly in {zone}; egress budget {human_bytes(budget.budget_bytes)} per cycle "
+                              f"starting on day {budget.cycle_day}")
+
+
+# --- all together --------------------------------------------------------------------------
+
+
+def run_checks() -> list[Check]:
+    """Every check, in the order an operator fixes things; later checks skip what earlier ones could not reach."""
+    settings_check, settings = check_settings()
+    checks = [settings_check]
+    try:
+        storage = dagster_storage_from_env()
+    except ValueError as error:
+        checks.append(failed("Dagster storage", str(error)))
+        storage = None
+    if settings:
+        checks += machine_checks(settings, storage)
+    checks.append(check_dagster_home(os.environ.get("DAGSTER_HOME"), storage))
+    if storage:
+        checks.append(check_dagster_storage(storage))
+    checks.append(check_schedule_settings())
+    return checks
+
+
+def machine_checks(settings: Settings, storage: DagsterStorage | None) -> list[Check]:
+    """Password file, directories, both servers, client versions and disk space."""
+    logins: list[tuple[str, ConnectionInfo | DagsterStorage]] = [("Supabase", settings.supabase),
+                                                                 ("the VPS", settings.vps)]
+    if storage:
+        logins.append(("Dagster storage", storage))
+    backup_dir = Path(settings.workspace.backup_dir)
+    checks = [
+        check_password_file(settings.supabase.passfile, logins),
+        check_backup_directory(backup_dir),
+        check_log_file("backup log", Path(settings.workspace.backup_log)),
+        check_log_file("migration log", Path(settings.workspace.migration_log)),
+    ]
+    supabase_check, catalog = check_supabase(settings.supabase)
+    vps_check, vps_server = check_vps(settings.vps)
+    checks += [supabase_check, vps_check]
+    servers = {role: server for role, server in (("Supabase", catalog.server if catalog else None),
+                                                 ("VPS", vps_server)) if server}
+    checks.append(check_client_programs(servers, settings.workspace.extra_bindirs()))
+    if catalog and backup_dir.is_dir():
+        checks.append(check_free_space(backup_dir, catalog))
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    """The lines to print, and a last line that counts the failures."""
+    failures = sum(1 for check in checks if not check.ok)
+    last = f"all {len(checks)} checks passed" if not failures else f"{failures} of {len(checks)} checks failed"
+    return "\n".join([check.line() for check in checks] + [last])
+
+
+def run_doctor() -> int:
+    """Print every check; exit status 0 only if all passed."""
+    checks = run_checks()
+    print(report(checks))
+    return 0 if all(check.ok for check in checks) else 1

@@ -1,0 +1,96 @@
+"""A backup run in a process group of its own, as a schedule's run worker has, that a test can
+watch phase by phase and kill outright."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+
+class RunExitedEarly(AssertionError):
+    """The run finished before the moment a test wanted to interrupt it."""
+
+
+class BackgroundBackup:
+    """``python -m wehub_backup.cli backup TARGET`` with the test's environment."""
+
+    def __init__(self, target: str, output_dir: Path) -> None:
+        self.output = output_dir / f"cli-{target}-{time.monotonic_ns()}.out"
+        with open(self.output, "wb") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wehub_backup.cli", "backup", target],
+                env=os.environ.copy(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def programs(self) -> set[str]:
+        """Names of the live processes of the run's session: the run itself, pg_dump, pg_restore..."""
+        names = set()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.getsid(int(entry.name)) == self.process.pid:
+                    names.add(Path(entry.path, "comm").read_text().strip())
+            except (OSError, ValueError):
+                continue
+        return names
+
+    def wait_until(self, moment: Callable[[], bool], description: str, timeout: float = 90.0) -> None:
+        """Poll ``moment`` until it holds; fail if the run ends first or the moment never comes."""
+        deadline = time.monotonic() + timeout
+        while not moment():
+            if self.process.poll() is not None:
+                raise RunExitedEarly(f"the run exited ({self.process.returncode}) before {description}:\n{self.text()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{description} did not happen within {timeout:.0f}s:\n{self.text()}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no handler, hook or finally block runs."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+    def finish(self, timeout: float = 180.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+class Watcher:
+    """Does ``action`` once ``condition`` holds, from a thread, while the test runs a job in
+    its own process (``execute_in_process`` blocks the test's thread)."""
+
+    def __init__(self, condition: Callable[[], bool], action: Callable[[], object], timeout: float = 90.0) -> None:
+        self.fired = False
+        self._condition, self._action, self._timeout = condition, action, timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="fault-watcher", daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._condition():
+                self._action()
+                self.fired = True
+                return
+            time.sleep(0.02)

@@ -1,0 +1,59 @@
+"""A relay between a run and one of its PostgreSQL servers that a test can slow down or cut.
+
+Slowing the wire stretches a phase (dump, restore) long enough to interrupt it at a chosen
+moment; cutting it is what a source that drops connections looks like to the run.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from wehub_backup.wire import ByteCountingRelay
+
+LOOPBACK = "127.0.0.1"
+
+
+class FaultRelay(ByteCountingRelay):
+    """A ``ByteCountingRelay`` to a loopback server whose forwarding can be paced, then cut.
+
+    ``bytes_per_second`` applies to each relayed connection and direction; ``None`` forwards
+    at full speed. ``close()`` (inherited) cuts every connection and refuses new ones.
+    """
+
+    def __init__(self, upstream_port: int, bytes_per_second: float | None = None) -> None:
+        super().__init__(LOOPBACK, upstream_port)
+        self.bytes_per_second = bytes_per_second
+
+    def cut_connections(self) -> None:
+        """Drop every relayed connection, as a restarting source or a failing network does;
+        new connections are still accepted."""
+        with self._lock:
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
+        super()._pump(source, _PacedSocket(sink, self), counter)  # type: ignore[arg-type]
+
+
+class _PacedSocket:
+    """The sending side of a relayed connection, holding each chunk back to keep the pace."""
+
+    def __init__(self, sock: socket.socket, relay: FaultRelay) -> None:
+        self._sock = sock
+        self._relay = relay
+
+    def sendall(self, data: memoryview) -> None:
+        rate = self._relay.bytes_per_second
+        if rate:
+            time.sleep(len(data) / rate)
+        self._sock.sendall(data)
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()

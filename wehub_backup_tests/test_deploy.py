@@ -1,0 +1,331 @@
+"""What an operator installs on the VPS: units, environment file, installer, and `wehub-backup doctor`.
+
+The installer runs for real (twice, into a DESTDIR) against the harness's VPS cluster, and the
+doctor checks real clusters; only the service user is an existing one (`postgres`) so the test
+does not add users to this machine.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from wehub_backup.cli import main as cli_main
+from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup_tests.harness.cluster import PostgresCluster, free_tcp_port
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+UNITS = ("wehub-dagster-webserver.service", "wehub-dagster-daemon.service")
+TEST_SERVICE_USER = "postgres"
+INSTALL_STORAGE_ROLE = "wehub_dagster_install"
+_VARIABLE_LITERAL = re.compile(r"""["']((?:SUPABASE_DB|LOCAL_DB|WEHUB|DAGSTER_PG)_[A-Z0-9_]*[A-Z0-9])["']""")
+_ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+
+
+def variables_read_by_code() -> set[str]:
+    """Every configuration variable named as a string literal in the package, or in deploy/dagster.yaml."""
+    names = {"PGPASSFILE", "DAGSTER_HOME"}
+    for source in (REPO / "wehub_backup").glob("*.py"):
+        names |= set(_VARIABLE_LITERAL.findall(source.read_text(encoding="utf-8")))
+    names |= set(re.findall(r"env: (\w+)", (DEPLOY / "dagster.yaml").read_text(encoding="utf-8")))
+    return names
+
+
+def variables_in_example() -> set[str]:
+    return set(_ASSIGNMENT.findall((DEPLOY / "wehub_backup.env.example").read_text(encoding="utf-8")))
+
+
+def test_env_example_lists_exactly_the_variables_the_code_reads() -> None:
+    read, listed = variables_read_by_code(), variables_in_example()
+    assert read - listed == set(), "read by the code but missing from deploy/wehub_backup.env.example"
+    assert listed - read == set(), "listed in the example but read nowhere"
+
+
+def test_env_example_holds_no_secret() -> None:
+    text = (DEPLOY / "wehub_backup.env.example").read_text(encoding="utf-8")
+    secrets = {name: value for name, value in re.findall(r"^(\w*PASSWORD\w*)=(.*)$", text, re.MULTILINE)}
+    assert secrets == {"WEHUB_ALERT_SMTP_PASSWORD": ""}
+    assert "DAGSTER_PG_PASSWORD" not in text
+
+
+def test_pgpass_example_has_both_entries_and_the_chmod_note() -> None:
+    lines = [line for line in (DEPLOY / "pgpass.example").read_text().splitlines() if line and not line.startswith("#")]
+    hosts = [line.split(":")[0] for line in lines]
+    assert len(lines) == 2 and all(len(line.split(":")) == 5 for line in lines)
+    assert hosts[0] == "localhost" and "supabase.com" in hosts[1]
+    assert "chmod 600" in (DEPLOY / "pgpass.example").read_text()
+
+
+def read_unit(path: Path) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(path)
+    return unit
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_runs_unprivileged_with_the_environment_file(name: str) -> None:
+    service = read_unit(DEPLOY / name)["Service"]
+    assert service["User"] == "wehub" and service["Group"] == "wehub"
+    assert service["EnvironmentFile"] == "/etc/wehub_backup/wehub_backup.env"
+    assert service["Restart"] == "on-failure"
+    assert service["WorkingDirectory"] == "/opt/wehub_backup"
+    assert service["Environment"] == "DAGSTER_HOME=/var/lib/wehub_backup/dagster_home"
+    program, *arguments = service["ExecStart"].split()
+    assert program.startswith("/opt/wehub_backup/.venv/bin/dagster-")
+    assert arguments[-2:] == ["-w", "workspace.yaml"]
+
+
+def test_webserver_listens_on_loopback_only() -> None:
+    arguments = read_unit(DEPLOY / UNITS[0])["Service"]["ExecStart"].split()
+    assert arguments[arguments.index("--host") + 1] == "127.0.0.1"
+
+
+def test_production_dagster_yaml_keeps_storage_in_postgres_from_the_environment() -> None:
+    config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    database = config["storage"]["postgres"]["postgres_db"]
+    assert {key: value["env"] for key, value in database.items() if isinstance(value, dict) and "env" in value} == {
+        "hostname": "DAGSTER_PG_HOST", "port": "DAGSTER_PG_PORT", "username": "DAGSTER_PG_USER", "db_name": "DAGSTER_PG_DB",
+    }
+    assert "password" not in database, "the password comes from the libpq password file"
+    assert "storage" not in (yaml.safe_load((REPO / "dagster.yaml").read_text()) or {}), "demo/tests use SQLite"
+
+
+# --- the installer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Installation:
+    root: Path
+    env_file_text: str
+    outputs: tuple[str, str]
+    storage_database: str
+
+    def path(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+
+def run_installer(root: Path, cluster: PostgresCluster) -> str:
+    env = {
+        **os.environ, "DESTDIR": str(root), "SERVICE_USER": TEST_SERVICE_USER, "INSTALL_VENV": "no",
+        "PG_ADMIN_HOST": str(cluster.socket_dir),
+    }
+    result = subprocess.run(["bash", str(DEPLOY / "install.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory, vps_cluster: PostgresCluster) -> Installation:
+    """install.sh run twice into a DESTDIR; the operator's environment file exists beforehand."""
+    root = tmp_path_factory.mktemp("destdir")
+    example = (DEPLOY / "wehub_backup.env.example").read_text()
+    env_text = re.sub(r"(?m)^DAGSTER_PG_HOST=.*$", "DAGSTER_PG_HOST=127.0.0.1", example)
+    env_text = re.sub(r"(?m)^DAGSTER_PG_PORT=.*$", f"DAGSTER_PG_PORT={vps_cluster.port}", env_text)
+    env_text = re.sub(r"(?m)^DAGSTER_PG_(USER|DB)=.*$", rf"DAGSTER_PG_\1={INSTALL_STORAGE_ROLE}", env_text)
+    env_file = root / "etc/wehub_backup/wehub_backup.env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text(env_text)
+    vps_cluster.execute(f"DROP DATABASE IF EXISTS {INSTALL_STORAGE_ROLE} WITH (FORCE)")
+    vps_cluster.execute(f"DROP ROLE IF EXISTS {INSTALL_STORAGE_ROLE}")
+    first = run_installer(root, vps_cluster)
+    second = run_installer(root, vps_cluster)
+    return Installation(root, env_text, (first, second), INSTALL_STORAGE_ROLE)
+
+
+def test_installer_creates_directories_and_log_files_for_the_service_user(installation: Installation) -> None:
+    for path, mode in (("/opt/supabase_backups", 0o700), ("/var/lib/wehub_backup/dagster_home", 0o750),
+                       ("/var/log/supabase_backup.log", 0o640), ("/var/log/supabase_migration.log", 0o640)):
+        info = installation.path(path).stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid) == (mode, pwd.getpwnam(TEST_SERVICE_USER).pw_uid), path
+
+
+def test_installer_keeps_the_operators_environment_file(installation: Installation) -> None:
+    env_file = installation.path("/etc/wehub_backup/wehub_backup.env")
+    assert env_file.read_text() == installation.env_file_text
+    assert all("wehub_backup.env: kept" in output for output in installation.outputs)
+
+
+def test_installer_creates_the_storage_database_once_with_its_password_only_in_the_password_file(
+    installation: Installation, vps_cluster: PostgresCluster
+) -> None:
+    pgpass = installation.path("/var/lib/wehub_backup/.pgpass")
+    assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+    storage_lines = [line for line in pgpass.read_text().splitlines() if f":{installation.storage_database}:" in line]
+    assert len(storage_lines) == 1, "the second run must not add another line"
+    assert "created" in installation.outputs[0] and "database wehub_dagster_install: exists" in installation.outputs[1]
+    password = storage_lines[0].rsplit(":", 1)[1]
+    assert password not in "".join(installation.outputs)
+    with psycopg.connect(host="127.0.0.1", port=vps_cluster.port, user=installation.storage_database,
+                         dbname=installation.storage_database, passfile=str(pgpass)) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+        assert owner.fetchone()[0] == installation.storage_database
+
+
+def test_installer_keeps_an_edited_password_file(installation: Installation, vps_cluster: PostgresCluster) -> None:
+    pgpass = installation.path("/var/lib/wehub_backup/.pgpass")
+    edited = pgpass.read_text().replace("CHANGE_ME_vps_postgres_password", "edited-by-operator")
+    pgpass.write_text(edited)
+    run_installer(installation.root, vps_cluster)
+    assert pgpass.read_text() == edited
+
+
+def test_installed_units_point_at_this_checkout_and_pass_systemd_verification(installation: Installation) -> None:
+    unit_paths = [installation.path(f"/etc/systemd/system/{name}") for name in UNITS]
+    for path in unit_paths:
+        service = read_unit(path)["Service"]
+        assert service["WorkingDirectory"] == str(REPO)
+        assert service["User"] == TEST_SERVICE_USER
+        assert Path(service["ExecStart"].split()[0]).is_file()
+    wrapper = installation.path("/usr/local/bin/wehub-backup")
+    assert os.access(wrapper, os.X_OK)
+    assert f"APP_DIR={REPO}\n" in wrapper.read_text() and f"SERVICE_USER={TEST_SERVICE_USER}\n" in wrapper.read_text()
+    verifier = shutil.which("systemd-analyze")
+    if verifier is None:
+        pytest.skip("systemd-analyze not installed (apt-get install systemd); the units were parsed above")
+    result = subprocess.run([verifier, "verify", *map(str, unit_paths)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_installed_dagster_yaml_is_the_postgres_one(installation: Installation) -> None:
+    installed = installation.path("/var/lib/wehub_backup/dagster_home/dagster.yaml")
+    assert installed.read_text() == (DEPLOY / "dagster.yaml").read_text()
+
+
+# --- wehub-backup doctor -------------------------------------------------------------------
+
+
+def doctor(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, str]]:
+    """Run `wehub-backup doctor`; return its exit code and each check's line by name."""
+    code = cli_main(["doctor"])
+    lines = capsys.readouterr().out.splitlines()
+    checks = {}
+    for line in lines[:-1]:
+        status, rest = line.split(" ", 1)
+        name, detail = rest.strip().split(": ", 1)
+        checks[name] = f"{status} {detail}"
+    return code, checks
+
+
+@pytest.fixture
+def good_machine(backup_env: BackupEnv, installation: Installation, monkeypatch: pytest.MonkeyPatch,
+                 vps_cluster: PostgresCluster, tmp_path: Path) -> BackupEnv:
+    """The harness's clusters plus what install.sh sets up: PostgreSQL storage, directories, password line."""
+    backup_env.backup_dir.mkdir()
+    storage_line = next(line for line in installation.path("/var/lib/wehub_backup/.pgpass").read_text().splitlines()
+                        if f":{installation.storage_database}:" in line)
+    pgpass = tmp_path / "pgpass"
+    pgpass.touch(mode=0o600)
+    pgpass.write_text(backup_env.pgpassfile.read_text() + storage_line + "\n")
+    shutil.copy(DEPLOY / "dagster.yaml", backup_env.dagster_home / "dagster.yaml")
+    for name, value in {"PGPASSFILE": str(pgpass), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(vps_cluster.port),
+                        "DAGSTER_PG_USER": installation.storage_database, "DAGSTER_PG_DB": installation.storage_database,
+                        "WEHUB_SCHEDULE_TIMEZONE": "Europe/Berlin"}.items():
+        monkeypatch.setenv(name, value)
+    return backup_env
+
+
+def test_doctor_passes_on_a_good_machine(good_machine: BackupEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    code, checks = doctor(capsys)
+    assert code == 0, checks
+    assert set(checks) == {"settings", "password file", "backup directory", "backup log", "migration log", "Supabase",
+                           "VPS", "client programs", "disk space", "Dagster instance", "Dagster storage", "schedule"}
+    assert all(line.startswith("OK") for line in checks.values())
+    assert "storage in PostgreSQL" in checks["Dagster instance"]
+    assert "superuser" in checks["VPS"] and "PostgreSQL 15" in checks["Supabase"]
+
+
+def test_doctor_rejects_a_password_file_others_can_read(good_machine: BackupEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    Path(os.environ["PGPASSFILE"]).chmod(0o644)
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["password file"].startswith("FAIL") and "chmod 600" in checks["password file"]
+
+
+def test_doctor_refuses_the_transaction_pooler_port(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SUPABASE_DB_PORT", "6543")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["Supabase"].startswith("FAIL") and "transaction pooler" in checks["Supabase"]
+    assert checks["VPS"].startswith("OK")
+
+
+def test_doctor_names_an_unreachable_server(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    closed_port = free_tcp_port()
+    with open(os.environ["PGPASSFILE"], "a") as pgpass:
+        pgpass.write(f"127.0.0.1:{closed_port}:*:postgres:irrelevant\n")
+    monkeypatch.setenv("SUPABASE_DB_PORT", str(closed_port))
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["Supabase"].startswith("FAIL cannot connect to the Supabase source"), checks["Supabase"]
+
+
+def test_doctor_reports_a_missing_backup_directory(good_machine: BackupEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    good_machine.backup_dir.rmdir()
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["backup directory"] == (
+        f"FAIL {good_machine.backup_dir} does not exist: create it for the service user "
+        f"(install -d -o wehub -g wehub -m 0700 {good_machine.backup_dir}) or run deploy/install.sh"
+    )
+
+
+def test_doctor_catches_sqlite_storage_when_postgres_is_configured(
+    good_machine: BackupEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(REPO / "dagster.yaml", good_machine.dagster_home / "dagster.yaml")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert "keeps storage in SQLite: copy deploy/dagster.yaml" in checks["Dagster instance"]
+
+
+def test_doctor_reports_an_unreachable_storage_database(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DAGSTER_PG_DB", "no_such_dagster_db")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["Dagster storage"].startswith("FAIL cannot connect to")
+
+
+def test_doctor_rejects_an_unknown_time_zone_and_example_passwords(
+    good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEHUB_SCHEDULE_TIMEZONE", "Europe/Atlantis")
+    pgpass = Path(os.environ["PGPASSFILE"])
+    pgpass.write_text(re.sub(r"(?m)^(127\.0\.0\.1:\d+:\*:postgres):.*$", r"\1:CHANGE_ME_vps", pgpass.read_text(), count=1))
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["schedule"].startswith("FAIL") and "Europe/Atlantis" in checks["schedule"]
+    assert "CHANGE_ME" in checks["password file"] and checks["password file"].startswith("FAIL")
+
+
+def test_doctor_names_a_setting_that_is_not_a_number(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOCAL_DB_PORT", "5432x")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["settings"] == ('FAIL Value stored in env variable "LOCAL_DB_PORT" cannot be coerced into an int: '
+                                  "fix it in /etc/wehub_backup/wehub_backup.env")
+
+
+def test_doctor_with_sqlite_storage_and_no_dagster_pg_settings(backup_env: BackupEnv,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    backup_env.backup_dir.mkdir()
+    code, checks = doctor(capsys)
+    assert code == 0, checks
+    assert checks["Dagster instance"].endswith("storage in SQLite under DAGSTER_HOME")
+    assert "Dagster storage" not in checks

@@ -1,0 +1,475 @@
+"""Faults during a backup: the previous good copy survives, nothing is left behind after the
+next run, and the run is reported failed with its cause.
+
+Runs reach their servers through relays (``faults/relay.py``) that can slow the wire, so that
+a phase lasts long enough to be interrupted at a chosen moment, or cut it. Kills hit a real
+``wehub-backup backup`` process group with SIGKILL, so nothing in the run can clean up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from wehub_backup.databases import previous_name, staging_name
+from wehub_backup.pgpass import PassEntry, write_private_passfile
+from wehub_backup.settings import APPLICATION_NAME
+from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
+from wehub_backup_tests.faults.evidence import (
+    DatabaseState,
+    database_state,
+    leftovers,
+    shared_dagster_instance,
+    step_failure,
+    wait_for_run_sessions_to_end,
+)
+from wehub_backup_tests.faults.process import BackgroundBackup, Watcher
+from wehub_backup_tests.faults.relay import LOOPBACK, FaultRelay
+from wehub_backup_tests.faults.secrets import files_with_secrets
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
+from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
+from wehub_backup_tests.test_backup_job import JOB, run_backup, step_errors
+
+FAULT_SOURCE = "faults_source"
+TARGET = "wehub_faults"
+BLOB_ROWS, BLOB_BYTES = 3000, 1024
+# What the blobs cost on the wire as COPY text (hex): about 6 MB, so at the paced rate a dump
+# or a restore takes about two seconds, long enough to pick a moment inside it.
+COPY_BYTES = BLOB_ROWS * BLOB_BYTES * 2
+PACED = 3 * 2**20
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def fault_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    """A source database of its own, owned by the app's login, that tests may write to."""
+    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {FAULT_SOURCE} WITH (FORCE)")
+    supabase_cluster.execute(f"CREATE DATABASE {FAULT_SOURCE} OWNER {APP_OWNER}")
+    supabase_cluster.execute(
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;"
+        "CREATE TABLE public.blobs (id integer PRIMARY KEY, data bytea NOT NULL);"
+        "INSERT INTO public.blobs SELECT i, decode(string_agg(md5(i || ':' || j), '' ORDER BY j), 'hex')"
+        f" FROM generate_series(1, {BLOB_ROWS}) i, generate_series(1, {BLOB_BYTES // 16}) j GROUP BY i;",
+        dbname=FAULT_SOURCE, user=APP_OWNER)
+    yield FAULT_SOURCE
+    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {FAULT_SOURCE} WITH (FORCE)")
+
+
+@dataclass
+class FaultEnv:
+    """A backup environment whose connections pass relays the test controls."""
+
+    env: BackupEnv
+    source: PostgresCluster
+    vps: PostgresCluster
+    instance: dg.DagsterInstance
+    passwords: SessionPasswords
+    monkeypatch: pytest.MonkeyPatch
+    work_dir: Path
+    relays: list[FaultRelay] = field(default_factory=list)
+    source_relay: FaultRelay = field(init=False)
+    vps_relay: FaultRelay = field(init=False)
+    _logins: list[PassEntry] = field(default_factory=list)
+
+    def route_source(self, cluster: PostgresCluster, dbname: str) -> None:
+        """Runs read ``dbname`` on ``cluster`` through a new relay."""
+        self.source, self.source_relay = cluster, self._relay(cluster, APP_OWNER, self.passwords.supabase_postgres)
+        self.monkeypatch.setenv("SUPABASE_DB_HOST", LOOPBACK)
+        self.monkeypatch.setenv("SUPABASE_DB_PORT", str(self.source_relay.port))
+        self.monkeypatch.setenv("SUPABASE_DB_NAME", dbname)
+
+    def route_vps(self, cluster: PostgresCluster) -> None:
+        """Runs write to ``cluster`` through a new relay."""
+        self.vps, self.vps_relay = cluster, self._relay(cluster, VPS_SUPERUSER, self.passwords.vps_postgres)
+        self.monkeypatch.setenv("LOCAL_DB_HOST", LOOPBACK)
+        self.monkeypatch.setenv("LOCAL_DB_PORT", str(self.vps_relay.port))
+
+    def _relay(self, cluster: PostgresCluster, user: str, password: str) -> FaultRelay:
+        relay = FaultRelay(cluster.port).__enter__()
+        self.relays.append(relay)
+        self._logins.append(PassEntry(LOOPBACK, str(relay.port), "*", user, password))
+        passfile = write_private_passfile(self.work_dir / "relays.pgpass", self._logins)
+        self.monkeypatch.setenv("PGPASSFILE", str(passfile))
+        return relay
+
+    def full_speed(self) -> None:
+        self.source_relay.bytes_per_second = self.vps_relay.bytes_per_second = None
+
+    def run(self, target: str = TARGET, **promote: object) -> dg.ExecuteInProcessResult:
+        return run_backup(target, self.instance, **promote)
+
+    def previous_good_copy(self, target: str = TARGET) -> DatabaseState:
+        """The target as a fault finds it: made by a successful run if it does not exist yet."""
+        if database_state(self.vps, target) is None:
+            self.full_speed()
+            result = self.run(target)
+            assert result.success, step_errors(result)
+        state = database_state(self.vps, target)
+        assert state is not None
+        return state
+
+    def mark_source(self, text: str) -> str:
+        """A row only a copy made after this moment has."""
+        self.source.execute(f"INSERT INTO public.notes (body) VALUES ('{text}')",
+                            dbname=os.environ["SUPABASE_DB_NAME"], user=APP_OWNER)
+        return text
+
+    def has_mark(self, target: str, text: str) -> bool:
+        return self.vps.query("SELECT count(*) FROM public.notes WHERE body = %s", (text,), dbname=target)[0][0] > 0
+
+    def started_runs(self) -> list[dg.DagsterRun]:
+        return list(self.instance.get_runs(dg.RunsFilter(job_name=JOB, statuses=[dg.DagsterRunStatus.STARTED])))
+
+    def assert_unchanged(self, target: str, before: DatabaseState) -> None:
+        wait_for_run_sessions_to_end(self.vps)
+        assert database_state(self.vps, target) == before, "the previous good copy changed"
+
+    def recover(self, target: str, mark: str) -> dg.ExecuteInProcessResult:
+        """The next run succeeds, copies the source as it is now and leaves nothing behind."""
+        self.full_speed()
+        result = self.run(target)
+        assert result.success, step_errors(result)
+        assert self.has_mark(target, mark)
+        assert leftovers(self.vps, target, self.env.backup_dir) == []
+        return result
+
+
+@pytest.fixture(scope="module")
+def fault_dagster_home(session_passwords: SessionPasswords) -> Iterator[tuple[Path, dg.DagsterInstance]]:
+    with shared_dagster_instance() as (home, instance):
+        yield home, instance
+        assert files_with_secrets([home], [session_passwords.supabase_postgres, session_passwords.vps_postgres]) == []
+
+
+@pytest.fixture
+def faults(backup_env: BackupEnv, fault_source: str, fault_dagster_home: tuple[Path, dg.DagsterInstance],
+           supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster, session_passwords: SessionPasswords,
+           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FaultEnv]:
+    home, instance = fault_dagster_home
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    fault_env = FaultEnv(backup_env, supabase_cluster, vps_cluster, instance, session_passwords, monkeypatch, tmp_path)
+    fault_env.route_source(supabase_cluster, fault_source)
+    fault_env.route_vps(vps_cluster)
+    try:
+        yield fault_env
+    finally:
+        for relay in fault_env.relays:
+            relay.close()
+
+
+def last_log_line(faults: FaultEnv) -> str:
+    return faults.env.backup_log.read_text().splitlines()[-1]
+
+
+# --- SIGKILL of the run's process group --------------------------------------------------------
+
+@dataclass
+class KillMoment:
+    """A moment inside a run, judged from the relays' byte counts and the run's processes."""
+
+    paced: str  # which relay to slow down: "source" (the dump) or "vps" (the restore)
+    program: str
+    fraction: float
+
+    def reached(self, faults: FaultEnv, run: BackgroundBackup, start: tuple[int, int]) -> bool:
+        moved = (faults.source_relay.counters.received_from_server - start[0] if self.paced == "source"
+                 else faults.vps_relay.counters.sent_to_server - start[1])
+        return moved >= self.fraction * COPY_BYTES and self.program in run.programs()
+
+
+KILL_MOMENTS = {
+    "dump-start": KillMoment("source", "pg_dump", 0.0),
+    "dump-third": KillMoment("source", "pg_dump", 0.33),
+    "dump-most": KillMoment("source", "pg_dump", 0.8),
+    "restore-start": KillMoment("vps", "pg_restore", 0.0),
+    "restore-half": KillMoment("vps", "pg_restore", 0.5),
+    "restore-most": KillMoment("vps", "pg_restore", 0.85),
+}
+
+
+def start_paced_run(faults: FaultEnv, paced: str) -> tuple[BackgroundBackup, tuple[int, int]]:
+    (faults.source_relay if paced == "source" else faults.vps_relay).bytes_per_second = PACED
+    start = (faults.source_relay.counters.received_from_server, faults.vps_relay.counters.sent_to_server)
+    return BackgroundBackup(TARGET, faults.work_dir), start
+
+
+def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) -> None:
+    """A killed process reports nothing; the next run marks it failed and logs why."""
+    record = faults.instance.get_run_by_id(killed.run_id)
+    assert record is not None and record.status == dg.DagsterRunStatus.FAILURE
+    failure = faults.instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "its process died" in failure[-1].message
+    assert f"FAILURE target={TARGET} run={killed.run_id} cause=its process died" in faults.env.backup_log.read_text()
+    assert not faults.started_runs()
+
+
+@pytest.mark.parametrize("moment_name", list(KILL_MOMENTS))
+def test_sigkill_during_dump_or_restore(faults: FaultEnv, moment_name: str) -> None:
+    moment = KILL_MOMENTS[moment_name]
+    before = faults.previous_good_copy()
+    mark = faults.mark_source(f"not in the copy before {moment_name}")
+    run, start = start_paced_run(faults, moment.paced)
+
+    run.wait_until(lambda: moment.reached(faults, run, start), f"the {moment_name} moment")
+    run.kill()
+
+    faults.assert_unchanged(TARGET, before)
+    killed = faults.started_runs()
+    assert len(killed) == 1, "a killed run cannot report itself: it stays STARTED"
+    faults.recover(TARGET, mark)
+    assert_killed_run_reported_by_next(faults, killed[0])
+
+
+def _promote_waiting(vps: PostgresCluster) -> bool:
+    """The run is in its promote step, polling for the target's sessions to leave."""
+    return vps.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                     " AND query LIKE '%%pg_stat_activity WHERE datname%%'", (APPLICATION_NAME,))[0][0] > 0
+
+
+def _renaming(vps: PostgresCluster) -> bool:
+    """The run is inside the swap transaction, its rename held up by a session on staging."""
+    return vps.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"
+                     " AND query LIKE 'ALTER DATABASE%%RENAME%%'", (APPLICATION_NAME,))[0][0] > 0
+
+
+def test_sigkill_while_promote_waits_for_the_applications_session(faults: FaultEnv) -> None:
+    before = faults.previous_good_copy()
+    mark = faults.mark_source("not in the copy before promote-waiting")
+    with faults.vps.connect(TARGET) as application:
+        run, _ = start_paced_run(faults, "none")
+        run.wait_until(lambda: _promote_waiting(faults.vps), "the promote step waiting for sessions")
+        run.kill()
+        application.execute("SELECT 1")
+    faults.assert_unchanged(TARGET, before)
+    killed = faults.started_runs()
+    faults.recover(TARGET, mark)
+    assert_killed_run_reported_by_next(faults, killed[0])
+
+
+def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
+    """The process dies with the target renamed away inside the swap transaction; the session
+    holding staging open then leaves, so the dead run's second rename completes too, uncommitted."""
+    before = faults.previous_good_copy()
+    mark = faults.mark_source("not in the copy before promote-renaming")
+    run, _ = start_paced_run(faults, "vps")
+    run.wait_until(lambda: "pg_restore" in run.programs(), "the restore into a fresh staging database")
+    with faults.vps.connect(staging_name(TARGET)):
+        run.wait_until(lambda: _renaming(faults.vps), "the rename inside the swap transaction")
+        run.kill()
+    faults.assert_unchanged(TARGET, before)
+    killed = faults.started_runs()
+    faults.recover(TARGET, mark)
+    assert_killed_run_reported_by_next(faults, killed[0])
+
+
+# --- servers and connections that go away -------------------------------------------------------
+
+def test_source_drops_its_connections_mid_dump(faults: FaultEnv) -> None:
+    before = faults.previous_good_copy()
+    mark = faults.mark_source("not in the copy before the connection drop")
+    faults.source_relay.bytes_per_second = PACED
+    start = faults.source_relay.counters.received_from_server
+    streaming = lambda: faults.source_relay.counters.received_from_server - start >= MiB  # noqa: E731
+    with Watcher(streaming, faults.source_relay.cut_connections) as cut:
+        result = faults.run()
+    assert cut.fired
+    step, cause = step_failure(result)
+    assert step == "dump_supabase_database"
+    assert "server closed the connection unexpectedly" in cause, cause
+    assert "\n" not in cause
+    faults.assert_unchanged(TARGET, before)
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    assert f"FAILURE target={TARGET} step=dump_supabase_database" in last_log_line(faults)
+    assert not faults.has_mark(TARGET, mark)
+
+
+@pytest.fixture(scope="module")
+def stoppable_source(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """A Supabase-like source of its own (small), which a test may stop."""
+    cluster = new_supabase_like_cluster("faultsrc", pg_base_dir, find_local_bindir())
+    prepare_supabase_like(start_for_session(cluster), session_passwords.supabase_postgres, large_rows=5000)
+    cluster.execute("CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL)", user=APP_OWNER)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def stoppable_vps(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """A VPS server of its own, which a test may stop."""
+    cluster = start_for_session(PostgresCluster("faultvps", pg_base_dir, superuser=VPS_SUPERUSER))
+    cluster.set_password(VPS_SUPERUSER, session_passwords.vps_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+def test_source_server_stops_mid_dump(faults: FaultEnv, stoppable_source: PostgresCluster) -> None:
+    target = "wehub_faults_source_stop"
+    faults.route_source(stoppable_source, "postgres")
+    before = faults.previous_good_copy(target)
+    mark = faults.mark_source("not in the copy before the source stopped")
+    faults.source_relay.bytes_per_second = MiB / 2
+    start = faults.source_relay.counters.received_from_server
+    streaming = lambda: faults.source_relay.counters.received_from_server - start >= 256 * 1024  # noqa: E731
+    with Watcher(streaming, lambda: stoppable_source.stop("fast")) as stop:
+        result = faults.run(target)
+    assert stop.fired
+    step, cause = step_failure(result)
+    assert step == "dump_supabase_database", cause
+    assert "\n" not in cause and cause
+    faults.assert_unchanged(target, before)
+    assert leftovers(faults.vps, target, faults.env.backup_dir) == []
+    stoppable_source.restart()
+    faults.recover(target, mark)
+
+
+def test_target_server_stops_mid_restore(faults: FaultEnv, stoppable_vps: PostgresCluster) -> None:
+    target = "wehub_faults_target_stop"
+    faults.route_vps(stoppable_vps)
+    before = faults.previous_good_copy(target)
+    mark = faults.mark_source("not in the copy before the VPS stopped")
+    faults.vps_relay.bytes_per_second = PACED
+    start = faults.vps_relay.counters.sent_to_server
+    streaming = lambda: faults.vps_relay.counters.sent_to_server - start >= 2 * MiB  # noqa: E731
+    with Watcher(streaming, lambda: stoppable_vps.stop("immediate")) as stop:
+        result = faults.run(target)
+    assert stop.fired
+    step, cause = step_failure(result)
+    assert step == "restore_into_staging_database", cause
+    assert "\n" not in cause and cause
+    stoppable_vps.restart()
+    faults.assert_unchanged(target, before)
+    assert not list(faults.env.backup_dir.glob("run-*"))
+    faults.recover(target, mark)
+
+
+# --- a backup directory that fills up -----------------------------------------------------------
+
+@pytest.fixture
+def small_backup_filesystem(faults: FaultEnv) -> Iterator[Callable[[str], Path]]:
+    """Mount a tmpfs of the given size on the run's backup directory (unmounted afterwards)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        directory = faults.env.backup_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)], check=True)
+        mounted.append(directory)
+        return directory
+
+    yield mount
+    for directory in mounted:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+
+
+def test_backup_directory_too_small_is_refused_in_preflight(
+    faults: FaultEnv, small_backup_filesystem: Callable[[str], Path]
+) -> None:
+    before = faults.previous_good_copy()
+    small_backup_filesystem("2m")
+    result = faults.run()
+    step, cause = step_failure(result)
+    assert step == "plan_supabase_backup"
+    assert cause.startswith("not enough free space in ") and "MiB needed for the dump" in cause, cause
+    faults.assert_unchanged(TARGET, before)
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+
+
+def test_backup_directory_filling_up_mid_dump(faults: FaultEnv, small_backup_filesystem: Callable[[str], Path]) -> None:
+    before = faults.previous_good_copy()
+    mark = faults.mark_source("not in the copy before the disk filled up")
+    directory = small_backup_filesystem("72m")
+    filler = directory / "filler"
+
+    def fill_up() -> None:
+        fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, shutil.disk_usage(directory).free - 256 * 1024)
+        finally:
+            os.close(fd)
+
+    faults.source_relay.bytes_per_second = PACED
+    start = faults.source_relay.counters.received_from_server
+    streaming = lambda: faults.source_relay.counters.received_from_server - start >= MiB  # noqa: E731
+    with Watcher(streaming, fill_up) as full:
+        result = faults.run()
+    assert full.fired
+    step, cause = step_failure(result)
+    assert step == "dump_supabase_database"
+    assert "No space left on device" in cause, cause
+    faults.assert_unchanged(TARGET, before)
+    assert sorted(p.name for p in directory.iterdir()) == ["filler"], "the failed run's files were not removed"
+    assert leftovers(faults.vps, TARGET, directory) == []
+    assert not faults.has_mark(TARGET, mark)
+
+
+# --- the application's sessions on the target at promote time ----------------------------------
+
+def test_wait_mode_swaps_once_the_session_leaves(faults: FaultEnv) -> None:
+    before = faults.previous_good_copy()
+    mark = faults.mark_source("copied once the session left")
+    application = faults.vps.connect(TARGET)
+    with Watcher(lambda: _promote_waiting(faults.vps), application.close) as left:
+        result = faults.run(on_connected_sessions="wait", connected_sessions_timeout_seconds=60)
+    assert left.fired
+    assert result.success, step_errors(result)
+    promoted = result.output_for_node("promote_staging_database")
+    assert promoted.waited_seconds > 0 and promoted.sessions_terminated == 0
+    assert faults.has_mark(TARGET, mark)
+    assert database_state(faults.vps, previous_name(TARGET)) == before
+
+
+def test_wait_mode_gives_up_when_the_session_stays(faults: FaultEnv) -> None:
+    faults.previous_good_copy()
+    if database_state(faults.vps, previous_name(TARGET)) is None:
+        faults.recover(TARGET, faults.mark_source("a second generation"))
+    before, previous = database_state(faults.vps, TARGET), database_state(faults.vps, previous_name(TARGET))
+    assert before is not None and previous is not None
+    with faults.vps.connect(TARGET) as application:
+        result = faults.run(on_connected_sessions="wait", connected_sessions_timeout_seconds=2)
+        application.execute("SELECT 1")
+    step, cause = step_failure(result)
+    assert step == "promote_staging_database"
+    assert cause.startswith(f"database {TARGET} still has 1 connected session(s) after 2s"), cause
+    faults.assert_unchanged(TARGET, before)
+    assert database_state(faults.vps, previous_name(TARGET)) == previous, "the older generation was lost"
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    assert "step=promote_staging_database cause=database" in last_log_line(faults)
+
+
+def test_terminate_mode_ends_the_session_and_swaps(faults: FaultEnv) -> None:
+    faults.previous_good_copy()
+    mark = faults.mark_source("copied over a terminated session")
+    with faults.vps.connect(TARGET) as application:
+        result = faults.run(on_connected_sessions="terminate", connected_sessions_timeout_seconds=30)
+        with pytest.raises(psycopg.OperationalError):
+            application.execute("SELECT 1")
+    assert result.success, step_errors(result)
+    assert result.output_for_node("promote_staging_database").sessions_terminated == 1
+    assert faults.has_mark(TARGET, mark)
+
+
+# --- two runs for one target ------------------------------------------------------------------
+
+def test_second_run_for_the_same_target_is_refused_and_changes_nothing(faults: FaultEnv) -> None:
+    faults.previous_good_copy()
+    mark = faults.mark_source("copied by the first of two runs")
+    first, _ = start_paced_run(faults, "source")
+    first.wait_until(lambda: "pg_dump" in first.programs(), "the first run's dump")
+    second = faults.run()
+    step, cause = step_failure(second)
+    assert step == "plan_supabase_backup", "\n".join(f"{e.event_type_value}: {e.message}" for e in second.all_events)
+    assert cause == f"another backup or migration run for {TARGET} is running; this run changed nothing"
+    faults.full_speed()
+    assert first.finish() == 0, first.text()
+    assert faults.has_mark(TARGET, mark)
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    assert not faults.started_runs()

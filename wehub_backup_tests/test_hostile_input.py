@@ -1,0 +1,261 @@
+"""Hostile and wrong input: refused with one clear line before anything is changed.
+
+Every refused run is checked the same way: it failed in its preflight step, its cause is one
+line naming the problem, no database appeared, vanished or was renamed on either server, the
+existing copy is untouched, and the run left no working files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from wehub_backup import pgtools
+from wehub_backup.pgpass import PassEntry, write_private_passfile
+from wehub_backup.settings import TRANSACTION_POOLER_PORT
+from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords
+from wehub_backup_tests.faults.evidence import (
+    DatabaseState,
+    database_oids,
+    database_state,
+    step_failure,
+)
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.loopback_servers import unused_loopback_port
+from wehub_backup_tests.test_backup_job import run_backup, step_errors
+
+HOSTILE_SOURCE = "hostile_source"
+GUARDED = "wehub_guarded"
+PREFLIGHT = "plan_supabase_backup"
+NOT_AN_IDENTIFIER = "use lower-case letters, digits and underscores"
+
+
+@pytest.fixture(scope="module")
+def hostile_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {HOSTILE_SOURCE} WITH (FORCE)")
+    supabase_cluster.execute(f"CREATE DATABASE {HOSTILE_SOURCE} OWNER {APP_OWNER}")
+    supabase_cluster.execute(
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 300) i;",
+        dbname=HOSTILE_SOURCE, user=APP_OWNER)
+    yield HOSTILE_SOURCE
+    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {HOSTILE_SOURCE} WITH (FORCE)")
+
+
+@dataclass
+class Guarded:
+    """Both servers as they were before a refused run, and the copy that must stay untouched."""
+
+    env: BackupEnv
+    instance: dg.DagsterInstance
+    source: PostgresCluster
+    vps: PostgresCluster
+    passwords: SessionPasswords
+    monkeypatch: pytest.MonkeyPatch
+    source_databases: dict[str, int]
+    vps_databases: dict[str, int]
+    copy: DatabaseState
+
+    def refused(self, target: str, expected: str) -> str:
+        """Run against ``target``; assert a one-line preflight refusal containing ``expected``."""
+        result = run_backup(target, self.instance)
+        step, cause = step_failure(result)
+        assert step == PREFLIGHT, step_errors(result)
+        assert expected in cause, cause
+        assert cause and "\n" not in cause and "Traceback" not in cause, cause
+        assert database_oids(self.vps) == self.vps_databases
+        assert database_oids(self.source) == self.source_databases
+        assert database_state(self.vps, GUARDED) == self.copy
+        assert not list(self.env.backup_dir.glob("run-*")), "the refused run left working files"
+        last_line = self.env.backup_log.read_text().splitlines()[-1]
+        assert f"FAILURE target=" in last_line and f"step={PREFLIGHT} cause=" in last_line
+        return cause
+
+    def passfile(self, name: str, logins: list[tuple[str, int, str, str]]) -> Path:
+        """A password file with the given (host, port, user, password) lines, used from now on."""
+        path = write_private_passfile(self.env.dagster_home.parent / name,
+                                      [PassEntry(host, str(port), "*", user, pw) for host, port, user, pw in logins])
+        self.monkeypatch.setenv("PGPASSFILE", str(path))
+        return path
+
+    def source_login(self, password: str | None = None, host: str | None = None,
+                     port: int | None = None) -> tuple[str, int, str, str]:
+        return (host or self.source.host, port or self.source.port, APP_OWNER,
+                password or self.passwords.supabase_postgres)
+
+    def vps_login(self, password: str | None = None) -> tuple[str, int, str, str]:
+        return (self.vps.host, self.vps.port, VPS_SUPERUSER, password or self.passwords.vps_postgres)
+
+
+@pytest.fixture(scope="module")
+def hostile_instance() -> dg.DagsterInstance:
+    """In memory: a refused run writes a dozen events, and SQLite commits would triple its cost."""
+    return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture
+def guarded(backup_env: BackupEnv, hostile_source: str, hostile_instance: dg.DagsterInstance,
+            supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster, session_passwords: SessionPasswords,
+            monkeypatch: pytest.MonkeyPatch) -> Guarded:
+    monkeypatch.setenv("SUPABASE_DB_NAME", hostile_source)
+    copy = database_state(vps_cluster, GUARDED)
+    if copy is None:
+        made = run_backup(GUARDED, hostile_instance)
+        assert made.success, step_errors(made)
+        copy = database_state(vps_cluster, GUARDED)
+    assert copy is not None
+    return Guarded(backup_env, hostile_instance, supabase_cluster, vps_cluster, session_passwords, monkeypatch,
+                   database_oids(supabase_cluster), database_oids(vps_cluster), copy)
+
+
+# --- target database names ----------------------------------------------------------------------
+
+HOSTILE_NAMES = {
+    "single-quote": ("it's", NOT_AN_IDENTIFIER),
+    "double-quote": ('wehub"copy', NOT_AN_IDENTIFIER),
+    "semicolon": ("wehub;", NOT_AN_IDENTIFIER),
+    "injection-drop": ("x; DROP DATABASE postgres; --", NOT_AN_IDENTIFIER),
+    "injection-or": ("wehub' OR '1'='1", NOT_AN_IDENTIFIER),
+    "injection-identifier": ('wehub" WITH (FORCE); DROP DATABASE "postgres', NOT_AN_IDENTIFIER),
+    "space": ("wehub backup", NOT_AN_IDENTIFIER),
+    "trailing-space": ("wehub ", NOT_AN_IDENTIFIER),
+    "whitespace-only": ("   ", NOT_AN_IDENTIFIER),
+    "newline-tab": ("wehub\n\tcopy", NOT_AN_IDENTIFIER),
+    "nul-byte": ("wehub\x00copy", NOT_AN_IDENTIFIER),
+    "unicode": ("wehüb", NOT_AN_IDENTIFIER),
+    "fullwidth": ("ｗｅｈｕｂ", NOT_AN_IDENTIFIER),
+    "emoji": ("backup_😀", NOT_AN_IDENTIFIER),
+    "right-to-left-override": ("wehub\u202ebd", NOT_AN_IDENTIFIER),
+    "overlong": ("w" * 54, "longer than 53 bytes"),
+    "truncated-by-postgres": ("w" * 70, "longer than 53 bytes"),
+    "overlong-multibyte": ("é" * 30, "longer than 53 bytes"),
+    "empty": ("", "the name is empty"),
+    "postgres": ("postgres", "postgres is a system database"),
+    "template0": ("template0", "template0 is a system database"),
+    "template1": ("template1", "template1 is a system database"),
+    "staging-suffix": ("wehub__staging", "are reserved"),
+    "previous-suffix": ("wehub__previous", "are reserved"),
+    "upper-case": ("Wehub", NOT_AN_IDENTIFIER),
+    "leading-digit": ("1wehub", NOT_AN_IDENTIFIER),
+    "hyphen": ("wehub-copy", NOT_AN_IDENTIFIER),
+    "dot": ("wehub.copy", NOT_AN_IDENTIFIER),
+    "path": ("../../etc/passwd", NOT_AN_IDENTIFIER),
+    "shell": ("$(reboot)", NOT_AN_IDENTIFIER),
+    "like-wildcard": ("wehub%", NOT_AN_IDENTIFIER),
+    "dagster-storage": ("dagster", "it is Dagster's storage database"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_NAMES))
+def test_hostile_target_name_is_refused(guarded: Guarded, case: str) -> None:
+    name, expected = HOSTILE_NAMES[case]
+    cause = guarded.refused(name, expected)
+    assert cause.startswith("invalid target database ")
+
+
+def test_configured_dagster_storage_database_is_refused(guarded: Guarded) -> None:
+    guarded.monkeypatch.setenv("DAGSTER_PG_DB", "wehub_dagster_store")
+    guarded.refused("wehub_dagster_store", "it is Dagster's storage database")
+
+
+@pytest.mark.parametrize("vps_host", ["127.0.0.1", "localhost"])
+def test_source_database_itself_is_refused_when_vps_is_the_source_server(guarded: Guarded, vps_host: str) -> None:
+    guarded.monkeypatch.setenv("LOCAL_DB_HOST", vps_host)
+    guarded.monkeypatch.setenv("LOCAL_DB_PORT", str(guarded.source.port))
+    guarded.monkeypatch.setenv("LOCAL_DB_USER", APP_OWNER)
+    guarded.refused(HOSTILE_SOURCE, "it is the source database itself")
+
+
+# --- wrong settings -----------------------------------------------------------------------------
+
+def _wrong_source_password(g: Guarded) -> None:
+    g.passfile("wrong-source.pgpass", [g.source_login(password="not-the-password"), g.vps_login()])
+
+
+def _wrong_vps_password(g: Guarded) -> None:
+    g.passfile("wrong-vps.pgpass", [g.source_login(), g.vps_login(password="not-the-password")])
+
+
+def _missing_password_file(g: Guarded) -> None:
+    g.monkeypatch.setenv("PGPASSFILE", str(g.env.dagster_home.parent / "no-such.pgpass"))
+
+
+def _world_readable_password_file(g: Guarded) -> None:
+    g.passfile("readable.pgpass", [g.source_login(), g.vps_login()]).chmod(0o644)
+
+
+def _nothing_listening(g: Guarded) -> None:
+    port = unused_loopback_port()
+    g.passfile("closed-port.pgpass", [g.source_login(port=port), g.vps_login()])
+    g.monkeypatch.setenv("SUPABASE_DB_PORT", str(port))
+
+
+def _unknown_host(g: Guarded) -> None:
+    g.passfile("dns.pgpass", [g.source_login(host="db.wehub-test.invalid", port=5432), g.vps_login()])
+    g.monkeypatch.setenv("SUPABASE_DB_HOST", "db.wehub-test.invalid")
+    g.monkeypatch.setenv("SUPABASE_DB_PORT", "5432")
+
+
+def _tls_required_without_tls(g: Guarded) -> None:
+    g.monkeypatch.setenv("SUPABASE_DB_SSLMODE", "require")
+
+
+def _transaction_pooler(g: Guarded) -> None:
+    g.monkeypatch.setenv("SUPABASE_DB_PORT", str(TRANSACTION_POOLER_PORT))
+
+
+def _no_client_programs(g: Guarded) -> None:
+    empty = g.env.dagster_home.parent / "empty-bin"
+    empty.mkdir()
+    g.monkeypatch.setenv("WEHUB_PG_BINDIRS", str(empty))
+    g.monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [empty])
+
+
+def _vps_login_not_superuser(g: Guarded) -> None:
+    g.vps.execute("DO $$ BEGIN CREATE ROLE wehub_plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    g.vps.set_password("wehub_plain", g.passwords.vps_postgres)
+    g.passfile("plain.pgpass", [g.source_login(), (g.vps.host, g.vps.port, "wehub_plain", g.passwords.vps_postgres)])
+    g.monkeypatch.setenv("LOCAL_DB_USER", "wehub_plain")
+
+
+def _backup_dir_is_a_file(g: Guarded) -> None:
+    g.env.backup_dir.parent.mkdir(parents=True, exist_ok=True)
+    g.env.backup_dir.write_text("not a directory")
+
+
+WRONG_SETTINGS: dict[str, tuple[Callable[[Guarded], None], str]] = {
+    "wrong-source-password": (_wrong_source_password, 'password authentication failed for user "postgres"'),
+    "wrong-vps-password": (_wrong_vps_password, 'password authentication failed for user "postgres"'),
+    "missing-password-file": (_missing_password_file, "no-such.pgpass does not exist"),
+    "password-file-mode-0644": (_world_readable_password_file, "has group or world access (mode 644); run: chmod 600"),
+    "nothing-listening": (_nothing_listening, "Connection refused"),
+    "dns-failure": (_unknown_host, "db.wehub-test.invalid"),
+    "sslmode-require-without-tls": (_tls_required_without_tls, "server does not support SSL"),
+    "transaction-pooler-6543": (_transaction_pooler, "transaction pooler"),
+    "missing-pg_dump": (_no_client_programs, "no pg_dump/pg_restore/psql found"),
+    "vps-login-not-superuser": (_vps_login_not_superuser, "VPS user wehub_plain must be a superuser"),
+    "backup-dir-is-a-file": (_backup_dir_is_a_file, "cannot create directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_SETTINGS))
+def test_wrong_setting_is_refused_before_any_change(guarded: Guarded, case: str) -> None:
+    break_setting, expected = WRONG_SETTINGS[case]
+    break_setting(guarded)
+    guarded.refused(GUARDED, expected)
+
+
+def test_pg_dump_older_than_the_source_is_refused(
+    guarded: Guarded, backup_env_pg17: BackupEnv, supabase17_cluster: PostgresCluster
+) -> None:
+    guarded.monkeypatch.setenv("SUPABASE_DB_NAME", "postgres")
+    guarded.monkeypatch.setenv("WEHUB_PG_BINDIRS", "")
+    guarded.monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
+    cause = guarded.refused(GUARDED, "server version mismatch: the server is PostgreSQL 17")
+    assert "install postgresql-client-17" in cause

