@@ -50,7 +50,7 @@ class Sampler:
         self._directory = directory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
-        self._hwm: dict[int, tuple[str, int, bool]] = {}
+        self._seen: dict[int, SeenProcess] = {}
         self.peaks = ProcessPeaks()
         self.disk_bytes = 0
 
@@ -75,9 +75,12 @@ class Sampler:
             if status is None:
                 continue
             name, hwm = status
-            known_name, known_hwm, _ = self._hwm.get(pid, (name, 0, is_main))
-            # A new name means the process exec'd: what it held before was its parent's image.
-            self._hwm[pid] = (name, max(known_hwm, hwm) if known_name == name else hwm, is_main)
+            seen = self._seen.get(pid)
+            if seen is None or seen.name != name:
+                # New, or it exec'd: what it held before was a copy of its parent's image.
+                self._seen[pid] = SeenProcess(name, hwm, is_main)
+                continue
+            seen.hwm, seen.sightings = max(seen.hwm, hwm), seen.sightings + 1
             tree_pss += proportional_set_size(pid)
         self.peaks.tree_bytes = max(self.peaks.tree_bytes, tree_pss)
         try:
@@ -86,11 +89,24 @@ class Sampler:
             pass  # a file vanished mid-walk: the next sample counts again
 
     def _summarize(self) -> None:
-        for name, hwm, is_main in self._hwm.values():
-            if is_main:
-                self.peaks.main_bytes = max(self.peaks.main_bytes, hwm)
-            elif hwm > self.peaks.child_bytes:
-                self.peaks.child_bytes, self.peaks.largest_child = hwm, name
+        """Only processes seen twice under one name count: a fork caught before its exec is not a tool."""
+        for seen in self._seen.values():
+            if seen.sightings < 2:
+                continue
+            if seen.is_main:
+                self.peaks.main_bytes = max(self.peaks.main_bytes, seen.hwm)
+            elif seen.hwm > self.peaks.child_bytes:
+                self.peaks.child_bytes, self.peaks.largest_child = seen.hwm, seen.name
+
+
+@dataclass
+class SeenProcess:
+    """A process under one name (one program image), and its peak RSS so far."""
+
+    name: str
+    hwm: int
+    is_main: bool
+    sightings: int = 1
 
 
 def descendants(root: int) -> list[tuple[int, bool]]:

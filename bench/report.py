@@ -176,7 +176,8 @@ def _results_table(summary: Summary) -> str:
         other = summary.fastest_other(key)
         ratio = f"{summary.wall(key) / other[1]:.2f}x ({other[0]})" if other else "n/a"
         runs = ", ".join(f"{m['seconds']:.1f}" for m in summary.runs[key])
-        child = f"{mib(summary.peak(key, 'child_bytes'))} ({summary.largest_child(key) or '-'})"
+        child = (f"{mib(summary.peak(key, 'child_bytes'))} ({summary.largest_child(key)})"
+                 if summary.largest_child(key) else "none")
         rows.append(
             f"| {CONTENDERS[key].title} | {seconds(summary.wall(key))} | {ratio} | {runs} | "
             f"{mib(summary.peak(key, 'main_bytes'))} | {child} | {mib(summary.peak(key, 'tree_bytes'))} | "
@@ -190,8 +191,9 @@ def _results_table(summary: Summary) -> str:
 
 - Main process: what the operator starts (`pg_dump`, `psql`, `pg_restore`, `pgcopydb`, the `wehub-backup`
   command); children: what it starts (parallel workers; the job's `pg_dump`/`pg_restore`). Peaks are
-  `VmHWM` sampled from `/proc` every 50 ms; the whole tree is the largest sum of proportional set sizes
-  (`Pss`, shared pages split among the processes sharing them) at one moment.
+  `VmHWM` sampled from `/proc` every 50 ms, of processes seen in two samples under one name (a fork caught
+  before its `exec` is a copy of its parent, not a tool); the whole tree is the largest sum of proportional
+  set sizes (`Pss`, shared pages split among the processes sharing them) at one moment.
 - Temporary disk: largest size of the contender's working directory during the run.
 - Bytes from source: what the source server sent, counted by the same byte-counting relay in front of
   the source for every contender (the job's own relay sits behind it, as it would in front of Supabase).

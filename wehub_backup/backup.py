@@ -34,6 +34,14 @@ class PreflightError(RuntimeError):
     """Something is wrong before anything was changed; the message says what to fix."""
 
 
+class DumpFailed(RuntimeError):
+    """The dump failed; what the source had sent by then still counts against the egress budget."""
+
+    def __init__(self, message: str, egress_bytes: int) -> None:
+        super().__init__(message)
+        self.egress_bytes = egress_bytes
+
+
 class VerificationFailed(RuntimeError):
     """The restored copy differs from the source snapshot."""
 
@@ -202,29 +210,39 @@ def dump_source(plan: DumpPlan, source: ConnectionInfo, log: Log, *, low_priorit
     archive = plan.workdir / "archive"
     started = time.monotonic()
     with counted_connection(source, count_egress) as (relayed, counters):
-        with relayed.connect(autocommit=False) as snap:
-            snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            snap.read_only = True
-            snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            sequences_before = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.excluded_tables))
-            argv = [
-                plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
-                f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
-                *_compression_arguments(plan.client), *plan.pg_dump_arguments(),
-            ]
-            env = relayed.libpq_environment(plan.workdir / "source.pgpass")
-            dump_run = _run_beside(
-                lambda: pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority),
-                lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables),
-            )
-            tool_run, fingerprint = dump_run
-            fingerprint.sequences = sequences_before
-            sequences_after = sequence_positions(snap, plan.kept_schemas, _excluded_names(plan.excluded_tables))
-            snap.rollback()
-        (plan.workdir / "source.pgpass").unlink(missing_ok=True)
-        egress = counters.received_from_server
-    return DumpResult(archive, directory_bytes(archive), egress, time.monotonic() - started,
+        try:
+            tool_run, fingerprint, sequences_after = _dump_from_snapshot(plan, relayed, archive, log, low_priority)
+        except Exception as error:
+            raise DumpFailed(one_line(error), counters.received_from_server) from error
+        finally:
+            (plan.workdir / "source.pgpass").unlink(missing_ok=True)
+    return DumpResult(archive, directory_bytes(archive), counters.received_from_server, time.monotonic() - started,
                       fingerprint, sequences_after, tool_run)
+
+
+def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, log: Log,
+                        low_priority: bool) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int]]:
+    """Export a snapshot, run pg_dump in it, and fingerprint it meanwhile on the same session."""
+    excluded = _excluded_names(plan.excluded_tables)
+    with source.connect(autocommit=False) as snap:
+        snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snap.read_only = True
+        snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        sequences_before = sequence_positions(snap, plan.kept_schemas, excluded)
+        argv = [
+            plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
+            f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
+            *_compression_arguments(plan.client), *plan.pg_dump_arguments(),
+        ]
+        env = source.libpq_environment(plan.workdir / "source.pgpass")
+        tool_run, fingerprint = _run_beside(
+            lambda: pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority),
+            lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables),
+        )
+        fingerprint.sequences = sequences_before
+        sequences_after = sequence_positions(snap, plan.kept_schemas, excluded)
+        snap.rollback()
+    return tool_run, fingerprint, sequences_after
 
 
 def _run_beside(main: Callable, beside: Callable) -> tuple:

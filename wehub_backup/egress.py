@@ -144,15 +144,27 @@ class EgressUsage:
 
 
 def recorded_egress(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int, datetime]]:
-    """(bytes, when) of every step output of the run that reports Supabase egress."""
+    """(bytes, when) of every step of the run that reports Supabase egress.
+
+    A dump that failed partway reports what it had received in its failure: a retried
+    dump costs egress again, and the budget has to see it.
+    """
     found = []
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        metadata = event.step_output_data.metadata if event is not None else {}
-        if EGRESS_METADATA_KEY in metadata:
-            found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
+    for event_type in (dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE):
+        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
+            metadata = _step_metadata(record.event_log_entry.dagster_event)
+            if EGRESS_METADATA_KEY in metadata:
+                found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
     return found
+
+
+def _step_metadata(event: dg.DagsterEvent | None) -> dict:
+    if event is None:
+        return {}
+    if event.event_type == dg.DagsterEventType.STEP_OUTPUT:
+        return event.step_output_data.metadata
+    user_failure = event.step_failure_data.user_failure_data
+    return user_failure.metadata if user_failure else {}
 
 
 def egress_usage(

@@ -105,7 +105,11 @@ def dump_supabase_database(
     context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
     """pg_dump from a held snapshot, counting the bytes Supabase sends (its egress)."""
-    dump = backup.dump_source(plan, supabase.connection_info(), context.log.info, low_priority=workspace.low_priority)
+    try:
+        dump = backup.dump_source(plan, supabase.connection_info(), context.log.info,
+                                  low_priority=workspace.low_priority)
+    except backup.DumpFailed as failed:
+        raise dg.Failure(description=str(failed), metadata={"egress_bytes": failed.egress_bytes}) from failed
     context.add_output_metadata({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)})
     return dump
 
@@ -236,7 +240,7 @@ def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, log_pa
     backup_dir = Path(workspace.backup_dir)
     for stale in RunDirectory.sweep_stale(backup_dir):
         context.log.info(f"removed working files of a run that died: {stale}")
-        record_dead_run(context, RunDirectory.run_id_of(stale), Path(workspace.backup_log))
+        record_dead_run(context, RunDirectory.run_id_of(stale), workspace)
     return RunDirectory.create(backup_dir, context.run_id)
 
 
@@ -259,7 +263,7 @@ def failure_detail(context: dg.HookContext) -> str:
     return f"step={context.op.name} cause={cause}"
 
 
-def record_dead_run(context: dg.OpExecutionContext, run_id: str, backup_log: Path) -> None:
+def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: BackupWorkspace) -> None:
     """Mark a run whose process died (SIGKILL, out of memory, reboot) as failed.
 
     Such a run cannot report itself, and Dagster's run monitoring cannot check the worker of a
@@ -271,7 +275,8 @@ def record_dead_run(context: dg.OpExecutionContext, run_id: str, backup_log: Pat
         return
     cause = f"its process died without reporting (found by run {context.run_id})"
     context.instance.report_run_failed(run, message=f"Run {run_id} failed: {cause}")
-    append_log_line(backup_log, run.job_name, "failure", requested_target(run), f"run={run_id} cause={cause}")
+    log_path = workspace.migration_log if run.job_name == MIGRATION_JOB else workspace.backup_log
+    append_log_line(Path(log_path), run.job_name, "failure", requested_target(run), f"run={run_id} cause={cause}")
 
 
 def run_process_usage() -> dict[str, dg.MetadataValue | int]:

@@ -67,11 +67,16 @@ def error_text(error: SerializableErrorInfo | None) -> str:
 
 
 def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:
-    """The first failed step and its error; else the run's own failure (e.g. a crashed worker)."""
+    """The first failed step and its error; else the run's own failure (e.g. a crashed worker).
+
+    A run marked failed from outside (Dagster's run monitoring, or the next run finding the
+    working files of one whose process died) has a message but no failure data.
+    """
     if step_failures:
         first = step_failures[0]
         return RunFailure(first.step_key, error_text(first.step_failure_data.error))
-    error = run_failure.job_failure_data.error if run_failure.is_job_failure else None
+    failure_data = run_failure.job_failure_data if run_failure.is_job_failure else None
+    error = failure_data.error if failure_data is not None else None
     return RunFailure(None, error_text(error) or run_failure.message or "")
 
 

@@ -150,26 +150,24 @@ def env_or_default(name: str, default: Any) -> Any:
     return dg.EnvVar.int(name) if isinstance(default, int) and not isinstance(default, bool) else dg.EnvVar(name)
 
 
-def supabase_database_from_env() -> PostgresDatabase:
+def database_from_env(prefix: str, *, host: str | None, user: str, dbname: str) -> PostgresDatabase:
+    """A database from ``<prefix>_HOST``, ``_PORT``, ``_USER``, ``_NAME``, ``_SSLMODE``; ``host=None`` makes the host required."""
     return PostgresDatabase(
-        host=dg.EnvVar("SUPABASE_DB_HOST"),
-        port=env_or_default("SUPABASE_DB_PORT", 5432),
-        user=env_or_default("SUPABASE_DB_USER", "postgres"),
-        dbname=env_or_default("SUPABASE_DB_NAME", "postgres"),
-        sslmode=env_or_default("SUPABASE_DB_SSLMODE", ""),
+        host=dg.EnvVar(f"{prefix}_HOST") if host is None else env_or_default(f"{prefix}_HOST", host),
+        port=env_or_default(f"{prefix}_PORT", 5432),
+        user=env_or_default(f"{prefix}_USER", user),
+        dbname=env_or_default(f"{prefix}_NAME", dbname),
+        sslmode=env_or_default(f"{prefix}_SSLMODE", ""),
         passfile=env_or_default("PGPASSFILE", ""),
     )
+
+
+def supabase_database_from_env() -> PostgresDatabase:
+    return database_from_env("SUPABASE_DB", host=None, user="postgres", dbname="postgres")
 
 
 def vps_database_from_env() -> PostgresDatabase:
-    return PostgresDatabase(
-        host=env_or_default("LOCAL_DB_HOST", "localhost"),
-        port=env_or_default("LOCAL_DB_PORT", 5432),
-        user=env_or_default("LOCAL_DB_USER", "postgres"),
-        dbname=env_or_default("LOCAL_DB_NAME", "wehub"),
-        sslmode=env_or_default("LOCAL_DB_SSLMODE", ""),
-        passfile=env_or_default("PGPASSFILE", ""),
-    )
+    return database_from_env("LOCAL_DB", host="localhost", user="postgres", dbname="wehub")
 
 
 def backup_workspace_from_env() -> BackupWorkspace:

@@ -72,6 +72,7 @@ class CopyScope:
     skipped_schemas: set[str] = field(default_factory=set)
     skipped_members: dict[str, set[str]] = field(default_factory=dict)
     left_out: list[LeftOut] = field(default_factory=list)
+    source_schemas: list[str] = field(default_factory=list)
 
     def pg_dump_arguments(self) -> list[str]:
         """Exact-name patterns: quoting makes pg_dump treat ``*``, ``?`` and case literally."""
@@ -107,6 +108,7 @@ def plan_scope(
     scope = CopyScope(
         excluded_schemas=[s for s in excluded_schemas if s in present],
         excluded_tables=[],
+        source_schemas=sorted(present),
     )
     for schema in scope.excluded_schemas:
         scope.left_out.append(LeftOut("schema", schema, "Supabase-internal schema (configurable exclusion)"))
@@ -189,7 +191,7 @@ def _is_left_out(line: str, scope: CopyScope) -> bool:
     for kind, names in (("EXTENSION", scope.skipped_extension_names), ("EVENT TRIGGER", scope.skipped_event_trigger_names)):
         if any(f"{rest} ".startswith(f"COMMENT - {kind} {tag} ") for name in names for tag in _tag_forms(name)):
             return True
-    schema = entry_schema(rest)
+    schema = entry_schema(rest, scope.source_schemas)
     if schema in scope.skipped_schemas or schema in scope.excluded_schemas:
         return True
     return _names_skipped_member(rest, scope)
@@ -210,13 +212,21 @@ def _tag_forms(name: str) -> tuple[str, str]:
     return name, '"' + name.replace('"', '""') + '"'
 
 
-def entry_schema(rest: str) -> str | None:
-    """The namespace field of a listing entry (after its type, which may be several words)."""
+def entry_schema(rest: str, source_schemas: list[str] | tuple[str, ...] = ()) -> str | None:
+    """The namespace field of a listing entry (after its type, which may be several words).
+
+    The listing does not quote names, so a schema named "realtime archive" reads like schema
+    "realtime"; the longest schema of the source the field starts with is the one meant.
+    """
+    fields = rest.split(" ", 1)[1] if " " in rest else ""
     for desc in _MULTIWORD_DESCS:
         if rest.startswith(desc + " "):
-            return rest[len(desc) + 1:].split(" ", 1)[0]
-    parts = rest.split(" ", 2)
-    return parts[1] if len(parts) > 1 else None
+            fields = rest[len(desc) + 1:]
+            break
+    named = [s for s in source_schemas if fields == s or fields.startswith(s + " ")]
+    if named:
+        return max(named, key=len)
+    return fields.split(" ", 1)[0] if fields else None
 
 
 def ensure_standin_roles(conn: psycopg.Connection, roles: list[RoleInfo]) -> list[str]:

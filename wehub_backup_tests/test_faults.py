@@ -19,7 +19,9 @@ import dagster as dg
 import psycopg
 import pytest
 
+from wehub_backup.alerts import AlertSettings
 from wehub_backup.databases import previous_name, staging_name
+from wehub_backup.ops import MIGRATION_JOB
 from wehub_backup.pgpass import PassEntry, write_private_passfile
 from wehub_backup.settings import APPLICATION_NAME
 from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
@@ -31,11 +33,13 @@ from wehub_backup_tests.faults.evidence import (
     step_failure,
     wait_for_run_sessions_to_end,
 )
-from wehub_backup_tests.faults.process import BackgroundBackup, Watcher
+from wehub_backup_tests.faults.process import BackgroundRun, Watcher
 from wehub_backup_tests.faults.relay import LOOPBACK, FaultRelay
 from wehub_backup_tests.faults.secrets import files_with_secrets
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
+from wehub_backup_tests.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.supabase_target import catalog_snapshot, new_project_cluster, run_migration
 from wehub_backup_tests.test_backup_job import JOB, run_backup, step_errors
 
 FAULT_SOURCE = "faults_source"
@@ -45,7 +49,10 @@ BLOB_ROWS, BLOB_BYTES = 3000, 1024
 # or a restore takes about two seconds, long enough to pick a moment inside it.
 COPY_BYTES = BLOB_ROWS * BLOB_BYTES * 2
 PACED = 3 * 2**20
+DUMPING, RESTORING = "pg_dump --format=directory", "pg_restore "
+RECEIVED, SENT = "received_from_server", "sent_to_server"  # the relay's counters: from and to its server
 MiB = 2**20
+VPS_APP_OWNER = "wehub_app"
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +133,25 @@ class FaultEnv:
     def has_mark(self, target: str, text: str) -> bool:
         return self.vps.query("SELECT count(*) FROM public.notes WHERE body = %s", (text,), dbname=target)[0][0] > 0
 
-    def started_runs(self) -> list[dg.DagsterRun]:
-        return list(self.instance.get_runs(dg.RunsFilter(job_name=JOB, statuses=[dg.DagsterRunStatus.STARTED])))
+    def started_runs(self, job: str = JOB) -> list[dg.DagsterRun]:
+        return list(self.instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.STARTED])))
 
     def assert_unchanged(self, target: str, before: DatabaseState) -> None:
         wait_for_run_sessions_to_end(self.vps)
         assert database_state(self.vps, target) == before, "the previous good copy changed"
+
+    def interrupted_run(self, relay: FaultRelay, pace: float, direction: str, after_bytes: float,
+                        fault: Callable[[], object], run: Callable[[], dg.ExecuteInProcessResult]) -> tuple[str | None, str]:
+        """Run with ``relay`` at ``pace``; inject ``fault`` once ``after_bytes`` have crossed it in
+        ``direction`` (a counter of the relay). The failed step, and its cause: asserted one line."""
+        relay.bytes_per_second = pace
+        start = getattr(relay.counters, direction)
+        with Watcher(lambda: getattr(relay.counters, direction) - start >= after_bytes, fault) as watcher:
+            result = run()
+        assert watcher.fired, "the fault was never injected"
+        step, cause = step_failure(result)
+        assert cause and "\n" not in cause, cause
+        return step, cause
 
     def recover(self, target: str, mark: str) -> dg.ExecuteInProcessResult:
         """The next run succeeds, copies the source as it is now and leaves nothing behind."""
@@ -177,39 +197,49 @@ class KillMoment:
     """A moment inside a run, judged from the relays' byte counts and the run's processes."""
 
     paced: str  # which relay to slow down: "source" (the dump) or "vps" (the restore)
-    program: str
+    command: str
     fraction: float
 
-    def reached(self, faults: FaultEnv, run: BackgroundBackup, start: tuple[int, int]) -> bool:
+    def reached(self, faults: FaultEnv, run: BackgroundRun, start: tuple[int, int]) -> bool:
         moved = (faults.source_relay.counters.received_from_server - start[0] if self.paced == "source"
                  else faults.vps_relay.counters.sent_to_server - start[1])
-        return moved >= self.fraction * COPY_BYTES and self.program in run.programs()
+        return moved >= self.fraction * COPY_BYTES and run.running(self.command)
 
 
 KILL_MOMENTS = {
-    "dump-start": KillMoment("source", "pg_dump", 0.0),
-    "dump-third": KillMoment("source", "pg_dump", 0.33),
-    "dump-most": KillMoment("source", "pg_dump", 0.8),
-    "restore-start": KillMoment("vps", "pg_restore", 0.0),
-    "restore-half": KillMoment("vps", "pg_restore", 0.5),
-    "restore-most": KillMoment("vps", "pg_restore", 0.85),
+    "dump-start": KillMoment("source", DUMPING, 0.0),
+    "dump-third": KillMoment("source", DUMPING, 0.33),
+    "dump-most": KillMoment("source", DUMPING, 0.8),
+    "restore-start": KillMoment("vps", RESTORING, 0.0),
+    "restore-half": KillMoment("vps", RESTORING, 0.5),
+    "restore-most": KillMoment("vps", RESTORING, 0.85),
 }
 
 
-def start_paced_run(faults: FaultEnv, paced: str) -> tuple[BackgroundBackup, tuple[int, int]]:
+def start_paced_run(faults: FaultEnv, paced: str) -> tuple[BackgroundRun, tuple[int, int]]:
     (faults.source_relay if paced == "source" else faults.vps_relay).bytes_per_second = PACED
     start = (faults.source_relay.counters.received_from_server, faults.vps_relay.counters.sent_to_server)
-    return BackgroundBackup(TARGET, faults.work_dir), start
+    return BackgroundRun(["backup", TARGET], faults.work_dir), start
 
 
 def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) -> None:
-    """A killed process reports nothing; the next run marks it failed and logs why."""
+    """A killed process reports nothing; the next run marks it failed and logs why, and the
+    failure sensor turns that into an alert."""
+    from wehub_backup.sensors import alert_on_run_failure
+
     record = faults.instance.get_run_by_id(killed.run_id)
     assert record is not None and record.status == dg.DagsterRunStatus.FAILURE
-    failure = faults.instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    assert "its process died" in failure[-1].message
+    [failure] = faults.instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "its process died" in failure.message
     assert f"FAILURE target={TARGET} run={killed.run_id} cause=its process died" in faults.env.backup_log.read_text()
     assert not faults.started_runs()
+    with running_webhook_receiver() as receiver:
+        alert_on_run_failure(dg.build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=faults.instance,
+            dagster_run=record, resources={"alert_settings": AlertSettings(webhook_url=receiver.url)},
+        ).for_run_failure())
+    [alert] = receiver.payloads
+    assert f"Target: {TARGET}" in alert["text"] and "its process died" in alert["text"], alert["text"]
 
 
 @pytest.mark.parametrize("moment_name", list(KILL_MOMENTS))
@@ -261,7 +291,7 @@ def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
     before = faults.previous_good_copy()
     mark = faults.mark_source("not in the copy before promote-renaming")
     run, _ = start_paced_run(faults, "vps")
-    run.wait_until(lambda: "pg_restore" in run.programs(), "the restore into a fresh staging database")
+    run.wait_until(lambda: run.running(RESTORING), "the restore into a fresh staging database")
     with faults.vps.connect(staging_name(TARGET)):
         run.wait_until(lambda: _renaming(faults.vps), "the rename inside the swap transaction")
         run.kill()
@@ -276,16 +306,10 @@ def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
 def test_source_drops_its_connections_mid_dump(faults: FaultEnv) -> None:
     before = faults.previous_good_copy()
     mark = faults.mark_source("not in the copy before the connection drop")
-    faults.source_relay.bytes_per_second = PACED
-    start = faults.source_relay.counters.received_from_server
-    streaming = lambda: faults.source_relay.counters.received_from_server - start >= MiB  # noqa: E731
-    with Watcher(streaming, faults.source_relay.cut_connections) as cut:
-        result = faults.run()
-    assert cut.fired
-    step, cause = step_failure(result)
+    step, cause = faults.interrupted_run(faults.source_relay, PACED, RECEIVED, MiB,
+                                         faults.source_relay.cut_connections, faults.run)
     assert step == "dump_supabase_database"
     assert "server closed the connection unexpectedly" in cause, cause
-    assert "\n" not in cause
     faults.assert_unchanged(TARGET, before)
     assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
     assert f"FAILURE target={TARGET} step=dump_supabase_database" in last_log_line(faults)
@@ -316,15 +340,9 @@ def test_source_server_stops_mid_dump(faults: FaultEnv, stoppable_source: Postgr
     faults.route_source(stoppable_source, "postgres")
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the source stopped")
-    faults.source_relay.bytes_per_second = MiB / 2
-    start = faults.source_relay.counters.received_from_server
-    streaming = lambda: faults.source_relay.counters.received_from_server - start >= 256 * 1024  # noqa: E731
-    with Watcher(streaming, lambda: stoppable_source.stop("fast")) as stop:
-        result = faults.run(target)
-    assert stop.fired
-    step, cause = step_failure(result)
+    step, cause = faults.interrupted_run(faults.source_relay, MiB / 2, RECEIVED, MiB / 4,
+                                         lambda: stoppable_source.stop("fast"), lambda: faults.run(target))
     assert step == "dump_supabase_database", cause
-    assert "\n" not in cause and cause
     faults.assert_unchanged(target, before)
     assert leftovers(faults.vps, target, faults.env.backup_dir) == []
     stoppable_source.restart()
@@ -336,15 +354,9 @@ def test_target_server_stops_mid_restore(faults: FaultEnv, stoppable_vps: Postgr
     faults.route_vps(stoppable_vps)
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the VPS stopped")
-    faults.vps_relay.bytes_per_second = PACED
-    start = faults.vps_relay.counters.sent_to_server
-    streaming = lambda: faults.vps_relay.counters.sent_to_server - start >= 2 * MiB  # noqa: E731
-    with Watcher(streaming, lambda: stoppable_vps.stop("immediate")) as stop:
-        result = faults.run(target)
-    assert stop.fired
-    step, cause = step_failure(result)
+    step, cause = faults.interrupted_run(faults.vps_relay, PACED, SENT, 2 * MiB,
+                                         lambda: stoppable_vps.stop("immediate"), lambda: faults.run(target))
     assert step == "restore_into_staging_database", cause
-    assert "\n" not in cause and cause
     stoppable_vps.restart()
     faults.assert_unchanged(target, before)
     assert not list(faults.env.backup_dir.glob("run-*"))
@@ -396,13 +408,7 @@ def test_backup_directory_filling_up_mid_dump(faults: FaultEnv, small_backup_fil
         finally:
             os.close(fd)
 
-    faults.source_relay.bytes_per_second = PACED
-    start = faults.source_relay.counters.received_from_server
-    streaming = lambda: faults.source_relay.counters.received_from_server - start >= MiB  # noqa: E731
-    with Watcher(streaming, fill_up) as full:
-        result = faults.run()
-    assert full.fired
-    step, cause = step_failure(result)
+    step, cause = faults.interrupted_run(faults.source_relay, PACED, RECEIVED, MiB, fill_up, faults.run)
     assert step == "dump_supabase_database"
     assert "No space left on device" in cause, cause
     faults.assert_unchanged(TARGET, before)
@@ -457,19 +463,112 @@ def test_terminate_mode_ends_the_session_and_swaps(faults: FaultEnv) -> None:
     assert faults.has_mark(TARGET, mark)
 
 
-# --- two runs for one target ------------------------------------------------------------------
+# --- the migration back to Supabase -------------------------------------------------------------
+# Here the run's source is the VPS and its target is Supabase: ``faults.source_relay`` (the
+# SUPABASE_* connection) carries what the migration writes.
 
-def test_second_run_for_the_same_target_is_refused_and_changes_nothing(faults: FaultEnv) -> None:
-    faults.previous_good_copy()
-    mark = faults.mark_source("copied by the first of two runs")
-    first, _ = start_paced_run(faults, "source")
-    first.wait_until(lambda: "pg_dump" in first.programs(), "the first run's dump")
-    second = faults.run()
-    step, cause = step_failure(second)
-    assert step == "plan_supabase_backup", "\n".join(f"{e.event_type_value}: {e.message}" for e in second.all_events)
-    assert cause == f"another backup or migration run for {TARGET} is running; this run changed nothing"
-    faults.full_speed()
-    assert first.finish() == 0, first.text()
-    assert faults.has_mark(TARGET, mark)
-    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
-    assert not faults.started_runs()
+MIGRATION_SOURCE = "faults_migration_source"
+MIGRATION_BLOB_ROWS = 1000
+MIGRATION_COPY_BYTES = MIGRATION_BLOB_ROWS * BLOB_BYTES * 2
+RESTORING_IN_ONE_TRANSACTION = "--single-transaction"
+
+
+@pytest.fixture(scope="module")
+def migration_source(vps_cluster: PostgresCluster, vps_app_database: str) -> Iterator[str]:
+    """The VPS application with a few megabytes more, so a migration's phases can be caught."""
+    vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
+    vps_cluster.execute(f"CREATE DATABASE {MIGRATION_SOURCE} TEMPLATE {vps_app_database} OWNER {VPS_APP_OWNER}")
+    vps_cluster.execute(
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "CREATE TABLE public.blobs (id integer PRIMARY KEY, data bytea NOT NULL);"
+        "INSERT INTO public.blobs SELECT i, decode(string_agg(md5(i || ':' || j), '' ORDER BY j), 'hex')"
+        f" FROM generate_series(1, {MIGRATION_BLOB_ROWS}) i, generate_series(1, {BLOB_BYTES // 16}) j GROUP BY i;",
+        dbname=MIGRATION_SOURCE, user=VPS_APP_OWNER)
+    yield MIGRATION_SOURCE
+    vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def supabase_project(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """A Supabase project of its own, which a test may stop."""
+    cluster = new_project_cluster("faultproj", pg_base_dir, session_passwords.supabase_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+@dataclass
+class MigrationFaults:
+    faults: FaultEnv
+    project: PostgresCluster
+    before: dict[str, object]
+
+    def mark_vps(self, text: str) -> str:
+        self.faults.vps.execute(f"INSERT INTO public.notes (body) VALUES ('{text}')",
+                                dbname=MIGRATION_SOURCE, user=VPS_APP_OWNER)
+        return text
+
+    def assert_supabase_unchanged(self) -> None:
+        wait_for_run_sessions_to_end(self.project)
+        assert catalog_snapshot(self.project) == self.before, "Supabase changed"
+
+    def run(self) -> dg.ExecuteInProcessResult:
+        return run_migration(self.faults.instance, overwrite=True)
+
+    def recover(self, mark: str) -> None:
+        self.faults.full_speed()
+        result = self.run()
+        assert result.success, step_errors(result)
+        assert self.project.query("SELECT count(*) FROM public.notes WHERE body = %s", (mark,))[0][0] == 1
+        assert not list(self.faults.env.backup_dir.glob("run-*"))
+
+
+@pytest.fixture
+def migration_faults(faults: FaultEnv, supabase_project: PostgresCluster, migration_source: str) -> MigrationFaults:
+    """Runs migrate ``migration_source`` into ``supabase_project``, which already holds a
+    successful migration: the state every failure must leave exactly as it was."""
+    faults.route_source(supabase_project, "postgres")
+    faults.monkeypatch.setenv("LOCAL_DB_NAME", migration_source)
+    if not supabase_project.query("SELECT to_regclass('public.blobs') IS NOT NULL")[0][0]:
+        faults.full_speed()
+        first = run_migration(faults.instance, overwrite=True)
+        assert first.success, step_errors(first)
+    return MigrationFaults(faults, supabase_project, catalog_snapshot(supabase_project))
+
+
+def test_sigkill_of_a_migration_inside_its_restore_transaction(migration_faults: MigrationFaults) -> None:
+    faults = migration_faults.faults
+    mark = migration_faults.mark_vps("not on Supabase before the killed migration")
+    faults.source_relay.bytes_per_second = PACED / 3
+    start = faults.source_relay.counters.sent_to_server
+    run = BackgroundRun(["migrate", "--overwrite"], faults.work_dir)
+    sent = lambda: faults.source_relay.counters.sent_to_server - start >= 0.4 * MIGRATION_COPY_BYTES  # noqa: E731
+    run.wait_until(lambda: sent() and run.running(RESTORING_IN_ONE_TRANSACTION), "the restore into Supabase")
+    run.kill()
+
+    migration_faults.assert_supabase_unchanged()
+    [killed] = faults.started_runs(MIGRATION_JOB)
+    migration_faults.recover(mark)
+    record = faults.instance.get_run_by_id(killed.run_id)
+    assert record is not None and record.status == dg.DagsterRunStatus.FAILURE
+    assert f"run={killed.run_id} cause=its process died" in faults.env.migration_log.read_text()
+
+
+def test_supabase_stopping_mid_restore_leaves_it_as_it_was(migration_faults: MigrationFaults) -> None:
+    faults, project = migration_faults.faults, migration_faults.project
+    mark = migration_faults.mark_vps("not on Supabase before it stopped")
+    step, cause = faults.interrupted_run(faults.source_relay, PACED / 3, SENT, 0.4 * MIGRATION_COPY_BYTES,
+                                         lambda: project.stop("immediate"), migration_faults.run)
+    assert step == "restore_into_supabase", cause
+    project.restart()
+    migration_faults.assert_supabase_unchanged()
+    migration_faults.recover(mark)
+
+
+def test_vps_dropping_connections_mid_dump_leaves_supabase_untouched(migration_faults: MigrationFaults) -> None:
+    faults = migration_faults.faults
+    step, cause = faults.interrupted_run(faults.vps_relay, PACED / 3, RECEIVED, 0.4 * MIGRATION_COPY_BYTES,
+                                         faults.vps_relay.cut_connections, migration_faults.run)
+    assert step == "dump_vps_database", cause
+    assert "server closed the connection unexpectedly" in cause, cause
+    migration_faults.assert_supabase_unchanged()
+    assert not list(faults.env.backup_dir.glob("run-*"))

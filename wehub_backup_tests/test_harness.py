@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from wehub_backup.supabase_compat import STANDIN_COMMENT
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 
@@ -100,7 +101,11 @@ def test_large_table_and_odd_objects_exist(supabase_cluster: PostgresCluster) ->
 
 
 def test_vps_lacks_supabase_roles_and_extensions(vps_cluster: PostgresCluster) -> None:
-    assert vps_cluster.query("SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'supabase_admin')") == []
+    # Backups earlier in the session may have created NOLOGIN stand-ins, marked by their comment.
+    native = vps_cluster.query(
+        """SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'supabase_admin')
+           AND shobj_description(oid, 'pg_authid') IS DISTINCT FROM %s""", (STANDIN_COMMENT,))
+    assert native == []
     assert vps_cluster.query("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_graphql'") == []
     assert vps_cluster.query("SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'") == [(True,)]
 

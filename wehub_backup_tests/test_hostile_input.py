@@ -7,7 +7,6 @@ existing copy is untouched, and the run left no working files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,15 @@ from wehub_backup_tests.faults.evidence import (
     database_state,
     step_failure,
 )
+from wehub_backup_tests.faults.sources import (
+    AWKWARD_SQL,
+    NOTES_SQL,
+    REALTIME_SCHEMA_SQL,
+    VAULT_EXTENSION_SQL,
+    VIEW_ON_VAULT_SQL,
+    drop_source,
+    recreate_source,
+)
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.loopback_servers import unused_loopback_port
@@ -38,14 +46,8 @@ NOT_AN_IDENTIFIER = "use lower-case letters, digits and underscores"
 
 @pytest.fixture(scope="module")
 def hostile_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
-    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {HOSTILE_SOURCE} WITH (FORCE)")
-    supabase_cluster.execute(f"CREATE DATABASE {HOSTILE_SOURCE} OWNER {APP_OWNER}")
-    supabase_cluster.execute(
-        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
-        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 300) i;",
-        dbname=HOSTILE_SOURCE, user=APP_OWNER)
-    yield HOSTILE_SOURCE
-    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {HOSTILE_SOURCE} WITH (FORCE)")
+    yield recreate_source(supabase_cluster, HOSTILE_SOURCE, NOTES_SQL)
+    drop_source(supabase_cluster, HOSTILE_SOURCE)
 
 
 @dataclass
@@ -62,11 +64,11 @@ class Guarded:
     vps_databases: dict[str, int]
     copy: DatabaseState
 
-    def refused(self, target: str, expected: str) -> str:
-        """Run against ``target``; assert a one-line preflight refusal containing ``expected``."""
+    def refused(self, target: str, expected: str, step_expected: str = PREFLIGHT) -> str:
+        """Run against ``target``; assert a one-line refusal in ``step_expected`` containing ``expected``."""
         result = run_backup(target, self.instance)
         step, cause = step_failure(result)
-        assert step == PREFLIGHT, step_errors(result)
+        assert step == step_expected, step_errors(result)
         assert expected in cause, cause
         assert cause and "\n" not in cause and "Traceback" not in cause, cause
         assert database_oids(self.vps) == self.vps_databases
@@ -74,7 +76,7 @@ class Guarded:
         assert database_state(self.vps, GUARDED) == self.copy
         assert not list(self.env.backup_dir.glob("run-*")), "the refused run left working files"
         last_line = self.env.backup_log.read_text().splitlines()[-1]
-        assert f"FAILURE target=" in last_line and f"step={PREFLIGHT} cause=" in last_line
+        assert "FAILURE target=" in last_line and f"step={step_expected} cause=" in last_line
         return cause
 
     def passfile(self, name: str, logins: list[tuple[str, int, str, str]]) -> Path:
@@ -259,3 +261,51 @@ def test_pg_dump_older_than_the_source_is_refused(
     guarded.monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
     cause = guarded.refused(GUARDED, "server version mismatch: the server is PostgreSQL 17")
     assert "install postgresql-client-17" in cause
+
+
+# --- what the source holds ---------------------------------------------------------------------
+
+def test_object_a_vanilla_server_cannot_create_fails_the_restore_and_changes_nothing(
+    guarded: Guarded, supabase_cluster: PostgresCluster
+) -> None:
+    """A view on Supabase Vault (left out of every copy) cannot be created on the VPS: the
+    restore into staging fails naming it; staging is dropped, the existing copy stays."""
+    source = recreate_source(supabase_cluster, "unrestorable_source", NOTES_SQL + VIEW_ON_VAULT_SQL, VAULT_EXTENSION_SQL)
+    guarded.monkeypatch.setenv("SUPABASE_DB_NAME", source)
+    try:
+        guarded.source_databases = database_oids(supabase_cluster)
+        guarded.refused(GUARDED, 'relation "vault.decrypted_secrets" does not exist', "restore_into_staging_database")
+    finally:
+        drop_source(supabase_cluster, source)
+
+
+@pytest.fixture(scope="module")
+def awkward_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    yield recreate_source(supabase_cluster, "awkward_source", AWKWARD_SQL.read_text(), REALTIME_SCHEMA_SQL)
+    drop_source(supabase_cluster, "awkward_source")
+
+
+_COLUMNS = """SELECT table_schema, table_name, column_name, data_type, ordinal_position
+              FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema')
+              ORDER BY 1, 2, 5"""
+
+
+def test_awkward_names_types_and_bytes_are_copied_exactly(
+    backup_env: BackupEnv, awkward_source: str, hostile_instance: dg.DagsterInstance,
+    supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPABASE_DB_NAME", awkward_source)
+    result = run_backup("wehub_awkward", hostile_instance)
+    assert result.success, step_errors(result)
+
+    source, copy = database_state(supabase_cluster, awkward_source), database_state(vps_cluster, "wehub_awkward")
+    assert source is not None and copy is not None
+    assert copy.tables == tuple(t for t in source.tables if t[0] != "realtime")
+    assert ("realtime archive", "messages") in {t[:2] for t in copy.tables}
+    assert vps_cluster.query(_COLUMNS, dbname="wehub_awkward") == [
+        row for row in supabase_cluster.query(_COLUMNS, dbname=awkward_source) if row[0] != "realtime"]
+    every_byte = "SELECT raw FROM public.every_byte WHERE id = 0"
+    assert vps_cluster.query(every_byte, dbname="wehub_awkward")[0][0] == bytes(range(256))
+    long_text = "SELECT length(body), md5(body), cardinality(ints), md5(words::text) FROM public.long_values"
+    assert vps_cluster.query(long_text, dbname="wehub_awkward") == supabase_cluster.query(long_text, dbname=awkward_source)
+    assert vps_cluster.query(long_text, dbname="wehub_awkward")[0][:1] == (10 * 2**20,)

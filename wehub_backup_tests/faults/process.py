@@ -1,5 +1,5 @@
-"""A backup run in a process group of its own, as a schedule's run worker has, that a test can
-watch phase by phase and kill outright."""
+"""A run in a process group of its own, as a schedule's run worker has, that a test can watch
+phase by phase and kill outright; and a watcher that acts at a moment of an in-process run."""
 
 from __future__ import annotations
 
@@ -18,30 +18,34 @@ class RunExitedEarly(AssertionError):
     """The run finished before the moment a test wanted to interrupt it."""
 
 
-class BackgroundBackup:
-    """``python -m wehub_backup.cli backup TARGET`` with the test's environment."""
+class BackgroundRun:
+    """``python -m wehub_backup.cli ARGUMENTS...`` (a backup or a migration) with the test's environment."""
 
-    def __init__(self, target: str, output_dir: Path) -> None:
-        self.output = output_dir / f"cli-{target}-{time.monotonic_ns()}.out"
+    def __init__(self, arguments: list[str], output_dir: Path) -> None:
+        self.output = output_dir / f"cli-{arguments[0]}-{time.monotonic_ns()}.out"
         with open(self.output, "wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "wehub_backup.cli", "backup", target],
+                [sys.executable, "-m", "wehub_backup.cli", *arguments],
                 env=os.environ.copy(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
-    def programs(self) -> set[str]:
-        """Names of the live processes of the run's session: the run itself, pg_dump, pg_restore..."""
-        names = set()
+    def commands(self) -> list[str]:
+        """Argument lists of the live processes of the run's session (the run, pg_dump, ...)."""
+        found = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             try:
                 if os.getsid(int(entry.name)) == self.process.pid:
-                    names.add(Path(entry.path, "comm").read_text().strip())
+                    found.append(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode())
             except (OSError, ValueError):
                 continue
-        return names
+        return found
 
+    def running(self, command: str) -> bool:
+        """Whether a process of the run has ``command`` in its argument list: "pg_dump --format"
+        is the dump itself, where a bare "pg_dump" also matches the version check in preflight."""
+        return any(command in argv for argv in self.commands())
     def wait_until(self, moment: Callable[[], bool], description: str, timeout: float = 90.0) -> None:
         """Poll ``moment`` until it holds; fail if the run ends first or the moment never comes."""
         deadline = time.monotonic() + timeout

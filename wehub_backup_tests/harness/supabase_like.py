@@ -134,7 +134,8 @@ def seed_vps_app(cluster: PostgresCluster, dbname: str, owner: str = "wehub_app"
     """A vanilla VPS application database owned by a local role, with uuid-ossp in `public`:
     its defaults say `public.uuid_generate_v4()`, which does not exist on Supabase."""
     names = {"owner": pgsql.Identifier(owner), "db": pgsql.Identifier(dbname)}
-    cluster.execute(pgsql.SQL("CREATE ROLE {owner} LOGIN").format(**names).as_string())
+    if not cluster.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)):
+        cluster.execute(pgsql.SQL("CREATE ROLE {owner} LOGIN").format(**names).as_string())
     cluster.execute(pgsql.SQL("CREATE DATABASE {db} OWNER {owner}").format(**names).as_string())
     cluster.execute(
         'CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA public;'

@@ -1,0 +1,39 @@
+"""Source databases of their own on the Supabase-like cluster, one per purpose, which tests may
+write to or break without disturbing the session's seeded source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psycopg import sql
+
+from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+
+NOTES_SQL = """CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);
+INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 300) i;"""
+# A platform schema the copy leaves out (vault), and an application view that reads from it:
+# the view cannot be created on a vanilla server.
+VAULT_EXTENSION_SQL = """CREATE SCHEMA vault; CREATE EXTENSION supabase_vault SCHEMA vault;
+GRANT USAGE ON SCHEMA vault TO postgres; GRANT SELECT ON vault.decrypted_secrets TO postgres;"""
+VIEW_ON_VAULT_SQL = "CREATE VIEW public.webhook_keys AS SELECT name, decrypted_secret FROM vault.decrypted_secrets;"
+AWKWARD_SQL = Path(__file__).with_name("awkward_source.sql")
+# The platform's own realtime schema, which every copy leaves out, next to an application schema
+# whose name begins the same way.
+REALTIME_SCHEMA_SQL = "CREATE SCHEMA realtime; CREATE TABLE realtime.messages (id bigint PRIMARY KEY, topic text);"
+
+
+def recreate_source(cluster: PostgresCluster, name: str, app_sql: str, platform_sql: str = "") -> str:
+    """A fresh database owned by the app's login: ``platform_sql`` runs as the platform's
+    superuser (extensions), ``app_sql`` as the app's login, as on Supabase."""
+    drop_source(cluster, name)
+    cluster.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+        sql.Identifier(name), sql.Identifier(APP_OWNER)).as_string())
+    if platform_sql:
+        cluster.execute(platform_sql, dbname=name)
+    cluster.execute(app_sql, dbname=name, user=APP_OWNER)
+    return name
+
+
+def drop_source(cluster: PostgresCluster, name: str) -> None:
+    cluster.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)).as_string())
