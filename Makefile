@@ -25,6 +25,10 @@ $(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)
 test: install
 	$(BIN)/pytest
 
+# The fault, hostile-input and secrets suite on its own (make test runs it too).
+test-faults: install
+	$(BIN)/pytest wehub_backup_tests/test_faults.py wehub_backup_tests/test_hostile_input.py wehub_backup_tests/test_secrets.py
+
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m wehub_backup_tests.demo
 

@@ -220,7 +220,7 @@ CONTENDERS = {
         Contender("directory", "pg_dump -Fd -j N + pg_restore -j N",
                   "pg_dump -Fd -j N -f dir; pg_restore -j N --exit-on-error -d db dir", directory_dump_and_restore),
         Contender("pgcopydb", "pgcopydb clone",
-                  "pgcopydb clone --table-jobs N --index-jobs N --filters f", pgcopydb_clone),
+                  "pgcopydb clone --table-jobs N --index-jobs N --filters f (source login: supabase_admin)", pgcopydb_clone),
         Contender("job", "wehub-backup (the Dagster job)",
                   "wehub-backup backup TARGET", project_backup_job),
     )

@@ -17,6 +17,7 @@ OVERHEAD_TARGET_S = 2.0
 VERIFY_SHARE_TARGET = 0.20
 VERIFY_EGRESS_TARGET = 1 * MIB
 RSS_GROWTH_TOLERANCE = 1.10
+RELAY_NOISE_S = 0.5
 JOB_STEPS = (
     "plan_supabase_backup", "dump_supabase_database", "recreate_staging_database", "restore_into_staging_database",
     "verify_restored_database", "promote_staging_database", "cleanup_backup_files",
@@ -305,7 +306,8 @@ def _wall_reasons(summary: Summary, fastest: str) -> str:
                       f"uncompressed) beside the source fingerprint ({seconds(summary.results.get('source_fingerprint_s'))} "
                       "alone), on the same two cores here")
     if relayed is not None and gzip1 is not None:
-        pieces.append(f"its relay adds {relayed - gzip1:+.1f} s to a dump")
+        pieces.append(f"its relay adds {relayed - gzip1:.1f} s to a dump" if relayed - gzip1 > RELAY_NOISE_S else
+                      f"its relay made no difference beyond the noise here ({relayed:.1f} s relayed, {gzip1:.1f} s direct)")
     if found.get("analyze_s") is not None:
         pieces.append(f"`ANALYZE` takes {seconds(found['analyze_s'])} of the restore step")
     if fastest == "pgcopydb":

@@ -21,9 +21,9 @@ from psycopg import sql
 
 from bench import diagnostics, report
 from bench.contenders import CONTENDERS, Attempt, Contender, missing_programs
-from bench.dataset import SOURCE_DATABASE, BenchServers, CopyPlan, prepare_copy, start_servers
+from bench.dataset import BenchServers, CopyPlan, prepare_copy, start_servers
 from bench.measure import RunMeasurement, Sampler
-from wehub_backup import pgtools
+from wehub_backup import databases, pgtools
 from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
 from wehub_backup.wire import ByteCountingRelay
 
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results",
                         help="raw results as JSON, one file per scale (BENCHMARKS.md compares scales from here)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the untimed cost breakdown")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite --output from the results of --scale already in --results-dir")
     return parser
 
 
@@ -128,7 +130,7 @@ class Session:
 
     def drop(self, database: str) -> None:
         with self.target_connection("postgres") as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            databases.drop_database(conn, database)
 
 
 def fingerprint_source(servers: BenchServers, plan: CopyPlan, passfile: Path) -> tuple[DatabaseFingerprint, float]:
@@ -215,16 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.repetitions < 1:
         print("--repetitions must be at least 1", file=sys.stderr)
         return 2
-    problems = missing_programs(args.contenders)
-    if problems:
-        for problem in problems:
-            print(f"bench: {problem}", file=sys.stderr)
-        print("bench: or leave it out, e.g. --contenders plain,directory,job", file=sys.stderr)
-        return 2
-    results = run_benchmark(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     results_file = args.results_dir / f"scale-{args.scale}.json"
-    results_file.write_text(json.dumps(results, indent=1, default=str))
+    if args.report_only:
+        results = json.loads(results_file.read_text())
+    else:
+        problems = missing_programs(args.contenders)
+        if problems:
+            for problem in problems:
+                print(f"bench: {problem}", file=sys.stderr)
+            print("bench: or leave it out, e.g. --contenders plain,directory,job", file=sys.stderr)
+            return 2
+        results = run_benchmark(args)
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(results, indent=1, default=str))
     args.output.write_text(report.render(results, report.load_other_scales(args.results_dir, args.scale)))
     log(f"wrote {args.output} (raw figures in {results_file})")
     return 0

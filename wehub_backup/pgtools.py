@@ -26,6 +26,9 @@ _SERVER_DETAIL = re.compile(r"^[\w.]+: detail: Error message from server: (.+)$"
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
 
 
+CLIENT_PROGRAMS = ("pg_dump", "pg_restore", "psql", "vacuumdb")
+
+
 class ToolError(RuntimeError):
     """A PostgreSQL client program failed; the message is its own last error line."""
 
@@ -78,7 +81,7 @@ def installed_clients(extra: Sequence[Path] = ()) -> list[PgClient]:
     """Every complete client set found, newest major first."""
     clients = []
     for bindir in candidate_bindirs(extra):
-        if not all((bindir / name).is_file() for name in ("pg_dump", "pg_restore", "psql")):
+        if not all((bindir / name).is_file() for name in CLIENT_PROGRAMS):
             continue
         version = program_version(bindir / "pg_dump")
         if version:
@@ -195,16 +198,18 @@ class _Child:
         self.tail: deque[str] = deque(maxlen=40)
         self.reader = threading.Thread(target=_read_lines, args=(self.process, self.tail, on_line), daemon=True)
         self.reader.start()
+        self.peak_rss = _PeakRss(self.process.pid)
 
     def finish(self, raise_on_error: bool = True) -> ToolRun:
         _, status, usage = os.wait4(self.process.pid, 0)
         self.process.returncode = os.waitstatus_to_exitcode(status)
         self.reader.join()
+        self.peak_rss.stop()
         run = ToolRun(
             argv=self.argv,
             returncode=self.process.returncode,
             seconds=time.monotonic() - self.started,
-            peak_rss_bytes=usage.ru_maxrss * 1024,
+            peak_rss_bytes=self.peak_rss.bytes,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
             stderr_tail=list(self.tail),
         )
@@ -215,6 +220,36 @@ class _Child:
     def raise_if_failed(self, run: ToolRun) -> None:
         if run.returncode != 0 or any(_is_error_line(line) for line in run.stderr_tail):
             raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(run)}")
+
+
+class _PeakRss:
+    """The child's own peak RSS (``VmHWM``), sampled while it runs.
+
+    ``wait4``'s ``ru_maxrss`` would report the forking Python process's size instead: the
+    child inherits it before ``exec``, and the maximum never goes down.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self._status = Path(f"/proc/{pid}/status")
+        self._interval = interval
+        self._done = threading.Event()
+        self.bytes = 0
+        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                for line in self._status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.bytes = max(self.bytes, int(line.split()[1]) * 1024)
+            except (OSError, ValueError):
+                return
+            self._done.wait(self._interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _read_lines(child: subprocess.Popen, tail: deque[str], on_line: Callable[[str], None] | None) -> None:

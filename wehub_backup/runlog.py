@@ -18,12 +18,16 @@ class WorkspaceError(RuntimeError):
 
 
 def append_log_line(log_path: Path, job: str, event: str, target: str, detail: str = "") -> None:
-    """One timestamped line naming the job, the event and the target database."""
+    """One timestamped line naming the job, the event and the target database.
+
+    Characters that are not printable (newlines, NUL, a right-to-left override in a refused
+    target name) are written as escapes: one run stays one line, and grep still reads the file.
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} {job} {event.upper()} target={target}" + (f" {detail}" if detail else "")
     ensure_parent(log_path)
     with open(log_path, "a", encoding="utf-8") as handle:
-        handle.write(line.replace("\n", " ") + "\n")
+        handle.write("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line) + "\n")
 
 
 def ensure_parent(path: Path) -> None:
@@ -36,6 +40,8 @@ def ensure_parent(path: Path) -> None:
 def ensure_directory(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise WorkspaceError(f"{path} exists and is not a directory") from None
     except OSError as error:
         raise WorkspaceError(f"cannot create directory {path}: {error.strerror}") from None
     if not os.access(path, os.W_OK):

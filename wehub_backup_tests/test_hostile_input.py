@@ -75,8 +75,9 @@ class Guarded:
         assert database_oids(self.source) == self.source_databases
         assert database_state(self.vps, GUARDED) == self.copy
         assert not list(self.env.backup_dir.glob("run-*")), "the refused run left working files"
-        last_line = self.env.backup_log.read_text().splitlines()[-1]
+        last_line = self.env.backup_log.read_text(encoding="utf-8").split("\n")[-2]
         assert "FAILURE target=" in last_line and f"step={step_expected} cause=" in last_line
+        assert last_line.isprintable(), f"the plain-text log got control characters: {last_line!r}"
         return cause
 
     def passfile(self, name: str, logins: list[tuple[str, int, str, str]]) -> Path:
@@ -227,8 +228,9 @@ def _vps_login_not_superuser(g: Guarded) -> None:
 
 
 def _backup_dir_is_a_file(g: Guarded) -> None:
-    g.env.backup_dir.parent.mkdir(parents=True, exist_ok=True)
-    g.env.backup_dir.write_text("not a directory")
+    not_a_directory = g.env.dagster_home.parent / "backups-file"
+    not_a_directory.write_text("not a directory")
+    g.monkeypatch.setenv("WEHUB_BACKUP_DIR", str(not_a_directory))
 
 
 WRONG_SETTINGS: dict[str, tuple[Callable[[Guarded], None], str]] = {
@@ -242,7 +244,7 @@ WRONG_SETTINGS: dict[str, tuple[Callable[[Guarded], None], str]] = {
     "transaction-pooler-6543": (_transaction_pooler, "transaction pooler"),
     "missing-pg_dump": (_no_client_programs, "no pg_dump/pg_restore/psql found"),
     "vps-login-not-superuser": (_vps_login_not_superuser, "VPS user wehub_plain must be a superuser"),
-    "backup-dir-is-a-file": (_backup_dir_is_a_file, "cannot create directory"),
+    "backup-dir-is-a-file": (_backup_dir_is_a_file, "backups-file exists and is not a directory"),
 }
 
 
