@@ -8,9 +8,11 @@ same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
@@ -61,9 +63,17 @@ def report_egress() -> int:
 
 
 def _instance() -> dg.DagsterInstance:
-    if not os.environ.get("DAGSTER_HOME"):
+    """The instance at ``$DAGSTER_HOME``, opened by one command at a time.
+
+    Opening a new SQLite instance creates and migrates its storage; two commands started
+    together (the schedule and an operator, say) would otherwise race on that.
+    """
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
         raise SystemExit("wehub-backup: DAGSTER_HOME is not set (the directory of the Dagster instance, with dagster.yaml)")
-    return dg.DagsterInstance.get()
+    with open(Path(home) / ".wehub-backup.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return dg.DagsterInstance.get()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
-_SERVER_DETAIL = re.compile(r"^[\w.]+: detail: Error message from server: (.+)$")
+_SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
+_ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
 
 
@@ -272,15 +273,16 @@ def _is_error_line(line: str) -> bool:
 def _reason(run: ToolRun) -> str:
     """The most telling line: the first error, else the last line, else the exit status.
 
-    When the server's own words follow the error as a detail line (a connection lost during
-    ``COPY`` reads only "PQgetCopyData() failed"), they are added: they are the cause.
+    When the server's own words come as a detail line (a connection lost during ``COPY`` reads
+    only "PQgetCopyData() failed", or "a worker process died unexpectedly"), they are added:
+    they are the cause. Parallel workers write at once, so lines may come interleaved.
     """
-    tail = run.stderr_tail
-    for index, line in enumerate(tail):
-        if _is_error_line(line):
-            reason = line.split("error: ", 1)[-1].strip()
-            detail = _SERVER_DETAIL.match(tail[index + 1]) if index + 1 < len(tail) else None
-            return f"{reason.rstrip('.')} ({detail.group(1).strip()})" if detail else reason
+    errors = [line for line in run.stderr_tail if _is_error_line(line)]
+    telling = [line for line in errors if not _ECHOED_QUERY.search(line)] or errors
+    server = next((m.group(1).strip() for m in map(_SERVER_DETAIL.search, run.stderr_tail) if m), None)
+    if telling:
+        reason = telling[0].split("error: ", 1)[-1].strip()
+        return f"{reason.rstrip('.')} ({server})" if server and server not in reason else reason
     if run.stderr_tail:
         return run.stderr_tail[-1]
     if run.returncode < 0:

@@ -11,7 +11,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import psycopg
@@ -150,24 +150,39 @@ def env_or_default(name: str, default: Any) -> Any:
     return dg.EnvVar.int(name) if isinstance(default, int) and not isinstance(default, bool) else dg.EnvVar(name)
 
 
-def database_from_env(prefix: str, *, host: str | None, user: str, dbname: str) -> PostgresDatabase:
-    """A database from ``<prefix>_HOST``, ``_PORT``, ``_USER``, ``_NAME``, ``_SSLMODE``; ``host=None`` makes the host required."""
+class DatabaseVariables(NamedTuple):
+    """The environment variables that place one database (the plan's names, greppable as written)."""
+
+    host: str
+    port: str
+    user: str
+    name: str
+    sslmode: str
+
+
+SUPABASE_VARIABLES = DatabaseVariables(
+    "SUPABASE_DB_HOST", "SUPABASE_DB_PORT", "SUPABASE_DB_USER", "SUPABASE_DB_NAME", "SUPABASE_DB_SSLMODE")
+VPS_VARIABLES = DatabaseVariables("LOCAL_DB_HOST", "LOCAL_DB_PORT", "LOCAL_DB_USER", "LOCAL_DB_NAME", "LOCAL_DB_SSLMODE")
+
+
+def database_from_env(variables: DatabaseVariables, *, host: str | None, user: str, dbname: str) -> PostgresDatabase:
+    """A database resource bound to ``variables``; ``host=None`` makes the host variable required."""
     return PostgresDatabase(
-        host=dg.EnvVar(f"{prefix}_HOST") if host is None else env_or_default(f"{prefix}_HOST", host),
-        port=env_or_default(f"{prefix}_PORT", 5432),
-        user=env_or_default(f"{prefix}_USER", user),
-        dbname=env_or_default(f"{prefix}_NAME", dbname),
-        sslmode=env_or_default(f"{prefix}_SSLMODE", ""),
+        host=dg.EnvVar(variables.host) if host is None else env_or_default(variables.host, host),
+        port=env_or_default(variables.port, 5432),
+        user=env_or_default(variables.user, user),
+        dbname=env_or_default(variables.name, dbname),
+        sslmode=env_or_default(variables.sslmode, ""),
         passfile=env_or_default("PGPASSFILE", ""),
     )
 
 
 def supabase_database_from_env() -> PostgresDatabase:
-    return database_from_env("SUPABASE_DB", host=None, user="postgres", dbname="postgres")
+    return database_from_env(SUPABASE_VARIABLES, host=None, user="postgres", dbname="postgres")
 
 
 def vps_database_from_env() -> PostgresDatabase:
-    return database_from_env("LOCAL_DB", host="localhost", user="postgres", dbname="wehub")
+    return database_from_env(VPS_VARIABLES, host="localhost", user="postgres", dbname="wehub")
 
 
 def backup_workspace_from_env() -> BackupWorkspace:

@@ -1,9 +1,9 @@
-"""Faults during a backup: the previous good copy survives, nothing is left behind after the
-next run, and the run is reported failed with its cause.
+"""Faults during a backup or a migration: the previous good copy (or Supabase) survives,
+nothing is left behind after the next run, and the run is reported failed with its cause.
 
 Runs reach their servers through relays (``faults/relay.py``) that can slow the wire, so that
 a phase lasts long enough to be interrupted at a chosen moment, or cut it. Kills hit a real
-``wehub-backup backup`` process group with SIGKILL, so nothing in the run can clean up.
+``wehub-backup`` process group with SIGKILL, so nothing in the run can clean up.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from wehub_backup_tests.faults.evidence import (
 from wehub_backup_tests.faults.process import BackgroundRun, Watcher
 from wehub_backup_tests.faults.relay import LOOPBACK, FaultRelay
 from wehub_backup_tests.faults.secrets import files_with_secrets
+from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
@@ -58,17 +59,8 @@ VPS_APP_OWNER = "wehub_app"
 @pytest.fixture(scope="module")
 def fault_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
     """A source database of its own, owned by the app's login, that tests may write to."""
-    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {FAULT_SOURCE} WITH (FORCE)")
-    supabase_cluster.execute(f"CREATE DATABASE {FAULT_SOURCE} OWNER {APP_OWNER}")
-    supabase_cluster.execute(
-        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
-        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;"
-        "CREATE TABLE public.blobs (id integer PRIMARY KEY, data bytea NOT NULL);"
-        "INSERT INTO public.blobs SELECT i, decode(string_agg(md5(i || ':' || j), '' ORDER BY j), 'hex')"
-        f" FROM generate_series(1, {BLOB_ROWS}) i, generate_series(1, {BLOB_BYTES // 16}) j GROUP BY i;",
-        dbname=FAULT_SOURCE, user=APP_OWNER)
-    yield FAULT_SOURCE
-    supabase_cluster.execute(f"DROP DATABASE IF EXISTS {FAULT_SOURCE} WITH (FORCE)")
+    yield recreate_source(supabase_cluster, FAULT_SOURCE, NOTES_SQL + blobs_sql(BLOB_ROWS, BLOB_BYTES))
+    drop_source(supabase_cluster, FAULT_SOURCE)
 
 
 @dataclass
@@ -83,6 +75,7 @@ class FaultEnv:
     monkeypatch: pytest.MonkeyPatch
     work_dir: Path
     relays: list[FaultRelay] = field(default_factory=list)
+    background_runs: list[BackgroundRun] = field(default_factory=list)
     source_relay: FaultRelay = field(init=False)
     vps_relay: FaultRelay = field(init=False)
     _logins: list[PassEntry] = field(default_factory=list)
@@ -108,6 +101,12 @@ class FaultEnv:
         self.monkeypatch.setenv("PGPASSFILE", str(passfile))
         return relay
 
+    def start_in_background(self, arguments: list[str]) -> BackgroundRun:
+        """``wehub-backup ARGUMENTS`` in a process of its own (killed at teardown if still running)."""
+        run = BackgroundRun(arguments, self.work_dir)
+        self.background_runs.append(run)
+        return run
+
     def full_speed(self) -> None:
         self.source_relay.bytes_per_second = self.vps_relay.bytes_per_second = None
 
@@ -126,9 +125,7 @@ class FaultEnv:
 
     def mark_source(self, text: str) -> str:
         """A row only a copy made after this moment has."""
-        self.source.execute(f"INSERT INTO public.notes (body) VALUES ('{text}')",
-                            dbname=os.environ["SUPABASE_DB_NAME"], user=APP_OWNER)
-        return text
+        return mark(self.source, os.environ["SUPABASE_DB_NAME"], APP_OWNER, text)
 
     def has_mark(self, target: str, text: str) -> bool:
         return self.vps.query("SELECT count(*) FROM public.notes WHERE body = %s", (text,), dbname=target)[0][0] > 0
@@ -170,6 +167,11 @@ def fault_dagster_home(session_passwords: SessionPasswords) -> Iterator[tuple[Pa
         assert files_with_secrets([home], [session_passwords.supabase_postgres, session_passwords.vps_postgres]) == []
 
 
+def mark(cluster: PostgresCluster, dbname: str, user: str, text: str) -> str:
+    cluster.query("INSERT INTO public.notes (body) VALUES (%s) RETURNING id", (text,), dbname=dbname, user=user)
+    return text
+
+
 @pytest.fixture
 def faults(backup_env: BackupEnv, fault_source: str, fault_dagster_home: tuple[Path, dg.DagsterInstance],
            supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster, session_passwords: SessionPasswords,
@@ -182,6 +184,8 @@ def faults(backup_env: BackupEnv, fault_source: str, fault_dagster_home: tuple[P
     try:
         yield fault_env
     finally:
+        for run in fault_env.background_runs:
+            run.kill()
         for relay in fault_env.relays:
             relay.close()
 
@@ -219,7 +223,7 @@ KILL_MOMENTS = {
 def start_paced_run(faults: FaultEnv, paced: str) -> tuple[BackgroundRun, tuple[int, int]]:
     (faults.source_relay if paced == "source" else faults.vps_relay).bytes_per_second = PACED
     start = (faults.source_relay.counters.received_from_server, faults.vps_relay.counters.sent_to_server)
-    return BackgroundRun(["backup", TARGET], faults.work_dir), start
+    return faults.start_in_background(["backup", TARGET]), start
 
 
 def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) -> None:
@@ -321,7 +325,7 @@ def stoppable_source(pg_base_dir: Path, session_passwords: SessionPasswords) -> 
     """A Supabase-like source of its own (small), which a test may stop."""
     cluster = new_supabase_like_cluster("faultsrc", pg_base_dir, find_local_bindir())
     prepare_supabase_like(start_for_session(cluster), session_passwords.supabase_postgres, large_rows=5000)
-    cluster.execute("CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL)", user=APP_OWNER)
+    cluster.execute(NOTES_SQL, user=APP_OWNER)
     yield cluster
     cluster.destroy()
 
@@ -478,12 +482,8 @@ def migration_source(vps_cluster: PostgresCluster, vps_app_database: str) -> Ite
     """The VPS application with a few megabytes more, so a migration's phases can be caught."""
     vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
     vps_cluster.execute(f"CREATE DATABASE {MIGRATION_SOURCE} TEMPLATE {vps_app_database} OWNER {VPS_APP_OWNER}")
-    vps_cluster.execute(
-        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
-        "CREATE TABLE public.blobs (id integer PRIMARY KEY, data bytea NOT NULL);"
-        "INSERT INTO public.blobs SELECT i, decode(string_agg(md5(i || ':' || j), '' ORDER BY j), 'hex')"
-        f" FROM generate_series(1, {MIGRATION_BLOB_ROWS}) i, generate_series(1, {BLOB_BYTES // 16}) j GROUP BY i;",
-        dbname=MIGRATION_SOURCE, user=VPS_APP_OWNER)
+    vps_cluster.execute(NOTES_SQL + blobs_sql(MIGRATION_BLOB_ROWS, BLOB_BYTES), dbname=MIGRATION_SOURCE,
+                        user=VPS_APP_OWNER)
     yield MIGRATION_SOURCE
     vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
 
@@ -503,9 +503,7 @@ class MigrationFaults:
     before: dict[str, object]
 
     def mark_vps(self, text: str) -> str:
-        self.faults.vps.execute(f"INSERT INTO public.notes (body) VALUES ('{text}')",
-                                dbname=MIGRATION_SOURCE, user=VPS_APP_OWNER)
-        return text
+        return mark(self.faults.vps, MIGRATION_SOURCE, VPS_APP_OWNER, text)
 
     def assert_supabase_unchanged(self) -> None:
         wait_for_run_sessions_to_end(self.project)
@@ -540,7 +538,7 @@ def test_sigkill_of_a_migration_inside_its_restore_transaction(migration_faults:
     mark = migration_faults.mark_vps("not on Supabase before the killed migration")
     faults.source_relay.bytes_per_second = PACED / 3
     start = faults.source_relay.counters.sent_to_server
-    run = BackgroundRun(["migrate", "--overwrite"], faults.work_dir)
+    run = faults.start_in_background(["migrate", "--overwrite"])
     sent = lambda: faults.source_relay.counters.sent_to_server - start >= 0.4 * MIGRATION_COPY_BYTES  # noqa: E731
     run.wait_until(lambda: sent() and run.running(RESTORING_IN_ONE_TRANSACTION), "the restore into Supabase")
     run.kill()

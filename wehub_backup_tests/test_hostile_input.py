@@ -1,8 +1,9 @@
 """Hostile and wrong input: refused with one clear line before anything is changed.
 
-Every refused run is checked the same way: it failed in its preflight step, its cause is one
-line naming the problem, no database appeared, vanished or was renamed on either server, the
-existing copy is untouched, and the run left no working files.
+Every refused run is checked the same way: it failed in its preflight step (an object only a
+restore can find fails the restore into staging instead), its cause is one line naming the
+problem, no database appeared, vanished or was renamed on either server, the existing copy is
+untouched, and the run left no working files. Data that is merely awkward is copied exactly.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ NOT_AN_IDENTIFIER = "use lower-case letters, digits and underscores"
 
 @pytest.fixture(scope="module")
 def hostile_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    """A small source of its own, which the guarded copy is made from."""
     yield recreate_source(supabase_cluster, HOSTILE_SOURCE, NOTES_SQL)
     drop_source(supabase_cluster, HOSTILE_SOURCE)
 

@@ -37,7 +37,7 @@ class BackgroundRun:
                 continue
             try:
                 if os.getsid(int(entry.name)) == self.process.pid:
-                    found.append(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                    found.append(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
             except (OSError, ValueError):
                 continue
         return found
@@ -46,6 +46,7 @@ class BackgroundRun:
         """Whether a process of the run has ``command`` in its argument list: "pg_dump --format"
         is the dump itself, where a bare "pg_dump" also matches the version check in preflight."""
         return any(command in argv for argv in self.commands())
+
     def wait_until(self, moment: Callable[[], bool], description: str, timeout: float = 90.0) -> None:
         """Poll ``moment`` until it holds; fail if the run ends first or the moment never comes."""
         deadline = time.monotonic() + timeout
@@ -59,14 +60,9 @@ class BackgroundRun:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no handler, hook or finally block runs."""
-        try:
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
-
-    def finish(self, timeout: float = 180.0) -> int:
-        return self.process.wait(timeout=timeout)
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")

@@ -23,6 +23,13 @@ AWKWARD_SQL = Path(__file__).with_name("awkward_source.sql")
 REALTIME_SCHEMA_SQL = "CREATE SCHEMA realtime; CREATE TABLE realtime.messages (id bigint PRIMARY KEY, topic text);"
 
 
+def blobs_sql(rows: int, row_bytes: int) -> str:
+    """A table of incompressible bytes (MD5 output), twice ``rows * row_bytes`` on the wire as COPY text."""
+    return ("CREATE TABLE public.blobs (id integer PRIMARY KEY, data bytea NOT NULL);"
+            "INSERT INTO public.blobs SELECT i, decode(string_agg(md5(i || ':' || j), '' ORDER BY j), 'hex')"
+            f" FROM generate_series(1, {rows}) i, generate_series(1, {row_bytes // 16}) j GROUP BY i;")
+
+
 def recreate_source(cluster: PostgresCluster, name: str, app_sql: str, platform_sql: str = "") -> str:
     """A fresh database owned by the app's login: ``platform_sql`` runs as the platform's
     superuser (extensions), ``app_sql`` as the app's login, as on Supabase."""
