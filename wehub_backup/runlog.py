@@ -9,8 +9,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+
+_NAMING_GRACE_SECONDS = 60
 
 
 class WorkspaceError(RuntimeError):
@@ -72,7 +76,7 @@ class RunDirectory:
 
     @staticmethod
     def run_id_of(path: Path) -> str:
-        return path.name.removeprefix("run-")
+        return path.name.removeprefix(".").removeprefix("run-")
 
     @classmethod
     def remove(cls, backup_dir: Path, run_id: str) -> None:
@@ -89,6 +93,12 @@ class RunDirectory:
             if path.is_dir() and not _is_locked(path / ".lock"):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
+        for hidden in backup_dir.glob(".run-*") if backup_dir.is_dir() else []:
+            # A run killed between creating its directory and naming it; a young one may be
+            # a run starting right now, not yet holding its lock.
+            if time.time() - hidden.stat().st_mtime > _NAMING_GRACE_SECONDS and not _is_locked(hidden / ".lock"):
+                shutil.rmtree(hidden, ignore_errors=True)
+                removed.append(hidden)
         return removed
 
 
