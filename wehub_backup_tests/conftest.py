@@ -116,11 +116,17 @@ def supabase17_cluster(pg_base_dir: Path, session_passwords: SessionPasswords) -
     cluster.destroy()
 
 
+def start_vps_cluster(name: str, base: Path, password: str) -> PostgresCluster:
+    """A started vanilla VPS PostgreSQL whose superuser `postgres` logs in over TCP with `password`."""
+    cluster = start_for_session(PostgresCluster(name, base, superuser=VPS_SUPERUSER))
+    cluster.set_password(VPS_SUPERUSER, password)
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def vps_cluster(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
     """Vanilla VPS PostgreSQL with superuser `postgres` (password login over TCP)."""
-    cluster = start_for_session(PostgresCluster("vps", pg_base_dir, superuser=VPS_SUPERUSER))
-    cluster.set_password(VPS_SUPERUSER, session_passwords.vps_postgres)
+    cluster = start_vps_cluster("vps", pg_base_dir, session_passwords.vps_postgres)
     yield cluster
     cluster.destroy()
 

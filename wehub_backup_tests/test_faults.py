@@ -24,7 +24,13 @@ from wehub_backup.databases import previous_name, staging_name
 from wehub_backup.ops import MIGRATION_JOB
 from wehub_backup.pgpass import PassEntry, write_private_passfile
 from wehub_backup.settings import APPLICATION_NAME
-from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
+from wehub_backup_tests.conftest import (
+    VPS_SUPERUSER,
+    BackupEnv,
+    SessionPasswords,
+    start_for_session,
+    start_vps_cluster,
+)
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
     database_state,
@@ -333,8 +339,7 @@ def stoppable_source(pg_base_dir: Path, session_passwords: SessionPasswords) -> 
 @pytest.fixture(scope="module")
 def stoppable_vps(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
     """A VPS server of its own, which a test may stop."""
-    cluster = start_for_session(PostgresCluster("faultvps", pg_base_dir, superuser=VPS_SUPERUSER))
-    cluster.set_password(VPS_SUPERUSER, session_passwords.vps_postgres)
+    cluster = start_vps_cluster("faultvps", pg_base_dir, session_passwords.vps_postgres)
     yield cluster
     cluster.destroy()
 
