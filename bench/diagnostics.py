@@ -49,13 +49,17 @@ DUMP_VARIANTS = (
     DumpVariant("gzip default level (what -Fd does unasked)", ()),
     DumpVariant("gzip level 1, through the relay", ("--compress=1",), relayed=True),
     DumpVariant("gzip level 1, through the relay, nice/ionice (the job's dump)", ("--compress=1",), True, True),
-    DumpVariant(f"lz4 ({NEWER_CLIENT_NOTE}: the job's choice with a 16+ client)", ("--compress=lz4",), newer_client=True),
-    DumpVariant(f"zstd level 1 ({NEWER_CLIENT_NOTE})", ("--compress=zstd:1",), newer_client=True),
+    DumpVariant(f"lz4 ({NEWER_CLIENT_NOTE})", ("--compress=lz4",), newer_client=True),
+    DumpVariant(f"zstd level 1 ({NEWER_CLIENT_NOTE}: the job's choice with a 16+ client)", ("--compress=zstd:1",),
+                newer_client=True),
 )
 ATTEMPTS = 2
-# Per-table digests a verification could compute instead of the job's md5 of each row's text.
+# Per-table digests a verification could compute, beside the job's own (None: fingerprint.table_digest).
 DIGEST_VARIANTS = {
-    "md5 of each row's text (the job's digest)": None,
+    "the job's digest: hash_record_extended, seeds 0 and 1, text for types hashed by OID": None,
+    "md5 of each row's text": (
+        "SELECT count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint), sum(('x' || substr(h, 17, 16))::bit(64)::bigint)"
+        " FROM (SELECT md5({row}::text) AS h FROM {table} AS t) AS rows"),
     "hashtextextended of each row's text, seeds 0 and 1": (
         "SELECT count(*), sum(hashtextextended(r, 0)), sum(hashtextextended(r, 1))"
         " FROM (SELECT {row}::text AS r FROM {table} AS t) AS rows"),

@@ -223,7 +223,7 @@ Outside the steps (medians): {seconds(summary.job('before_first_step_s'))} from 
 step, {seconds(summary.job('between_steps_s'))} between steps, {seconds(summary.job('after_last_step_s'))} from the last
 step to the command's exit. Inside the steps, the job's own figures: `pg_dump` {seconds(summary.job('dump_s'))}
 (with the source fingerprint computed beside it in the same snapshot), restore {seconds(summary.job('restore_s'))}
-(`pg_restore --list`, the filtered `pg_restore`, then `ANALYZE`), verification {seconds(summary.job('verify_s'))}.
+(`pg_restore --list`, the filtered `pg_restore`, then `vacuumdb --analyze-only -j N`), verification {seconds(summary.job('verify_s'))}.
 The job measured {mib(summary.job('egress_bytes'))} received from the source through its own relay
 (the benchmark's relay counted {mib(summary.received('job'))}, which includes the planning step's catalog reads);
 its compressed archive was {mib(summary.job('artifact_bytes'))}. The job's own metadata reports peak RSS of

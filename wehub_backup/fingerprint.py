@@ -101,9 +101,12 @@ _BINARY_HASHED_TYPES = (
     "bool", "int2", "int4", "int8", "float4", "float8", "numeric", "date", "time", "timetz",
     "timestamp", "timestamptz", "interval", "uuid", "bytea", "jsonb", "inet", "macaddr", "macaddr8",
 )
+# Strings hash by their bytes under a deterministic collation; "C" makes that explicit.
+_STRING_TYPES = ("text", "varchar", "bpchar", "name")
 _COLUMN_HASH_INPUTS = """
     SELECT a.attname, format_type(base.oid, NULL),
-           base.typname = ANY(%(binary)s) OR elem.typname = ANY(%(binary)s), t.typtype = 'd'
+           base.typname = ANY(%(binary)s) OR elem.typname = ANY(%(binary)s),
+           base.typname = ANY(%(strings)s) OR elem.typname = ANY(%(strings)s), t.typtype = 'd'
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
     JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -119,10 +122,12 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     behind hash partitioning, the same on every PostgreSQL version), summed exactly as
     numeric: 128 bits, order-independent. Columns go in name order, so a copy whose
     physical column order differs (a partition attached with its own layout) compares
-    equal; types whose hash would differ between servers go in as text.
+    equal; strings are hashed by their bytes (collation "C"), and types whose hash would
+    differ between servers (enums and others hashed by OID) go in as text.
     """
     columns = sorted(conn.execute(_COLUMN_HASH_INPUTS, {
-        "schema": schema, "table": table, "binary": list(_BINARY_HASHED_TYPES)}).fetchall())
+        "schema": schema, "table": table, "binary": list(_BINARY_HASHED_TYPES), "strings": list(_STRING_TYPES),
+    }).fetchall())
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in columns))
     rows, high, low = conn.execute(
         sql.SQL(
@@ -133,13 +138,15 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     return rows, f"{high}:{low}"
 
 
-def _hash_input(name: str, base_type: str, binary: bool, is_domain: bool) -> sql.Composable:
+def _hash_input(name: str, base_type: str, binary: bool, string: bool, is_domain: bool) -> sql.Composable:
     column = sql.Identifier("t", name)
-    if not binary:
-        return sql.SQL('({})::text COLLATE "C"').format(column)
-    if is_domain:
-        return sql.SQL("({})::{}").format(column, sql.SQL(base_type))
-    return column
+    if is_domain and (binary or string):
+        column = sql.SQL("({})::{}").format(column, sql.SQL(base_type))
+    if string:
+        return sql.SQL('({}) COLLATE "C"').format(column)
+    if binary:
+        return column
+    return sql.SQL('({})::text COLLATE "C"').format(column)
 
 
 def _leaf_tables(conn: psycopg.Connection, params: dict) -> list[tuple[str, str, int]]:
