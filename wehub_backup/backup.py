@@ -20,7 +20,7 @@ from wehub_backup import databases, pgtools
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
 from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database, sequence_positions
 from wehub_backup.pgtools import PgClient, ToolRun
-from wehub_backup.runlog import directory_bytes, free_bytes
+from wehub_backup.runlog import directory_bytes, space_shortfall
 from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo, is_local_host
 from wehub_backup.supabase_compat import CopyScope, ensure_standin_roles, filter_archive_listing, plan_scope
 from wehub_backup.wire import counted_connection
@@ -171,12 +171,9 @@ def plan_backup(
         require_superuser(target_server)
         target_extensions = available_extensions(conn)
     scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
-    needed = dump_space_needed(catalog)
-    if free_bytes(workdir) < needed:
-        raise PreflightError(
-            f"not enough free space in {workdir.parent}: {free_bytes(workdir) // 2**20} MiB free, "
-            f"about {needed // 2**20} MiB needed for the dump"
-        )
+    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog), "the dump")
+    if shortfall:
+        raise PreflightError(shortfall)
     return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs)
 
 

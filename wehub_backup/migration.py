@@ -34,7 +34,7 @@ from wehub_backup.backup import (
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog
 from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
 from wehub_backup.pgtools import PgClient, ToolRun
-from wehub_backup.runlog import free_bytes
+from wehub_backup.runlog import space_shortfall
 from wehub_backup.settings import ConnectionInfo
 from wehub_backup.supabase_compat import MANAGED_SCHEMAS, LeftOut, parse_qualified, quote_pattern
 from wehub_backup.wire import counted_connection
@@ -182,10 +182,10 @@ def plan_migration(
         problems += relocation_problems
         problems += _privilege_problems(src, plan)
         problems += _target_problems(tgt, src, plan)
-    needed = dump_space_needed(catalog) + catalog.table_bytes
-    if free_bytes(workdir) < needed:
-        problems.append(f"not enough free space in {workdir.parent}: {free_bytes(workdir) // 2**20} MiB free, "
-                        f"about {needed // 2**20} MiB needed for the dump and the restore script")
+    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog) + catalog.table_bytes,
+                                "the dump and the restore script")
+    if shortfall:
+        problems.append(shortfall)
     for problem in problems:
         log(f"preflight: {problem}")
     if problems:

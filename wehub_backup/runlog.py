@@ -122,3 +122,11 @@ def directory_bytes(path: Path) -> int:
 
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def space_shortfall(directory: Path, needed: int, purpose: str) -> str | None:
+    """None when ``directory`` has ``needed`` bytes free, else a one-line reason naming both figures."""
+    free = free_bytes(directory)
+    if free >= needed:
+        return None
+    return f"not enough free space in {directory}: {free // 2**20} MiB free, about {needed // 2**20} MiB needed for {purpose}"

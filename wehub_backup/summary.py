@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -43,13 +44,17 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
     return summary
 
 
+# ``wehub_backup.backup.PreflightError: `` before the message: the class is not the operator's business.
+_EXCEPTION_PREFIX = re.compile(r"^(?:[a-z_]\w*\.)+[A-Z]\w*: ")
+
+
 def failure_reason(error: object) -> str:
     """The user-facing cause, unwrapped from Dagster's 'Error occurred while executing op' wrapper."""
     while getattr(error, "cause", None) is not None and "while executing op" in getattr(error, "message", ""):
         error = error.cause  # type: ignore[attr-defined]
     message = getattr(error, "message", str(error)).strip()
     first = message.splitlines()[0] if message else "unknown error"
-    return first.split(": ", 1)[1] if first.split(": ", 1)[0].endswith(("Error", "Failed", "Mismatch", "Busy", "Target")) else first
+    return _EXCEPTION_PREFIX.sub("", first, count=1)
 
 
 def format_summary(summary: RunSummary, ui_url: str) -> str:
