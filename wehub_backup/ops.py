@@ -7,6 +7,7 @@ the run lock and the working directory belong to that process, and die with it.
 
 import os
 import resource
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -289,14 +290,25 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def run_target(run: dg.DagsterRun) -> "str | None":
+    """The database a run wrote to: its tag once validated, else a ``target_database`` in its config."""
+    return run.tags.get(TARGET_TAG) or _config_value(run.run_config, "target_database")
+
+
 def requested_target(run: "dg.DagsterRun | None") -> str:
-    """The run's target: its tag once validated, else what its config asked for."""
+    """The run's target for its log line; a backup run configured with none went to the default."""
     if run is None:
         return "(unknown)"
-    if TARGET_TAG in run.tags:
-        return run.tags[TARGET_TAG]
-    op_config = run.run_config.get("ops", {}).get("plan_supabase_backup", {}).get("config", {})
-    return str(op_config.get("target_database", BackupConfig().target_database))
+    return run_target(run) or BackupConfig().target_database
+
+
+def _config_value(config: object, key: str) -> "str | None":
+    """The first string stored under ``key`` anywhere in nested run config."""
+    if not isinstance(config, Mapping):
+        return None
+    if isinstance(config.get(key), str):
+        return config[key]
+    return next((found for value in config.values() if (found := _config_value(value, key))), None)
 
 
 # --- Migration: VPS -> Supabase ---

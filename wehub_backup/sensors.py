@@ -28,14 +28,13 @@ from wehub_backup.alerts import (
     stale_backup_alert,
 )
 from wehub_backup.jobs import backup_supabase_to_vps, migrate_vps_to_supabase
-from wehub_backup.ops import TARGET_TAG
+from wehub_backup.ops import run_target
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
 
 MAX_AGE_ENV = "WEHUB_BACKUP_MAX_AGE_HOURS"
 DEFAULT_MAX_AGE_HOURS = 192.0
-_TARGET_CONFIG_KEYS = ("target_database", "target_db", "target")
 MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
 
 
@@ -78,24 +77,6 @@ def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.Dagst
     failure_data = run_failure.job_failure_data if run_failure.is_job_failure else None
     error = failure_data.error if failure_data is not None else None
     return RunFailure(None, error_text(error) or run_failure.message or "")
-
-
-def _config_value(config: object, keys: tuple[str, ...]) -> str | None:
-    """The first string value stored under one of ``keys`` anywhere in nested run config."""
-    if isinstance(config, Mapping):
-        for key, value in config.items():
-            if key in keys and isinstance(value, str):
-                return value
-        for value in config.values():
-            found = _config_value(value, keys)
-            if found:
-                return found
-    return None
-
-
-def run_target(run: dg.DagsterRun) -> str | None:
-    """The database a run wrote to: its ``wehub/target`` tag, else the run config's target."""
-    return run.tags.get(TARGET_TAG) or _config_value(run.run_config, _TARGET_CONFIG_KEYS)
 
 
 def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) -> AlertMessage:
