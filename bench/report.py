@@ -223,10 +223,11 @@ Outside the steps (medians): {seconds(summary.job('before_first_step_s'))} from 
 step, {seconds(summary.job('between_steps_s'))} between steps, {seconds(summary.job('after_last_step_s'))} from the last
 step to the command's exit. Inside the steps, the job's own figures: `pg_dump` {seconds(summary.job('dump_s'))}
 (with the source fingerprint computed beside it in the same snapshot), restore {seconds(summary.job('restore_s'))}
-(`pg_restore --list`, the filtered `pg_restore`, then `vacuumdb --analyze-only -j N`), verification {seconds(summary.job('verify_s'))}.
+(`pg_restore --list` and the filtered `pg_restore`; planner statistics are left to autovacuum, which is on),
+verification {seconds(summary.job('verify_s'))}.
 The job measured {mib(summary.job('egress_bytes'))} received from the source through its own relay
 (the benchmark's relay counted {mib(summary.received('job'))}, which includes the planning step's catalog reads);
-its compressed archive was {mib(summary.job('artifact_bytes'))}. The job's own metadata reports peak RSS of
+its archive was {mib(summary.job('artifact_bytes'))}. The job's own metadata reports peak RSS of
 `pg_dump` {mib(summary.job('pg_dump_peak_rss_bytes'))} and `pg_restore` {mib(summary.job('pg_restore_peak_rss_bytes'))}:
 those figures come from `wait4`, whose `ru_maxrss` keeps the high-water mark of the forked Python image before
 `exec`, so they show the job's own size, not the tools'; sampled after `exec`, the largest child was
@@ -254,7 +255,7 @@ def _diagnostics(results: dict) -> str:
 {chr(10).join(digests) if by_label else ""}
 
 - Source fingerprint alone (what the job computes beside `pg_dump`, in its snapshot): {seconds(results.get('source_fingerprint_s'))}.
-- `ANALYZE` of a restored copy (the end of the job's restore step): {seconds(found.get('analyze_s'))}.
+- `ANALYZE` of a restored copy (left to autovacuum after the run; the job runs it itself only where autovacuum is off): {seconds(found.get('analyze_s'))}.
 - Python start-up {found.get('python_start_s', 0):.2f} s; importing the code location (Dagster and the job)
   {found.get('import_s', 0):.2f} s."""
 
@@ -289,9 +290,9 @@ def _wall_reasons(summary: Summary, fastest: str) -> str:
     """The job's steps, each against what it costs alone, and what the fastest contender avoids."""
     found = summary.results.get("diagnostics") or {}
     dumps = {d["label"]: d["seconds"] for d in found.get("dumps", [])}
-    bare = dumps.get("no compression")
-    gzip1 = dumps.get("gzip level 1 (the job's choice with pg_dump 15)")
-    relayed = dumps.get("gzip level 1, through the relay")
+    chosen = dumps.get("no compression (the job's choice with pg_dump 15)")
+    gzip1 = dumps.get("gzip level 1")
+    relayed = dumps.get("no compression, through the relay")
     run = summary.median_run("job")
     steps = run["details"]["step_s"]
     main = ("dump_supabase_database", "restore_into_staging_database", "verify_restored_database")
@@ -301,18 +302,18 @@ def _wall_reasons(summary: Summary, fastest: str) -> str:
         f"the four other steps {seconds(sum(v for k, v in steps.items() if k not in main))}, outside any step "
         f"{seconds(run['seconds'] - sum(steps.values()))}",
     ]
-    if bare is not None and gzip1 is not None:
-        pieces.append(f"the dump step is `pg_dump` ({seconds(gzip1)} alone with gzip level 1, {seconds(bare)} "
-                      f"uncompressed) beside the source fingerprint ({seconds(summary.results.get('source_fingerprint_s'))} "
+    if chosen is not None:
+        pieces.append(f"the dump step is `pg_dump` ({seconds(chosen)} alone, uncompressed"
+                      + (f"; {seconds(gzip1)} with gzip level 1" if gzip1 is not None else "")
+                      + f") beside the source fingerprint ({seconds(summary.results.get('source_fingerprint_s'))} "
                       "alone), on the same two cores here")
-    if relayed is not None and gzip1 is not None:
-        pieces.append(f"its relay adds {relayed - gzip1:.1f} s to a dump" if relayed - gzip1 > RELAY_NOISE_S else
-                      f"its relay made no difference beyond the noise here ({relayed:.1f} s relayed, {gzip1:.1f} s direct)")
-    if found.get("analyze_s") is not None:
-        pieces.append(f"`ANALYZE` takes {seconds(found['analyze_s'])} of the restore step")
+    if relayed is not None and chosen is not None:
+        pieces.append(f"its relay adds {relayed - chosen:.1f} s to a dump" if relayed - chosen > RELAY_NOISE_S else
+                      f"its relay made no difference beyond the noise here ({relayed:.1f} s relayed, {chosen:.1f} s direct)")
     if fastest == "pgcopydb":
         pieces.append("pgcopydb streams each table's COPY straight into the target and builds indexes while other "
-                      "tables still copy: no archive is written, compressed or read back, and nothing is verified")
+                      "tables still copy: no archive is written or read back, and nothing is verified (its "
+                      "`VACUUM ANALYZE` is inside its time; the job leaves that to autovacuum)")
     elif fastest == "plain":
         pieces.append("`pg_dump` plain writes an uncompressed script and `psql` replays it: no compression, no "
                       "restore list, no verification")
@@ -355,8 +356,15 @@ def _disk_target(summary: Summary) -> str:
     disk = summary.disk("job")
     if artifact is None:
         return ""
-    return (f"Temporary disk <= the compressed artifact: {_verdict(disk <= artifact * 1.01)}: peak "
-            f"{mib(disk)} for a {mib(artifact)} archive (the rest is the restore list and the password files).")
+    text = (f"Temporary disk <= the artifact: {_verdict(disk <= artifact * 1.01)}: peak "
+            f"{mib(disk)} for a {mib(artifact)} archive (the rest is the restore list and the password files)")
+    dumps = {d["label"]: d["artifact_bytes"] for d in (summary.results.get("diagnostics") or {}).get("dumps", [])}
+    compressed = [(label, size) for label, size in dumps.items() if label.startswith(("gzip level 1", "zstd level 1"))]
+    if compressed and artifact > min(size for _, size in compressed) * 1.5:
+        text += (". The archive is uncompressed: this pg_dump's only method is gzip, which costs more time than the "
+                 "disk it saves; compressed, the same dump takes " + ", ".join(f"{mib(size)} ({label})" for label, size in compressed)
+                 + ", so against a compressed artifact the target is missed")
+    return text + "."
 
 
 def _egress_target(summary: Summary) -> str:

@@ -95,6 +95,7 @@ class Session:
                 database, workdir, self.servers.source_info(passfile).via_relay(relay.port),
                 self.servers.target_info(passfile), passfile, self.client, self.jobs, self.plan.scope, self.dagster_home,
             )
+            self.wait_until_idle()
             load_before = os.getloadavg()[0]
             with Sampler(workdir) as sampler:
                 started = time.monotonic()
@@ -107,6 +108,25 @@ class Session:
         measurement = RunMeasurement(contender.key, repetition, seconds, sampler.peaks, sampler.disk_bytes, received, details)
         self.measurements.append(measurement)
         return measurement
+
+    def wait_until_idle(self, timeout_s: float = 300) -> None:
+        """Start each run on a quiet machine: a fresh checkpoint, written data flushed to disk,
+        no autovacuum worker and no other query running (what pgbench does before a run).
+
+        A run writes gigabytes of WAL and tables: the checkpoint it makes due, and the pages
+        it leaves for the kernel to flush, would slow the next run's writes. A fresh copy also
+        draws autovacuum (the job leaves planner statistics to it). That work belongs to the
+        run that caused it, not to whichever contender runs next.
+        """
+        for cluster in (self.servers.source, self.servers.target):
+            cluster.execute("CHECKPOINT")
+        os.sync()
+        busy = """SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()
+                  AND (backend_type = 'autovacuum worker' OR (backend_type = 'client backend' AND state = 'active'))"""
+        deadline = time.monotonic() + timeout_s
+        for cluster in (self.servers.source, self.servers.target):
+            while cluster.query(busy)[0][0] and time.monotonic() < deadline:
+                time.sleep(0.5)
 
     def target_connection(self, database: str) -> psycopg.Connection:
         return self.servers.target_info(self.passfile).connect(database)

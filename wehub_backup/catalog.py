@@ -45,6 +45,7 @@ class ServerInfo:
     encoding: str
     current_user: str
     superuser: bool
+    autovacuum: bool = True  # autovacuum and the statistics it needs (track_counts) are on
 
     @property
     def major(self) -> int:
@@ -68,7 +69,8 @@ class DatabaseCatalog:
 def server_info(conn: psycopg.Connection) -> ServerInfo:
     row = conn.execute(
         """SELECT current_setting('server_version_num')::int, current_setting('server_version'),
-                  current_database(), pg_encoding_to_char(d.encoding), current_user, r.rolsuper
+                  current_database(), pg_encoding_to_char(d.encoding), current_user, r.rolsuper,
+                  current_setting('autovacuum')::bool AND current_setting('track_counts')::bool
            FROM pg_database d, pg_roles r
            WHERE d.datname = current_database() AND r.rolname = current_user"""
     ).fetchone()

@@ -212,9 +212,11 @@ def check_client_programs(servers: Mapping[str, ServerInfo], extra_bindirs: list
     return passed(name, f"pg_dump/pg_restore/psql {client.version} in {client.bindir} (servers: {majors})")
 
 
-def check_free_space(backup_dir: Path, catalog: DatabaseCatalog) -> Check:
-    """Room for one dump of the source in the working directory (the same estimate a run uses)."""
-    needed, free = dump_space_needed(catalog), free_bytes(backup_dir)
+def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, extra_bindirs: list[Path]) -> Check:
+    """Room for one dump of the source in the working directory (the same estimate a run uses:
+    the run's pg_dump is the newest installed, and only 16+ compresses)."""
+    clients = pgtools.installed_clients(extra_bindirs)
+    needed, free = dump_space_needed(catalog, clients[0].major if clients else 0), free_bytes(backup_dir)
     detail = f"{free // 2**20} MiB free in {backup_dir}, about {needed // 2**20} MiB needed for a dump"
     if free < needed:
         return failed("disk space", f"{detail}: free space or point WEHUB_BACKUP_DIR elsewhere")
@@ -310,9 +312,10 @@ def machine_checks(settings: Settings, storage: DagsterStorage | None) -> list[C
     checks += [supabase_check, vps_check]
     servers = {role: server for role, server in (("Supabase", catalog.server if catalog else None),
                                                  ("VPS", vps_server)) if server}
-    checks.append(check_client_programs(servers, settings.workspace.extra_bindirs()))
+    extra_bindirs = settings.workspace.extra_bindirs()
+    checks.append(check_client_programs(servers, extra_bindirs))
     if catalog and backup_dir.is_dir():
-        checks.append(check_free_space(backup_dir, catalog))
+        checks.append(check_free_space(backup_dir, catalog, extra_bindirs))
     return checks
 
 

@@ -150,11 +150,11 @@ def recorded_egress(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int
     dump costs egress again, and the budget has to see it.
     """
     found = []
-    for event_type in (dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE):
-        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
-            metadata = _step_metadata(record.event_log_entry.dagster_event)
-            if EGRESS_METADATA_KEY in metadata:
-                found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
+    step_ends = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE}
+    for record in instance.get_records_for_run(run_id, of_type=step_ends).records:
+        metadata = _step_metadata(record.event_log_entry.dagster_event)
+        if EGRESS_METADATA_KEY in metadata:
+            found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
     return found
 
 

@@ -182,7 +182,7 @@ def plan_migration(
         problems += relocation_problems
         problems += _privilege_problems(src, plan)
         problems += _target_problems(tgt, src, plan)
-    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog) + catalog.table_bytes,
+    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, plan.client.major) + catalog.table_bytes,
                                 "the dump and the restore script")
     if shortfall:
         problems.append(shortfall)

@@ -49,9 +49,14 @@ class ByteCountingRelay:
     def close(self) -> None:
         """Stop accepting and cut every relayed connection."""
         self._closed.set()
+        # shutdown() wakes a thread blocked in accept() or recv() on the socket; close() alone does not.
+        _shutdown_quietly(self._listener)
         _close_quietly(self._listener)
+        if self._acceptor.is_alive() and self._acceptor is not threading.current_thread():
+            self._acceptor.join()
         with self._lock:
             for sock in list(self._sockets):
+                _shutdown_quietly(sock)
                 _close_quietly(sock)
             self._sockets.clear()
 
@@ -97,10 +102,7 @@ class ByteCountingRelay:
             pass
         finally:
             for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shutdown_quietly(sock)
             _close_quietly(sink)
 
 
@@ -116,6 +118,13 @@ def counted_connection(info: ConnectionInfo, count: bool = True) -> Iterator[tup
         return
     with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port) as relay:
         yield info.via_relay(relay.port), relay.counters
+
+
+def _shutdown_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -116,6 +116,67 @@ def test_second_run_replaces_target_and_keeps_previous(
     assert vps_cluster.query(count, dbname="wehub_generations") == [(501,)]
     assert vps_cluster.query(count, dbname="wehub_generations__previous") == [(500,)]
     assert databases_named(vps_cluster, "wehub_generations") == {"wehub_generations", "wehub_generations__previous"}
+
+
+@pytest.fixture
+def vps_settings(vps_cluster: PostgresCluster) -> Iterator[Callable[[dict[str, str]], None]]:
+    """Change VPS server settings for one test (ALTER SYSTEM and a reload); reset afterwards."""
+    changed: list[str] = []
+
+    def apply(settings: dict[str, str]) -> None:
+        for name, value in settings.items():
+            vps_cluster.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            changed.append(name)
+        _reload_until(vps_cluster, settings)
+
+    yield apply
+    for name in changed:
+        vps_cluster.execute(f"ALTER SYSTEM RESET {name}")
+    vps_cluster.execute("SELECT pg_reload_conf()")
+
+
+def _reload_until(cluster: PostgresCluster, settings: dict[str, str]) -> None:
+    """Reload, then wait until new sessions see the settings (the postmaster reloads asynchronously)."""
+    cluster.execute("SELECT pg_reload_conf()")
+    names = list(settings)
+    deadline = time.monotonic() + 10
+    while [v for (v,) in cluster.query("SELECT setting FROM pg_settings WHERE name = ANY(%s) ORDER BY "
+                                       "array_position(%s, name)", (names, names))] != list(settings.values()):
+        assert time.monotonic() < deadline, f"the server did not take {settings}"
+        time.sleep(0.05)
+
+
+def analyzed_at(vps: PostgresCluster, database: str, table: str) -> tuple:
+    """When the job (last_analyze) and autovacuum (last_autoanalyze) last analyzed ``table``."""
+    return vps.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relid = %s::regclass",
+                     (table,), dbname=database)[0]
+
+
+def test_copy_gets_planner_statistics_from_autovacuum_without_a_second_pass(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
+    vps_cluster: PostgresCluster, vps_settings: Callable[[dict[str, str]], None],
+) -> None:
+    vps_settings({"autovacuum_naptime": "1"})
+    assert run_backup("wehub_statistics_auto", instance).success
+    assert analyzed_at(vps_cluster, "wehub_statistics_auto", "public.notes")[0] is None
+    deadline = time.monotonic() + 60
+    while analyzed_at(vps_cluster, "wehub_statistics_auto", "public.notes")[1] is None:
+        assert time.monotonic() < deadline, "autovacuum never analyzed the copy"
+        time.sleep(0.5)
+    stats = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'notes'"
+    assert vps_cluster.query(stats, dbname="wehub_statistics_auto") == [(2,)]
+
+
+def test_copy_is_analyzed_by_the_job_when_autovacuum_is_off(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
+    vps_cluster: PostgresCluster, vps_settings: Callable[[dict[str, str]], None],
+) -> None:
+    vps_settings({"autovacuum": "off"})
+    result = run_backup("wehub_statistics_job", instance)
+    assert result.success, step_errors(result)
+    assert analyzed_at(vps_cluster, "wehub_statistics_job", "public.notes")[0] is not None
+    assert vps_cluster.query("SELECT reltuples FROM pg_class WHERE oid = 'public.notes'::regclass",
+                             dbname="wehub_statistics_job") == [(500.0,)]
 
 
 def test_restore_error_fails_run_and_leaves_previous_target_untouched(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,15 @@ def connect_tcp(cluster: PostgresCluster, user: str, dbname: str) -> psycopg.Con
     return psycopg.connect(host=LOOPBACK, port=cluster.port, user=user, dbname=dbname, autocommit=True, connect_timeout=5)
 
 
+def ensure_statistics(vps: PostgresCluster) -> None:
+    """Runbook step 1.5: tables without planner statistics get them from vacuumdb, then none is left."""
+    unanalyzed = runbook_sql("tables-without-statistics")
+    if vps.query(unanalyzed, dbname=PRODUCTION_COPY)[0][0]:
+        subprocess.run([str(vps.bindir / "vacuumdb"), "--analyze-in-stages", "--quiet", "-h", str(vps.socket_dir),
+                        "-p", str(vps.port), "-U", vps.superuser, "-d", PRODUCTION_COPY], check=True)
+    assert vps.query(unanalyzed, dbname=PRODUCTION_COPY) == [(0,)]
+
+
 def cli_run(*argv: str) -> int:
     return cli.main(list(argv))
 
@@ -133,6 +143,7 @@ def test_failover_to_the_vps_and_return_to_supabase(
         doctor_lines = capsys.readouterr().out
         assert re.search(r"^FAIL Supabase: cannot connect", doctor_lines, re.MULTILINE), doctor_lines
         assert re.search(r"^OK   VPS:", doctor_lines, re.MULTILINE), doctor_lines
+        ensure_statistics(vps_cluster)
         with connect_tcp(vps_cluster, APP_LOGIN, PRODUCTION_COPY) as app:
             copy_counts = row_counts(app)
             assert copy_counts["public.audit_log"] == supabase_counts["public.audit_log"] - 1, "the loss window"

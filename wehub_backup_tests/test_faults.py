@@ -407,7 +407,7 @@ def test_backup_directory_too_small_is_refused_in_preflight(
 def test_backup_directory_filling_up_mid_dump(faults: FaultEnv, small_backup_filesystem: Callable[[str], Path]) -> None:
     before = faults.previous_good_copy()
     mark = faults.mark_source("not in the copy before the disk filled up")
-    directory = small_backup_filesystem("72m")
+    directory = small_backup_filesystem("96m")
     filler = directory / "filler"
 
     def fill_up() -> None:
