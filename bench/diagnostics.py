@@ -68,7 +68,8 @@ DIGEST_VARIANTS = {
 }
 
 
-def run_all(session: Session, log: Log) -> dict[str, object]:
+def run_all(session: Session, copy: str, log: Log) -> dict[str, object]:
+    """The untimed cost breakdown; ``copy`` is a restored copy of the source to measure on."""
     newer = newer_client()
     variants = [v for v in DUMP_VARIANTS if newer or not v.newer_client]
     dumps = [min((dump_variant(session, v, newer) for _ in range(ATTEMPTS)), key=lambda d: d["seconds"])
@@ -76,15 +77,12 @@ def run_all(session: Session, log: Log) -> dict[str, object]:
     for dump in dumps:
         log(f"diagnostic dump, {dump['label']}: {dump['seconds']:.1f} s, {dump['artifact_bytes'] / 2**20:.1f} MiB")
     found: dict[str, object] = {"dumps": dumps}
-    copy = next((f"bench_{key}_{r}" for key, r in _last_runs(session) if key == "job"), None)
-    copy = copy or next((f"bench_{key}_{r}" for key, r in _last_runs(session)), None)
-    if copy:
-        found["analyze_s"] = analyze_seconds(session, copy)
-        log(f"ANALYZE of a restored copy: {found['analyze_s']:.1f} s")
-        found["digests"] = [digest_timing(session, copy, label, template, sessions)
-                            for label, template in DIGEST_VARIANTS.items() for sessions in (1, session.jobs)]
-        for digest in found["digests"]:
-            log(f"digest of a copy, {digest['label']}, {digest['sessions']} session(s): {digest['seconds']:.1f} s")
+    found["analyze_s"] = analyze_seconds(session, copy)
+    log(f"ANALYZE of a restored copy: {found['analyze_s']:.1f} s")
+    found["digests"] = [digest_timing(session, copy, label, template, sessions)
+                        for label, template in DIGEST_VARIANTS.items() for sessions in (1, session.jobs)]
+    for digest in found["digests"]:
+        log(f"digest of a copy, {digest['label']}, {digest['sessions']} session(s): {digest['seconds']:.1f} s")
     found["import_s"] = command_seconds([sys.executable, "-c", "import wehub_backup.definitions"])
     found["python_start_s"] = command_seconds([sys.executable, "-c", "pass"])
     log(f"python start {found['python_start_s']:.2f} s; importing the code location {found['import_s']:.2f} s")
@@ -98,19 +96,13 @@ def newer_client() -> pgtools.PgClient | None:
     return pgtools.PgClient(bindir, version[0], version[1]) if bindir and version else None
 
 
-def _last_runs(session: Session) -> list[tuple[str, int]]:
-    last: dict[str, int] = {}
-    for measurement in session.measurements:
-        last[measurement.contender] = max(last.get(measurement.contender, 0), measurement.repetition)
-    return list(last.items())
-
-
 def dump_variant(session: Session, variant: DumpVariant, newer: pgtools.PgClient | None) -> dict[str, object]:
     """One ``pg_dump -Fd -j N`` of the job's scope; seconds, size, CPU and bytes received."""
     archive = session.workdir / "diagnostic-archive"
     shutil.rmtree(archive, ignore_errors=True)
     client = newer if variant.newer_client and newer else session.client
     source = session.servers.source_info(session.passfile)
+    session.wait_until_idle()
     with ByteCountingRelay(session.servers.source.host, session.servers.source.port) as relay:
         connection = source.via_relay(relay.port) if variant.relayed else source
         env = connection.libpq_environment(session.workdir / "diagnostic.pgpass")
