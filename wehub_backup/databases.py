@@ -103,8 +103,14 @@ def create_database(conn: psycopg.Connection, name: str, encoding: str) -> None:
 
 
 def connected_sessions(conn: psycopg.Connection, database: str) -> list[int]:
+    """Sessions that keep ``database`` from being renamed or dropped.
+
+    Autovacuum workers do not count: the server cancels them itself for a rename or a drop,
+    and a fresh copy draws them for minutes.
+    """
     return [r[0] for r in conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,))]
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        " AND backend_type <> 'autovacuum worker'", (database,))]
 
 
 def promote_staging(

@@ -179,6 +179,26 @@ def test_copy_is_analyzed_by_the_job_when_autovacuum_is_off(
                              dbname="wehub_statistics_job") == [(500.0,)]
 
 
+def test_promote_does_not_wait_for_autovacuum_on_the_old_copy(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, vps_settings: Callable[[dict[str, str]], None],
+) -> None:
+    supabase_cluster.execute("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i",
+                             dbname=scratch_source, user="postgres")
+    # Autovacuum crawls (100 ms of sleep per page), so it is still at work on the first copy when the second arrives.
+    vps_settings({"autovacuum_naptime": "1", "autovacuum_vacuum_cost_delay": "100", "autovacuum_vacuum_cost_limit": "1"})
+    assert run_backup("wehub_autovacuum", instance).success
+    working = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'wehub_autovacuum' "
+               "AND backend_type = 'autovacuum worker'")
+    deadline = time.monotonic() + 30
+    while not vps_cluster.query(working)[0][0]:
+        assert time.monotonic() < deadline, "autovacuum never started on the copy"
+        time.sleep(0.2)
+    second = run_backup("wehub_autovacuum", instance, connected_sessions_timeout_seconds=5)
+    assert second.success, step_errors(second)
+    assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}
+
+
 def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
     supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,
