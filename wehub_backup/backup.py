@@ -22,7 +22,13 @@ from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, 
 from wehub_backup.pgtools import PgClient, ToolRun
 from wehub_backup.runlog import directory_bytes, space_shortfall
 from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo, is_local_host
-from wehub_backup.supabase_compat import CopyScope, ensure_standin_roles, filter_archive_listing, plan_scope
+from wehub_backup.supabase_compat import (
+    CopyScope,
+    dependents_on_left_out,
+    ensure_standin_roles,
+    filter_archive_listing,
+    plan_scope,
+)
 from wehub_backup.wire import counted_connection
 
 Log = Callable[[str], None]
@@ -162,15 +168,19 @@ def plan_backup(
     databases.validate_target_name(target, forbidden=forbidden)
     with connect_or_explain(source, "the Supabase source") as conn:
         catalog = read_catalog(conn)
-    try:
-        client = pgtools.choose_client(catalog.server.major, extra_bindirs)
-    except pgtools.VersionMismatch as error:
-        raise PreflightError(str(error)) from None
-    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-        target_server = server_info(conn)
-        require_superuser(target_server)
-        target_extensions = available_extensions(conn)
-    scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
+        try:
+            client = pgtools.choose_client(catalog.server.major, extra_bindirs)
+        except pgtools.VersionMismatch as error:
+            raise PreflightError(str(error)) from None
+        with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as vps_conn:
+            target_server = server_info(vps_conn)
+            require_superuser(target_server)
+            target_extensions = available_extensions(vps_conn)
+        scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
+        unrestorable = dependents_on_left_out(conn, scope)
+    if unrestorable:
+        raise PreflightError(f"{first_of(unrestorable)}: make it available on the VPS (an extension package) "
+                             "or leave the dependent out too (excluded_tables)")
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
     if shortfall:
         raise PreflightError(shortfall)

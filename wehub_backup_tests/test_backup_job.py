@@ -16,6 +16,7 @@ import pytest
 
 from wehub_backup.definitions import build_definitions
 from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
 JOB = "backup_supabase_to_vps"
@@ -205,26 +206,23 @@ def test_restore_error_fails_run_and_leaves_previous_target_untouched(
 ) -> None:
     assert run_backup("wehub_injected", instance).success
     before = vps_cluster.query("SELECT id, body FROM public.notes ORDER BY id", dbname="wehub_injected")
-    # An object a vanilla VPS cannot create: a default calling a Supabase-only extension's function.
-    supabase_cluster.execute(
-        "CREATE SCHEMA graphql; CREATE EXTENSION pg_graphql SCHEMA graphql;"
-        "CREATE TABLE public.gql_cache (q jsonb DEFAULT graphql.resolve('{ x }'));"
-        "ALTER TABLE public.gql_cache OWNER TO postgres;"
-        "INSERT INTO public.notes (body) VALUES ('never copied');",
-        dbname=scratch_source)
+    # Rows a vanilla VPS cannot load: a check that reads Vault (left out of every copy) in a function body.
+    supabase_cluster.execute(VAULT_EXTENSION_SQL, dbname=scratch_source)
+    supabase_cluster.execute(CHECK_READING_VAULT_SQL + "INSERT INTO public.notes (body) VALUES ('never copied');",
+                             dbname=scratch_source, user="postgres")
 
     failed = run_backup("wehub_injected", instance)
 
     assert not failed.success
     errors = step_errors(failed)
     assert any("restore_into_staging_database" in e for e in errors)
-    assert any("graphql" in e for e in errors), errors
+    assert any('relation "vault.decrypted_secrets" does not exist' in e for e in errors), errors
     assert vps_cluster.query("SELECT id, body FROM public.notes ORDER BY id", dbname="wehub_injected") == before
     assert databases_named(vps_cluster, "wehub_injected") == {"wehub_injected"}
     assert not list(backup_env.backup_dir.glob("run-*"))
     last_line = backup_env.backup_log.read_text().splitlines()[-1]
     assert "FAILURE target=wehub_injected step=restore_into_staging_database" in last_line
-    assert "graphql" in last_line
+    assert "vault.decrypted_secrets" in last_line
 
 
 def test_writer_during_backup_does_not_break_verification(

@@ -269,16 +269,29 @@ def test_pg_dump_older_than_the_source_is_refused(
 
 # --- what the source holds ---------------------------------------------------------------------
 
-def test_object_a_vanilla_server_cannot_create_fails_the_restore_and_changes_nothing(
-    guarded: Guarded, supabase_cluster: PostgresCluster
+UNRESTORABLE = {
+    "view on Vault": (VIEW_ON_VAULT_SQL, VAULT_EXTENSION_SQL,
+                      "rule _RETURN on view public.webhook_keys depends on view vault.decrypted_secrets"),
+    "default calling pg_graphql": (
+        "CREATE TABLE public.gql_cache (q jsonb DEFAULT graphql.resolve('{ x }'));",
+        "CREATE SCHEMA graphql; CREATE EXTENSION pg_graphql SCHEMA graphql; GRANT USAGE ON SCHEMA graphql TO postgres;",
+        "default value for column q of table public.gql_cache depends on function graphql.resolve("),
+}
+
+
+@pytest.mark.parametrize("case", UNRESTORABLE)
+def test_object_needing_a_left_out_one_is_refused_before_the_dump(
+    guarded: Guarded, supabase_cluster: PostgresCluster, case: str
 ) -> None:
-    """A view on Supabase Vault (left out of every copy) cannot be created on the VPS: the
-    restore into staging fails naming it; staging is dropped, the existing copy stays."""
-    source = recreate_source(supabase_cluster, "unrestorable_source", NOTES_SQL + VIEW_ON_VAULT_SQL, VAULT_EXTENSION_SQL)
+    """An app object that needs something every copy leaves out (Vault, pg_graphql) cannot be
+    created on the VPS: the preflight names it, before any egress is spent."""
+    app_sql, platform_sql, expected = UNRESTORABLE[case]
+    source = recreate_source(supabase_cluster, "unrestorable_source", NOTES_SQL + app_sql, platform_sql)
     guarded.monkeypatch.setenv("SUPABASE_DB_NAME", source)
     try:
         guarded.source_databases = database_oids(supabase_cluster)
-        guarded.refused(GUARDED, 'relation "vault.decrypted_secrets" does not exist', "restore_into_staging_database")
+        cause = guarded.refused(GUARDED, expected)
+        assert "which the copy leaves out" in cause, cause
     finally:
         drop_source(supabase_cluster, source)
 

@@ -19,7 +19,13 @@ from wehub_backup.alerts import AlertSettings
 from wehub_backup_tests.conftest import BackupEnv, SessionPasswords
 from wehub_backup_tests.faults.evidence import step_failure
 from wehub_backup_tests.faults.secrets import ArgumentListSampler, files_with_secrets
-from wehub_backup_tests.faults.sources import NOTES_SQL, VAULT_EXTENSION_SQL, VIEW_ON_VAULT_SQL, drop_source, recreate_source
+from wehub_backup_tests.faults.sources import (
+    CHECK_READING_VAULT_SQL,
+    NOTES_SQL,
+    VAULT_EXTENSION_SQL,
+    drop_source,
+    recreate_source,
+)
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
 from wehub_backup_tests.test_backup_job import run_backup
@@ -58,7 +64,7 @@ def test_failed_run_and_its_alert_hold_no_password(
     play) and fails there; its alert goes to a real webhook receiver."""
     from wehub_backup.sensors import alert_on_run_failure
 
-    source = recreate_source(supabase_cluster, "secrets_source", NOTES_SQL + VIEW_ON_VAULT_SQL, VAULT_EXTENSION_SQL)
+    source = recreate_source(supabase_cluster, "secrets_source", NOTES_SQL + CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL)
     monkeypatch.setenv("SUPABASE_DB_NAME", source)
     try:
         with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance, \

@@ -17,6 +17,12 @@ INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 300)
 VAULT_EXTENSION_SQL = """CREATE SCHEMA vault; CREATE EXTENSION supabase_vault SCHEMA vault;
 GRANT USAGE ON SCHEMA vault TO postgres; GRANT SELECT ON vault.decrypted_secrets TO postgres;"""
 VIEW_ON_VAULT_SQL = "CREATE VIEW public.webhook_keys AS SELECT name, decrypted_secret FROM vault.decrypted_secrets;"
+# A check that reads Vault inside a function body: no catalog dependency records that, so the
+# preflight cannot see it; the restore evaluates the check for each row and fails.
+CHECK_READING_VAULT_SQL = """CREATE FUNCTION public.vault_reachable() RETURNS boolean LANGUAGE sql STABLE
+AS 'SELECT count(*) >= 0 FROM vault.decrypted_secrets';
+CREATE TABLE public.vault_checked (id int PRIMARY KEY CHECK (public.vault_reachable()));
+INSERT INTO public.vault_checked VALUES (1);"""
 AWKWARD_SQL = Path(__file__).with_name("awkward_source.sql")
 # The platform's own realtime schema, which every copy leaves out, next to an application schema
 # whose name begins the same way.
