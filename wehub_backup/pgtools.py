@@ -25,6 +25,7 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
 _ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
+_SERVER_WORDS = re.compile(r"\b(ERROR|FATAL|PANIC): ")
 
 
 CLIENT_PROGRAMS = ("pg_dump", "pg_restore", "psql", "vacuumdb")
@@ -60,6 +61,11 @@ class ToolRun:
     peak_rss_bytes: int
     cpu_seconds: float
     stderr_tail: list[str] = field(default_factory=list)
+
+    def raise_if_failed(self) -> None:
+        """``ToolError`` with one telling line, for a non-zero exit or an error the tool let pass."""
+        if self.returncode != 0 or any(_is_error_line(line) for line in self.stderr_tail):
+            raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(self)}")
 
 
 def candidate_bindirs(extra: Sequence[Path] = ()) -> list[Path]:
@@ -171,8 +177,8 @@ def run_pipeline(
             pass
     consumer_run = consumer.finish(raise_on_error=False)
     producer_run = producer.finish(raise_on_error=False)
-    for child, run in ((consumer, consumer_run), (producer, producer_run)):
-        child.raise_if_failed(run)
+    for run in (consumer_run, producer_run):
+        run.raise_if_failed()
     return producer_run, consumer_run
 
 
@@ -215,12 +221,8 @@ class _Child:
             stderr_tail=list(self.tail),
         )
         if raise_on_error:
-            self.raise_if_failed(run)
+            run.raise_if_failed()
         return run
-
-    def raise_if_failed(self, run: ToolRun) -> None:
-        if run.returncode != 0 or any(_is_error_line(line) for line in run.stderr_tail):
-            raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(run)}")
 
 
 class _PeakRss:
@@ -271,14 +273,17 @@ def _is_error_line(line: str) -> bool:
 
 
 def _reason(run: ToolRun) -> str:
-    """The most telling line: the first error, else the last line, else the exit status.
+    """The most telling line: the first error in the server's words, else the first error, else
+    the last line, else the exit status.
 
-    When the server's own words come as a detail line (a connection lost during ``COPY`` reads
-    only "PQgetCopyData() failed", or "a worker process died unexpectedly"), they are added:
-    they are the cause. Parallel workers write at once, so lines may come interleaved.
+    A parallel pg_restore's leader may report "a worker process died unexpectedly" before the
+    worker's own line with the server's ERROR reaches stderr: the server's words win. When they
+    come only as a detail line (a connection lost during ``COPY`` reads only "PQgetCopyData()
+    failed"), they are added: they are the cause. Workers write at once, so lines may interleave.
     """
     errors = [line for line in run.stderr_tail if _is_error_line(line)]
     telling = [line for line in errors if not _ECHOED_QUERY.search(line)] or errors
+    telling = [line for line in telling if _SERVER_WORDS.search(line)] or telling
     server = next((m.group(1).strip() for m in map(_SERVER_DETAIL.search, run.stderr_tail) if m), None)
     if telling:
         reason = telling[0].split("error: ", 1)[-1].strip()
