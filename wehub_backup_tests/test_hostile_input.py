@@ -276,6 +276,12 @@ UNRESTORABLE = {
         "CREATE TABLE public.gql_cache (q jsonb DEFAULT graphql.resolve('{ x }'));",
         "CREATE SCHEMA graphql; CREATE EXTENSION pg_graphql SCHEMA graphql; GRANT USAGE ON SCHEMA graphql TO postgres;",
         "default value for column q of table public.gql_cache depends on function graphql.resolve("),
+    "check calling pg_jsonschema": (
+        "CREATE TABLE public.settings (doc jsonb CHECK (extensions.jsonb_matches_schema('{\"type\": \"object\"}', doc)));",
+        "CREATE SCHEMA extensions; GRANT USAGE ON SCHEMA extensions TO postgres;"
+        "CREATE EXTENSION pg_jsonschema SCHEMA extensions;",
+        "constraint settings_doc_check on table public.settings depends on function "
+        "extensions.jsonb_matches_schema(json,jsonb)"),
 }
 
 
