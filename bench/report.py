@@ -301,6 +301,9 @@ def _wall_reasons(summary: Summary, fastest: str) -> str:
         f"{seconds(steps.get(main[0]))}, restore {seconds(steps.get(main[1]))}, verification {seconds(steps.get(main[2]))}, "
         f"the four other steps {seconds(sum(v for k, v in steps.items() if k not in main))}, outside any step "
         f"{seconds(run['seconds'] - sum(steps.values()))}",
+        f"the copy itself (the dump step, with the source side of the verification beside it, and the restore step) took {seconds(steps.get(main[0], 0) + steps.get(main[1], 0))} "
+        f"against {fastest}'s {seconds(summary.wall(fastest))}: the rest is what makes the job a verified, "
+        "metered, recorded backup (verification, planning and swapping, Dagster)",
     ]
     if chosen is not None:
         pieces.append(f"the dump step is `pg_dump` ({seconds(chosen)} alone, uncompressed"
