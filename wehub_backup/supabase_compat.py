@@ -171,14 +171,21 @@ def _skip_platform_event_triggers(scope: CopyScope, source: DatabaseCatalog) -> 
 
 # Objects the copy will hold that need an object it leaves out: the restore would fail on them,
 # after the whole dump was paid for. Left out: members of skipped extensions (and their array
-# types), whatever lives in an excluded schema, excluded tables, and what those own.
+# types), whatever lives in an excluded schema, excluded tables (and their row types), the
+# platform's event triggers, and what those own.
 _DEPENDENTS_ON_LEFT_OUT = """
-WITH base(classid, objid) AS (
+WITH excluded_tables AS (
+  SELECT c.oid, c.reltype FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%(table_schemas)s::text[], %(table_names)s::text[]))
+),
+base(classid, objid) AS (
   SELECT classid, objid FROM pg_depend
    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e' AND refobjid = ANY(%(extensions)s::oid[])
+  UNION SELECT 'pg_event_trigger'::regclass, unnest(%(event_triggers)s::oid[])
+  UNION SELECT 'pg_class'::regclass, oid FROM excluded_tables
+  UNION SELECT 'pg_type'::regclass, reltype FROM excluded_tables
   UNION SELECT 'pg_class'::regclass, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = ANY(%(schemas)s::text[])
-      OR (n.nspname, c.relname) IN (SELECT * FROM unnest(%(table_schemas)s::text[], %(table_names)s::text[]))
   UNION SELECT 'pg_proc'::regclass, p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
    WHERE n.nspname = ANY(%(schemas)s::text[])
   UNION SELECT 'pg_type'::regclass, t.oid FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -211,6 +218,7 @@ def dependents_on_left_out(conn: psycopg.Connection, scope: CopyScope) -> list[s
         conn.execute("SET LOCAL search_path = pg_catalog")  # every name described schema-qualified
         rows = conn.execute(_DEPENDENTS_ON_LEFT_OUT, {
             "extensions": sorted(scope.skipped_extension_oids),
+            "event_triggers": sorted(scope.skipped_event_trigger_oids),
             "schemas": sorted(set(scope.excluded_schemas) | scope.skipped_schemas),
             "table_schemas": [s for s, _ in scope.excluded_tables], "table_names": [t for _, t in scope.excluded_tables],
         }).fetchall()

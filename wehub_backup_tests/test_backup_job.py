@@ -200,6 +200,20 @@ def test_promote_does_not_wait_for_autovacuum_on_the_old_copy(
     assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}
 
 
+def test_platform_event_trigger_on_a_left_out_function_does_not_stop_the_backup(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str, supabase_cluster: PostgresCluster,
+) -> None:
+    """Like pgsodium's on Supabase: the platform's event trigger calls a function of a left-out
+    schema. Both are left out together, so nothing the copy keeps needs them."""
+    supabase_cluster.execute(
+        VAULT_EXTENSION_SQL + "CREATE FUNCTION vault.on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';"
+        "CREATE EVENT TRIGGER vault_watch ON ddl_command_end EXECUTE FUNCTION vault.on_ddl();", dbname=scratch_source)
+    result = run_backup("wehub_event_trigger", instance)
+    assert result.success, step_errors(result)
+    left_out = {str(item) for item in result.output_for_node("plan_supabase_backup").scope.left_out}
+    assert "event trigger vault_watch: owned by platform superuser supabase_admin" in left_out
+
+
 def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str,
     supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,
