@@ -25,6 +25,7 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
 _ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
+_KEPT_ERROR_LINES = 20
 _SERVER_WORDS = re.compile(r"\b(ERROR|FATAL|PANIC): ")
 
 
@@ -61,10 +62,11 @@ class ToolRun:
     peak_rss_bytes: int
     cpu_seconds: float
     stderr_tail: list[str] = field(default_factory=list)
+    error_lines: list[str] = field(default_factory=list)
 
     def raise_if_failed(self) -> None:
         """``ToolError`` with one telling line, for a non-zero exit or an error the tool let pass."""
-        if self.returncode != 0 or any(_is_error_line(line) for line in self.stderr_tail):
+        if self.returncode != 0 or any(_is_error_line(line) for line in self.error_lines):
             raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(self)}")
 
 
@@ -136,8 +138,8 @@ def run_tool(
 ) -> ToolRun:
     """Run a client program to completion; raise ``ToolError`` with its own words if it fails.
 
-    stderr is read line by line (progress for the log, the tail for the error), and the
-    child's peak RSS and CPU time come from ``wait4`` rather than from sampling.
+    stderr is read line by line (progress for the log; the first error lines and the tail for
+    the error), and the child's CPU time comes from ``wait4``, its peak RSS from sampling.
     """
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     try:
@@ -203,7 +205,9 @@ class _Child:
         self.process = subprocess.Popen(command, env=env, stdin=streams.pop("stdin", subprocess.DEVNULL),
                                         stderr=subprocess.PIPE, **streams)  # type: ignore[call-overload]
         self.tail: deque[str] = deque(maxlen=40)
-        self.reader = threading.Thread(target=_read_lines, args=(self.process, self.tail, on_line), daemon=True)
+        self.errors: list[str] = []
+        self.reader = threading.Thread(target=_read_lines, args=(self.process, self.tail, self.errors, on_line),
+                                       daemon=True)
         self.reader.start()
         self.peak_rss = _PeakRss(self.process.pid)
 
@@ -219,6 +223,7 @@ class _Child:
             peak_rss_bytes=self.peak_rss.bytes,
             cpu_seconds=usage.ru_utime + usage.ru_stime,
             stderr_tail=list(self.tail),
+            error_lines=list(self.errors),
         )
         if raise_on_error:
             run.raise_if_failed()
@@ -255,13 +260,18 @@ class _PeakRss:
         self._thread.join()
 
 
-def _read_lines(child: subprocess.Popen, tail: deque[str], on_line: Callable[[str], None] | None) -> None:
+def _read_lines(child: subprocess.Popen, tail: deque[str], errors: list[str],
+                on_line: Callable[[str], None] | None) -> None:
+    """The last lines, and the first error lines apart: a parallel pg_restore goes on printing
+    progress after a worker's error, which would push the error out of the tail."""
     assert child.stderr is not None
     for raw in child.stderr:
         line = raw.decode("utf-8", "replace").rstrip()
         if not line:
             continue
         tail.append(line)
+        if len(errors) < _KEPT_ERROR_LINES and (_is_error_line(line) or _SERVER_DETAIL.search(line)):
+            errors.append(line)
         if on_line:
             on_line(line)
     child.stderr.close()
@@ -281,10 +291,10 @@ def _reason(run: ToolRun) -> str:
     come only as a detail line (a connection lost during ``COPY`` reads only "PQgetCopyData()
     failed"), they are added: they are the cause. Workers write at once, so lines may interleave.
     """
-    errors = [line for line in run.stderr_tail if _is_error_line(line)]
+    errors = [line for line in run.error_lines if _is_error_line(line)]
     telling = [line for line in errors if not _ECHOED_QUERY.search(line)] or errors
     telling = [line for line in telling if _SERVER_WORDS.search(line)] or telling
-    server = next((m.group(1).strip() for m in map(_SERVER_DETAIL.search, run.stderr_tail) if m), None)
+    server = next((m.group(1).strip() for m in map(_SERVER_DETAIL.search, run.error_lines) if m), None)
     if telling:
         reason = telling[0].split("error: ", 1)[-1].strip()
         return f"{reason.rstrip('.')} ({server})" if server and server not in reason else reason
