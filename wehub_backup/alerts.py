@@ -95,8 +95,10 @@ def one_line(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
 
 # --- classification ------------------------------------------------------------------------
 
+# ``wehub_backup.backup.PreflightError:`` before a message: the class is not the operator's business.
+EXCEPTION_CLASS_PREFIX = r"(?:[a-z_]\w*\.)+[A-Z]\w*:"
 _LINE_PREFIXES = re.compile(
-    r"^(?:(?:[a-z_]\w*\.)+[A-Z]\w*:\s*"  # psycopg.OperationalError:
+    r"^(?:" + EXCEPTION_CLASS_PREFIX + r"\s*"  # psycopg.OperationalError:
     r"|(?:connection failed|could not execute query|query failed):\s*"
     r"|(?:pg_dump|pg_restore|psql|pg_dumpall|createdb|dropdb)(?::[^:\s]+:\d+)?:\s*"
     r"|(?:error|warning|detail|fatal|ERROR|FATAL|WARNING):\s*)*"
@@ -464,6 +466,11 @@ class DeliveryResult:
     delivered: bool
     attempts: int
     error: str | None = None
+
+
+def none_delivered(results: list[DeliveryResult]) -> bool:
+    """True when channels are configured and none of them took the alert (a sensor retries)."""
+    return bool(results) and not any(result.delivered for result in results)
 
 
 class _PermanentDeliveryError(Exception):

@@ -231,12 +231,11 @@ def dump_source(plan: DumpPlan, source: ConnectionInfo, log: Log, *, low_priorit
 def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, log: Log,
                         low_priority: bool) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int]]:
     """Export a snapshot, run pg_dump in it, and fingerprint it meanwhile on the same session."""
-    excluded = _excluded_names(plan.excluded_tables)
     with source.connect(autocommit=False) as snap:
         snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snap.read_only = True
         snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        sequences_before = sequence_positions(snap, plan.kept_schemas, excluded)
+        sequences_before = sequence_positions(snap, plan.kept_schemas, plan.excluded_tables)
         argv = [
             plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
             f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
@@ -245,10 +244,9 @@ def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, l
         env = source.libpq_environment(plan.workdir / "source.pgpass")
         tool_run, fingerprint = _run_beside(
             lambda: pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority),
-            lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables),
+            lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables, sequences_before),
         )
-        fingerprint.sequences = sequences_before
-        sequences_after = sequence_positions(snap, plan.kept_schemas, excluded)
+        sequences_after = sequence_positions(snap, plan.kept_schemas, plan.excluded_tables)
         snap.rollback()
     return tool_run, fingerprint, sequences_after
 
@@ -272,10 +270,6 @@ def _run_beside(main: Callable, beside: Callable) -> tuple:
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"], side
-
-
-def _excluded_names(excluded_tables: list[tuple[str, str]]) -> list[str]:
-    return [f"{s}.{t}" for s, t in excluded_tables]
 
 
 def _compression_arguments(client: PgClient) -> list[str]:
@@ -365,7 +359,7 @@ def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str
         return pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority)
     log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
         "restoring through a script")
-    producer, consumer = pgtools.run_pipeline(
+    _, consumer = pgtools.run_pipeline(
         [plan.client.program("pg_restore"), "--file=-", *common],
         [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
          f"--dbname={plan.staging}"],

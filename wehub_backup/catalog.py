@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import psycopg
 
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
-
 
 @dataclass(frozen=True)
 class ExtensionInfo:

@@ -19,6 +19,7 @@ from typing import NoReturn
 import dagster as dg
 
 from wehub_backup import egress
+from wehub_backup.alerts import DEFAULT_DAGSTER_URL
 from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG, migration_run_config
 from wehub_backup.schedules import LAUNCHED_BY_TAG, backup_run_config, configured_backup_target
 from wehub_backup.summary import format_summary, summarize_run
@@ -49,7 +50,7 @@ def _run_recorded(job_factory: Callable[[], dg.JobDefinition], run_config: dict,
             raise_on_error=False,
         )
         summary = summarize_run(instance, result.run_id)
-    print(format_summary(summary, os.environ.get("WEHUB_DAGSTER_URL", "http://localhost:3000")))
+    print(format_summary(summary, os.environ.get("WEHUB_DAGSTER_URL", DEFAULT_DAGSTER_URL)))
     return 0 if summary.success else 1
 
 

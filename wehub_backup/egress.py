@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from wehub_backup.alerts import Alert, AlertSettings, deliver_alert
+from wehub_backup.alerts import Alert, AlertSettings, deliver_alert, none_delivered
 
 BUDGET_ENV = "WEHUB_EGRESS_BUDGET_BYTES"
 CYCLE_DAY_ENV = "WEHUB_EGRESS_CYCLE_DAY"
@@ -322,7 +322,7 @@ def check_egress_budget(
         return alerted_cycle, f"{state}: already warned this cycle"
     link = f"{alert_settings.dagster_url.rstrip('/')}/runs"
     results = deliver_alert(EgressBudgetAlert(usage, link), alert_settings, log=log)
-    if results and not any(result.delivered for result in results):
+    if none_delivered(results):
         return alerted_cycle, f"{state}: warning not delivered, will retry"
     return cycle, f"{state}: warned"
 

@@ -9,7 +9,6 @@ false mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -74,25 +73,30 @@ def fingerprint_database(
     conn: psycopg.Connection,
     schemas: list[str],
     excluded_tables: list[tuple[str, str]],
-    progress: Callable[[str], None] | None = None,
+    sequences: dict[str, int] | None = None,
 ) -> DatabaseFingerprint:
     """Fingerprint the kept schemas of the database ``conn`` is connected to.
 
     Run it inside a REPEATABLE READ transaction (the dump's snapshot) on the source, and
-    in any session on the restored copy.
+    in any session on the restored copy. Sequence positions are read here unless the caller
+    has them already (the backup reads them before pg_dump starts: they move outside
+    transactions).
     """
     set_stable_output(conn)
-    excluded = [f"{s}.{t}" for s, t in excluded_tables]
-    params = {"schemas": schemas, "excluded": excluded}
-    result = DatabaseFingerprint(sequences=sequence_positions(conn, schemas, excluded))
+    params = {"schemas": schemas, "excluded": _qualified(excluded_tables)}
+    if sequences is None:
+        sequences = sequence_positions(conn, schemas, excluded_tables)
+    result = DatabaseFingerprint(sequences=sequences)
     for kind, query in _OBJECT_COUNTS.items():
         result.object_counts[kind] = conn.execute(query.format(scope=_RELATION_SCOPE), params).fetchone()[0]
     for schema, table, size in _leaf_tables(conn, params):
         rows, digest = table_digest(conn, schema, table)
         result.tables[f"{schema}.{table}"] = TableFingerprint(rows, digest, size)
-        if progress:
-            progress(f"fingerprinted {schema}.{table}: {rows} rows")
     return result
+
+
+def _qualified(tables: list[tuple[str, str]]) -> list[str]:
+    return [f"{schema}.{table}" for schema, table in tables]
 
 
 # Types whose binary hash is the same on every server: no OIDs inside (unlike enums, reg*,
@@ -159,7 +163,8 @@ def _leaf_tables(conn: psycopg.Connection, params: dict) -> list[tuple[str, str,
     ).fetchall()
 
 
-def sequence_positions(conn: psycopg.Connection, schemas: list[str], excluded: list[str]) -> dict[str, int]:
+def sequence_positions(conn: psycopg.Connection, schemas: list[str],
+                       excluded_tables: list[tuple[str, str]]) -> dict[str, int]:
     """Each readable sequence's next value to be handed out (reads are not transactional)."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname, s.seqincrement FROM pg_class c
@@ -169,7 +174,7 @@ def sequence_positions(conn: psycopg.Connection, schemas: list[str], excluded: l
              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                              AND d.objid = c.oid AND d.deptype = 'e')
            ORDER BY 1, 2""",
-        (schemas, excluded),
+        (schemas, _qualified(excluded_tables)),
     ).fetchall()
     positions = {}
     for schema, name, increment in rows:

@@ -36,7 +36,7 @@ from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, 
 from wehub_backup.pgtools import PgClient, ToolRun
 from wehub_backup.runlog import space_shortfall
 from wehub_backup.settings import ConnectionInfo
-from wehub_backup.supabase_compat import MANAGED_SCHEMAS, LeftOut, parse_qualified, quote_pattern
+from wehub_backup.supabase_compat import MANAGED_SCHEMAS, TOC_ENTRY, LeftOut, parse_qualified, quote_pattern
 from wehub_backup.wire import counted_connection
 
 # Emptied and refilled, never dropped: Supabase keeps its owner, grants and default privileges.
@@ -46,7 +46,6 @@ LOCK_TIMEOUT = "60s"
 # Session settings newer pg_restore versions write into a script's header, by the server
 # version that introduced them: an older server rejects them.
 _SETTINGS_SINCE = {b"transaction_timeout": 17}
-_TOC_LINE = re.compile(r"^\d+; \d+ \d+ (?P<rest>.+)$")
 _ROLE = r'(?P<role>PUBLIC|"(?:[^"]|"")+"|[^\s";]+)'
 _GRANTEE = re.compile(r" (?:TO|FROM) " + _ROLE + r"(?: WITH GRANT OPTION)?;$")
 _DEFAULT_PRIVILEGES_OWNER = re.compile(r'^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<role>"(?:[^"]|"")+"|[^\s";]+) ')
@@ -584,7 +583,7 @@ def split_listing(listing: str, kept_schemas: tuple[str, ...]) -> tuple[str, str
                           for desc in ("SCHEMA -", "COMMENT - SCHEMA", "ACL - SCHEMA"))
     main, privileges = [], []
     for line in listing.splitlines():
-        match = _TOC_LINE.match(line)
+        match = TOC_ENTRY.match(line)
         if not match:
             main.append(line)
             privileges.append(line)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from wehub_backup.alerts import (
+    DEFAULT_MAX_BACKUP_AGE,
     AlertMessage,
     AlertSettings,
-    DeliveryResult,
     backup_is_stale,
     classify_failure,
     deliver_alert,
+    none_delivered,
     run_url,
     stale_backup_alert,
 )
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
 
 MAX_AGE_ENV = "WEHUB_BACKUP_MAX_AGE_HOURS"
-DEFAULT_MAX_AGE_HOURS = 192.0
 MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
 
 
@@ -134,7 +134,8 @@ class FreshnessCursor:
 
 def max_backup_age(environ: Mapping[str, str] = os.environ) -> timedelta:
     """The longest gap between successful backups before alerting: a weekly schedule plus a day."""
-    return timedelta(hours=float(environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE_HOURS))
+    hours = environ.get(MAX_AGE_ENV)
+    return timedelta(hours=float(hours)) if hours else DEFAULT_MAX_BACKUP_AGE
 
 
 def last_success_time(instance: dg.DagsterInstance, job_name: str) -> datetime | None:
@@ -179,14 +180,9 @@ def check_backup_freshness(
     if state.alerted_for == period:
         return state.serialize(), f"{history}: overdue, already alerted"
     alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
-    if _all_failed(deliver_alert(alert, settings, log=log)):
+    if none_delivered(deliver_alert(alert, settings, log=log)):
         return state.serialize(), f"{history}: overdue, alert not delivered, will retry"
     return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
-
-
-def _all_failed(results: list[DeliveryResult]) -> bool:
-    """True when channels are configured and none of them took the alert."""
-    return bool(results) and not any(result.delivered for result in results)
 
 
 @dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)

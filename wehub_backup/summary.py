@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from wehub_backup.alerts import EXCEPTION_CLASS_PREFIX, run_url
+
 
 @dataclass
 class RunSummary:
@@ -44,8 +46,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
     return summary
 
 
-# ``wehub_backup.backup.PreflightError: `` before the message: the class is not the operator's business.
-_EXCEPTION_PREFIX = re.compile(r"^(?:[a-z_]\w*\.)+[A-Z]\w*: ")
+_EXCEPTION_PREFIX = re.compile(r"^" + EXCEPTION_CLASS_PREFIX + " ")
 
 
 def failure_reason(error: object) -> str:
@@ -69,7 +70,7 @@ def format_summary(summary: RunSummary, ui_url: str) -> str:
             lines.append(f"  {label}: {_human(key, value)}")
     for step, seconds in summary.step_seconds.items():
         lines.append(f"  {step}: {seconds:.1f}s")
-    lines.append(f"  details: {ui_url.rstrip('/')}/runs/{summary.run_id}")
+    lines.append(f"  details: {run_url(ui_url, summary.run_id)}")
     return "\n".join(lines)
 
 

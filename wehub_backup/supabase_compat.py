@@ -30,7 +30,8 @@ DEFAULT_EXCLUDED_TABLES = ("auth.schema_migrations", "storage.migrations", "supa
 
 STANDIN_COMMENT = "Stand-in for a Supabase role, created by wehub_backup so that grants, owners and policies restore."
 
-_TOC_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.+)$")
+# A pg_restore --list entry: dump id, catalog, object OID, then "TYPE schema name owner".
+TOC_ENTRY = re.compile(r"^(?P<id>\d+); (?P<catalog>\d+) (?P<oid>\d+) (?P<rest>.+)$")
 _EXTENSION_CATALOG = 3079
 _EVENT_TRIGGER_CATALOG = 3466
 _ATTACHED_ENTRY = re.compile(
@@ -116,7 +117,7 @@ def plan_scope(
         if schema in present and scope.keeps_schema(schema):
             scope.excluded_tables.append((schema, table))
     for schema, table in source.unreadable_relations:
-        if scope.keeps_schema(schema) and (schema, table) not in scope.excluded_tables:
+        if scope.keeps_table(schema, table):
             scope.excluded_tables.append((schema, table))
     for schema, table in scope.excluded_tables:
         unreadable = (schema, table) in source.unreadable_relations
@@ -235,7 +236,7 @@ def filter_archive_listing(listing: str, scope: CopyScope) -> str:
 
 
 def _is_left_out(line: str, scope: CopyScope) -> bool:
-    match = _TOC_ENTRY.match(line)
+    match = TOC_ENTRY.match(line)
     if not match:
         return False
     catalog, oid, rest = int(match.group(2)), int(match.group(3)), match.group(4)
@@ -266,10 +267,10 @@ def _names_skipped_member(rest: str, scope: CopyScope) -> bool:
 
 def _tag_forms(name: str) -> tuple[str, str]:
     """A name as pg_dump may print it in a tag: bare, or double-quoted when it needs quoting."""
-    return name, '"' + name.replace('"', '""') + '"'
+    return name, quote_pattern(name)
 
 
-def entry_schema(rest: str, source_schemas: list[str] | tuple[str, ...] = ()) -> str | None:
+def entry_schema(rest: str, source_schemas: list[str]) -> str | None:
     """The namespace field of a listing entry (after its type, which may be several words).
 
     The listing does not quote names, so a schema named "realtime archive" reads like schema

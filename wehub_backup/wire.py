@@ -22,7 +22,6 @@ _CHUNK = 256 * 1024
 class TrafficCounters:
     received_from_server: int = 0
     sent_to_server: int = 0
-    connections: int = 0
 
 
 class ByteCountingRelay:
@@ -79,7 +78,6 @@ class ByteCountingRelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets.update((client, server))
-            self.counters.connections += 1
         upstream = threading.Thread(target=self._pump, args=(client, server, "sent_to_server"), daemon=True)
         upstream.start()
         self._pump(server, client, "received_from_server")
