@@ -117,11 +117,6 @@ class Summary:
         values = [v for v in values if v is not None]
         return median(values) if values else None
 
-    def job_step(self, step: str) -> float | None:
-        values = [m["details"]["step_s"].get(step) for m in self.runs.get("job", [])]
-        values = [v for v in values if v is not None]
-        return median(values) if values else None
-
     def job_overhead(self) -> float | None:
         """Wall time of the command that no step accounts for: start-up, Dagster, exit."""
         values = [m["seconds"] - sum(m["details"]["step_s"].values()) for m in self.runs.get("job", [])]

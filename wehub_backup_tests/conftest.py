@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
+import dagster as dg
 import pytest
 
 from wehub_backup_tests.harness.cluster import (
@@ -227,3 +230,24 @@ def backup_env_pg17(
     monkeypatch.setenv("SUPABASE_DB_PORT", str(supabase17_cluster.port))
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
     return dataclasses.replace(backup_env, supabase_port=supabase17_cluster.port, pgpassfile=pgpass)
+
+
+@pytest.fixture
+def instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A small database of its own on the Supabase-like cluster, so a test may break it."""
+    name = f"scratch_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    supabase_cluster.execute(f'CREATE DATABASE "{name}" OWNER postgres')
+    supabase_cluster.execute(
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;",
+        dbname=name, user="postgres")
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    yield name
+    supabase_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

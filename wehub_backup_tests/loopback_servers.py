@@ -10,7 +10,6 @@ import base64
 import contextlib
 import http.server
 import json
-import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -18,14 +17,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-LOOPBACK = "127.0.0.1"
-
-
-def unused_loopback_port() -> int:
-    """A port on which nothing listens, standing in for a webhook or SMTP server that is down."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+from wehub_backup_tests.harness.cluster import LOOPBACK
 
 
 @contextlib.contextmanager

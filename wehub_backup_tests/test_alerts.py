@@ -22,11 +22,11 @@ from wehub_backup.alerts import (
     send_webhook,
     stale_backup_alert,
 )
+from wehub_backup_tests.harness.cluster import free_tcp_port
 from wehub_backup_tests.loopback_servers import (
     LOOPBACK,
     running_smtp_sink,
     running_webhook_receiver,
-    unused_loopback_port,
 )
 
 FAST_RETRY_S = 0.01
@@ -365,7 +365,7 @@ def test_webhook_does_not_retry_a_client_error() -> None:
 
 
 def test_webhook_that_is_down_is_logged_and_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
-    url = f"http://{LOOPBACK}:{unused_loopback_port()}/hooks/secret-token"
+    url = f"http://{LOOPBACK}:{free_tcp_port()}/hooks/secret-token"
     result = send_webhook(url, {"text": "hello"}, attempts=3, backoff_s=FAST_RETRY_S)
     assert not result.delivered and result.attempts == 3
     assert "Connection refused" in (result.error or "")
@@ -416,7 +416,7 @@ def test_email_requiring_starttls_never_logs_in_on_a_plain_connection(
 
 
 def test_email_server_down_is_reported_not_raised() -> None:
-    settings = _smtp_settings(unused_loopback_port())
+    settings = _smtp_settings(free_tcp_port())
     result = send_email(settings, _message(), attempts=2, backoff_s=FAST_RETRY_S)
     assert not result.delivered and result.attempts == 2
     assert "Connection refused" in (result.error or "")

@@ -11,53 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
-import psycopg
 import pytest
 
-from wehub_backup.definitions import build_definitions
+from wehub_backup.ops import BACKUP_JOB
+from wehub_backup_tests.backup_runs import databases_named, run_backup, step_errors
 from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
-
-JOB = "backup_supabase_to_vps"
-
-
-def run_backup(target: str, instance: dg.DagsterInstance, **promote: object) -> dg.ExecuteInProcessResult:
-    """One real run of the job, with resources built from the environment the fixture set."""
-    run_config: dict = {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
-    if promote:
-        run_config["ops"]["promote_staging_database"] = {"config": promote}
-    job = build_definitions().get_job_def(JOB)
-    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-
-
-def step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
-    return [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure]
-
-
-def databases_named(vps: PostgresCluster, prefix: str) -> set[str]:
-    return {r[0] for r in vps.query("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))}
-
-
-@pytest.fixture
-def instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as test_instance:
-        yield test_instance
-
-
-@pytest.fixture
-def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A small database of its own on the Supabase-like cluster, so a test may break it."""
-    name = f"scratch_{os.getpid()}_{time.monotonic_ns() % 10**6}"
-    supabase_cluster.execute(f'CREATE DATABASE "{name}" OWNER postgres')
-    supabase_cluster.execute(
-        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
-        "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;",
-        dbname=name, user="postgres")
-    monkeypatch.setenv("SUPABASE_DB_NAME", name)
-    yield name
-    supabase_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_copy_equals_source_and_verification_is_recorded(
@@ -268,36 +229,10 @@ def test_writer_during_backup_does_not_break_verification(
     assert len(inserted) == total - 500
 
 
-class ArgvSampler:
-    """Samples every process's argument list while runs are going, to prove no password is in one."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> "ArgvSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    self.seen.add(cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
-                except OSError:
-                    pass
-            time.sleep(0.01)
-
-
 def test_passwords_appear_in_no_log_metadata_config_or_argv(
     backup_env: BackupEnv, instance: dg.DagsterInstance, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    with ArgvSampler() as sampler:
+    with ArgumentListSampler(interval=0.01) as sampler:
         result = run_backup("wehub_secrets", instance)
     assert result.success, step_errors(result)
     assert any("pg_dump" in argv for argv in sampler.seen), "the sampler must have seen pg_dump running"
@@ -330,7 +265,7 @@ def test_command_line_runs_a_recorded_dagster_run(backup_env: BackupEnv, vps_clu
     assert "rows verified:" in done.stdout
     assert "received from Supabase:" in done.stdout
     with dg.DagsterInstance.from_config(str(backup_env.dagster_home)) as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+        runs = instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
         assert runs[0].tags["wehub/target"] == "wehub_from_cli"
     assert vps_cluster.query("SELECT count(*) FROM auth.users", dbname="wehub_from_cli")[0][0] > 0

@@ -5,20 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import dagster as dg
-import pytest
 
 from wehub_backup.ops import BACKUP_JOB
+from wehub_backup_tests.backup_runs import databases_named, run_backup
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.test_backup_job import (  # noqa: F401 - fixtures and helpers shared with the job's tests
-    databases_named,
-    instance,
-    run_backup,
-    scratch_source,
-)
 
 REFUSAL = "another backup or migration run for {target} is running; this run changed nothing"
 NOTES = "SELECT id, body FROM public.notes ORDER BY id"

@@ -21,7 +21,6 @@ from wehub_backup.ops import BACKUP_JOB, TARGET_TAG
 from wehub_backup.schedules import WEEKLY_BACKUP_CRON, backup_run_config
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
-from wehub_backup_tests.test_backup_job import scratch_source  # noqa: F401 - a small source keeps runs fast
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

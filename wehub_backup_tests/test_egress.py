@@ -28,14 +28,10 @@ from wehub_backup.egress import (
 )
 from wehub_backup.ops import BACKUP_JOB, backup_copy_asset_key
 from wehub_backup.schedules import backup_run_config
+from wehub_backup_tests.backup_runs import run_backup
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.loopback_servers import WebhookReceiver, running_webhook_receiver
-from wehub_backup_tests.test_backup_job import (  # noqa: F401 - fixtures and helpers shared with the job's tests
-    instance,
-    run_backup,
-    scratch_source,
-)
 
 LOG = logging.getLogger(__name__)
 DUMP_STEP = "dump_supabase_database"

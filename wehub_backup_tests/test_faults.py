@@ -21,9 +21,10 @@ import pytest
 
 from wehub_backup.alerts import AlertSettings
 from wehub_backup.databases import previous_name, staging_name
-from wehub_backup.ops import MIGRATION_JOB
+from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.pgpass import PassEntry, write_private_passfile
 from wehub_backup.settings import APPLICATION_NAME
+from wehub_backup_tests.backup_runs import run_backup, step_errors
 from wehub_backup_tests.conftest import (
     VPS_SUPERUSER,
     BackupEnv,
@@ -40,14 +41,13 @@ from wehub_backup_tests.faults.evidence import (
     wait_for_run_sessions_to_end,
 )
 from wehub_backup_tests.faults.process import BackgroundRun, Watcher
-from wehub_backup_tests.faults.relay import LOOPBACK, FaultRelay
+from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.secrets import files_with_secrets
 from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
-from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
+from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
-from wehub_backup_tests.supabase_target import catalog_snapshot, new_project_cluster, run_migration
-from wehub_backup_tests.test_backup_job import JOB, run_backup, step_errors
+from wehub_backup_tests.supabase_target import catalog_snapshot, new_project_fixture, run_migration
 
 FAULT_SOURCE = "faults_source"
 TARGET = "wehub_faults"
@@ -136,7 +136,7 @@ class FaultEnv:
     def has_mark(self, target: str, text: str) -> bool:
         return self.vps.query("SELECT count(*) FROM public.notes WHERE body = %s", (text,), dbname=target)[0][0] > 0
 
-    def started_runs(self, job: str = JOB) -> list[dg.DagsterRun]:
+    def started_runs(self, job: str = BACKUP_JOB) -> list[dg.DagsterRun]:
         return list(self.instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.STARTED])))
 
     def assert_unchanged(self, target: str, before: DatabaseState) -> None:
@@ -493,12 +493,7 @@ def migration_source(vps_cluster: PostgresCluster, vps_app_database: str) -> Ite
     vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
 
 
-@pytest.fixture(scope="module")
-def supabase_project(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
-    """A Supabase project of its own, which a test may stop."""
-    cluster = new_project_cluster("faultproj", pg_base_dir, session_passwords.supabase_postgres)
-    yield cluster
-    cluster.destroy()
+supabase_project = new_project_fixture("faultproj")  # a Supabase project of its own, which a test may stop
 
 
 @dataclass

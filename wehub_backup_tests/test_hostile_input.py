@@ -18,6 +18,7 @@ import pytest
 from wehub_backup import pgtools
 from wehub_backup.pgpass import PassEntry, write_private_passfile
 from wehub_backup.settings import TRANSACTION_POOLER_PORT
+from wehub_backup_tests.backup_runs import run_backup, step_errors
 from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
@@ -34,10 +35,8 @@ from wehub_backup_tests.faults.sources import (
     drop_source,
     recreate_source,
 )
-from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, free_tcp_port
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
-from wehub_backup_tests.loopback_servers import unused_loopback_port
-from wehub_backup_tests.test_backup_job import run_backup, step_errors
 
 HOSTILE_SOURCE = "hostile_source"
 GUARDED = "wehub_guarded"
@@ -196,7 +195,7 @@ def _world_readable_password_file(g: Guarded) -> None:
 
 
 def _nothing_listening(g: Guarded) -> None:
-    port = unused_loopback_port()
+    port = free_tcp_port()
     g.passfile("closed-port.pgpass", [g.source_login(port=port), g.vps_login()])
     g.monkeypatch.setenv("SUPABASE_DB_PORT", str(port))
 

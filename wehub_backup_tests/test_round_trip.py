@@ -8,8 +8,8 @@ from typing import Iterator
 import dagster as dg
 import pytest
 
-from wehub_backup.definitions import build_definitions
 from wehub_backup.fingerprint import fingerprint_database
+from wehub_backup_tests.backup_runs import run_backup
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, SUPABASE_SUPERUSER
@@ -35,12 +35,6 @@ def vps_copy(vps_cluster: PostgresCluster) -> Iterator[str]:
     yield VPS_COPY
     for name in (VPS_COPY, f"{VPS_COPY}__previous", f"{VPS_COPY}__staging"):
         vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def backup_into(database: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    job = build_definitions().get_job_def("backup_supabase_to_vps")
-    run_config = {"ops": {"plan_supabase_backup": {"config": {"target_database": database}}}}
-    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
 
 
 def auth_users(supabase: PostgresCluster) -> dict[str, object]:
@@ -85,7 +79,7 @@ def test_vps_to_supabase_and_back_after_a_failover(
             GRANT SELECT ON public.customers TO authenticated;
         """, user=APP_OWNER)
 
-        backed_up = backup_into(vps_copy, instance)
+        backed_up = run_backup(vps_copy, instance)
         assert backed_up.success, failure_of(backed_up)
         assert auth_users(supabase) == users
 

@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from wehub_backup.alerts import AlertSettings
+from wehub_backup_tests.backup_runs import run_backup
 from wehub_backup_tests.conftest import BackupEnv, SessionPasswords
 from wehub_backup_tests.faults.evidence import step_failure
 from wehub_backup_tests.faults.secrets import ArgumentListSampler, files_with_secrets
@@ -28,7 +29,6 @@ from wehub_backup_tests.faults.sources import (
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
-from wehub_backup_tests.test_backup_job import run_backup
 
 SESSION_SAMPLER = ArgumentListSampler(interval=0.05).start()
 PLAN_LOGS = (Path("/var/log/supabase_backup.log"), Path("/var/log/supabase_migration.log"))

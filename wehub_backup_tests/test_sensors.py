@@ -23,11 +23,11 @@ from wehub_backup.sensors import (
     max_backup_age,
     run_target,
 )
+from wehub_backup_tests.harness.cluster import free_tcp_port
 from wehub_backup_tests.loopback_servers import (
     LOOPBACK,
     WebhookReceiver,
     running_webhook_receiver,
-    unused_loopback_port,
 )
 
 DAGSTER_URL = "http://dagster.test:3000"
@@ -39,7 +39,7 @@ EIGHT_DAYS = timedelta(days=8)
 def dump_supabase() -> None:
     """Fails the way a dump does when the Supabase host refuses connections."""
     psycopg.connect(
-        host=LOOPBACK, port=unused_loopback_port(), user="postgres", password="hunter2", connect_timeout=5
+        host=LOOPBACK, port=free_tcp_port(), user="postgres", password="hunter2", connect_timeout=5
     )
 
 
@@ -181,7 +181,7 @@ def test_freshness_alert_that_was_not_delivered_is_sent_on_a_later_tick(
     instance: dg.DagsterInstance, receiver: WebhookReceiver
 ) -> None:
     first = datetime(2025, 3, 2, 2, 0, tzinfo=UTC)
-    down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{unused_loopback_port()}/hook", dagster_url=DAGSTER_URL)
+    down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{free_tcp_port()}/hook", dagster_url=DAGSTER_URL)
     cursor = FreshnessCursor(watching_since=first).serialize()
     cursor, outcome = check_backup_freshness(instance, cursor, down, first + timedelta(days=9), EIGHT_DAYS, LOG)
     assert outcome.endswith("overdue, alert not delivered, will retry")

@@ -6,21 +6,18 @@ import dagster as dg
 import pytest
 
 from wehub_backup import pgtools
-from wehub_backup.definitions import build_definitions
+from wehub_backup_tests.backup_runs import run_backup, step_errors
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, find_newer_postgres_bindir
 
 
-def run_backup(target: str, dagster_home: str) -> dg.ExecuteInProcessResult:
+def run_backup_in(target: str, dagster_home: str) -> dg.ExecuteInProcessResult:
     with dg.instance_for_test(temp_dir=dagster_home) as instance:
-        job = build_definitions().get_job_def("backup_supabase_to_vps")
-        return job.execute_in_process(
-            run_config={"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}},
-            instance=instance, raise_on_error=False)
+        return run_backup(target, instance)
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+    return "\n".join(step_errors(result))
 
 
 def test_choose_client_prefers_newest_and_explains_a_mismatch() -> None:
@@ -37,7 +34,7 @@ def test_pg17_source_with_only_pg15_tools_is_refused_before_any_change(
 ) -> None:
     monkeypatch.setenv("WEHUB_PG_BINDIRS", "")
     monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
-    result = run_backup("wehub_pg17_refused", str(backup_env_pg17.dagster_home))
+    result = run_backup_in("wehub_pg17_refused", str(backup_env_pg17.dagster_home))
     assert not result.success
     text = failure_text(result)
     assert "server version mismatch" in text and "postgresql-client-17" in text
@@ -48,7 +45,7 @@ def test_pg17_source_backs_up_into_pg15_vps_with_pg17_tools(
     backup_env_pg17: BackupEnv, vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))
-    result = run_backup("wehub_from_pg17", str(backup_env_pg17.dagster_home))
+    result = run_backup_in("wehub_from_pg17", str(backup_env_pg17.dagster_home))
     assert result.success, failure_text(result)
     assert result.output_for_node("plan_supabase_backup").client.major == 17
     assert vps_cluster.query("SELECT count(*) FROM public.events", dbname="wehub_from_pg17")[0][0] >= 100_000

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 from psycopg import sql
 
-from wehub_backup.databases import PREVIOUS_SUFFIX, STAGING_SUFFIX
+from wehub_backup.databases import STAGING_SUFFIX
 from wehub_backup.settings import APPLICATION_NAME
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
@@ -59,10 +59,6 @@ def leftovers(cluster: PostgresCluster, target: str, backup_dir: Path) -> list[s
     found = [name for name in database_oids(cluster) if name == target + STAGING_SUFFIX]
     found += [str(path) for path in backup_dir.glob("run-*")] if backup_dir.is_dir() else []
     return found
-
-
-def generations(cluster: PostgresCluster, target: str) -> set[str]:
-    return {name for name in database_oids(cluster) if name in (target, target + PREVIOUS_SUFFIX, target + STAGING_SUFFIX)}
 
 
 def wait_for_run_sessions_to_end(cluster: PostgresCluster, timeout: float = 30.0) -> None:

@@ -10,8 +10,8 @@ import socket
 import time
 
 from wehub_backup.wire import ByteCountingRelay
+from wehub_backup_tests.harness.cluster import LOOPBACK
 
-LOOPBACK = "127.0.0.1"
 
 
 class FaultRelay(ByteCountingRelay):

@@ -8,11 +8,12 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Sequence
 
 import psycopg
 from psycopg import sql as pgsql
+
+from wehub_backup.pgpass import PassEntry, write_private_passfile
 
 LOOPBACK = "127.0.0.1"
 SERVER_OS_USER = "postgres"
@@ -102,7 +103,6 @@ class PostgresCluster:
         *,
         bindir: Path | None = None,
         superuser: str = "postgres",
-        ssl: bool = False,
         settings: dict[str, str] | None = None,
     ) -> None:
         self.name = name
@@ -113,7 +113,6 @@ class PostgresCluster:
         self.bindir = Path(bindir) if bindir else find_local_bindir()
         self.major = server_major_version(self.bindir)
         self.superuser = superuser
-        self.ssl = ssl
         self.settings = dict(settings or {})
         self.port = 0
         if len(str(self.socket_dir)) > MAX_SOCKET_DIR_LENGTH:
@@ -156,14 +155,6 @@ class PostgresCluster:
         except (RuntimeError, subprocess.TimeoutExpired):
             pass
         shutil.rmtree(self.root_dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresCluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.destroy()
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server log, for error messages."""
@@ -243,8 +234,6 @@ class PostgresCluster:
         )
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'harness.conf'\n")
-        if self.ssl:
-            self._make_certificate()
 
     def _write_runtime_settings(self) -> None:
         settings = {
@@ -259,25 +248,11 @@ class PostgresCluster:
             "password_encryption": "scram-sha-256",
             "log_line_prefix": "%m [%p] %q%u@%d ",
             "log_min_messages": "warning",
-            "ssl": "on" if self.ssl else "off",
+            "ssl": "off",
             **self.settings,
         }
-        if self.ssl:
-            settings.setdefault("ssl_cert_file", "server.crt")
-            settings.setdefault("ssl_key_file", "server.key")
         lines = [f"{key} = {quote_setting(value)}" for key, value in settings.items()]
         self._write_file(self.data_dir / "harness.conf", "\n".join(lines) + "\n")
-
-    def _make_certificate(self) -> None:
-        run(
-            [
-                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3",
-                "-subj", f"/CN={LOOPBACK}",
-                "-keyout", str(self.data_dir / "server.key"),
-                "-out", str(self.data_dir / "server.crt"),
-            ]
-        )
-        (self.data_dir / "server.key").chmod(0o600)
 
     def _write_file(self, path: Path, text: str) -> None:
         path.write_text(text)
@@ -306,8 +281,8 @@ def find_newer_postgres_bindir() -> Path | None:
 
 
 def write_pgpass(path: Path, logins: list[tuple[PostgresCluster, str, str]]) -> Path:
-    """Write a libpq password file readable only by its owner (libpq ignores looser files)."""
-    path.touch(mode=0o600)
+    """The product's private password file for (cluster, user, password) logins; narrowed to
+    0600 if it existed wider (libpq ignores looser files)."""
+    write_private_passfile(path, [PassEntry(c.host, str(c.port), "*", user, password) for c, user, password in logins])
     path.chmod(0o600)
-    path.write_text("".join(f"{c.host}:{c.port}:*:{user}:{password}\n" for c, user, password in logins))
     return path
