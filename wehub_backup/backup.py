@@ -222,8 +222,6 @@ def dump_source(plan: DumpPlan, source: ConnectionInfo, log: Log, *, low_priorit
             tool_run, fingerprint, sequences_after = _dump_from_snapshot(plan, relayed, archive, log, low_priority)
         except Exception as error:
             raise DumpFailed(one_line(error), counters.received_from_server) from error
-        finally:
-            (plan.workdir / "source.pgpass").unlink(missing_ok=True)
     return DumpResult(archive, directory_bytes(archive), counters.received_from_server, time.monotonic() - started,
                       fingerprint, sequences_after, tool_run)
 
@@ -241,11 +239,11 @@ def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, l
             f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
             *_compression_arguments(plan.client), *plan.pg_dump_arguments(),
         ]
-        env = source.libpq_environment(plan.workdir / "source.pgpass")
-        tool_run, fingerprint = _run_beside(
-            lambda: pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority),
-            lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables, sequences_before),
-        )
+        with source.tool_environment(plan.workdir / "source.pgpass") as env:
+            tool_run, fingerprint = _run_beside(
+                lambda: pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority),
+                lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables, sequences_before),
+            )
         sequences_after = sequence_positions(snap, plan.kept_schemas, plan.excluded_tables)
         snap.rollback()
     return tool_run, fingerprint, sequences_after
@@ -332,17 +330,15 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     started = time.monotonic()
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         created = ensure_standin_roles(conn, plan.catalog.roles)
-    env = vps.libpq_environment(plan.workdir / "vps.pgpass", plan.staging)
     listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
-    pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env, stdout_path=listing_path)
-    filtered = filter_archive_listing(listing_path.read_text(encoding="utf-8"), plan.scope)
-    list_path.write_text(filtered, encoding="utf-8")
-    try:
+    with vps.tool_environment(plan.workdir / "vps.pgpass", plan.staging) as env:
+        pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env,
+                         stdout_path=listing_path)
+        filtered = filter_archive_listing(listing_path.read_text(encoding="utf-8"), plan.scope)
+        list_path.write_text(filtered, encoding="utf-8")
         tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
-    finally:
-        (plan.workdir / "vps.pgpass").unlink(missing_ok=True)
     skipped = sum(1 for line in filtered.splitlines() if _LEFT_OUT_ENTRY.match(line))
     return RestoreResult(time.monotonic() - started, created, tool_run, skipped)
 
@@ -363,7 +359,7 @@ def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str
         [plan.client.program("pg_restore"), "--file=-", *common],
         [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
          f"--dbname={plan.staging}"],
-        env, drop_header_lines=(b"SET transaction_timeout = 0;",), on_line=_ProgressFilter(log),
+        env, server_major=plan.target_server.major, on_line=_ProgressFilter(log),
         low_priority=low_priority,
     )
     return consumer

@@ -200,23 +200,22 @@ def check_vps(info: ConnectionInfo) -> tuple[Check, ServerInfo | None]:
     return passed("VPS", f"{info.describe(MAINTENANCE_DATABASE)}: PostgreSQL {server.version}, superuser"), server
 
 
-def check_client_programs(servers: Mapping[str, ServerInfo], extra_bindirs: list[Path]) -> Check:
+def check_client_programs(servers: Mapping[str, ServerInfo], clients: list[pgtools.PgClient]) -> Check:
     """pg_dump/pg_restore/psql as a set, at least as new as the newest server they talk to."""
     name = "client programs"
     newest = max(servers.values(), key=lambda server: server.major, default=None)
     try:
-        client = pgtools.choose_client(newest.major if newest else 0, extra_bindirs)
+        client = pgtools.newest_sufficient(clients, newest.major if newest else 0)
     except pgtools.VersionMismatch as error:
         return failed(name, str(error))
     majors = ", ".join(f"{role} {server.major}" for role, server in servers.items()) or "no server reached"
     return passed(name, f"pg_dump/pg_restore/psql {client.version} in {client.bindir} (servers: {majors})")
 
 
-def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, extra_bindirs: list[Path]) -> Check:
+def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, client_major: int) -> Check:
     """Room for one dump of the source in the working directory (the same estimate a run uses:
     the run's pg_dump is the newest installed, and only 16+ compresses)."""
-    clients = pgtools.installed_clients(extra_bindirs)
-    needed, free = dump_space_needed(catalog, clients[0].major if clients else 0), free_bytes(backup_dir)
+    needed, free = dump_space_needed(catalog, client_major), free_bytes(backup_dir)
     detail = f"{free // 2**20} MiB free in {backup_dir}, about {needed // 2**20} MiB needed for a dump"
     if free < needed:
         return failed("disk space", f"{detail}: free space or point WEHUB_BACKUP_DIR elsewhere")
@@ -312,10 +311,10 @@ def machine_checks(settings: Settings, storage: DagsterStorage | None) -> list[C
     checks += [supabase_check, vps_check]
     servers = {role: server for role, server in (("Supabase", catalog.server if catalog else None),
                                                  ("VPS", vps_server)) if server}
-    extra_bindirs = settings.workspace.extra_bindirs()
-    checks.append(check_client_programs(servers, extra_bindirs))
+    clients = pgtools.installed_clients(settings.workspace.extra_bindirs())
+    checks.append(check_client_programs(servers, clients))
     if catalog and backup_dir.is_dir():
-        checks.append(check_free_space(backup_dir, catalog, extra_bindirs))
+        checks.append(check_free_space(backup_dir, catalog, clients[0].major if clients else 0))
     return checks
 
 

@@ -43,9 +43,6 @@ from wehub_backup.wire import counted_connection
 KEPT_SCHEMAS = ("public",)
 # A DROP waiting this long for the application's locks gives up (and rolls everything back).
 LOCK_TIMEOUT = "60s"
-# Session settings newer pg_restore versions write into a script's header, by the server
-# version that introduced them: an older server rejects them.
-_SETTINGS_SINCE = {b"transaction_timeout": 17}
 _ROLE = r'(?P<role>PUBLIC|"(?:[^"]|"")+"|[^\s";]+)'
 _GRANTEE = re.compile(r" (?:TO|FROM) " + _ROLE + r"(?: WITH GRANT OPTION)?;$")
 _DEFAULT_PRIVILEGES_OWNER = re.compile(r'^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<role>"(?:[^"]|"")+"|[^\s";]+) ')
@@ -512,16 +509,14 @@ def restore_into_supabase(plan: MigrationPlan, dump: DumpResult, target: Connect
         log(f"left out (role missing on Supabase or not ours to use): {line}")
     argv = [plan.client.program("psql"), "--no-psqlrc", "--single-transaction", "--set=ON_ERROR_STOP=1",
             "--quiet", "--no-password", *(f"--file={script}" for script in scripts)]
-    with counted_connection(target) as (relayed, counters):
-        env = relayed.libpq_environment(plan.workdir / "target.pgpass")
+    with counted_connection(target) as (relayed, counters), \
+            relayed.tool_environment(plan.workdir / "target.pgpass") as env:
         try:
             run = pgtools.run_tool(argv, env, on_line=_server_messages(log), low_priority=low_priority)
         except pgtools.ToolError as error:
             rolled_back = "ERROR:" in str(error)
             raise pgtools.ToolError(f"{error}" + ("; the transaction was rolled back, Supabase is unchanged"
                                                   if rolled_back else "")) from None
-        finally:
-            (plan.workdir / "target.pgpass").unlink(missing_ok=True)
         sent = counters.sent_to_server
     return MigrationRestore(time.monotonic() - started, sent, run, rewritten, privileges_left_out)
 
@@ -606,9 +601,9 @@ def drop_unknown_settings(script: Path, server_major: int) -> None:
     """
     with open(script, "r+b") as handle:
         head = handle.read(8192)
-        for setting, since in _SETTINGS_SINCE.items():
+        for setting in pgtools.settings_unknown_to(server_major):
             at = head.find(b"\nSET " + setting + b" ")
-            if server_major < since and at >= 0:
+            if at >= 0:
                 handle.seek(at + 1)
                 handle.write(b"-- ")
 

@@ -76,7 +76,7 @@ def plan_supabase_backup(
     workspace: BackupWorkspace,
 ) -> BackupPlan:
     """Check names, connections, versions, privileges and disk space; nothing is changed yet."""
-    workdir = start_run(context, workspace, Path(workspace.backup_log), config.target_database)
+    workdir = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = backup.plan_backup(
         config.target_database, supabase.connection_info(), vps_info, workdir,
@@ -208,7 +208,7 @@ def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: databases.PromoteResult, workspace: BackupWorkspace
 ) -> None:
     """Remove the run's working files and release the target lock; log the success line."""
-    finish_run(context.run_id, context.job_name, workspace, Path(workspace.backup_log), "success", plan.target)
+    finish_run(context.run_id, context.job_name, workspace, "success", plan.target)
     context.add_output_metadata(run_process_usage())
 
 
@@ -230,14 +230,12 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
             backup.drop_staging(context.resources.vps.connection_info(), target)
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the original failure
             context.log.warning(f"could not drop the staging database: {backup.one_line(error)}")
-    finish_run(context.run_id, context.job_name, workspace, Path(workspace.backup_log), "failure", target,
-               failure_detail(context))
+    finish_run(context.run_id, context.job_name, workspace, "failure", target, failure_detail(context))
 
 
-def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, log_path: Path, target: str,
-              detail: str = "") -> Path:
+def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, target: str, detail: str = "") -> Path:
     """Begin a run of either job: its start line, and a fresh working directory (left-overs of dead runs go)."""
-    append_log_line(log_path, context.job_name, "start", target, detail)
+    append_log_line(run_log(workspace, context.job_name), context.job_name, "start", target, detail)
     backup_dir = Path(workspace.backup_dir)
     for stale in RunDirectory.sweep_stale(backup_dir):
         context.log.info(f"removed working files of a run that died: {stale}")
@@ -245,13 +243,17 @@ def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, log_pa
     return RunDirectory.create(backup_dir, context.run_id)
 
 
-def finish_run(run_id: str, job: str, workspace: BackupWorkspace, log_path: Path, event: str, target: str,
-               detail: str = "") -> None:
+def finish_run(run_id: str, job: str, workspace: BackupWorkspace, event: str, target: str, detail: str = "") -> None:
     """End a run of either job: remove its working files, release its locks, write its log line."""
     RunDirectory.remove(Path(workspace.backup_dir), run_id)
     for key in run_lock_keys(run_id):
         databases.TargetLock.release(key)
-    append_log_line(log_path, job, event, target, detail)
+    append_log_line(run_log(workspace, job), job, event, target, detail)
+
+
+def run_log(workspace: BackupWorkspace, job: str) -> Path:
+    """The plain-text log of a job's runs: the plan's supabase_backup.log or supabase_migration.log."""
+    return Path(workspace.migration_log if job == MIGRATION_JOB else workspace.backup_log)
 
 
 def run_lock_keys(run_id: str) -> tuple[str, str]:
@@ -276,8 +278,8 @@ def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: Back
         return
     cause = f"its process died without reporting (found by run {context.run_id})"
     context.instance.report_run_failed(run, message=f"Run {run_id} failed: {cause}")
-    log_path = workspace.migration_log if run.job_name == MIGRATION_JOB else workspace.backup_log
-    append_log_line(Path(log_path), run.job_name, "failure", requested_target(run), f"run={run_id} cause={cause}")
+    append_log_line(run_log(workspace, run.job_name), run.job_name, "failure", requested_target(run),
+                    f"run={run_id} cause={cause}")
 
 
 def run_process_usage() -> dict[str, dg.MetadataValue | int]:
@@ -345,8 +347,7 @@ def plan_vps_migration(
     The source database is locked too, so a backup cannot swap it while it is being read.
     """
     vps_info, supabase_info = vps.connection_info(), supabase.connection_info()
-    workdir = start_run(context, workspace, Path(workspace.migration_log), supabase_info.describe(),
-                        f"source={vps_info.dbname}")
+    workdir = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: supabase_info.describe()})
     for key, name in zip(run_lock_keys(context.run_id), (MIGRATION_LOCK, vps_info.dbname)):
         databases.TargetLock.acquire(key, backup.connect_or_explain(vps_info, "the VPS server",
@@ -427,7 +428,7 @@ def cleanup_migration_files(
     supabase: PostgresDatabase, workspace: BackupWorkspace,
 ) -> None:
     """Remove the run's working files and release its locks; log the success line."""
-    finish_run(context.run_id, context.job_name, workspace, Path(workspace.migration_log), "success",
+    finish_run(context.run_id, context.job_name, workspace, "success",
                supabase.connection_info().describe(), f"source={plan.source_database} rows={verified.rows}")
     context.add_output_metadata(run_process_usage())
 
@@ -440,7 +441,7 @@ def clean_up_failed_migration(context: dg.HookContext) -> None:
     left nothing behind.
     """
     workspace: BackupWorkspace = context.resources.workspace
-    finish_run(context.run_id, context.job_name, workspace, Path(workspace.migration_log), "failure",
+    finish_run(context.run_id, context.job_name, workspace, "failure",
                context.resources.supabase.connection_info().describe(), failure_detail(context))
 
 

@@ -26,6 +26,9 @@ _SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
 _ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
 _KEPT_ERROR_LINES = 20
+# Session settings pg_restore writes into a script's preamble, by the server version that
+# introduced them: an older server rejects them.
+_SCRIPT_SETTINGS_SINCE = {b"transaction_timeout": 17}
 _SERVER_WORDS = re.compile(r"\b(ERROR|FATAL|PANIC): ")
 
 
@@ -112,7 +115,11 @@ def program_version(program: Path) -> tuple[int, str] | None:
 
 def choose_client(server_major: int, extra: Sequence[Path] = (), purpose: str = "dump") -> PgClient:
     """The newest installed client set, provided it is at least as new as the server."""
-    clients = installed_clients(extra)
+    return newest_sufficient(installed_clients(extra), server_major, purpose)
+
+
+def newest_sufficient(clients: list[PgClient], server_major: int, purpose: str = "dump") -> PgClient:
+    """The first of ``clients`` (newest first), provided it is at least as new as the server."""
     if not clients:
         raise VersionMismatch(
             "no pg_dump/pg_restore/psql found (install postgresql-client, or set WEHUB_PG_BINDIRS)"
@@ -150,26 +157,33 @@ def run_tool(
     return child.finish()
 
 
+def settings_unknown_to(server_major: int) -> tuple[bytes, ...]:
+    """Settings a newer pg_restore writes into a script's preamble that ``server_major`` rejects."""
+    return tuple(setting for setting, since in _SCRIPT_SETTINGS_SINCE.items() if server_major < since)
+
+
 def run_pipeline(
     producer_argv: list[str],
     consumer_argv: list[str],
     env: dict[str, str],
     *,
-    drop_header_lines: tuple[bytes, ...] = (),
+    server_major: int,
     on_line: Callable[[str], None] | None = None,
     low_priority: bool = False,
 ) -> tuple[ToolRun, ToolRun]:
-    """``producer | consumer``, dropping the given lines from the script's preamble only.
+    """``producer | consumer`` (pg_restore's script into psql), dropping from the script's
+    preamble the settings a server of ``server_major`` rejects.
 
     pg_restore 17 starts every script with ``SET transaction_timeout = 0``, which a
     PostgreSQL 16 or older rejects; the preamble is the only place it can appear, and
     the data that follows streams through untouched.
     """
+    drop = tuple(b"SET " + setting + b" " for setting in settings_unknown_to(server_major))
     producer = _Child(producer_argv, env, on_line, low_priority, stdout=subprocess.PIPE)
     consumer = _Child(consumer_argv, env, on_line, low_priority, stdin=subprocess.PIPE)
     assert producer.process.stdout is not None and consumer.process.stdin is not None
     try:
-        _copy_without_preamble_lines(producer.process.stdout, consumer.process.stdin, drop_header_lines)
+        _copy_without_preamble_lines(producer.process.stdout, consumer.process.stdin, drop)
     except BrokenPipeError:
         producer.process.kill()
     finally:
@@ -186,7 +200,7 @@ def run_pipeline(
 
 def _copy_without_preamble_lines(source: IO[bytes], sink: IO[bytes], drop: tuple[bytes, ...]) -> None:
     for line in iter(source.readline, b""):
-        if line.strip() in drop:
+        if line.startswith(drop):
             continue
         sink.write(line)
         if line.startswith((b"CREATE", b"COPY", b"ALTER", b"COMMENT", b"GRANT", b"REVOKE", b"SELECT pg_catalog.setval")):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -80,6 +82,14 @@ class ConnectionInfo:
         if not autocommit:
             conn.commit()
         return conn
+
+    @contextmanager
+    def tool_environment(self, private_passfile: Path, dbname: str | None = None) -> Iterator[dict[str, str]]:
+        """``libpq_environment`` for the length of a block: the password file goes with it."""
+        try:
+            yield self.libpq_environment(private_passfile, dbname)
+        finally:
+            private_passfile.unlink(missing_ok=True)
 
     def libpq_environment(self, private_passfile: Path, dbname: str | None = None) -> dict[str, str]:
         """Environment for pg_dump/pg_restore/psql: connection by variables, password by a private file."""
