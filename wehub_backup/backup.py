@@ -124,7 +124,7 @@ class VerificationResult:
     fingerprint: DatabaseFingerprint = field(repr=False, default_factory=DatabaseFingerprint)
 
 
-def one_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     """The first meaningful line of an error (psycopg's are often several lines long).
 
     A failed connection lists one line per address tried, each followed by libpq's hint
@@ -147,7 +147,7 @@ def connect_or_explain(info: ConnectionInfo, role: str, dbname: str | None = Non
     try:
         return info.connect(dbname)
     except psycopg.OperationalError as error:
-        raise PreflightError(f"cannot connect to {role} {info.describe(dbname)}: {one_line(error)}") from None
+        raise PreflightError(f"cannot connect to {role} {info.describe(dbname)}: {error_line(error)}") from None
 
 
 def plan_backup(
@@ -221,7 +221,7 @@ def dump_source(plan: DumpPlan, source: ConnectionInfo, log: Log, *, low_priorit
         try:
             tool_run, fingerprint, sequences_after = _dump_from_snapshot(plan, relayed, archive, log, low_priority)
         except Exception as error:
-            raise DumpFailed(one_line(error), counters.received_from_server) from error
+            raise DumpFailed(error_line(error), counters.received_from_server) from error
     return DumpResult(archive, directory_bytes(archive), counters.received_from_server, time.monotonic() - started,
                       fingerprint, sequences_after, tool_run)
 
@@ -332,9 +332,8 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         created = ensure_standin_roles(conn, plan.catalog.roles)
     listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
     with vps.tool_environment(plan.workdir / "vps.pgpass", plan.staging) as env:
-        pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env,
-                         stdout_path=listing_path)
-        filtered = filter_archive_listing(listing_path.read_text(encoding="utf-8"), plan.scope)
+        filtered = filter_archive_listing(pgtools.archive_listing(plan.client, dump.archive, env, listing_path),
+                                          plan.scope)
         list_path.write_text(filtered, encoding="utf-8")
         tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
         if not plan.target_server.autovacuum:

@@ -24,7 +24,7 @@ from wehub_backup.backup import (
     PreflightError,
     connect_or_explain,
     dump_space_needed,
-    one_line,
+    error_line,
     require_superuser,
 )
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
@@ -113,7 +113,7 @@ def check_settings() -> tuple[Check, Settings | None]:
 def _config_error(error: dg.DagsterInvalidConfigError) -> str:
     """The first configuration error's cause (e.g. a port that is not a number), without Dagster's stack trace."""
     if not error.errors:
-        return one_line(error)
+        return error_line(error)
     lines = [line.strip() for line in error.errors[0].message.splitlines() if line.strip()]
     causes = [line.split("Error: ", 1)[1] for line in lines if "Error: " in line]
     return (causes[0] if causes else lines[0]).rstrip(".")
@@ -184,7 +184,7 @@ def check_supabase(info: ConnectionInfo) -> tuple[Check, DatabaseCatalog | None]
         with connect_or_explain(info, "the Supabase source") as conn:
             catalog = read_catalog(conn)
     except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
-        return failed("Supabase", one_line(error)), None
+        return failed("Supabase", error_line(error)), None
     return passed("Supabase", f"{info.describe()}: PostgreSQL {catalog.server.version}, "
                               f"database {catalog.size_bytes / 2**20:.1f} MiB"), catalog
 
@@ -196,7 +196,7 @@ def check_vps(info: ConnectionInfo) -> tuple[Check, ServerInfo | None]:
             server = server_info(conn)
         require_superuser(server)
     except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
-        return failed("VPS", one_line(error)), None
+        return failed("VPS", error_line(error)), None
     return passed("VPS", f"{info.describe(MAINTENANCE_DATABASE)}: PostgreSQL {server.version}, superuser"), server
 
 
@@ -233,7 +233,7 @@ def check_dagster_home(home: str | None, storage: DagsterStorage | None) -> Chec
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
-        return failed(name, f"cannot read {config_path}: {one_line(error)}")
+        return failed(name, f"cannot read {config_path}: {error_line(error)}")
     uses_postgres = "postgres" in (config.get("storage") or {})
     if uses_postgres and storage is None:
         return failed(name, f"{config_path} keeps storage in PostgreSQL but DAGSTER_PG_* are not set: "
@@ -253,7 +253,7 @@ def check_dagster_storage(storage: DagsterStorage) -> Check:
                              application_name=APPLICATION_NAME, connect_timeout=10) as conn:
             can_create = conn.execute("SELECT has_schema_privilege('public', 'CREATE')").fetchone()[0]
     except psycopg.Error as error:
-        return failed(name, f"cannot connect to {storage.describe()}: {one_line(error)} "
+        return failed(name, f"cannot connect to {storage.describe()}: {error_line(error)} "
                             "(deploy/install.sh creates the role and database)")
     if not can_create:
         return failed(name, f"{storage.user} cannot create tables in {storage.dbname}: "

@@ -542,8 +542,8 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
     listing_path = workdir / "archive.listing"
     env = dict(os.environ)
     restore = [plan.client.program("pg_restore"), "--no-owner", "--no-tablespaces", "--no-security-labels"]
-    pgtools.run_tool([plan.client.program("pg_restore"), "--list", str(dump.archive)], env, stdout_path=listing_path)
-    main_list, privileges_list = split_listing(listing_path.read_text(encoding="utf-8"), KEPT_SCHEMAS)
+    listing = pgtools.archive_listing(plan.client, dump.archive, env, listing_path)
+    main_list, privileges_list = split_listing(listing, KEPT_SCHEMAS)
     (workdir / "main.list").write_text(main_list, encoding="utf-8")
     (workdir / "privileges.list").write_text(privileges_list, encoding="utf-8")
     parts = {

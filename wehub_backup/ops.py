@@ -229,7 +229,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
         try:
             backup.drop_staging(context.resources.vps.connection_info(), target)
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the original failure
-            context.log.warning(f"could not drop the staging database: {backup.one_line(error)}")
+            context.log.warning(f"could not drop the staging database: {backup.error_line(error)}")
     finish_run(context.run_id, context.job_name, workspace, "failure", target, failure_detail(context))
 
 
@@ -262,7 +262,7 @@ def run_lock_keys(run_id: str) -> tuple[str, str]:
 
 
 def failure_detail(context: dg.HookContext) -> str:
-    cause = backup.one_line(context.op_exception) if context.op_exception else "unknown error"
+    cause = backup.error_line(context.op_exception) if context.op_exception else "unknown error"
     return f"step={context.op.name} cause={cause}"
 
 

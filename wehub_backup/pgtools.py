@@ -135,6 +135,12 @@ def newest_sufficient(clients: list[PgClient], server_major: int, purpose: str =
     return newest
 
 
+def archive_listing(client: PgClient, archive: Path, env: dict[str, str], listing_path: Path) -> str:
+    """``pg_restore --list`` of an archive, kept in ``listing_path`` (a run's evidence) and returned."""
+    run_tool([client.program("pg_restore"), "--list", str(archive)], env, stdout_path=listing_path)
+    return listing_path.read_text(encoding="utf-8")
+
+
 def run_tool(
     argv: list[str],
     env: dict[str, str],

@@ -32,6 +32,7 @@ from wehub_backup_tests.harness.supabase_like import (
     prepare_supabase_like,
     seed_vps_app,
 )
+from wehub_backup_tests.loopback_servers import WebhookReceiver, running_webhook_receiver
 
 VPS_SUPERUSER = "postgres"
 VPS_APP_DATABASE = "vps_app"
@@ -251,3 +252,10 @@ def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
     monkeypatch.setenv("SUPABASE_DB_NAME", name)
     yield name
     supabase_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A real webhook endpoint on loopback that records what it is sent."""
+    with running_webhook_receiver() as running:
+        yield running

@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -31,7 +30,7 @@ from wehub_backup.schedules import backup_run_config
 from wehub_backup_tests.backup_runs import run_backup
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.loopback_servers import WebhookReceiver, running_webhook_receiver
+from wehub_backup_tests.loopback_servers import WebhookReceiver
 
 LOG = logging.getLogger(__name__)
 DUMP_STEP = "dump_supabase_database"
@@ -57,12 +56,6 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert failure.step_key == "plan_supabase_backup"
     return failure.step_failure_data.error.to_string()
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with running_webhook_receiver() as running:
-        yield running
 
 
 # --- billing cycles and settings -------------------------------------------------------------

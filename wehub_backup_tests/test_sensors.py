@@ -24,11 +24,7 @@ from wehub_backup.sensors import (
     run_target,
 )
 from wehub_backup_tests.harness.cluster import free_tcp_port
-from wehub_backup_tests.loopback_servers import (
-    LOOPBACK,
-    WebhookReceiver,
-    running_webhook_receiver,
-)
+from wehub_backup_tests.loopback_servers import LOOPBACK, WebhookReceiver
 
 DAGSTER_URL = "http://dagster.test:3000"
 LOG = logging.getLogger(__name__)
@@ -67,12 +63,6 @@ def succeeding_backup() -> None:
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as test_instance:
         yield test_instance
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with running_webhook_receiver() as running:
-        yield running
 
 
 def _settings(receiver: WebhookReceiver) -> AlertSettings:
