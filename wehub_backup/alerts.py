@@ -95,7 +95,7 @@ def one_line(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
 
 # --- classification ------------------------------------------------------------------------
 
-# ``wehub_backup.backup.PreflightError:`` before a message: the class is not the operator's business.
+# ``wehub_backup.preflight.PreflightError:`` before a message: the class is not the operator's business.
 EXCEPTION_CLASS_PREFIX = r"(?:[a-z_]\w*\.)+[A-Z]\w*:"
 _LINE_PREFIXES = re.compile(
     r"^(?:" + EXCEPTION_CLASS_PREFIX + r"\s*"  # psycopg.OperationalError:

@@ -20,8 +20,16 @@ from wehub_backup import databases, pgtools
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
 from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database, sequence_positions
 from wehub_backup.pgtools import PgClient, ToolRun
+from wehub_backup.preflight import (
+    MAINTENANCE_DATABASE,
+    PreflightError,
+    connect_or_explain,
+    error_line,
+    first_of,
+    money_settings,
+)
 from wehub_backup.runlog import directory_bytes, space_shortfall
-from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo, is_local_host
+from wehub_backup.settings import ConnectionInfo, is_local_host
 from wehub_backup.supabase_compat import (
     CopyScope,
     dependents_on_left_out,
@@ -33,11 +41,6 @@ from wehub_backup.wire import counted_connection
 
 Log = Callable[[str], None]
 _LEFT_OUT_ENTRY = re.compile(r"^;\d+;")
-MAINTENANCE_DATABASE = "postgres"
-
-
-class PreflightError(RuntimeError):
-    """Something is wrong before anything was changed; the message says what to fix."""
 
 
 class DumpFailed(RuntimeError):
@@ -64,6 +67,7 @@ class BackupPlan:
     client: PgClient
     workdir: Path
     jobs: int
+    restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
 
     @property
     def staging(self) -> str:
@@ -71,7 +75,7 @@ class BackupPlan:
 
     @property
     def kept_schemas(self) -> list[str]:
-        return [s for s in self.catalog.schemas if self.scope.keeps_schema(s)]
+        return self.scope.kept_schemas(self.catalog.schemas)
 
     @property
     def excluded_tables(self) -> list[tuple[str, str]]:
@@ -124,32 +128,6 @@ class VerificationResult:
     fingerprint: DatabaseFingerprint = field(repr=False, default_factory=DatabaseFingerprint)
 
 
-def error_line(error: BaseException) -> str:
-    """The first meaningful line of an error (psycopg's are often several lines long).
-
-    A failed connection lists one line per address tried, each followed by libpq's hint
-    ("Is the server running on that host...?"); the last attempt's own line is the cause.
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    if text.startswith("connection failed:"):
-        text = [line for line in lines if " failed: " in line][-1].removeprefix("connection failed: ")
-    return text
-
-
-def connect_or_explain(info: ConnectionInfo, role: str, dbname: str | None = None) -> psycopg.Connection:
-    """Connect, turning libpq's multi-line failures into one line that names the server."""
-    if info.port == TRANSACTION_POOLER_PORT or info.lookup_port == TRANSACTION_POOLER_PORT:
-        raise PreflightError(
-            f"{role} port {TRANSACTION_POOLER_PORT} is Supabase's transaction pooler, which breaks pg_dump "
-            "(no session state, no snapshots); use the session pooler on port 5432 or the direct host"
-        )
-    try:
-        return info.connect(dbname)
-    except psycopg.OperationalError as error:
-        raise PreflightError(f"cannot connect to {role} {info.describe(dbname)}: {error_line(error)}") from None
-
-
 def plan_backup(
     target: str,
     source: ConnectionInfo,
@@ -175,8 +153,8 @@ def plan_backup(
         with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as vps_conn:
             target_server = server_info(vps_conn)
             require_superuser(target_server)
-            target_extensions = available_extensions(vps_conn)
-        scope = plan_scope(catalog, target_extensions, excluded_schemas, excluded_tables)
+            scope = plan_scope(catalog, available_extensions(vps_conn), excluded_schemas, excluded_tables)
+            restore_settings = money_settings(conn, vps_conn, scope.kept_schemas(catalog.schemas), "the VPS server")
         unrestorable = dependents_on_left_out(conn, scope)
     if unrestorable:
         raise PreflightError(f"{first_of(unrestorable)}: make it available on the VPS (an extension package) "
@@ -184,7 +162,7 @@ def plan_backup(
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
     if shortfall:
         raise PreflightError(shortfall)
-    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs)
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs, restore_settings)
 
 
 def require_superuser(vps_server: ServerInfo) -> None:
@@ -332,6 +310,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         created = ensure_standin_roles(conn, plan.catalog.roles)
     listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
     with vps.tool_environment(plan.workdir / "vps.pgpass", plan.staging) as env:
+        env.update(pgtools.session_options(plan.restore_settings))
         filtered = filter_archive_listing(pgtools.archive_listing(plan.client, dump.archive, env, listing_path),
                                           plan.scope)
         list_path.write_text(filtered, encoding="utf-8")
@@ -385,12 +364,6 @@ def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> V
     if problems:
         raise VerificationFailed(f"verification failed: {first_of(problems)}")
     return VerificationResult(time.monotonic() - started, len(copy.tables), copy.total_rows, copy)
-
-
-def first_of(problems: list[str]) -> str:
-    """The first problem, and how many more there are: one line for the run's failure."""
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{problems[0]}{more}"
 
 
 def promote(plan: BackupPlan, vps: ConnectionInfo, policy: databases.SessionPolicy, timeout_seconds: float) -> databases.PromoteResult:

@@ -140,3 +140,26 @@ def _roles(conn: psycopg.Connection) -> list[RoleInfo]:
     )
     return [RoleInfo(name, sup, inh, byp, tuple(member_of), tuple(settings))
             for name, sup, inh, byp, member_of, settings in rows]
+
+
+# Types whose text goes through lc_monetary: money, and arrays, domains and row types holding it.
+_MONEY_COLUMNS = """
+WITH RECURSIVE money_types(oid) AS (
+  SELECT 'pg_catalog.money'::pg_catalog.regtype::oid
+  UNION
+  SELECT t.oid FROM money_types m
+    LEFT JOIN pg_catalog.pg_attribute part ON part.atttypid = m.oid AND NOT part.attisdropped
+    JOIN pg_catalog.pg_type t ON (t.typelem = m.oid AND t.typcategory = 'A') OR t.typbasetype = m.oid
+                              OR (t.typtype = 'c' AND t.typrelid = part.attrelid))
+SELECT pg_catalog.format('%%I.%%I.%%I', n.nspname, c.relname, a.attname)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'm')
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.atttypid IN (SELECT oid FROM money_types)
+ORDER BY 1"""
+
+
+def money_columns(conn: psycopg.Connection, schemas: list[str]) -> list[str]:
+    """Columns of ``schemas`` whose values print through lc_monetary ("$1,234.50" or "1.234,50 €")."""
+    return [r[0] for r in conn.execute(_MONEY_COLUMNS, (schemas,))]

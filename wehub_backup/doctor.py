@@ -19,16 +19,10 @@ import psycopg
 import yaml
 
 from wehub_backup import pgpass, pgtools
-from wehub_backup.backup import (
-    MAINTENANCE_DATABASE,
-    PreflightError,
-    connect_or_explain,
-    dump_space_needed,
-    error_line,
-    require_superuser,
-)
+from wehub_backup.backup import dump_space_needed, require_superuser
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
 from wehub_backup.egress import EgressSettings, EgressSettingsError, human_bytes
+from wehub_backup.preflight import MAINTENANCE_DATABASE, PreflightError, connect_or_explain, error_line
 from wehub_backup.runlog import WorkspaceError, ensure_directory, free_bytes
 from wehub_backup.schedules import ScheduleSettingsError, schedule_timezone
 from wehub_backup.settings import (

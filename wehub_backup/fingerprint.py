@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-# Text output of values must not depend on session settings that may differ between servers.
+# Text output of values must not depend on session settings that may differ between servers
+# (a role's search_path, say: reg* values print schema-qualified only outside it).
 _STABLE_OUTPUT = (
-    "SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
-    "SET extra_float_digits = 1", "SET bytea_output = 'hex'", "SET row_security = off",
+    "SET search_path = pg_catalog", "SET lc_monetary = 'C'", "SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 1", "SET bytea_output = 'hex'", "SET row_security = off",
 )
 
 _OBJECT_COUNTS = {

@@ -22,18 +22,11 @@ import psycopg
 from psycopg import sql
 
 from wehub_backup import pgtools
-from wehub_backup.backup import (
-    DumpResult,
-    Log,
-    PreflightError,
-    VerificationFailed,
-    connect_or_explain,
-    dump_space_needed,
-    first_of,
-)
+from wehub_backup.backup import DumpResult, Log, VerificationFailed, dump_space_needed
 from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog
 from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
 from wehub_backup.pgtools import PgClient, ToolRun
+from wehub_backup.preflight import PreflightError, connect_or_explain, first_of, money_settings
 from wehub_backup.runlog import space_shortfall
 from wehub_backup.settings import ConnectionInfo
 from wehub_backup.supabase_compat import MANAGED_SCHEMAS, TOC_ENTRY, LeftOut, parse_qualified, quote_pattern
@@ -102,6 +95,7 @@ class MigrationPlan:
     outside_trigger_oids: list[int] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
     owners_replaced: list[str] = field(default_factory=list)
+    restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's session
 
     @property
     def kept_schemas(self) -> list[str]:
@@ -178,6 +172,10 @@ def plan_migration(
         problems += relocation_problems
         problems += _privilege_problems(src, plan)
         problems += _target_problems(tgt, src, plan)
+        try:
+            plan.restore_settings = money_settings(src, tgt, schemas, "Supabase")
+        except PreflightError as error:
+            problems.append(str(error))
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, plan.client.major) + catalog.table_bytes,
                                 "the dump and the restore script")
     if shortfall:
@@ -664,6 +662,8 @@ def prelude_sql(plan: MigrationPlan) -> str:
     statements = [
         sql.SQL("SET statement_timeout = 0"), sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)),
         sql.SQL("SET client_min_messages = warning"), sql.SQL("SELECT pg_catalog.set_config('search_path', '', false)"),
+        *(sql.SQL("SELECT pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+          for name, value in plan.restore_settings.items()),
         sql.SQL("""DO $wehub$ DECLARE blocker text; BEGIN
   SELECT q.dependent || ' depends on ' || q.referenced INTO blocker FROM ({outside}) q
     WHERE q.kind = 'other' OR (q.kind = 'trigger' AND NOT q.objid::bigint = ANY({expected}::bigint[])) LIMIT 1;

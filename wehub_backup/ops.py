@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from wehub_backup import backup, databases, egress, migration
+from wehub_backup import backup, databases, egress, migration, preflight
 from wehub_backup.backup import BackupPlan, DumpResult, RestoreResult, VerificationResult
 from wehub_backup.fingerprint import DatabaseFingerprint
 from wehub_backup.migration import MigrationPlan
@@ -85,8 +85,8 @@ def plan_supabase_backup(
     )
     budget = egress.check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
                                      config.force_over_budget, context.log)
-    databases.TargetLock.acquire(context.run_id, backup.connect_or_explain(vps_info, "the VPS server",
-                                 backup.MAINTENANCE_DATABASE), plan.target)
+    databases.TargetLock.acquire(context.run_id, preflight.connect_or_explain(vps_info, "the VPS server",
+                                 preflight.MAINTENANCE_DATABASE), plan.target)
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
     context.add_output_metadata({
         "target": plan.target,
@@ -229,7 +229,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
         try:
             backup.drop_staging(context.resources.vps.connection_info(), target)
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the original failure
-            context.log.warning(f"could not drop the staging database: {backup.error_line(error)}")
+            context.log.warning(f"could not drop the staging database: {preflight.error_line(error)}")
     finish_run(context.run_id, context.job_name, workspace, "failure", target, failure_detail(context))
 
 
@@ -262,7 +262,7 @@ def run_lock_keys(run_id: str) -> tuple[str, str]:
 
 
 def failure_detail(context: dg.HookContext) -> str:
-    cause = backup.error_line(context.op_exception) if context.op_exception else "unknown error"
+    cause = preflight.error_line(context.op_exception) if context.op_exception else "unknown error"
     return f"step={context.op.name} cause={cause}"
 
 
@@ -350,8 +350,8 @@ def plan_vps_migration(
     workdir = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: supabase_info.describe()})
     for key, name in zip(run_lock_keys(context.run_id), (MIGRATION_LOCK, vps_info.dbname)):
-        databases.TargetLock.acquire(key, backup.connect_or_explain(vps_info, "the VPS server",
-                                                                    backup.MAINTENANCE_DATABASE), name)
+        databases.TargetLock.acquire(key, preflight.connect_or_explain(vps_info, "the VPS server",
+                                                                    preflight.MAINTENANCE_DATABASE), name)
     plan = migration.plan_migration(
         vps_info, supabase_info, workdir, overwrite=config.overwrite, app_schemas=config.app_schemas,
         excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),

@@ -163,6 +163,15 @@ def run_tool(
     return child.finish()
 
 
+def session_options(settings: dict[str, str]) -> dict[str, str]:
+    """``PGOPTIONS`` giving a tool's sessions these settings (for a server reached directly:
+    poolers reject or drop startup options)."""
+    if not settings:
+        return {}
+    escaped = (value.replace("\\", "\\\\").replace(" ", "\\ ") for value in settings.values())
+    return {"PGOPTIONS": " ".join(f"-c {name}={value}" for name, value in zip(settings, escaped))}
+
+
 def settings_unknown_to(server_major: int) -> tuple[bytes, ...]:
     """Settings a newer pg_restore writes into a script's preamble that ``server_major`` rejects."""
     return tuple(setting for setting, since in _SCRIPT_SETTINGS_SINCE.items() if server_major < since)

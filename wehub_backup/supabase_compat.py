@@ -84,6 +84,9 @@ class CopyScope:
     def keeps_schema(self, schema: str) -> bool:
         return schema not in self.excluded_schemas and schema not in self.skipped_schemas
 
+    def kept_schemas(self, schemas: list[str]) -> list[str]:
+        return [s for s in schemas if self.keeps_schema(s)]
+
     def keeps_table(self, schema: str, table: str) -> bool:
         return self.keeps_schema(schema) and (schema, table) not in self.excluded_tables
 

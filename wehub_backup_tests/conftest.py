@@ -21,6 +21,7 @@ import pytest
 
 from wehub_backup_tests.harness.cluster import (
     PostgresCluster,
+    ensure_locale,
     find_local_bindir,
     find_newer_postgres_bindir,
     hand_to_server_user,
@@ -36,6 +37,7 @@ from wehub_backup_tests.loopback_servers import WebhookReceiver, running_webhook
 
 VPS_SUPERUSER = "postgres"
 VPS_APP_DATABASE = "vps_app"
+MONEY_LOCALE = ("de_DE", "UTF-8")  # prints money as "1.234,50 €", unlike C's "$1,234.50"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,9 @@ def start_for_session(cluster: PostgresCluster) -> PostgresCluster:
 @pytest.fixture(scope="session")
 def pg_base_dir() -> Iterator[Path]:
     """A short directory the postgres OS user can enter (pytest's tmp dirs are root-only and
-    unix socket paths must stay short)."""
+    unix socket paths must stay short). The servers start after it, so the locale the tests
+    give them already exists."""
+    ensure_locale(*MONEY_LOCALE)
     base = Path(tempfile.mkdtemp(prefix="wehub-pg-"))
     base.chmod(0o755)
     hand_to_server_user(base)
