@@ -3,15 +3,25 @@ fixtures: odd names, every built-in type family, settings that change how values
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
 import pytest
 
 from wehub_backup_tests.backup_runs import run_backup, step_errors
-from wehub_backup_tests.conftest import MONEY_LOCALE, BackupEnv
-from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.supabase_target import failure_of, new_project_fixture, point_migration_at, run_migration
+from wehub_backup_tests.conftest import MONEY_LOCALE, BackupEnv, SessionPasswords
+from wehub_backup_tests.harness.cluster import PostgresCluster, hand_to_server_user
+from wehub_backup_tests.supabase_target import (
+    catalog_snapshot,
+    failure_of,
+    new_project_cluster,
+    new_project_fixture,
+    point_migration_at,
+    run_migration,
+)
 
 UNUSUAL_SCHEMA = r"""
 CREATE SCHEMA extensions;
@@ -123,3 +133,34 @@ def test_money_printed_in_the_vps_locale_migrates_to_supabase(
         result = run_migration(instance, overwrite=True)
     assert result.success, failure_of(result)
     assert supabase_project.query("SELECT amount::numeric FROM public.prices WHERE id = 2") == [(2469,)]
+
+
+@pytest.fixture(scope="module")
+def project_without_the_locale(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """A project whose server finds only C.UTF-8: LOCPATH makes the C library look for locales in
+    a directory holding that one alone, like an operating system with no other locale installed."""
+    locales = pg_base_dir / "only-c-utf8"
+    shutil.copytree("/usr/lib/locale/C.utf8", locales / "C.utf8")
+    hand_to_server_user(locales)
+    os.environ["LOCPATH"] = str(locales)
+    try:
+        cluster = new_project_cluster("supabase_c_only", pg_base_dir, session_passwords.supabase_postgres)
+    finally:
+        del os.environ["LOCPATH"]
+    yield cluster
+    cluster.destroy()
+
+
+def test_money_in_a_locale_the_target_lacks_is_refused_before_anything_changes(
+    monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, project_without_the_locale: PostgresCluster,
+    vps_cluster: PostgresCluster, vps_money_database: str,
+) -> None:
+    point_migration_at(monkeypatch, backup_env, project_without_the_locale, vps_cluster, vps_money_database)
+    before = catalog_snapshot(project_without_the_locale)
+    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
+        result = run_migration(instance, overwrite=True)
+    step, error = failure_of(result)
+    assert step == "plan_vps_migration"
+    assert (f"money column public.prices.amount is printed in the source's lc_monetary locale {MONEY_LOCALE_NAME}, "
+            "which Supabase does not have") in error
+    assert catalog_snapshot(project_without_the_locale) == before
