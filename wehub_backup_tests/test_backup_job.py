@@ -19,6 +19,7 @@ from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.polling import wait_until
 
 
 def test_copy_equals_source_and_verification_is_recorded(
@@ -101,11 +102,9 @@ def _reload_until(cluster: PostgresCluster, settings: dict[str, str]) -> None:
     """Reload, then wait until new sessions see the settings (the postmaster reloads asynchronously)."""
     cluster.execute("SELECT pg_reload_conf()")
     names = list(settings)
-    deadline = time.monotonic() + 10
-    while [v for (v,) in cluster.query("SELECT setting FROM pg_settings WHERE name = ANY(%s) ORDER BY "
-                                       "array_position(%s, name)", (names, names))] != list(settings.values()):
-        assert time.monotonic() < deadline, f"the server did not take {settings}"
-        time.sleep(0.05)
+    wait_until(lambda: [v for (v,) in cluster.query("SELECT setting FROM pg_settings WHERE name = ANY(%s) ORDER BY "
+                                                    "array_position(%s, name)", (names, names))] == list(settings.values()),
+               f"the server to take {settings}", 10, interval=0.05)
 
 
 def analyzed_at(vps: PostgresCluster, database: str, table: str) -> tuple:
@@ -121,10 +120,8 @@ def test_copy_gets_planner_statistics_from_autovacuum_without_a_second_pass(
     vps_settings({"autovacuum_naptime": "1"})
     assert run_backup("wehub_statistics_auto", instance).success
     assert analyzed_at(vps_cluster, "wehub_statistics_auto", "public.notes")[0] is None
-    deadline = time.monotonic() + 60
-    while analyzed_at(vps_cluster, "wehub_statistics_auto", "public.notes")[1] is None:
-        assert time.monotonic() < deadline, "autovacuum never analyzed the copy"
-        time.sleep(0.5)
+    wait_until(lambda: analyzed_at(vps_cluster, "wehub_statistics_auto", "public.notes")[1],
+               "autovacuum to analyze the copy", 60, interval=0.5)
     stats = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'notes'"
     assert vps_cluster.query(stats, dbname="wehub_statistics_auto") == [(2,)]
 
@@ -152,10 +149,7 @@ def test_promote_does_not_wait_for_autovacuum_on_the_old_copy(
     assert run_backup("wehub_autovacuum", instance).success
     working = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'wehub_autovacuum' "
                "AND backend_type = 'autovacuum worker'")
-    deadline = time.monotonic() + 30
-    while not vps_cluster.query(working)[0][0]:
-        assert time.monotonic() < deadline, "autovacuum never started on the copy"
-        time.sleep(0.2)
+    wait_until(lambda: vps_cluster.query(working)[0][0], "autovacuum to start on the copy", 30, interval=0.2)
     second = run_backup("wehub_autovacuum", instance, connected_sessions_timeout_seconds=5)
     assert second.success, step_errors(second)
     assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from wehub_backup.ops import BACKUP_JOB, TARGET_TAG
 from wehub_backup.schedules import WEEKLY_BACKUP_CRON, backup_run_config
 from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.polling import wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -56,12 +56,12 @@ def stop_process_group(process: subprocess.Popen) -> None:
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str, log_path: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace").splitlines()[-30:]
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}; daemon log:\n" + "\n".join(tail))
-        time.sleep(0.5)
+    """``wait_until`` with the daemon log's tail in the failure."""
+
+    def tail() -> str:
+        return "daemon log:\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+
+    wait_until(condition, what, seconds, interval=0.5, context=tail)
 
 
 def instigator(instance: dg.DagsterInstance, name: str):  # noqa: ANN201 - InstigatorState is internal

@@ -27,6 +27,7 @@ import pytest
 from wehub_backup.ops import BACKUP_JOB
 from wehub_backup_tests.conftest import APP_OWNER, VPS_SUPERUSER, BackupEnv, SessionPasswords
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, free_tcp_port, write_pgpass
+from wehub_backup_tests.polling import wait_until
 from wehub_backup_tests.test_daemon import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,21 +189,20 @@ def webserver(backup_env: BackupEnv, storage_login: StorageLogin, vps_cluster: P
 
 def wait_for_location(client: GraphQLClient, webserver: Service) -> None:
     """Until the webserver answers and the code location has loaded (or say why it did not)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def loaded() -> bool:
         webserver.check_alive()
         try:
             entries = client(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
         except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.5)
-            continue
+            return False
         entry = next(e for e in entries if e["name"] == LOCATION)
-        if entry["loadStatus"] == "LOADED":
-            loaded = entry["locationOrLoadError"]
-            assert loaded["__typename"] == "RepositoryLocation", loaded
-            return
-        time.sleep(0.5)
-    pytest.fail(f"the code location did not load within {STARTUP_TIMEOUT_S}s:\n{webserver.log_tail()}")
+        if entry["loadStatus"] != "LOADED":
+            return False
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry["locationOrLoadError"]
+        return True
+
+    wait_until(loaded, "the code location to load", STARTUP_TIMEOUT_S, interval=0.5, context=webserver.log_tail)
 
 
 def launch_backup(client: GraphQLClient, target: str) -> str:
@@ -217,13 +217,11 @@ def launch_backup(client: GraphQLClient, target: str) -> str:
 
 
 def wait_for_run(client: GraphQLClient, run_id: str, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def finished() -> str | None:
         status = client(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
-        if status in TERMINAL_STATUSES:
-            return status
-        time.sleep(1)
-    pytest.fail(f"run {run_id} did not finish within {timeout_s}s")
+        return status if status in TERMINAL_STATUSES else None
+
+    return wait_until(finished, f"run {run_id} to finish", timeout_s, interval=1)
 
 
 def step_output_metadata(client: GraphQLClient, run_id: str) -> tuple[dict[str, dict[str, str]], list[str]]:

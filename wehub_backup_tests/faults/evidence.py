@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from psycopg import sql
 from wehub_backup.databases import STAGING_SUFFIX
 from wehub_backup.settings import APPLICATION_NAME
 from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.polling import wait_until
 
 _USER_TABLES = """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -64,12 +64,9 @@ def leftovers(cluster: PostgresCluster, target: str, backup_dir: Path) -> list[s
 def wait_for_run_sessions_to_end(cluster: PostgresCluster, timeout: float = 30.0) -> None:
     """A killed run's server sessions end when the server notices; a statement in progress
     (a rename waiting for sessions to leave) first runs to its end."""
-    deadline = time.monotonic() + timeout
     query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-    while cluster.query(query, (APPLICATION_NAME,))[0][0]:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sessions of the killed run still open on {cluster.name} after {timeout:.0f}s")
-        time.sleep(0.1)
+    wait_until(lambda: cluster.query(query, (APPLICATION_NAME,))[0][0] == 0,
+               f"the killed run's sessions on {cluster.name} to end", timeout)
 
 
 def step_failure(result: dg.ExecuteInProcessResult) -> tuple[str | None, str]:
