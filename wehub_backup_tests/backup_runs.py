@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from wehub_backup.alerts import AlertSettings
 from wehub_backup.definitions import build_definitions
 from wehub_backup.ops import BACKUP_JOB
+from wehub_backup.sensors import alert_on_run_failure
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
 
@@ -24,3 +26,12 @@ def step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def databases_named(vps: PostgresCluster, prefix: str) -> set[str]:
     return {r[0] for r in vps.query("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))}
+
+
+def alert_on_failed_run(instance: dg.DagsterInstance, run: dg.DagsterRun, failure: dg.DagsterEvent,
+                        settings: AlertSettings) -> None:
+    """Evaluate the run-failure sensor for one failed run, as the daemon does once it fails."""
+    alert_on_run_failure(dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure", dagster_event=failure, dagster_instance=instance, dagster_run=run,
+        resources={"alert_settings": settings},
+    ).for_run_failure())

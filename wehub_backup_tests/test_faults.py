@@ -24,7 +24,7 @@ from wehub_backup.databases import previous_name, staging_name
 from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.pgpass import PassEntry, write_private_passfile
 from wehub_backup.settings import APPLICATION_NAME
-from wehub_backup_tests.backup_runs import run_backup, step_errors
+from wehub_backup_tests.backup_runs import alert_on_failed_run, run_backup, step_errors
 from wehub_backup_tests.conftest import (
     VPS_SUPERUSER,
     BackupEnv,
@@ -235,8 +235,6 @@ def start_paced_run(faults: FaultEnv, paced: str) -> tuple[BackgroundRun, tuple[
 def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) -> None:
     """A killed process reports nothing; the next run marks it failed and logs why, and the
     failure sensor turns that into an alert."""
-    from wehub_backup.sensors import alert_on_run_failure
-
     record = faults.instance.get_run_by_id(killed.run_id)
     assert record is not None and record.status == dg.DagsterRunStatus.FAILURE
     [failure] = faults.instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
@@ -244,10 +242,7 @@ def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) 
     assert f"FAILURE target={TARGET} run={killed.run_id} cause=its process died" in faults.env.backup_log.read_text()
     assert not faults.started_runs()
     with running_webhook_receiver() as receiver:
-        alert_on_run_failure(dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=faults.instance,
-            dagster_run=record, resources={"alert_settings": AlertSettings(webhook_url=receiver.url)},
-        ).for_run_failure())
+        alert_on_failed_run(faults.instance, record, failure.dagster_event, AlertSettings(webhook_url=receiver.url))
     [alert] = receiver.payloads
     assert f"Target: {TARGET}" in alert["text"] and "its process died" in alert["text"], alert["text"]
 

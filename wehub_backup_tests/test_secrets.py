@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from wehub_backup.alerts import AlertSettings
-from wehub_backup_tests.backup_runs import run_backup
+from wehub_backup_tests.backup_runs import alert_on_failed_run, run_backup
 from wehub_backup_tests.conftest import BackupEnv, SessionPasswords
 from wehub_backup_tests.faults.evidence import step_failure
 from wehub_backup_tests.faults.secrets import ArgumentListSampler, files_with_secrets
@@ -62,8 +62,6 @@ def test_failed_run_and_its_alert_hold_no_password(
 ) -> None:
     """A run that gets as far as the restore (every program has run, with every password in
     play) and fails there; its alert goes to a real webhook receiver."""
-    from wehub_backup.sensors import alert_on_run_failure
-
     source = recreate_source(supabase_cluster, "secrets_source", NOTES_SQL + CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL)
     monkeypatch.setenv("SUPABASE_DB_NAME", source)
     try:
@@ -71,12 +69,8 @@ def test_failed_run_and_its_alert_hold_no_password(
                 running_webhook_receiver() as receiver:
             result = run_backup("wehub_secrets_alert", instance)
             assert step_failure(result)[0] == "restore_into_staging_database"
-            context = dg.build_run_status_sensor_context(
-                sensor_name="alert_on_run_failure", dagster_event=result.get_run_failure_event(),
-                dagster_instance=instance, dagster_run=result.dagster_run,
-                resources={"alert_settings": AlertSettings(webhook_url=receiver.url)},
-            ).for_run_failure()
-            alert_on_run_failure(context)
+            alert_on_failed_run(instance, result.dagster_run, result.get_run_failure_event(),
+                                AlertSettings(webhook_url=receiver.url))
             records = "\n".join(dg.serialize_value(record) for record in instance.all_logs(result.run_id))
     finally:
         drop_source(supabase_cluster, source)

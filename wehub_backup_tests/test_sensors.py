@@ -15,7 +15,6 @@ import pytest
 from wehub_backup.alerts import AlertSettings
 from wehub_backup.sensors import (
     FreshnessCursor,
-    alert_on_run_failure,
     backup_freshness_sensor,
     check_backup_freshness,
     find_run_failure,
@@ -23,6 +22,7 @@ from wehub_backup.sensors import (
     max_backup_age,
     run_target,
 )
+from wehub_backup_tests.backup_runs import alert_on_failed_run
 from wehub_backup_tests.harness.cluster import free_tcp_port
 from wehub_backup_tests.loopback_servers import LOOPBACK, WebhookReceiver
 
@@ -78,14 +78,7 @@ def _failed_run(instance: dg.DagsterInstance, job: dg.JobDefinition = failing_ba
 def _evaluate_failure_sensor(
     instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, receiver: WebhookReceiver
 ) -> None:
-    context = dg.build_run_status_sensor_context(
-        sensor_name="alert_on_run_failure",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"alert_settings": _settings(receiver)},
-    ).for_run_failure()
-    alert_on_run_failure(context)
+    alert_on_failed_run(instance, result.dagster_run, result.get_run_failure_event(), _settings(receiver))
 
 
 def test_failure_sensor_alerts_with_step_target_cause_and_link(
