@@ -1,5 +1,7 @@
 """The backup copies and verifies what a real application database may hold beyond the
-fixtures: odd names, every built-in type family, settings that change how values print."""
+fixtures: odd names (quotes, dots, semicolons, line breaks), every built-in type family, settings
+that change how values print, and objects a naive restore order breaks (NOT VALID checks that
+existing rows violate, forced row security, partitions attached with their own column order)."""
 
 from __future__ import annotations
 
@@ -67,6 +69,25 @@ CREATE UNLOGGED TABLE public.cache (k text PRIMARY KEY, v jsonb);
 INSERT INTO public.cache VALUES ('big', jsonb_build_object('blob', repeat('z', 2000000)));
 CREATE MATERIALIZED VIEW public.child_count AS SELECT count(*) AS n FROM public.child_log;
 SELECT lo_from_bytea(0, 'large object body');
+CREATE TABLE public."line
+break; -- ""x"" y" (id int PRIMARY KEY, "col
+umn" text);
+INSERT INTO public."line
+break; -- ""x"" y" VALUES (1, 'x');
+CREATE TABLE public.checked (v int);
+INSERT INTO public.checked VALUES (-1);
+ALTER TABLE public.checked ADD CONSTRAINT positive CHECK (v > 0) NOT VALID;
+CREATE TABLE public.forced (id int);
+ALTER TABLE public.forced ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY nobody ON public.forced USING (false);
+INSERT INTO public.forced VALUES (1);
+CREATE SEQUENCE public.countdown INCREMENT -5 MINVALUE -1000 MAXVALUE 100 START 100;
+SELECT nextval('public.countdown'), nextval('public.countdown');
+CREATE TABLE public.parted (id int, k text) PARTITION BY LIST (k);
+CREATE TABLE public.parted_a PARTITION OF public.parted FOR VALUES IN ('a');
+CREATE TABLE public.parted_b (k text, id int);
+ALTER TABLE public.parted ATTACH PARTITION public.parted_b FOR VALUES IN ('b');
+INSERT INTO public.parted VALUES (1, 'a'), (2, 'b');
 """
 
 
@@ -87,6 +108,8 @@ def test_unusual_names_types_and_settings_round_trip(
     assert vps_cluster.query("SELECT count(*) FROM public.parent_log", dbname="wehub_unusual") == [(2,)]
     assert vps_cluster.query("SELECT lo_get(oid) FROM pg_largeobject_metadata",
                              dbname="wehub_unusual") == [(b"large object body",)]
+    assert vps_cluster.query('SELECT count(*) FROM public."line\nbreak; -- ""x"" y"', dbname="wehub_unusual") == [(1,)]
+    assert vps_cluster.query("SELECT nextval('public.countdown')", dbname="wehub_unusual") == [(90,)]
 
 
 PRICES = ("CREATE TABLE public.prices (id int PRIMARY KEY, amount money, history money[]);"
