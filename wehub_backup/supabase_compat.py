@@ -28,6 +28,12 @@ MANAGED_SCHEMAS = DEFAULT_EXCLUDED_SCHEMAS + (
 # Migration bookkeeping of Supabase's services, unreadable by ``postgres`` since 2025.
 DEFAULT_EXCLUDED_TABLES = ("auth.schema_migrations", "storage.migrations", "supabase_functions.migrations")
 
+# Extensions a copy database cannot hold even where the package is installed.
+EXTENSIONS_NOT_IN_A_COPY = {
+    "pg_cron": "runs only in the database cron.database_name names, and only when preloaded; "
+               "the copy has no scheduled jobs (cron.job)",
+}
+
 STANDIN_COMMENT = "Stand-in for a Supabase role, created by wehub_backup so that grants, owners and policies restore."
 
 # A pg_restore --list entry: dump id, catalog, object OID, then "TYPE schema name owner".
@@ -138,13 +144,15 @@ def _skip_unavailable_extensions(scope: CopyScope, source: DatabaseCatalog, targ
     pg_stat_statements_reset has a new signature), so grants on them cannot be replayed.
     """
     for ext in source.extensions:
-        if ext.name in target_extensions and target_extensions[ext.name] != ext.version and scope.keeps_schema(ext.schema):
+        if ext.name in EXTENSIONS_NOT_IN_A_COPY:
+            reason = EXTENSIONS_NOT_IN_A_COPY[ext.name]
+        elif ext.name in target_extensions and target_extensions[ext.name] != ext.version and scope.keeps_schema(ext.schema):
             _skip_member_privileges(scope, ext.members)
             scope.left_out.append(LeftOut(
                 "privileges", f"on members of extension {ext.name}",
                 f"version {ext.version} on the source, {target_extensions[ext.name]} on the target"))
             continue
-        if ext.name not in target_extensions:
+        elif ext.name not in target_extensions:
             reason = "extension not available on the target server"
         elif not scope.keeps_schema(ext.schema):
             reason = f"installed in excluded schema {ext.schema}"
@@ -249,13 +257,22 @@ def _is_left_out(line: str, scope: CopyScope) -> bool:
         return True
     if rest.startswith(("TABLE DATA ", "SEQUENCE SET ")) and oid in scope.skipped_relation_oids:
         return True
-    for kind, names in (("EXTENSION", scope.skipped_extension_names), ("EVENT TRIGGER", scope.skipped_event_trigger_names)):
-        if any(f"{rest} ".startswith(f"COMMENT - {kind} {tag} ") for name in names for tag in _tag_forms(name)):
-            return True
+    if _is_attached_to_skipped(rest, scope):
+        return True
     schema = entry_schema(rest, scope.source_schemas)
     if schema in scope.skipped_schemas or schema in scope.excluded_schemas:
         return True
     return _names_skipped_member(rest, scope)
+
+
+def _is_attached_to_skipped(rest: str, scope: CopyScope) -> bool:
+    """A comment on a skipped extension or event trigger, or a comment or grant on a skipped
+    schema (an extension's own schema, such as pg_cron's ``cron``, that the app granted on)."""
+    attached = (("COMMENT", "EXTENSION", scope.skipped_extension_names),
+                ("COMMENT", "EVENT TRIGGER", scope.skipped_event_trigger_names),
+                ("COMMENT", "SCHEMA", scope.skipped_schemas), ("ACL", "SCHEMA", scope.skipped_schemas))
+    return any(f"{rest} ".startswith(f"{what} - {kind} {tag} ")
+               for what, kind, names in attached for name in names for tag in _tag_forms(name))
 
 
 def _names_skipped_member(rest: str, scope: CopyScope) -> bool:
