@@ -325,10 +325,34 @@ def ensure_standin_roles(conn: psycopg.Connection, roles: list[RoleInfo]) -> lis
         conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role.name), sql.Literal(STANDIN_COMMENT)))
         for setting in role.settings:
             name, _, value = setting.partition("=")
-            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(sql.Identifier(role.name), sql.Identifier(name), sql.Literal(value)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                sql.Identifier(role.name), sql.Identifier(name), _setting_value(name, value)))
         created.append(role.name)
     _grant_standin_memberships(conn, roles)
     return created
+
+
+# Settings that hold a list: one literal per element (a single literal would be one element).
+_LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries"})
+_LIST_ELEMENT = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,]*?))\s*(?:,|$)')
+
+
+def _setting_value(name: str, value: str) -> sql.Composable:
+    """A role setting's value as ALTER ROLE takes it; a list, as PostgreSQL prints it in
+    ``rolconfig`` (``"$user", public, extensions``), becomes one literal per element."""
+    if name.lower() not in _LIST_SETTINGS:
+        return sql.Literal(value)
+    return sql.SQL(", ").join(sql.Literal(element) for element in _list_elements(value))
+
+
+def _list_elements(value: str) -> list[str]:
+    elements = []
+    for quoted, bare in (match.groups() for match in _LIST_ELEMENT.finditer(value)):
+        if quoted is not None:
+            elements.append(quoted.replace('""', '"'))
+        elif bare:
+            elements.append(bare)
+    return elements
 
 
 def _grant_standin_memberships(conn: psycopg.Connection, roles: list[RoleInfo]) -> None:

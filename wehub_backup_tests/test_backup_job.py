@@ -57,6 +57,9 @@ def test_copy_equals_source_and_verification_is_recorded(
     assert fk_to_auth[0][0] >= 2
     grants = "SELECT has_table_privilege('authenticated', 'public.profiles', 'SELECT')"
     assert vps_cluster.query(grants, dbname="wehub_backup_e2e") == [(True,)]
+    standins = "SELECT rolname, rolconfig FROM pg_roles WHERE rolname IN ('anon', 'supabase_storage_admin') ORDER BY 1"
+    assert vps_cluster.query(standins) == supabase_cluster.query(standins) == [
+        ("anon", ["statement_timeout=3s"]), ("supabase_storage_admin", ["search_path=storage, extensions"])]
     assert not vps_cluster.query("SELECT 1 FROM pg_roles WHERE rolname = 'anon' AND rolcanlogin")
     assert databases_named(vps_cluster, "wehub_backup_e2e") == {"wehub_backup_e2e"}
     assert not list(backup_env.backup_dir.glob("run-*"))

@@ -16,6 +16,7 @@ GRANT SET ON PARAMETER session_replication_role TO postgres;
 
 CREATE ROLE supabase_auth_admin NOINHERIT CREATEROLE LOGIN;
 CREATE ROLE supabase_storage_admin NOINHERIT CREATEROLE LOGIN;
+ALTER ROLE supabase_storage_admin SET search_path = storage, extensions;
 CREATE ROLE supabase_realtime_admin NOINHERIT NOLOGIN;
 CREATE ROLE supabase_replication_admin LOGIN REPLICATION;
 CREATE ROLE supabase_read_only_user LOGIN BYPASSRLS;
