@@ -18,7 +18,7 @@ from wehub_backup.backup import BackupPlan, DumpResult, RestoreResult, Verificat
 from wehub_backup.fingerprint import DatabaseFingerprint
 from wehub_backup.migration import MigrationPlan
 from wehub_backup.runlog import RunDirectory, append_log_line, directory_bytes
-from wehub_backup.settings import BackupWorkspace, PostgresDatabase
+from wehub_backup.settings import BackupWorkspace, ConnectionInfo, PostgresDatabase
 from wehub_backup.supabase_compat import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 
 TARGET_TAG = "wehub/target"
@@ -85,8 +85,7 @@ def plan_supabase_backup(
     )
     budget = egress.check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
                                      config.force_over_budget, context.log)
-    databases.TargetLock.acquire(context.run_id, preflight.connect_or_explain(vps_info, "the VPS server",
-                                 preflight.MAINTENANCE_DATABASE), plan.target)
+    _lock_on_vps(vps_info, context.run_id, plan.target)
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
     context.add_output_metadata({
         "target": plan.target,
@@ -97,6 +96,7 @@ def plan_supabase_backup(
         "egress_used_this_cycle_bytes": budget.usage.used_bytes,
         "egress_estimate_bytes": budget.estimate_bytes,
         "left_out": _markdown_list([str(item) for item in plan.scope.left_out]),
+        "restore_session_settings": _settings_text(plan.restore_settings),
     })
     return plan
 
@@ -256,6 +256,17 @@ def run_log(workspace: BackupWorkspace, job: str) -> Path:
     return Path(workspace.migration_log if job == MIGRATION_JOB else workspace.backup_log)
 
 
+def _settings_text(settings: dict[str, str]) -> str:
+    """Session settings the restore needs (money printed in the other side's locale), or "-"."""
+    return ", ".join(f"{name}={value}" for name, value in settings.items()) or "-"
+
+
+def _lock_on_vps(vps_info: ConnectionInfo, key: str, name: str) -> None:
+    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own."""
+    databases.TargetLock.acquire(key, preflight.connect_or_explain(vps_info, "the VPS server",
+                                                                   preflight.MAINTENANCE_DATABASE), name)
+
+
 def run_lock_keys(run_id: str) -> tuple[str, str]:
     """A run holds up to two locks: its target's, and (a migration) its source database's."""
     return run_id, f"{run_id}/source"
@@ -350,8 +361,7 @@ def plan_vps_migration(
     workdir = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: supabase_info.describe()})
     for key, name in zip(run_lock_keys(context.run_id), (MIGRATION_LOCK, vps_info.dbname)):
-        databases.TargetLock.acquire(key, preflight.connect_or_explain(vps_info, "the VPS server",
-                                                                    preflight.MAINTENANCE_DATABASE), name)
+        _lock_on_vps(vps_info, key, name)
     plan = migration.plan_migration(
         vps_info, supabase_info, workdir, overwrite=config.overwrite, app_schemas=config.app_schemas,
         excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
@@ -370,6 +380,7 @@ def plan_vps_migration(
             [f"{r.extension}: {r.source_schema} -> {r.target_schema}" for r in plan.relocations]),
         "triggers_recreated": _markdown_list([t.name for t in plan.outside_triggers]),
         "left_out": _markdown_list([str(item) for item in plan.left_out]),
+        "restore_session_settings": _settings_text(plan.restore_settings),
     })
     return plan
 

@@ -23,6 +23,7 @@ from wehub_backup_tests.supabase_target import (
     new_project_fixture,
     point_migration_at,
     run_migration,
+    step_metadata,
 )
 
 UNUSUAL_SCHEMA = r"""
@@ -129,6 +130,7 @@ def test_money_printed_in_the_sources_locale_restores_on_the_vps(
     result = run_backup("wehub_money", instance)
     assert result.success, step_errors(result)
     assert result.output_for_node("plan_supabase_backup").restore_settings == {"lc_monetary": MONEY_LOCALE_NAME}
+    assert step_metadata(result, "plan_supabase_backup")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE_NAME}"
     assert vps_cluster.query("SELECT amount::numeric, history[1]::numeric FROM public.prices WHERE id = 2",
                              dbname="wehub_money") == [(2469, 3)]
 
@@ -155,6 +157,7 @@ def test_money_printed_in_the_vps_locale_migrates_to_supabase(
     with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
         result = run_migration(instance, overwrite=True)
     assert result.success, failure_of(result)
+    assert step_metadata(result, "plan_vps_migration")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE_NAME}"
     assert supabase_project.query("SELECT amount::numeric FROM public.prices WHERE id = 2") == [(2469,)]
 
 
