@@ -68,6 +68,7 @@ class BackupPlan:
     workdir: Path
     jobs: int
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
+    copies_large_objects = True  # pg_dump takes them unless told --schema
 
     @property
     def staging(self) -> str:
@@ -91,6 +92,7 @@ class DumpPlan(Protocol):
     workdir: Path
     client: PgClient
     jobs: int
+    copies_large_objects: bool
 
     @property
     def kept_schemas(self) -> list[str]: ...
@@ -220,7 +222,8 @@ def _dump_from_snapshot(plan: DumpPlan, source: ConnectionInfo, archive: Path, l
         with source.tool_environment(plan.workdir / "source.pgpass") as env:
             tool_run, fingerprint = _run_beside(
                 lambda: pgtools.run_tool(argv, env, on_line=_ProgressFilter(log), low_priority=low_priority),
-                lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables, sequences_before),
+                lambda: fingerprint_database(snap, plan.kept_schemas, plan.excluded_tables, sequences_before,
+                                             large_objects=plan.copies_large_objects),
             )
         sequences_after = sequence_positions(snap, plan.kept_schemas, plan.excluded_tables)
         snap.rollback()
@@ -359,7 +362,8 @@ def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> V
     """Fingerprint staging and compare with the source snapshot; raise on any difference."""
     started = time.monotonic()
     with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
-        copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables)
+        copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables,
+                                    large_objects=plan.copies_large_objects)
     problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
     if problems:
         raise VerificationFailed(f"verification failed: {first_of(problems)}")

@@ -59,6 +59,7 @@ class DatabaseFingerprint:
     tables: dict[str, TableFingerprint] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
     object_counts: dict[str, int] = field(default_factory=dict)
+    large_objects: TableFingerprint | None = None  # count and digest, where the copy carries them
 
     @property
     def total_rows(self) -> int:
@@ -75,13 +76,16 @@ def fingerprint_database(
     schemas: list[str],
     excluded_tables: list[tuple[str, str]],
     sequences: dict[str, int] | None = None,
+    *,
+    large_objects: bool = False,
 ) -> DatabaseFingerprint:
     """Fingerprint the kept schemas of the database ``conn`` is connected to.
 
     Run it inside a REPEATABLE READ transaction (the dump's snapshot) on the source, and
     in any session on the restored copy. Sequence positions are read here unless the caller
     has them already (the backup reads them before pg_dump starts: they move outside
-    transactions).
+    transactions). Large objects belong to no schema; ``large_objects`` adds them (the
+    backup copies them, the migration leaves them out).
     """
     set_stable_output(conn)
     params = {"schemas": schemas, "excluded": _qualified(excluded_tables)}
@@ -93,7 +97,15 @@ def fingerprint_database(
     for schema, table, size in _leaf_tables(conn, params):
         rows, digest = table_digest(conn, schema, table)
         result.tables[f"{schema}.{table}"] = TableFingerprint(rows, digest, size)
+    if large_objects:
+        rows, digest = conn.execute(_LARGE_OBJECTS).fetchone()
+        result.large_objects = TableFingerprint(rows, str(digest))
     return result
+
+
+# Each large object by its OID (pg_dump keeps it) and content; lo_get needs SELECT on it, as pg_dump does.
+_LARGE_OBJECTS = """SELECT count(*), coalesce(sum(hash_record_extended(ROW(m.oid, lo_get(m.oid)), 0)), 0)
+                    FROM pg_largeobject_metadata m"""
 
 
 def _qualified(tables: list[tuple[str, str]]) -> list[str]:
@@ -212,8 +224,17 @@ def compare_fingerprints(
             problems.append(f"sequence {name}: {'missing from the copy' if got is None else 'not in the source'}")
         elif not min(low, high or low) <= got <= max(low, high or low):
             problems.append(f"sequence {name}: next value {got} in the copy, {low} in the source")
+    problems += _large_object_problems(source.large_objects, copy.large_objects)
     for kind, want_count in source.object_counts.items():
         got_count = copy.object_counts.get(kind)
         if got_count != want_count:
             problems.append(f"{kind}: {got_count} in the copy, {want_count} in the source")
     return problems
+
+
+def _large_object_problems(want: TableFingerprint | None, got: TableFingerprint | None) -> list[str]:
+    if want is None or want == got:
+        return []
+    if got is None or got.rows != want.rows:
+        return [f"large objects: {got.rows if got else 'none'} in the copy, {want.rows} in the source"]
+    return [f"large objects: content differs ({want.rows} each)"]

@@ -96,6 +96,7 @@ class MigrationPlan:
     left_out: list[LeftOut] = field(default_factory=list)
     owners_replaced: list[str] = field(default_factory=list)
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's session
+    copies_large_objects = False  # pg_dump --schema leaves them out; the plan lists them
 
     @property
     def kept_schemas(self) -> list[str]:

@@ -64,3 +64,19 @@ def test_compare_names_the_table(vps_cluster: PostgresCluster, digest_db: str) -
     with vps_cluster.connect(digest_db) as conn:
         after = fingerprint_database(conn, ["s"], [])
     assert compare_fingerprints(before, after) == ["table s.a: content differs (50 rows each)"]
+
+
+def test_large_objects_are_counted_and_digested_when_asked(vps_cluster: PostgresCluster, digest_db: str) -> None:
+    vps_cluster.execute("SELECT lo_from_bytea(424242, 'first body'), lo_from_bytea(0, '')", dbname=digest_db)
+
+    def fingerprint(large_objects: bool = True):  # noqa: ANN202 - DatabaseFingerprint
+        with vps_cluster.connect(digest_db) as conn:
+            return fingerprint_database(conn, ["s"], [], large_objects=large_objects)
+
+    before = fingerprint()
+    assert before.large_objects is not None and before.large_objects.rows == 2
+    assert fingerprint(large_objects=False).large_objects is None
+    vps_cluster.execute("SELECT lo_put(424242, 0, 'F')", dbname=digest_db)
+    assert compare_fingerprints(before, fingerprint()) == ["large objects: content differs (2 each)"]
+    vps_cluster.execute("SELECT lo_unlink(424242)", dbname=digest_db)
+    assert compare_fingerprints(before, fingerprint()) == ["large objects: 1 in the copy, 2 in the source"]
