@@ -250,7 +250,7 @@ def _is_left_out(line: str, scope: CopyScope) -> bool:
     match = TOC_ENTRY.match(line)
     if not match:
         return False
-    catalog, oid, rest = int(match.group(2)), int(match.group(3)), match.group(4)
+    catalog, oid, rest = int(match["catalog"]), int(match["oid"]), match["rest"]
     if catalog == _EXTENSION_CATALOG and oid in scope.skipped_extension_oids:
         return True
     if catalog == _EVENT_TRIGGER_CATALOG and oid in scope.skipped_event_trigger_oids:

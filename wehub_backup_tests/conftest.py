@@ -37,7 +37,7 @@ from wehub_backup_tests.loopback_servers import WebhookReceiver, running_webhook
 
 VPS_SUPERUSER = "postgres"
 VPS_APP_DATABASE = "vps_app"
-MONEY_LOCALE = ("de_DE", "UTF-8")  # prints money as "1.234,50 €", unlike C's "$1,234.50"
+MONEY_LOCALE = "de_DE.UTF-8"  # prints money as "1.234,50 €", unlike C's "$1,234.50"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,7 @@ def pg_base_dir() -> Iterator[Path]:
     """A short directory the postgres OS user can enter (pytest's tmp dirs are root-only and
     unix socket paths must stay short). The servers start after it, so the locale the tests
     give them already exists."""
-    ensure_locale(*MONEY_LOCALE)
+    ensure_locale(MONEY_LOCALE)
     base = Path(tempfile.mkdtemp(prefix="wehub-pg-"))
     base.chmod(0o755)
     hand_to_server_user(base)
@@ -222,19 +222,19 @@ def backup_env_pg17(
     backup_env: BackupEnv,
     supabase17_cluster: PostgresCluster,
     vps_cluster: PostgresCluster,
-    session_passwords: SessionPasswords,
 ) -> BackupEnv:
     """Like `backup_env`, but the Supabase source is the PostgreSQL 17 cluster."""
-    pgpass = write_pgpass(
-        backup_env.dagster_home.parent / "pgpass17",
-        [
-            (supabase17_cluster, APP_OWNER, session_passwords.supabase_postgres),
-            (vps_cluster, VPS_SUPERUSER, session_passwords.vps_postgres),
-        ],
-    )
-    monkeypatch.setenv("SUPABASE_DB_PORT", str(supabase17_cluster.port))
+    return point_backup_at(monkeypatch, backup_env, supabase17_cluster, vps_cluster)
+
+
+def point_backup_at(monkeypatch: pytest.MonkeyPatch, env: BackupEnv, source: PostgresCluster,
+                    vps: PostgresCluster) -> BackupEnv:
+    """SUPABASE_* at another Supabase-like ``source``, and a password file for it and the VPS."""
+    pgpass = write_pgpass(env.dagster_home.parent / f"pgpass-{source.name}", [
+        (source, APP_OWNER, env.supabase_password), (vps, VPS_SUPERUSER, env.local_password)])
+    monkeypatch.setenv("SUPABASE_DB_PORT", str(source.port))
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
-    return dataclasses.replace(backup_env, supabase_port=supabase17_cluster.port, pgpassfile=pgpass)
+    return dataclasses.replace(env, supabase_port=source.port, pgpassfile=pgpass)
 
 
 @pytest.fixture

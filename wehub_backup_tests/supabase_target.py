@@ -13,16 +13,19 @@ import pytest
 from wehub_backup.definitions import build_definitions
 from wehub_backup.fingerprint import set_stable_output, table_digest
 from wehub_backup.ops import MIGRATION_JOB
-from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
-from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, write_pgpass
+from wehub_backup_tests.conftest import BackupEnv, SessionPasswords, point_backup_at, start_for_session
+from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, bootstrap_supabase_like, new_supabase_like_cluster
 
 APP_SCHEMAS = ("public", "inventory")
 
 
-def new_project_cluster(name: str, base: Path, password: str) -> PostgresCluster:
-    """A Supabase-like cluster as a new project has it: Supabase's schemas, roles and users, no app yet."""
-    cluster = start_for_session(new_supabase_like_cluster(name, base, find_local_bindir()))
+def new_project_cluster(name: str, base: Path, password: str, settings: dict[str, str] | None = None) -> PostgresCluster:
+    """A Supabase-like cluster as a new project has it: Supabase's schemas, roles and users, no app
+    yet; ``settings`` add to its server configuration (a feature's preloaded library, say)."""
+    cluster = new_supabase_like_cluster(name, base, find_local_bindir())
+    cluster.settings.update(settings or {})
+    start_for_session(cluster)
     bootstrap_supabase_like(cluster)
     cluster.set_password(APP_OWNER, password)
     return cluster
@@ -44,12 +47,8 @@ def new_project_fixture(name: str) -> Callable[..., Iterator[PostgresCluster]]:
 def point_migration_at(monkeypatch: pytest.MonkeyPatch, env: BackupEnv, target: PostgresCluster,
                        vps: PostgresCluster, source_db: str) -> BackupEnv:
     """SUPABASE_* at ``target``, LOCAL_DB_NAME at ``source_db``, and a password file for both servers."""
-    pgpass = write_pgpass(env.dagster_home.parent / "pgpass-migration", [
-        (target, APP_OWNER, env.supabase_password), (vps, VPS_SUPERUSER, env.local_password)])
-    monkeypatch.setenv("SUPABASE_DB_PORT", str(target.port))
-    monkeypatch.setenv("PGPASSFILE", str(pgpass))
     monkeypatch.setenv("LOCAL_DB_NAME", source_db)
-    return dataclasses.replace(env, supabase_port=target.port, local_db=source_db, pgpassfile=pgpass)
+    return dataclasses.replace(point_backup_at(monkeypatch, env, target, vps), local_db=source_db)
 
 
 def run_migration(instance: dg.DagsterInstance, **config: object) -> dg.ExecuteInProcessResult:

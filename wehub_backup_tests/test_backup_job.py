@@ -15,12 +15,13 @@ import pytest
 
 from wehub_backup.ops import BACKUP_JOB
 from wehub_backup_tests.backup_runs import databases_named, run_backup, step_errors
-from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
+from wehub_backup_tests.conftest import BackupEnv, SessionPasswords, point_backup_at
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
-from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, write_pgpass
-from wehub_backup_tests.harness.supabase_like import APP_OWNER, bootstrap_supabase_like, new_supabase_like_cluster
+from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.polling import wait_until
+from wehub_backup_tests.supabase_target import new_project_cluster
 
 
 def test_copy_equals_source_and_verification_is_recorded(
@@ -277,10 +278,8 @@ def test_command_line_runs_a_recorded_dagster_run(backup_env: BackupEnv, vps_clu
 @pytest.fixture(scope="module")
 def cron_project(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
     """A project with Supabase Cron on: pg_cron preloaded, created in pg_catalog, a job scheduled."""
-    cluster = new_supabase_like_cluster("cronsrc", pg_base_dir, find_local_bindir())
-    cluster.settings.update(shared_preload_libraries="pg_stat_statements,pg_cron", **{"cron.database_name": "postgres"})
-    bootstrap_supabase_like(start_for_session(cluster))
-    cluster.set_password(APP_OWNER, session_passwords.supabase_postgres)
+    cluster = new_project_cluster("cronsrc", pg_base_dir, session_passwords.supabase_postgres, {
+        "shared_preload_libraries": "pg_stat_statements,pg_cron", "cron.database_name": "postgres"})
     cluster.execute("CREATE EXTENSION pg_cron WITH SCHEMA pg_catalog;"
                     "GRANT USAGE ON SCHEMA cron TO postgres; GRANT SELECT ON ALL TABLES IN SCHEMA cron TO postgres;"
                     "SELECT cron.schedule('nightly-report', '0 3 * * *', 'SELECT 1')")
@@ -297,10 +296,7 @@ def test_pg_cron_is_left_out_even_where_the_vps_has_the_package(
     """The VPS has postgresql-NN-cron installed but not preloaded (as the package leaves it), and a
     copy database is never cron.database_name: creating the extension there would fail every run."""
     assert vps_cluster.query("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'") == [(1,)]
-    pgpass = write_pgpass(backup_env.dagster_home.parent / "pgpass-cron", [
-        (cron_project, APP_OWNER, backup_env.supabase_password), (vps_cluster, VPS_SUPERUSER, backup_env.local_password)])
-    monkeypatch.setenv("SUPABASE_DB_PORT", str(cron_project.port))
-    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    point_backup_at(monkeypatch, backup_env, cron_project, vps_cluster)
     result = run_backup("wehub_cron", instance)
     assert result.success, step_errors(result)
     left_out = {(item.kind, item.name) for item in result.output_for_node("plan_supabase_backup").scope.left_out}

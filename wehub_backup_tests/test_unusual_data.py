@@ -5,7 +5,6 @@ existing rows violate, forced row security, partitions attached with their own c
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -116,7 +115,6 @@ def test_unusual_names_types_and_settings_round_trip(
 PRICES = ("CREATE TABLE public.prices (id int PRIMARY KEY, amount money, history money[]);"
           "INSERT INTO public.prices SELECT i, i * 1234.5, ARRAY[i * 1.5, -i]::numeric[]::money[] "
           "FROM generate_series(1, 50) i")
-MONEY_LOCALE_NAME = ".".join(MONEY_LOCALE)
 
 
 def test_money_printed_in_the_sources_locale_restores_on_the_vps(
@@ -125,12 +123,12 @@ def test_money_printed_in_the_sources_locale_restores_on_the_vps(
 ) -> None:
     """pg_dump writes money as the source prints it ("1.234,50 €"); the VPS, printing "$1,234.50",
     would reject that text unless the restore reads it in the source's locale."""
-    supabase_cluster.execute(f"ALTER DATABASE \"{scratch_source}\" SET lc_monetary = '{MONEY_LOCALE_NAME}'")
+    supabase_cluster.execute(f"ALTER DATABASE \"{scratch_source}\" SET lc_monetary = '{MONEY_LOCALE}'")
     supabase_cluster.execute(PRICES, dbname=scratch_source, user="postgres")
     result = run_backup("wehub_money", instance)
     assert result.success, step_errors(result)
-    assert result.output_for_node("plan_supabase_backup").restore_settings == {"lc_monetary": MONEY_LOCALE_NAME}
-    assert step_metadata(result, "plan_supabase_backup")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE_NAME}"
+    assert result.output_for_node("plan_supabase_backup").restore_settings == {"lc_monetary": MONEY_LOCALE}
+    assert step_metadata(result, "plan_supabase_backup")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE}"
     assert vps_cluster.query("SELECT amount::numeric, history[1]::numeric FROM public.prices WHERE id = 2",
                              dbname="wehub_money") == [(2469, 3)]
 
@@ -143,7 +141,7 @@ def vps_money_database(vps_cluster: PostgresCluster) -> Iterator[str]:
     """A VPS application database whose money prints in a German locale."""
     name = "vps_money"
     vps_cluster.execute(f"CREATE DATABASE {name}")
-    vps_cluster.execute(f"ALTER DATABASE {name} SET lc_monetary = '{MONEY_LOCALE_NAME}'")
+    vps_cluster.execute(f"ALTER DATABASE {name} SET lc_monetary = '{MONEY_LOCALE}'")
     vps_cluster.execute(PRICES, dbname=name)
     yield name
     vps_cluster.execute(f"DROP DATABASE {name} WITH (FORCE)")
@@ -157,7 +155,7 @@ def test_money_printed_in_the_vps_locale_migrates_to_supabase(
     with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
         result = run_migration(instance, overwrite=True)
     assert result.success, failure_of(result)
-    assert step_metadata(result, "plan_vps_migration")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE_NAME}"
+    assert step_metadata(result, "plan_vps_migration")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE}"
     assert supabase_project.query("SELECT amount::numeric FROM public.prices WHERE id = 2") == [(2469,)]
 
 
@@ -168,11 +166,9 @@ def project_without_the_locale(pg_base_dir: Path, session_passwords: SessionPass
     locales = pg_base_dir / "only-c-utf8"
     shutil.copytree("/usr/lib/locale/C.utf8", locales / "C.utf8")
     hand_to_server_user(locales)
-    os.environ["LOCPATH"] = str(locales)
-    try:
+    with pytest.MonkeyPatch.context() as server_environment:
+        server_environment.setenv("LOCPATH", str(locales))
         cluster = new_project_cluster("supabase_c_only", pg_base_dir, session_passwords.supabase_postgres)
-    finally:
-        del os.environ["LOCPATH"]
     yield cluster
     cluster.destroy()
 
@@ -187,6 +183,6 @@ def test_money_in_a_locale_the_target_lacks_is_refused_before_anything_changes(
         result = run_migration(instance, overwrite=True)
     step, error = failure_of(result)
     assert step == "plan_vps_migration"
-    assert (f"money column public.prices.amount is printed in the source's lc_monetary locale {MONEY_LOCALE_NAME}, "
+    assert (f"money column public.prices.amount is printed in the source's lc_monetary locale {MONEY_LOCALE}, "
             "which Supabase does not have") in error
     assert catalog_snapshot(project_without_the_locale) == before

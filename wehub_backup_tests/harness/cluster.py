@@ -79,17 +79,16 @@ def cluster_locale() -> str:
     return "C.UTF-8" if any(name.lower() in ("c.utf8", "c.utf-8") for name in available) else "C"
 
 
-def ensure_locale(language: str, charset: str = "UTF-8") -> str:
-    """Compile a system locale the servers can use (tests need one whose money prints differently
-    from C's); the locales package supplies the definitions."""
-    name = f"{language}.{charset}"
+def ensure_locale(name: str) -> None:
+    """Compile a system locale (``language.charset``) the servers can use when it is missing (tests
+    need one whose money prints differently from C's); the locales package supplies the definitions."""
+    language, charset = name.split(".")
     available = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower().split()
     if name.lower().replace("utf-8", "utf8") not in available:
         result = subprocess.run(["localedef", "-i", language, "-f", charset, name], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"cannot compile the locale {name} (install the locales package, run as root): "
                                f"{result.stderr.strip() or result.stdout.strip()}")
-    return name
 
 
 def run(args: Sequence[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
