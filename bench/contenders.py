@@ -20,11 +20,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from wehub_backup import databases, pgtools
-from wehub_backup.pgtools import PgClient, ToolError
-from wehub_backup.settings import ConnectionInfo
+from wehub_backup.errors import ToolError
+from wehub_backup.pg.clients import PgClient
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.databases import create_database
+from wehub_backup.pg.processes import run_tool
 from wehub_backup.summary import summarize_run
-from wehub_backup.supabase_compat import CopyScope
+from wehub_backup.supabase.scope import CopyScope
 
 PGCOPYDB = "pgcopydb"
 SOURCE_SUPERUSER = "supabase_admin"
@@ -53,7 +55,7 @@ class Attempt:
 
     def create_database(self) -> None:
         with self.target.connect("postgres") as conn:
-            databases.create_database(conn, self.database, "UTF8")
+            create_database(conn, self.database, "UTF8")
 
 
 Details = dict[str, object]
@@ -70,14 +72,14 @@ class Contender:
 def plain_dump_and_psql(attempt: Attempt) -> Details:
     """The plan's scripts: ``pg_dump`` to one SQL file, ``psql -f`` into an empty database."""
     dump = attempt.workdir / "dump.sql"
-    dumped = pgtools.run_tool(
+    dumped = run_tool(
         [attempt.client.program("pg_dump"), "--format=plain", f"--file={dump}", "--no-password",
          *attempt.scope.pg_dump_arguments()],
         attempt.source_environment(),
     )
     artifact = dump.stat().st_size
     attempt.create_database()
-    restored = pgtools.run_tool(
+    restored = run_tool(
         [attempt.client.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", f"--file={dump}"],
         attempt.target_environment(),
     )
@@ -87,14 +89,14 @@ def plain_dump_and_psql(attempt: Attempt) -> Details:
 def directory_dump_and_restore(attempt: Attempt) -> Details:
     """``pg_dump -Fd -j N`` then ``pg_restore -j N``, with the tools' default compression."""
     archive = attempt.workdir / "archive"
-    dumped = pgtools.run_tool(
+    dumped = run_tool(
         [attempt.client.program("pg_dump"), "--format=directory", f"--jobs={attempt.jobs}", f"--file={archive}",
          "--no-password", *attempt.scope.pg_dump_arguments()],
         attempt.source_environment(),
     )
     artifact = sum(f.stat().st_size for f in archive.iterdir())
     attempt.create_database()
-    restored = pgtools.run_tool(
+    restored = run_tool(
         [attempt.client.program("pg_restore"), f"--dbname={attempt.database}", f"--jobs={attempt.jobs}",
          "--exit-on-error", "--no-password", str(archive)],
         attempt.target_environment(),

@@ -21,16 +21,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from wehub_backup.catalog import available_extensions, read_catalog
-from wehub_backup.pgpass import PassEntry, write_private_passfile
-from wehub_backup.settings import ConnectionInfo
-from wehub_backup.supabase_compat import (
-    DEFAULT_EXCLUDED_SCHEMAS,
-    DEFAULT_EXCLUDED_TABLES,
-    CopyScope,
-    ensure_standin_roles,
-    plan_scope,
-)
+from wehub_backup.pg.catalog import available_extensions, read_catalog
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.supabase.roles import ensure_standin_roles
+from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
+from wehub_backup.supabase.scope import CopyScope, plan_scope
 from wehub_backup_tests.harness.cluster import PostgresCluster, hand_to_server_user
 from wehub_backup_tests.harness.supabase_like import (
     APP_OWNER,

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from wehub_backup import pgtools
-from wehub_backup.fingerprint import set_stable_output, table_digest
-from wehub_backup.runlog import directory_bytes
-from wehub_backup.wire import ByteCountingRelay
+from wehub_backup.pg.clients import PgClient, program_version
+from wehub_backup.pg.fingerprint import set_stable_output, table_digest
+from wehub_backup.pg.processes import run_tool
+from wehub_backup.pg.relay import ByteCountingRelay
+from wehub_backup.run.workdir import directory_bytes
 from wehub_backup_tests.harness.cluster import find_newer_postgres_bindir
 
 if TYPE_CHECKING:
@@ -90,14 +91,14 @@ def run_all(session: Session, copy: str, log: Log) -> dict[str, object]:
     return found
 
 
-def newer_client() -> pgtools.PgClient | None:
+def newer_client() -> PgClient | None:
     """The PostgreSQL 17 client programs of the test harness, when installed (they have lz4 and zstd)."""
     bindir = find_newer_postgres_bindir()
-    version = pgtools.program_version(bindir / "pg_dump") if bindir else None
-    return pgtools.PgClient(bindir, version[0], version[1]) if bindir and version else None
+    version = program_version(bindir / "pg_dump") if bindir else None
+    return PgClient(bindir, version[0], version[1]) if bindir and version else None
 
 
-def dump_variant(session: Session, variant: DumpVariant, newer: pgtools.PgClient | None) -> dict[str, object]:
+def dump_variant(session: Session, variant: DumpVariant, newer: PgClient | None) -> dict[str, object]:
     """One ``pg_dump -Fd -j N`` of the job's scope; seconds, size, CPU and bytes received."""
     archive = session.workdir / "diagnostic-archive"
     shutil.rmtree(archive, ignore_errors=True)
@@ -109,7 +110,7 @@ def dump_variant(session: Session, variant: DumpVariant, newer: pgtools.PgClient
         env = connection.libpq_environment(session.workdir / "diagnostic.pgpass")
         argv = [client.program("pg_dump"), "--format=directory", f"--jobs={session.jobs}", f"--file={archive}",
                 "--no-password", "--no-sync", *variant.compression, *session.plan.scope.pg_dump_arguments()]
-        run = pgtools.run_tool(argv, env, low_priority=variant.niced)
+        run = run_tool(argv, env, low_priority=variant.niced)
     size = directory_bytes(archive)
     shutil.rmtree(archive, ignore_errors=True)
     return {"label": variant.label, "seconds": run.seconds, "artifact_bytes": size, "cpu_s": run.cpu_seconds}

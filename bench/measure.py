@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wehub_backup.runlog import directory_bytes
+from wehub_backup.run.workdir import directory_bytes
 
 SAMPLE_SECONDS = 0.05
 

@@ -23,9 +23,10 @@ from bench import diagnostics, report
 from bench.contenders import CONTENDERS, Attempt, Contender, missing_programs
 from bench.dataset import BenchServers, CopyPlan, prepare_copy, start_servers
 from bench.measure import RunMeasurement, Sampler
-from wehub_backup import databases, pgtools
-from wehub_backup.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
-from wehub_backup.wire import ByteCountingRelay
+from wehub_backup.pg.clients import PgClient, choose_client
+from wehub_backup.pg.databases import drop_database
+from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
+from wehub_backup.pg.relay import ByteCountingRelay
 
 REPO = Path(__file__).resolve().parent.parent
 MIN_SCALE_MB, MAX_SCALE_MB = 100, 10240
@@ -75,7 +76,7 @@ class Session:
 
     servers: BenchServers
     plan: CopyPlan
-    client: pgtools.PgClient
+    client: PgClient
     jobs: int
     workdir: Path
     dagster_home: Path
@@ -150,7 +151,7 @@ class Session:
 
     def drop(self, database: str) -> None:
         with self.target_connection("postgres") as conn:
-            databases.drop_database(conn, database)
+            drop_database(conn, database)
 
 
 def fingerprint_source(servers: BenchServers, plan: CopyPlan, passfile: Path) -> tuple[DatabaseFingerprint, float]:
@@ -198,7 +199,7 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
     workdir.mkdir(mode=0o700)
     plan = prepare_copy(servers)
     passfile = servers.write_passfile(workdir / "pgpass")
-    client = pgtools.choose_client(servers.source.major)
+    client = choose_client(servers.source.major)
     source_fingerprint, source_fingerprint_s = fingerprint_source(servers, plan, passfile)
     session = Session(servers, plan, client, os.cpu_count() or 1, workdir,
                       prepare_dagster_home(workdir / "dagster_home"), source_fingerprint, passfile)

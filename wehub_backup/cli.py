@@ -13,15 +13,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
 
 import dagster as dg
 
-from wehub_backup import egress
-from wehub_backup.alerts import DEFAULT_DAGSTER_URL
-from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG, migration_run_config
-from wehub_backup.schedules import LAUNCHED_BY_TAG, backup_run_config, configured_backup_target
+from wehub_backup.config import configured_backup_target, dagster_home, dagster_url
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.egress import egress_usage, format_egress_report, last_successful_egress
+from wehub_backup.defs.migration.config import migration_run_config
+from wehub_backup.defs.names import BACKUP_JOB, LAUNCHED_BY_TAG, MIGRATION_JOB, TARGET_TAG
+from wehub_backup.errors import SettingsError
 from wehub_backup.summary import format_summary, summarize_run
 
 
@@ -50,7 +51,7 @@ def _run_recorded(job_factory: Callable[[], dg.JobDefinition], run_config: dict,
             raise_on_error=False,
         )
         summary = summarize_run(instance, result.run_id)
-    print(format_summary(summary, os.environ.get("WEHUB_DAGSTER_URL", DEFAULT_DAGSTER_URL)))
+    print(format_summary(summary, dagster_url()))
     return 0 if summary.success else 1
 
 
@@ -58,10 +59,10 @@ def report_egress() -> int:
     """Print the billing cycle's Supabase egress against the budget, from the instance's run records."""
     with _instance() as instance:
         try:
-            usage = egress.egress_usage(instance)
-        except egress.EgressSettingsError as error:
+            usage = egress_usage(instance)
+        except SettingsError as error:
             raise SystemExit(f"wehub-backup: {error}") from None
-        print(egress.format_egress_report(usage, egress.last_successful_egress(instance, BACKUP_JOB)))
+        print(format_egress_report(usage, last_successful_egress(instance, BACKUP_JOB)))
     return 0
 
 
@@ -71,10 +72,10 @@ def _instance() -> dg.DagsterInstance:
     Opening a new SQLite instance creates and migrates its storage; two commands started
     together (the schedule and an operator, say) would otherwise race on that.
     """
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    home = dagster_home()
+    if home is None:
         raise SystemExit("wehub-backup: DAGSTER_HOME is not set (the directory of the Dagster instance, with dagster.yaml)")
-    with open(Path(home) / ".wehub-backup.lock", "a") as lock:
+    with open(home / ".wehub-backup.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return dg.DagsterInstance.get()
 

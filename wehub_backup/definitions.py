@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from wehub_backup.alerts import alert_settings_from_env
-from wehub_backup.egress import egress_budget_sensor
-from wehub_backup.jobs import backup_supabase_to_vps, migrate_vps_to_supabase
-from wehub_backup.schedules import backup_copy_asset_specs, build_weekly_backup_schedule
-from wehub_backup.sensors import alert_on_run_failure, backup_freshness_sensor
-from wehub_backup.settings import backup_workspace_from_env, supabase_database_from_env, vps_database_from_env
+from wehub_backup.defs.assets import backup_copy_asset_specs
+from wehub_backup.defs.backup.job import backup_supabase_to_vps
+from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
+from wehub_backup.defs.migration.job import migrate_vps_to_supabase
+from wehub_backup.defs.resources import (
+    alert_settings_from_env,
+    backup_workspace_from_env,
+    supabase_database_from_env,
+    vps_database_from_env,
+)
+from wehub_backup.defs.sensors import alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor
 
 
 def build_definitions() -> dg.Definitions:

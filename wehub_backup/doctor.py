@@ -18,24 +18,33 @@ import dagster as dg
 import psycopg
 import yaml
 
-from wehub_backup import pgpass, pgtools
-from wehub_backup.backup import dump_space_needed, require_superuser
-from wehub_backup.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
-from wehub_backup.egress import EgressSettings, EgressSettingsError, human_bytes
-from wehub_backup.preflight import MAINTENANCE_DATABASE, PreflightError, connect_or_explain, error_line
-from wehub_backup.runlog import WorkspaceError, ensure_directory, free_bytes
-from wehub_backup.schedules import ScheduleSettingsError, schedule_timezone
-from wehub_backup.settings import (
-    APPLICATION_NAME,
+from wehub_backup.backup.plan import require_superuser
+from wehub_backup.config import (
+    SUPABASE_VARIABLES,
+    DagsterStorage,
+    EgressSettings,
+    dagster_home,
+    dagster_storage_from_env,
+    schedule_timezone,
+    string_setting,
+)
+from wehub_backup.defs.resources import (
     BackupWorkspace,
-    ConnectionInfo,
     backup_workspace_from_env,
     supabase_database_from_env,
     vps_database_from_env,
 )
+from wehub_backup.errors import PasswordFileError, PreflightError, SettingsError, VersionMismatch, WorkspaceError
+from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
+from wehub_backup.pg.clients import PgClient, installed_clients, newest_sufficient
+from wehub_backup.pg.connection import APPLICATION_NAME, MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.pg.dump import dump_space_needed
+from wehub_backup.pg.passfile import check_permissions, lookup_password
+from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.workdir import ensure_directory, free_bytes
+from wehub_backup.units import human_bytes
 
 ENV_FILE_HINT = "/etc/wehub_backup/wehub_backup.env"
-DAGSTER_PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB")
 PLACEHOLDER_PASSWORD = "CHANGE_ME"
 
 
@@ -68,17 +77,6 @@ class Settings:
     workspace: BackupWorkspace
 
 
-@dataclass(frozen=True)
-class DagsterStorage:
-    """Dagster's PostgreSQL storage as dagster-postgres builds its connection from ``DAGSTER_PG_*``."""
-
-    host: str
-    port: int
-    user: str
-    dbname: str
-
-    def describe(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -91,8 +89,8 @@ def resolve_connection(factory: Callable[[], dg.ConfigurableResource]) -> Connec
 
 def check_settings() -> tuple[Check, Settings | None]:
     """Resolve the connection and workspace settings; name the variable that is missing or wrong."""
-    if not os.environ.get("SUPABASE_DB_HOST"):
-        return failed("settings", f"SUPABASE_DB_HOST is not set: set it in {ENV_FILE_HINT}"), None
+    if not string_setting(SUPABASE_VARIABLES.host):
+        return failed("settings", f"{SUPABASE_VARIABLES.host} is not set: set it in {ENV_FILE_HINT}"), None
     try:
         settings = Settings(
             resolve_connection(supabase_database_from_env),
@@ -113,18 +111,6 @@ def _config_error(error: dg.DagsterInvalidConfigError) -> str:
     return (causes[0] if causes else lines[0]).rstrip(".")
 
 
-def dagster_storage_from_env(environ: Mapping[str, str] = os.environ) -> DagsterStorage | None:
-    """The storage settings if any ``DAGSTER_PG_*`` is set (all four are then required)."""
-    if not any(environ.get(name) for name in DAGSTER_PG_VARIABLES):
-        return None
-    missing = [name for name in DAGSTER_PG_VARIABLES if not environ.get(name)]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} not set (set all of {', '.join(DAGSTER_PG_VARIABLES)} or none)")
-    try:
-        port = int(environ["DAGSTER_PG_PORT"])
-    except ValueError:
-        raise ValueError(f"DAGSTER_PG_PORT must be a number, not {environ['DAGSTER_PG_PORT']!r}") from None
-    return DagsterStorage(environ["DAGSTER_PG_HOST"], port, environ["DAGSTER_PG_USER"], environ["DAGSTER_PG_DB"])
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -133,13 +119,13 @@ def dagster_storage_from_env(environ: Mapping[str, str] = os.environ) -> Dagster
 def check_password_file(passfile: Path, logins: list[tuple[str, ConnectionInfo | DagsterStorage]]) -> Check:
     """libpq's rules: a private plain file, with a line for every login (and no example placeholder)."""
     try:
-        pgpass.check_permissions(passfile)
+        check_permissions(passfile)
         for role, login in logins:
-            password = pgpass.lookup_password(passfile, login.host, login.port, login.dbname, login.user)
+            password = lookup_password(passfile, login.host, login.port, login.dbname, login.user)
             if PLACEHOLDER_PASSWORD in password:
                 return failed("password file", f"the entry for {role} in {passfile} still has the example's "
                                                f"{PLACEHOLDER_PASSWORD} password: put the real one there")
-    except pgpass.PasswordFileError as error:
+    except PasswordFileError as error:
         return failed("password file", str(error))
     return passed("password file", f"{passfile} (mode 0600) has entries for {', '.join(r for r, _ in logins)}")
 
@@ -177,7 +163,7 @@ def check_supabase(info: ConnectionInfo) -> tuple[Check, DatabaseCatalog | None]
     try:
         with connect_or_explain(info, "the Supabase source") as conn:
             catalog = read_catalog(conn)
-    except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
+    except (PreflightError, PasswordFileError, psycopg.Error) as error:
         return failed("Supabase", error_line(error)), None
     return passed("Supabase", f"{info.describe()}: PostgreSQL {catalog.server.version}, "
                               f"database {catalog.size_bytes / 2**20:.1f} MiB"), catalog
@@ -189,18 +175,18 @@ def check_vps(info: ConnectionInfo) -> tuple[Check, ServerInfo | None]:
         with connect_or_explain(info, "the VPS server", MAINTENANCE_DATABASE) as conn:
             server = server_info(conn)
         require_superuser(server)
-    except (PreflightError, pgpass.PasswordFileError, psycopg.Error) as error:
+    except (PreflightError, PasswordFileError, psycopg.Error) as error:
         return failed("VPS", error_line(error)), None
     return passed("VPS", f"{info.describe(MAINTENANCE_DATABASE)}: PostgreSQL {server.version}, superuser"), server
 
 
-def check_client_programs(servers: Mapping[str, ServerInfo], clients: list[pgtools.PgClient]) -> Check:
+def check_client_programs(servers: Mapping[str, ServerInfo], clients: list[PgClient]) -> Check:
     """pg_dump/pg_restore/psql as a set, at least as new as the newest server they talk to."""
     name = "client programs"
     newest = max(servers.values(), key=lambda server: server.major, default=None)
     try:
-        client = pgtools.newest_sufficient(clients, newest.major if newest else 0)
-    except pgtools.VersionMismatch as error:
+        client = newest_sufficient(clients, newest.major if newest else 0)
+    except VersionMismatch as error:
         return failed(name, str(error))
     majors = ", ".join(f"{role} {server.major}" for role, server in servers.items()) or "no server reached"
     return passed(name, f"pg_dump/pg_restore/psql {client.version} in {client.bindir} (servers: {majors})")
@@ -216,7 +202,7 @@ def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, client_major: i
     return passed("disk space", detail)
 
 
-def check_dagster_home(home: str | None, storage: DagsterStorage | None) -> Check:
+def check_dagster_home(home: Path | None, storage: DagsterStorage | None) -> Check:
     """DAGSTER_HOME holds a dagster.yaml whose storage matches the ``DAGSTER_PG_*`` settings."""
     name = "Dagster instance"
     if not home:
@@ -260,7 +246,7 @@ def check_schedule_settings() -> Check:
     try:
         zone = schedule_timezone()
         budget = EgressSettings.from_env()
-    except (ScheduleSettingsError, EgressSettingsError) as error:
+    except SettingsError as error:
         return failed("schedule", f"{error}: fix it in {ENV_FILE_HINT}")
     return passed("schedule", f"weekly in {zone}; egress budget {human_bytes(budget.budget_bytes)} per cycle "
                               f"starting on day {budget.cycle_day}")
@@ -275,12 +261,12 @@ def run_checks() -> list[Check]:
     checks = [settings_check]
     try:
         storage = dagster_storage_from_env()
-    except ValueError as error:
+    except SettingsError as error:
         checks.append(failed("Dagster storage", str(error)))
         storage = None
     if settings:
         checks += machine_checks(settings, storage)
-    checks.append(check_dagster_home(os.environ.get("DAGSTER_HOME"), storage))
+    checks.append(check_dagster_home(dagster_home(), storage))
     if storage:
         checks.append(check_dagster_storage(storage))
     checks.append(check_schedule_settings())
@@ -305,7 +291,7 @@ def machine_checks(settings: Settings, storage: DagsterStorage | None) -> list[C
     checks += [supabase_check, vps_check]
     servers = {role: server for role, server in (("Supabase", catalog.server if catalog else None),
                                                  ("VPS", vps_server)) if server}
-    clients = pgtools.installed_clients(settings.workspace.extra_bindirs())
+    clients = installed_clients(settings.workspace.extra_bindirs())
     checks.append(check_client_programs(servers, clients))
     if catalog and backup_dir.is_dir():
         checks.append(check_free_space(backup_dir, catalog, clients[0].major if clients else 0))

@@ -1,40 +1,19 @@
-"""What every job checks before it changes anything, and how it words what it found.
-
-A refusal is a ``PreflightError`` whose message is one line an operator can act on; the
-helpers here turn libpq's multi-line failures and lists of problems into such lines.
-"""
+"""What every job checks before it changes anything, and how it words what it found."""
 
 from __future__ import annotations
 
 import psycopg
 
-from wehub_backup.catalog import money_columns
-from wehub_backup.settings import TRANSACTION_POOLER_PORT, ConnectionInfo
-
-MAINTENANCE_DATABASE = "postgres"
-
-
-class PreflightError(RuntimeError):
-    """Something is wrong before anything was changed; the message says what to fix."""
-
-
-def error_line(error: BaseException) -> str:
-    """The first meaningful line of an error (psycopg's are often several lines long).
-
-    A failed connection lists one line per address tried, each followed by libpq's hint
-    ("Is the server running on that host...?"); the last attempt's own line is the cause.
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    if text.startswith("connection failed:"):
-        text = [line for line in lines if " failed: " in line][-1].removeprefix("connection failed: ")
-    return text
+from wehub_backup.errors import PreflightError, SettingsError
+from wehub_backup.pg.catalog import money_columns
+from wehub_backup.pg.connection import ConnectionInfo, error_line
+from wehub_backup.supabase.schemas import TRANSACTION_POOLER_PORT
 
 
 def connect_or_explain(info: ConnectionInfo, role: str, dbname: str | None = None) -> psycopg.Connection:
     """Connect, turning libpq's multi-line failures into one line that names the server."""
     if info.port == TRANSACTION_POOLER_PORT or info.lookup_port == TRANSACTION_POOLER_PORT:
-        raise PreflightError(
+        raise SettingsError(
             f"{role} port {TRANSACTION_POOLER_PORT} is Supabase's transaction pooler, which breaks pg_dump "
             "(no session state, no snapshots); use the session pooler on port 5432 or the direct host"
         )
@@ -71,7 +50,7 @@ def money_settings(dumping: psycopg.Connection, restoring: psycopg.Connection, s
     try:
         restoring.execute("SELECT pg_catalog.set_config('lc_monetary', %s, false)", (locale,))
     except psycopg.Error:
-        raise PreflightError(
+        raise SettingsError(
             f"money column {columns[0]} is printed in the source's lc_monetary locale {locale}, which "
             f"{restoring_name} does not have: generate that locale there or give both servers one they share"
         ) from None

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from wehub_backup.alerts import EXCEPTION_CLASS_PREFIX, run_url
+from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure
+from wehub_backup.alerts.messages import run_url
+from wehub_backup.defs.sensors import run_failure_of
 
 
 @dataclass
@@ -17,6 +19,7 @@ class RunSummary:
     success: bool
     failed_step: str | None = None
     failure: str | None = None
+    failure_kind: str | None = None
     step_metadata: dict[str, dict[str, object]] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -43,6 +46,8 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and summary.failed_step is None:
             summary.failed_step = event.step_key
             summary.failure = failure_reason(event.step_failure_data.error)
+            failure = run_failure_of(event.step_key, event.step_failure_data.error)
+            summary.failure_kind = classify_failure(failure.error_text, failure.error_classes).category
     return summary
 
 
@@ -64,6 +69,7 @@ def format_summary(summary: RunSummary, ui_url: str) -> str:
     if not summary.success:
         lines.append(f"  failed step: {summary.failed_step}")
         lines.append(f"  cause: {summary.failure}")
+        lines.append(f"  kind: {summary.failure_kind}")
     for label, step, key in _SUMMARY_FIELDS:
         value = summary.value(step, key)
         if value is not None:

@@ -13,15 +13,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup.ops import BACKUP_JOB
-from wehub_backup_tests.backup_runs import databases_named, run_backup, step_errors
-from wehub_backup_tests.conftest import BackupEnv, SessionPasswords, point_backup_at
+from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
-from wehub_backup_tests.polling import wait_until
-from wehub_backup_tests.supabase_target import new_project_cluster
+from wehub_backup_tests.support.backup_runs import databases_named, run_backup, step_errors
+from wehub_backup_tests.support.environment import BackupEnv, SessionPasswords, point_backup_at
+from wehub_backup_tests.support.polling import wait_until
+from wehub_backup_tests.support.supabase_target import new_project_cluster
 
 
 def test_copy_equals_source_and_verification_is_recorded(

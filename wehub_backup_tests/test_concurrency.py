@@ -8,10 +8,10 @@ import sys
 
 import dagster as dg
 
-from wehub_backup.ops import BACKUP_JOB
-from wehub_backup_tests.backup_runs import databases_named, run_backup
-from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.support.backup_runs import databases_named, run_backup
+from wehub_backup_tests.support.environment import BackupEnv
 
 REFUSAL = "another backup or migration run for {target} is running; this run changed nothing"
 NOTES = "SELECT id, body FROM public.notes ORDER BY id"

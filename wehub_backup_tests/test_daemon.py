@@ -16,11 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup.ops import BACKUP_JOB, TARGET_TAG
-from wehub_backup.schedules import WEEKLY_BACKUP_CRON, backup_run_config
-from wehub_backup_tests.conftest import BackupEnv
-from wehub_backup_tests.loopback_servers import running_webhook_receiver
-from wehub_backup_tests.polling import wait_until
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.backup.schedule import WEEKLY_BACKUP_CRON
+from wehub_backup.defs.names import BACKUP_JOB, TARGET_TAG
+from wehub_backup_tests.support.environment import BackupEnv
+from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.support.polling import wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from wehub_backup.cli import main as cli_main
-from wehub_backup_tests.conftest import BackupEnv
 from wehub_backup_tests.harness.cluster import PostgresCluster, free_tcp_port
+from wehub_backup_tests.support.environment import BackupEnv
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

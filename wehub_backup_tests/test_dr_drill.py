@@ -22,9 +22,9 @@ import psycopg
 import pytest
 
 from wehub_backup import cli
-from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords, supabase_like_cluster
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_local_bindir, write_pgpass
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords, supabase_like_cluster
 
 RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "disaster-recovery.md"
 PRODUCTION_COPY = "wehub_drill"

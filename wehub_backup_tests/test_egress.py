@@ -11,26 +11,19 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from wehub_backup.alerts import AlertSettings
+from wehub_backup.config import EgressSettings
 from wehub_backup.definitions import build_definitions
-from wehub_backup.egress import (
-    BillingCycle,
-    EgressSettings,
-    EgressSettingsError,
-    EgressUsage,
-    RunEgress,
-    check_egress_budget,
-    egress_budget_sensor,
-    egress_usage,
-    human_bytes,
-    last_successful_egress,
-)
-from wehub_backup.ops import BACKUP_JOB, backup_copy_asset_key
-from wehub_backup.schedules import backup_run_config
-from wehub_backup_tests.backup_runs import run_backup
-from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup.defs.assets import backup_copy_asset_key
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.egress import BillingCycle, check_egress_budget, egress_usage, last_successful_egress
+from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.defs.sensors import egress_budget_sensor
+from wehub_backup.units import human_bytes
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.loopback_servers import WebhookReceiver
+from wehub_backup_tests.support.backup_runs import run_backup
+from wehub_backup_tests.support.environment import BackupEnv
+from wehub_backup_tests.support.loopback_servers import WebhookReceiver
 
 LOG = logging.getLogger(__name__)
 DUMP_STEP = "dump_supabase_database"
@@ -59,49 +52,6 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 # --- billing cycles and settings -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("moment", "cycle_day", "start", "end"),
-    [
-        (datetime(2025, 3, 17, 9, tzinfo=UTC), 1, datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC)),
-        (datetime(2025, 12, 31, 23, 59, tzinfo=UTC), 1,
-         datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
-        (datetime(2025, 1, 10, tzinfo=UTC), 15, datetime(2024, 12, 15, tzinfo=UTC), datetime(2025, 1, 15, tzinfo=UTC)),
-        (datetime(2025, 1, 15, tzinfo=UTC), 15, datetime(2025, 1, 15, tzinfo=UTC), datetime(2025, 2, 15, tzinfo=UTC)),
-        (datetime(2024, 3, 5, tzinfo=UTC), 31, datetime(2024, 2, 29, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)),
-        # 01:30 in Berlin on 1 April is still 31 March in UTC, where billing cycles are counted.
-        (datetime.fromisoformat("2025-04-01T01:30:00+02:00"), 1,
-         datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC)),
-    ],
-)
-def test_billing_cycle_containing(moment: datetime, cycle_day: int, start: datetime, end: datetime) -> None:
-    assert BillingCycle.containing(moment, cycle_day) == BillingCycle(start, end)
-
-
-def test_settings_default_to_five_gigabytes_and_refuse_typos() -> None:
-    assert EgressSettings.from_env({}) == EgressSettings(budget_bytes=5_000_000_000, cycle_day=1)
-    assert EgressSettings.from_env({"WEHUB_EGRESS_BUDGET_BYTES": "2000000000", "WEHUB_EGRESS_CYCLE_DAY": "12"}) == \
-        EgressSettings(budget_bytes=2_000_000_000, cycle_day=12)
-    for variables, expected in (
-        ({"WEHUB_EGRESS_BUDGET_BYTES": "5GB"}, "WEHUB_EGRESS_BUDGET_BYTES='5GB' must be a whole number at least 1"),
-        ({"WEHUB_EGRESS_BUDGET_BYTES": "0"}, "at least 1"),
-        ({"WEHUB_EGRESS_CYCLE_DAY": "32"}, "WEHUB_EGRESS_CYCLE_DAY='32' must be a whole number between 1 and 31"),
-    ):
-        with pytest.raises(EgressSettingsError, match=expected):
-            EgressSettings.from_env(variables)
-
-
-def test_projection_extends_the_rate_so_far_to_the_cycle_end() -> None:
-    cycle = BillingCycle.containing(datetime(2025, 4, 10, tzinfo=UTC))
-    runs = tuple(
-        RunEgress(f"r{day}", dg.DagsterRunStatus.SUCCESS, 200_000_000, datetime(2025, 4, day, 2, tzinfo=UTC))
-        for day in (6, 13)
-    )
-    usage = EgressUsage(cycle, datetime(2025, 4, 16, tzinfo=UTC), 5 * 10**9, runs)
-    assert usage.used_bytes == 400_000_000
-    assert usage.projected_bytes == 800_000_000  # 15 of 30 days gone
-    assert usage.used_share == pytest.approx(0.08)
 
 
 # --- real runs -------------------------------------------------------------------------------
@@ -208,7 +158,7 @@ def test_warning_at_eighty_percent_is_sent_once_per_cycle(
     now = datetime.now(UTC)
 
     below = EgressSettings(budget_bytes=int(used / 0.79))
-    cursor, outcome = check_egress_budget(instance, None, alerts, below, now, LOG)
+    cursor, outcome = check_egress_budget(instance, None, alerts.channels(), below, now, LOG)
     assert cursor is None and outcome.endswith("(79%) used: below 80%")
     assert receiver.payloads == []
 
@@ -230,5 +180,5 @@ def test_warning_at_eighty_percent_is_sent_once_per_cycle(
     assert len(receiver.payloads) == 1
     # A cursor from the previous cycle does not silence this one.
     previous_cycle = BillingCycle.containing(cycle_start - timedelta(days=1)).start.isoformat()
-    _, outcome = check_egress_budget(instance, previous_cycle, alerts, EgressSettings.from_env(), now, LOG)
+    _, outcome = check_egress_budget(instance, previous_cycle, alerts.channels(), EgressSettings.from_env(), now, LOG)
     assert outcome.endswith("warned") and len(receiver.payloads) == 2

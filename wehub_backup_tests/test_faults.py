@@ -19,19 +19,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from wehub_backup.alerts import AlertSettings
-from wehub_backup.databases import previous_name, staging_name
-from wehub_backup.ops import BACKUP_JOB, MIGRATION_JOB
-from wehub_backup.pgpass import PassEntry, write_private_passfile
-from wehub_backup.settings import APPLICATION_NAME
-from wehub_backup_tests.backup_runs import alert_on_failed_run, run_backup, step_errors
-from wehub_backup_tests.conftest import (
-    VPS_SUPERUSER,
-    BackupEnv,
-    SessionPasswords,
-    start_for_session,
-    start_vps_cluster,
-)
+from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
+from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
     database_state,
@@ -46,8 +38,16 @@ from wehub_backup_tests.faults.secrets import files_with_secrets
 from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
-from wehub_backup_tests.loopback_servers import running_webhook_receiver
-from wehub_backup_tests.supabase_target import catalog_snapshot, new_project_fixture, run_migration
+from wehub_backup_tests.support.backup_runs import alert_on_failed_run, run_backup, step_errors
+from wehub_backup_tests.support.environment import (
+    VPS_SUPERUSER,
+    BackupEnv,
+    SessionPasswords,
+    start_for_session,
+    start_vps_cluster,
+)
+from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.support.supabase_target import catalog_snapshot, new_project_fixture, run_migration
 
 FAULT_SOURCE = "faults_source"
 TARGET = "wehub_faults"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wehub_backup.fingerprint import compare_fingerprints, fingerprint_database, table_digest
+from wehub_backup.pg.fingerprint import compare_fingerprints, fingerprint_database, table_digest
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
 ROWS = """INSERT INTO {t} (id, mood, payload, amount, ratio, tags, note, seen_at, raw, addr)

@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from wehub_backup.supabase_compat import STANDIN_COMMENT
-from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup.supabase.roles import STANDIN_COMMENT
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
+from wehub_backup_tests.support.environment import BackupEnv
 
 DEBIAN_PG_DUMP = find_local_bindir() / "pg_dump"
 

@@ -15,11 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup import pgtools
-from wehub_backup.pgpass import PassEntry, write_private_passfile
-from wehub_backup.settings import TRANSACTION_POOLER_PORT
-from wehub_backup_tests.backup_runs import run_backup, step_errors
-from wehub_backup_tests.conftest import VPS_SUPERUSER, BackupEnv, SessionPasswords
+from wehub_backup.pg import clients
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.supabase.schemas import TRANSACTION_POOLER_PORT
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
     database_oids,
@@ -37,6 +35,8 @@ from wehub_backup_tests.faults.sources import (
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, free_tcp_port
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.support.backup_runs import run_backup, step_errors
+from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords
 
 HOSTILE_SOURCE = "hostile_source"
 GUARDED = "wehub_guarded"
@@ -218,7 +218,7 @@ def _no_client_programs(g: Guarded) -> None:
     empty = g.env.dagster_home.parent / "empty-bin"
     empty.mkdir()
     g.monkeypatch.setenv("WEHUB_PG_BINDIRS", str(empty))
-    g.monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [empty])
+    g.monkeypatch.setattr(clients, "candidate_bindirs", lambda extra=(): [empty])
 
 
 def _vps_login_not_superuser(g: Guarded) -> None:
@@ -261,7 +261,7 @@ def test_pg_dump_older_than_the_source_is_refused(
 ) -> None:
     guarded.monkeypatch.setenv("SUPABASE_DB_NAME", "postgres")
     guarded.monkeypatch.setenv("WEHUB_PG_BINDIRS", "")
-    guarded.monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
+    guarded.monkeypatch.setattr(clients, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
     cause = guarded.refused(GUARDED, "server version mismatch: the server is PostgreSQL 17")
     assert "install postgresql-client-17" in cause
 

@@ -14,13 +14,17 @@ from typing import Iterator
 import dagster as dg
 import pytest
 
-from wehub_backup import backup, cli, migration
-from wehub_backup.pgtools import ToolError
-from wehub_backup.settings import ConnectionInfo
-from wehub_backup_tests.conftest import VPS_APP_DATABASE, VPS_SUPERUSER, BackupEnv
+from wehub_backup import cli
+from wehub_backup.errors import ToolError
+from wehub_backup.migration.plan import MigrationPlan, MigrationRefused, plan_migration
+from wehub_backup.migration.restore import restore_in_one_transaction
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.dump import dump_source
+from wehub_backup.pg.processes import Log
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_newer_postgres_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
-from wehub_backup_tests.supabase_target import (
+from wehub_backup_tests.support.environment import VPS_APP_DATABASE, VPS_SUPERUSER, BackupEnv
+from wehub_backup_tests.support.supabase_target import (
     APP_SCHEMAS,
     catalog_snapshot,
     failure_of,
@@ -58,10 +62,10 @@ def connections(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster,
 
 
 def plan_from(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster, source_db: str, workdir: Path,
-              log: migration.Log, **options: object) -> migration.MigrationPlan:
+              log: Log, **options: object) -> MigrationPlan:
     """The preflight alone, called as a plain function."""
     settings = {"overwrite": True, "app_schemas": [], "excluded_tables": [], "extra_bindirs": [], "jobs": 1, **options}
-    return migration.plan_migration(*connections(env, vps, target, source_db), workdir, log=log,
+    return plan_migration(*connections(env, vps, target, source_db), workdir, log=log,
                                     **settings)  # type: ignore[arg-type]
 
 
@@ -186,7 +190,7 @@ def test_a_change_on_supabase_after_the_preflight_aborts_the_restore(
 ) -> None:
     source, supabase = connections(env, vps_cluster, target, VPS_APP_DATABASE)
     plan = plan_from(env, vps_cluster, target, VPS_APP_DATABASE, tmp_path, print)
-    dump = backup.dump_source(plan, source, print, count_egress=False)
+    dump = dump_source(plan.dump_request(), source, print)
     target.execute("""
         CREATE FUNCTION public.note_signup() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
         CREATE TRIGGER note_signup AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.note_signup();
@@ -195,7 +199,7 @@ def test_a_change_on_supabase_after_the_preflight_aborts_the_restore(
     try:
         with pytest.raises(ToolError, match="Supabase changed since the preflight: trigger note_signup on table "
                                             "auth.users depends on function public.note_signup()"):
-            migration.restore_into_supabase(plan, dump, supabase, print)
+            restore_in_one_transaction(plan, dump, supabase, print)
         assert catalog_snapshot(target) == before
     finally:
         target.execute("DROP FUNCTION public.note_signup() CASCADE", user=APP_OWNER)
@@ -232,7 +236,7 @@ def test_preflight_names_every_problem_before_changing_anything(
                    user=APP_OWNER)
     before = catalog_snapshot(target)
 
-    with pytest.raises(migration.MigrationRefused) as refused:
+    with pytest.raises(MigrationRefused) as refused:
         plan_from(env, vps_cluster, target, problem_source, tmp_path, messages.append)
 
     problems = refused.value.problems
@@ -250,7 +254,7 @@ def test_preflight_names_every_problem_before_changing_anything(
     assert catalog_snapshot(target) == before
     target.execute("DROP SCHEMA reports CASCADE", user=APP_OWNER)
 
-    with pytest.raises(migration.MigrationRefused, match="schema auth is managed by Supabase"):
+    with pytest.raises(MigrationRefused, match="schema auth is managed by Supabase"):
         plan_from(env, vps_cluster, target, problem_source, tmp_path, messages.append, app_schemas=["public", "auth"])
 
 
@@ -278,49 +282,4 @@ def test_transaction_pooler_is_refused(monkeypatch: pytest.MonkeyPatch, env: Bac
     assert step == "plan_vps_migration" and "port 6543 is Supabase's transaction pooler" in error
 
 
-def test_privilege_script_keeps_only_what_supabase_can_run() -> None:
-    script = "\n".join([
-        "SET statement_timeout = 0;",
-        "GRANT SELECT ON TABLE public.customers TO authenticated;",
-        'GRANT SELECT ON TABLE public."x TO y" TO "Odd Role" WITH GRANT OPTION;',
-        "REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;",
-        "SET SESSION AUTHORIZATION wehub_app;",
-        "GRANT SELECT ON TABLE public.orders TO vps_only_reader;",
-        "RESET SESSION AUTHORIZATION;",
-        "ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON TABLES TO anon;",
-        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon;",
-    ]) + "\n"
-
-    kept, left_out = migration.filter_privileges(script, frozenset({"authenticated", "anon", "postgres", "Odd Role",
-                                                                     "supabase_admin"}), frozenset({"postgres"}))
-
-    assert kept.splitlines() == [
-        "SET statement_timeout = 0;",
-        "GRANT SELECT ON TABLE public.customers TO authenticated;",
-        'GRANT SELECT ON TABLE public."x TO y" TO "Odd Role" WITH GRANT OPTION;',
-        "REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;",
-        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon;",
-    ]
-    assert left_out == ["GRANT SELECT ON TABLE public.orders TO vps_only_reader;",
-                        "ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON TABLES TO anon;"]
-
-
-def test_extension_references_are_rewritten_only_where_qualified_by_the_old_schema() -> None:
-    rewrite = migration.relocation_rewriter([
-        migration.Relocation("uuid-ossp", "public", "extensions", ("uuid_generate_v4",))])
-
-    text, count = rewrite("id uuid DEFAULT public.uuid_generate_v4() NOT NULL,\n"
-                          'x uuid DEFAULT "public"."uuid_generate_v4"(),\n'
-                          "y text DEFAULT public.uuid_generate_v4x(),\n"
-                          "z uuid DEFAULT extensions.uuid_generate_v4(),\n"
-                          "CREATE TABLE mypublic.uuid_generate_v4 (id int);\n")
-
-    assert count == 2
-    assert text.splitlines() == [
-        'id uuid DEFAULT "extensions".uuid_generate_v4() NOT NULL,',
-        'x uuid DEFAULT "extensions"."uuid_generate_v4"(),',
-        "y text DEFAULT public.uuid_generate_v4x(),",
-        "z uuid DEFAULT extensions.uuid_generate_v4(),",
-        "CREATE TABLE mypublic.uuid_generate_v4 (id int);",
-    ]
 

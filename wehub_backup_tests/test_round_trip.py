@@ -8,12 +8,12 @@ from typing import Iterator
 import dagster as dg
 import pytest
 
-from wehub_backup.fingerprint import fingerprint_database
-from wehub_backup_tests.backup_runs import run_backup
-from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup.pg.fingerprint import fingerprint_database
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, SUPABASE_SUPERUSER
-from wehub_backup_tests.supabase_target import (
+from wehub_backup_tests.support.backup_runs import run_backup
+from wehub_backup_tests.support.environment import BackupEnv
+from wehub_backup_tests.support.supabase_target import (
     APP_SCHEMAS,
     catalog_snapshot,
     failure_of,

@@ -12,14 +12,12 @@ import dagster as dg
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
+from wehub_backup.config import schedule_timezone
 from wehub_backup.definitions import build_definitions
-from wehub_backup.ops import BACKUP_JOB, backup_copy_asset_key
-from wehub_backup.schedules import (
-    ScheduleSettingsError,
-    backup_copy_asset_specs,
-    build_weekly_backup_schedule,
-    schedule_timezone,
-)
+from wehub_backup.defs.assets import backup_copy_asset_key, backup_copy_asset_specs
+from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
+from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.errors import SettingsError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -101,14 +99,14 @@ def test_daylight_saving_changes_neither_skip_nor_repeat_a_week() -> None:
 
 
 def test_invalid_timezone_stops_the_code_location_from_loading() -> None:
-    with pytest.raises(ScheduleSettingsError, match="WEHUB_SCHEDULE_TIMEZONE='Europe/Berln' is not a time zone name"):
+    with pytest.raises(SettingsError, match="WEHUB_SCHEDULE_TIMEZONE='Europe/Berln' is not a time zone name"):
         schedule_timezone({"WEHUB_SCHEDULE_TIMEZONE": "Europe/Berln"})
 
     environment = {**os.environ, "WEHUB_SCHEDULE_TIMEZONE": "Mars/Olympus_Mons"}
     loading = subprocess.run([sys.executable, "-c", "import wehub_backup.definitions"],
                              capture_output=True, text=True, timeout=120, env=environment)
     assert loading.returncode != 0
-    assert ("ScheduleSettingsError: WEHUB_SCHEDULE_TIMEZONE='Mars/Olympus_Mons' is not a time zone name; "
+    assert ("SettingsError: WEHUB_SCHEDULE_TIMEZONE='Mars/Olympus_Mons' is not a time zone name; "
             "use an IANA name such as UTC or Europe/Berlin") in loading.stderr
 
 

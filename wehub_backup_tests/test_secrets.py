@@ -15,9 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup.alerts import AlertSettings
-from wehub_backup_tests.backup_runs import alert_on_failed_run, run_backup
-from wehub_backup_tests.conftest import BackupEnv, SessionPasswords
+from wehub_backup.defs.resources import AlertSettings
 from wehub_backup_tests.faults.evidence import step_failure
 from wehub_backup_tests.faults.secrets import ArgumentListSampler, files_with_secrets
 from wehub_backup_tests.faults.sources import (
@@ -28,7 +26,9 @@ from wehub_backup_tests.faults.sources import (
     recreate_source,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.support.backup_runs import alert_on_failed_run, run_backup
+from wehub_backup_tests.support.environment import BackupEnv, SessionPasswords
+from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
 
 SESSION_SAMPLER = ArgumentListSampler(interval=0.05).start()
 PLAN_LOGS = (Path("/var/log/supabase_backup.log"), Path("/var/log/supabase_migration.log"))

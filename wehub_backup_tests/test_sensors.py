@@ -12,19 +12,18 @@ import dagster as dg
 import psycopg
 import pytest
 
-from wehub_backup.alerts import AlertSettings
-from wehub_backup.sensors import (
+from wehub_backup.defs.lifecycle import run_target
+from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.defs.sensors import (
     FreshnessCursor,
     backup_freshness_sensor,
     check_backup_freshness,
     find_run_failure,
     last_success_time,
-    max_backup_age,
-    run_target,
 )
-from wehub_backup_tests.backup_runs import alert_on_failed_run
 from wehub_backup_tests.harness.cluster import free_tcp_port
-from wehub_backup_tests.loopback_servers import LOOPBACK, WebhookReceiver
+from wehub_backup_tests.support.backup_runs import alert_on_failed_run
+from wehub_backup_tests.support.loopback_servers import LOOPBACK, WebhookReceiver
 
 DAGSTER_URL = "http://dagster.test:3000"
 LOG = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ def test_run_target_prefers_the_tag_then_the_run_config() -> None:
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None, now: datetime, receiver: WebhookReceiver) -> str:
-    cursor, _ = check_backup_freshness(instance, cursor, _settings(receiver), now, EIGHT_DAYS, LOG)
+    cursor, _ = check_backup_freshness(instance, cursor, _settings(receiver).channels(), now, EIGHT_DAYS, LOG)
     return cursor
 
 
@@ -166,7 +165,7 @@ def test_freshness_alert_that_was_not_delivered_is_sent_on_a_later_tick(
     first = datetime(2025, 3, 2, 2, 0, tzinfo=UTC)
     down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{free_tcp_port()}/hook", dagster_url=DAGSTER_URL)
     cursor = FreshnessCursor(watching_since=first).serialize()
-    cursor, outcome = check_backup_freshness(instance, cursor, down, first + timedelta(days=9), EIGHT_DAYS, LOG)
+    cursor, outcome = check_backup_freshness(instance, cursor, down.channels(), first + timedelta(days=9), EIGHT_DAYS, LOG)
     assert outcome.endswith("overdue, alert not delivered, will retry")
     _tick(instance, cursor, first + timedelta(days=9, hours=1), receiver)
     assert len(receiver.payloads) == 1
@@ -192,6 +191,3 @@ def test_freshness_sensor_tick_updates_cursor_and_delivers(
     assert "for more than 1 day" in payload["text"]
 
 
-def test_max_backup_age_defaults_to_eight_days() -> None:
-    assert max_backup_age({}) == EIGHT_DAYS
-    assert max_backup_age({"WEHUB_BACKUP_MAX_AGE_HOURS": "36"}) == timedelta(hours=36)

@@ -12,10 +12,10 @@ from typing import Iterator
 import dagster as dg
 import pytest
 
-from wehub_backup_tests.backup_runs import run_backup, step_errors
-from wehub_backup_tests.conftest import MONEY_LOCALE, BackupEnv, SessionPasswords
 from wehub_backup_tests.harness.cluster import PostgresCluster, hand_to_server_user
-from wehub_backup_tests.supabase_target import (
+from wehub_backup_tests.support.backup_runs import run_backup, step_errors
+from wehub_backup_tests.support.environment import MONEY_LOCALE, BackupEnv, SessionPasswords
+from wehub_backup_tests.support.supabase_target import (
     catalog_snapshot,
     failure_of,
     new_project_cluster,

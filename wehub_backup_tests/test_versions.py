@@ -5,10 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from wehub_backup import pgtools
-from wehub_backup_tests.backup_runs import run_backup, step_errors
-from wehub_backup_tests.conftest import BackupEnv
+from wehub_backup.errors import VersionMismatch
+from wehub_backup.pg import clients
+from wehub_backup.pg.clients import choose_client
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, find_newer_postgres_bindir
+from wehub_backup_tests.support.backup_runs import run_backup, step_errors
+from wehub_backup_tests.support.environment import BackupEnv
 
 
 def run_backup_in(target: str, dagster_home: str) -> dg.ExecuteInProcessResult:
@@ -24,16 +26,16 @@ def test_choose_client_prefers_newest_and_explains_a_mismatch() -> None:
     local = find_local_bindir()
     newer = find_newer_postgres_bindir()
     assert newer is not None
-    assert pgtools.choose_client(15, [newer]).major == 17
-    with pytest.raises(pgtools.VersionMismatch, match="install postgresql-client-18"):
-        pgtools.choose_client(18, [local])
+    assert choose_client(15, [newer]).major == 17
+    with pytest.raises(VersionMismatch, match="install postgresql-client-18"):
+        choose_client(18, [local])
 
 
 def test_pg17_source_with_only_pg15_tools_is_refused_before_any_change(
     backup_env_pg17: BackupEnv, vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEHUB_PG_BINDIRS", "")
-    monkeypatch.setattr(pgtools, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
+    monkeypatch.setattr(clients, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
     result = run_backup_in("wehub_pg17_refused", str(backup_env_pg17.dagster_home))
     assert not result.success
     text = failure_text(result)

@@ -18,10 +18,10 @@ from pathlib import Path
 import dagster as dg
 from psycopg import sql
 
-from wehub_backup.databases import STAGING_SUFFIX
-from wehub_backup.settings import APPLICATION_NAME
+from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.run.targets import STAGING_SUFFIX
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.polling import wait_until
+from wehub_backup_tests.support.polling import wait_until
 
 _USER_TABLES = """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')

@@ -9,9 +9,8 @@ from __future__ import annotations
 import socket
 import time
 
-from wehub_backup.wire import ByteCountingRelay
+from wehub_backup.pg.relay import ByteCountingRelay
 from wehub_backup_tests.harness.cluster import LOOPBACK
-
 
 
 class FaultRelay(ByteCountingRelay):

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import psycopg
 from psycopg import sql as pgsql
 
-from wehub_backup.pgpass import PassEntry, write_private_passfile
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 
 LOOPBACK = "127.0.0.1"
 SERVER_OS_USER = "postgres"

@@ -1,0 +1,82 @@
+"""Load: restore the archive into staging; any error at all fails the step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.pg.clients import session_options
+from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
+from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
+from wehub_backup.pg.toc import archive_listing, left_out_count
+from wehub_backup.preflight import connect_or_explain
+from wehub_backup.supabase.roles import ensure_standin_roles
+from wehub_backup.supabase.scope import filter_archive_listing
+
+
+@dataclass
+class RestoreResult:
+    seconds: float
+    standin_roles_created: list[str]
+    pg_restore: ToolRun
+    left_out_entries: int
+
+
+def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, log: Log,
+                         *, low_priority: bool = True) -> RestoreResult:
+    """Restore the archive into staging; any error at all fails the step.
+
+    Supabase's roles come first as NOLOGIN stand-ins, so owners, grants and RLS policies
+    restore as they are; entries a vanilla server cannot hold are commented out of the
+    restore list (and reported), never silently dropped by ``errors ignored``.
+    """
+    started = time.monotonic()
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        created = ensure_standin_roles(conn, plan.catalog.roles)
+    listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
+    with vps.tool_environment(plan.workdir / "vps.pgpass", plan.staging) as env:
+        env.update(session_options(plan.restore_settings))
+        filtered = filter_archive_listing(archive_listing(plan.client, dump.archive, env, listing_path),
+                                          plan.scope)
+        list_path.write_text(filtered, encoding="utf-8")
+        tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
+        if not plan.target_server.autovacuum:
+            _analyze(plan, env, log, low_priority)
+    return RestoreResult(time.monotonic() - started, created, tool_run, left_out_count(filtered))
+
+
+def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str, str], log: Log,
+                 low_priority: bool) -> ToolRun:
+    """Parallel pg_restore straight into staging, or, when the tools are newer than the VPS
+    server, pg_restore's script through psql (a newer pg_restore sets parameters an older
+    server rejects, and an older pg_restore cannot read the newer archive)."""
+    common = ["--no-tablespaces", "--no-security-labels", f"--use-list={list_path}", str(archive)]
+    if plan.client.major <= plan.target_server.major:
+        argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
+                "--exit-on-error", "--no-password", "--verbose", *common]
+        return run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority)
+    log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
+        "restoring through a script")
+    _, consumer = run_pipeline(
+        [plan.client.program("pg_restore"), "--file=-", *common],
+        [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
+         f"--dbname={plan.staging}"],
+        env, server_major=plan.target_server.major, on_line=ProgressFilter(log),
+        low_priority=low_priority,
+    )
+    return consumer
+
+
+def _analyze(plan: BackupPlan, env: dict[str, str], log: Log, low_priority: bool) -> None:
+    """Planner statistics for the copy, when nothing else will gather them.
+
+    pg_restore leaves none. With autovacuum on (the default), the restored tables' inserts
+    make autovacuum vacuum and analyze them within a minute or so, in the pass it makes
+    anyway; analyzing here as well would double that work inside the run.
+    """
+    log("autovacuum is off on the VPS server: gathering planner statistics for the copy")
+    run_tool([plan.client.program("vacuumdb"), "--analyze-only", f"--jobs={plan.jobs}", "--no-password",
+                      f"--dbname={plan.staging}"], env, low_priority=low_priority)

@@ -1,0 +1,97 @@
+"""Plan a backup: everything checked and decided before the first byte is copied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wehub_backup.config import dagster_storage_database
+from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError
+from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
+from wehub_backup.pg.clients import PgClient, choose_client
+from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
+from wehub_backup.pg.dump import DumpRequest, dump_description, dump_space_needed
+from wehub_backup.preflight import connect_or_explain, first_of, money_settings
+from wehub_backup.run.targets import staging_name, validate_target_name
+from wehub_backup.run.workdir import space_shortfall
+from wehub_backup.supabase.scope import CopyScope, dependents_on_left_out, plan_scope
+
+
+@dataclass
+class BackupPlan:
+    """Everything decided before the first byte is copied."""
+
+    target: str
+    source: ServerInfo
+    target_server: ServerInfo
+    catalog: DatabaseCatalog
+    scope: CopyScope
+    client: PgClient
+    workdir: Path
+    jobs: int
+    restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
+
+    @property
+    def staging(self) -> str:
+        return staging_name(self.target)
+
+    @property
+    def kept_schemas(self) -> list[str]:
+        return self.scope.kept_schemas(self.catalog.schemas)
+
+    @property
+    def excluded_tables(self) -> list[tuple[str, str]]:
+        return self.scope.excluded_tables
+
+    def dump_request(self) -> DumpRequest:
+        """The whole database but what the scope leaves out, large objects included."""
+        return DumpRequest(self.workdir, self.client, self.jobs, self.kept_schemas, self.excluded_tables,
+                           self.scope.pg_dump_arguments(), large_objects=True)
+
+
+def plan_backup(
+    target: str,
+    source: ConnectionInfo,
+    vps: ConnectionInfo,
+    workdir: Path,
+    *,
+    excluded_schemas: list[str],
+    excluded_tables: list[str],
+    extra_bindirs: list[Path],
+    jobs: int,
+) -> BackupPlan:
+    """Check everything that can be checked without changing anything, and decide the scope."""
+    forbidden = {dagster_storage_database(): "Dagster's storage database"}
+    if _same_server(source, vps):
+        forbidden[source.dbname] = "the source database itself (source and VPS are the same server)"
+    validate_target_name(target, forbidden=forbidden)
+    with connect_or_explain(source, "the Supabase source") as conn:
+        catalog = read_catalog(conn)
+        client = choose_client(catalog.server.major, extra_bindirs)
+        with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as vps_conn:
+            target_server = server_info(vps_conn)
+            require_superuser(target_server)
+            scope = plan_scope(catalog, available_extensions(vps_conn), excluded_schemas, excluded_tables)
+            restore_settings = money_settings(conn, vps_conn, scope.kept_schemas(catalog.schemas), "the VPS server")
+        unrestorable = dependents_on_left_out(conn, scope)
+    if unrestorable:
+        raise PreflightError(f"{first_of(unrestorable)}: make it available on the VPS (an extension package) "
+                             "or leave the dependent out too (excluded_tables)")
+    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
+    if shortfall:
+        raise NotEnoughSpace(shortfall)
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs, restore_settings)
+
+
+def require_superuser(vps_server: ServerInfo) -> None:
+    """The VPS login must be a superuser: it recreates Supabase's roles and restores objects they own."""
+    if not vps_server.superuser:
+        raise NotSuperuser(
+            f"VPS user {vps_server.current_user} must be a superuser on the VPS server: it recreates "
+            "Supabase's roles and restores objects they own"
+        )
+
+
+def _same_server(a: ConnectionInfo, b: ConnectionInfo) -> bool:
+    same_host = a.host == b.host or (is_local_host(a.host) and is_local_host(b.host))
+    return same_host and (a.lookup_port or a.port) == (b.lookup_port or b.port)

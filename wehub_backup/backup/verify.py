@@ -1,0 +1,33 @@
+"""Verify: fingerprint staging and compare it with the source snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.errors import VerificationFailed
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
+from wehub_backup.preflight import connect_or_explain, first_of
+
+
+@dataclass
+class VerificationResult:
+    seconds: float
+    tables: int
+    rows: int
+    fingerprint: DatabaseFingerprint = field(repr=False, default_factory=DatabaseFingerprint)
+
+
+def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> VerificationResult:
+    """Fingerprint staging and compare with the source snapshot; raise on any difference."""
+    started = time.monotonic()
+    with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
+        copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables,
+                                    large_objects=True)
+    problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
+    if problems:
+        raise VerificationFailed(f"verification failed: {first_of(problems)}")
+    return VerificationResult(time.monotonic() - started, len(copy.tables), copy.total_rows, copy)

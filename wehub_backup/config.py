@@ -1,0 +1,200 @@
+"""Every environment variable the project reads, read and validated in one place.
+
+The variable names are the ones the original shell scripts used (``SUPABASE_DB_*``,
+``LOCAL_DB_*``), so an operator who knows the plan recognises them. A typo in a value is an
+error that names the variable, never a silent default. The resources, the command line, the
+doctor, the schedule and the sensors all read from here; the resources bind their fields to
+the variables named here, so Dagster reads them when a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from wehub_backup.errors import SettingsError
+
+
+class DatabaseVariables(NamedTuple):
+    """The environment variables that place one database (the plan's names, greppable as written)."""
+
+    host: str
+    port: str
+    user: str
+    name: str
+    sslmode: str
+
+
+SUPABASE_VARIABLES = DatabaseVariables(
+    "SUPABASE_DB_HOST", "SUPABASE_DB_PORT", "SUPABASE_DB_USER", "SUPABASE_DB_NAME", "SUPABASE_DB_SSLMODE")
+VPS_VARIABLES = DatabaseVariables("LOCAL_DB_HOST", "LOCAL_DB_PORT", "LOCAL_DB_USER", "LOCAL_DB_NAME", "LOCAL_DB_SSLMODE")
+PASSFILE_ENV = "PGPASSFILE"
+BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR = "WEHUB_BACKUP_DIR", "/opt/supabase_backups"
+BACKUP_LOG_ENV, DEFAULT_BACKUP_LOG = "WEHUB_BACKUP_LOG", "/var/log/supabase_backup.log"
+MIGRATION_LOG_ENV, DEFAULT_MIGRATION_LOG = "WEHUB_MIGRATION_LOG", "/var/log/supabase_migration.log"
+PG_BINDIRS_ENV = "WEHUB_PG_BINDIRS"
+TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
+TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
+TESTING_TARGET = "wehub_backup_test"
+PRODUCTION_TARGET = "wehub"
+BUDGET_ENV, DEFAULT_BUDGET_BYTES = "WEHUB_EGRESS_BUDGET_BYTES", 5 * 10**9
+CYCLE_DAY_ENV = "WEHUB_EGRESS_CYCLE_DAY"
+MAX_AGE_ENV, DEFAULT_MAX_BACKUP_AGE = "WEHUB_BACKUP_MAX_AGE_HOURS", timedelta(days=8)
+DAGSTER_URL_ENV, DEFAULT_DAGSTER_URL = "WEHUB_DAGSTER_URL", "http://localhost:3000"
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
+DAGSTER_PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB")
+DEFAULT_DAGSTER_DATABASE = "dagster"
+ALERT_STRING_VARIABLES = {
+    "webhook_url": "WEHUB_ALERT_WEBHOOK_URL", "smtp_host": "WEHUB_ALERT_SMTP_HOST", "smtp_user": "WEHUB_ALERT_SMTP_USER",
+    "smtp_password": "WEHUB_ALERT_SMTP_PASSWORD", "email_from": "WEHUB_ALERT_EMAIL_FROM",
+    "email_to": "WEHUB_ALERT_EMAIL_TO",
+}
+SMTP_PORT_ENV = "WEHUB_ALERT_SMTP_PORT"
+SMTP_STARTTLS_ENV = "WEHUB_ALERT_SMTP_STARTTLS"
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def is_set(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the variable is present (a resource field binds to it, or keeps its default)."""
+    return name in environ
+
+
+def string_setting(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:
+    """A plain string setting, stripped; empty means the default."""
+    return environ.get(name, "").strip() or default
+
+
+def whole_number(name: str, default: int, low: int, high: int | None = None,
+                 environ: Mapping[str, str] = os.environ) -> int:
+    """An integer setting within [low, high]."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+        valid = value >= low and (high is None or value <= high)
+    except ValueError:
+        valid = False
+    if not valid:
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SettingsError(f"{name}={raw!r} must be a whole number {bounds}")
+    return value
+
+
+def flag(name: str, default: bool, environ: Mapping[str, str] = os.environ) -> bool:
+    """An on/off setting; a typo is an error, not a silent ``False``."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    word = raw.lower()
+    if word not in _TRUE_WORDS | _FALSE_WORDS:
+        raise SettingsError(f"{name} must be one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {raw!r}")
+    return word in _TRUE_WORDS
+
+
+def hours(name: str, default: timedelta, environ: Mapping[str, str] = os.environ) -> timedelta:
+    """A positive duration in hours (fractions allowed)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{name}={raw!r} must be a positive number of hours")
+    return timedelta(hours=value)
+
+
+def schedule_timezone(environ: Mapping[str, str] = os.environ) -> str:
+    """The IANA zone the schedule's 02:00 is read in; a typo stops loading instead of silently running in UTC."""
+    name = string_setting(TIMEZONE_ENV, DEFAULT_TIMEZONE, environ)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{TIMEZONE_ENV}={name!r} is not a time zone name; use an IANA name such as UTC or Europe/Berlin"
+        ) from None
+    return name
+
+
+def configured_backup_target(environ: Mapping[str, str] = os.environ) -> str:
+    """The VPS database scheduled backups write into: the testing copy until production is switched on."""
+    return string_setting(TARGET_ENV, TESTING_TARGET, environ)
+
+
+def max_backup_age(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """The longest gap between successful backups before alerting: a weekly schedule plus a day."""
+    return hours(MAX_AGE_ENV, DEFAULT_MAX_BACKUP_AGE, environ)
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    """The budget in bytes and the day of the month on which Supabase starts a new billing cycle."""
+
+    budget_bytes: int = DEFAULT_BUDGET_BYTES
+    cycle_day: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> EgressSettings:
+        """Read the settings when they are needed, so a changed environment applies to the next run."""
+        return cls(
+            budget_bytes=whole_number(BUDGET_ENV, DEFAULT_BUDGET_BYTES, 1, None, environ),
+            cycle_day=whole_number(CYCLE_DAY_ENV, 1, 1, 31, environ),
+        )
+
+
+def smtp_starttls(environ: Mapping[str, str] = os.environ) -> bool:
+    """STARTTLS before any SMTP login, on unless switched off (Dagster has no boolean ``EnvVar``)."""
+    return flag(SMTP_STARTTLS_ENV, True, environ)
+
+
+def dagster_url(environ: Mapping[str, str] = os.environ) -> str:
+    """Where the Dagster UI is, for links in alerts and the command line's summary."""
+    return string_setting(DAGSTER_URL_ENV, DEFAULT_DAGSTER_URL, environ)
+
+
+def dagster_home(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The Dagster instance's directory, with its dagster.yaml; None when unset."""
+    home = string_setting(DAGSTER_HOME_ENV, "", environ)
+    return Path(home) if home else None
+
+
+def pg_bindirs(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """Directories named to hold PostgreSQL client programs, searched before the system's."""
+    return [Path(entry) for entry in environ.get(PG_BINDIRS_ENV, "").split(":") if entry]
+
+
+@dataclass(frozen=True)
+class DagsterStorage:
+    """Dagster's PostgreSQL storage as dagster-postgres builds its connection from ``DAGSTER_PG_*``."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def dagster_storage_from_env(environ: Mapping[str, str] = os.environ) -> DagsterStorage | None:
+    """The storage settings if any ``DAGSTER_PG_*`` is set (all four are then required)."""
+    if not any(environ.get(name) for name in DAGSTER_PG_VARIABLES):
+        return None
+    missing = [name for name in DAGSTER_PG_VARIABLES if not environ.get(name)]
+    if missing:
+        raise SettingsError(f"{', '.join(missing)} not set (set all of {', '.join(DAGSTER_PG_VARIABLES)} or none)")
+    port = whole_number("DAGSTER_PG_PORT", 5432, 1, 65535, environ)
+    return DagsterStorage(environ["DAGSTER_PG_HOST"], port, environ["DAGSTER_PG_USER"], environ["DAGSTER_PG_DB"])
+
+
+def dagster_storage_database(environ: Mapping[str, str] = os.environ) -> str:
+    """The database Dagster keeps its own runs in, which a backup must never replace."""
+    return string_setting("DAGSTER_PG_DB", DEFAULT_DAGSTER_DATABASE, environ)

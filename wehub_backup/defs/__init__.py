@@ -1,0 +1,1 @@
+"""The Dagster layer: resources, one package per job (config, ops, job, schedule), sensors, assets."""

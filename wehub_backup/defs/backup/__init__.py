@@ -1,0 +1,1 @@
+"""The backup job's Dagster layer: its config, ops, job and weekly schedule."""

@@ -1,0 +1,42 @@
+"""What a backup run is told: its target and scope, and how promote treats connected sessions."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
+
+
+class BackupConfig(dg.Config):
+    """What to back up into: the VPS database that will hold the copy, and what to leave out."""
+
+    target_database: str = Field(
+        default="wehub_backup_test",
+        description="VPS database that receives the verified copy (wehub_backup_test while testing, wehub in production).",
+    )
+    excluded_schemas: list[str] = Field(
+        default=list(DEFAULT_EXCLUDED_SCHEMAS), description="Supabase-internal schemas not copied."
+    )
+    excluded_tables: list[str] = Field(
+        default=list(DEFAULT_EXCLUDED_TABLES), description="schema.table names not copied (service bookkeeping)."
+    )
+    parallel_jobs: int = Field(default=0, description="pg_dump/pg_restore workers; 0 sizes them to the CPU count (max 4).")
+    force_over_budget: bool = Field(
+        default=False,
+        description="Run even if the expected Supabase egress would exceed WEHUB_EGRESS_BUDGET_BYTES this billing cycle.",
+    )
+
+
+class PromoteConfig(dg.Config):
+    """How to treat the application's sessions on the old copy when the new one is swapped in."""
+
+    on_connected_sessions: str = Field(
+        default="wait", description="'wait' for sessions on the target to end, or 'terminate' them."
+    )
+    connected_sessions_timeout_seconds: int = Field(default=300, description="How long 'wait' waits.")
+
+
+def backup_run_config(target: str) -> dict:
+    """Run config of one backup into ``target``: the only setting a scheduled run needs."""
+    return {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}

@@ -1,0 +1,182 @@
+"""The ops of the backup job: thin wrappers around ``wehub_backup.backup``'s steps that attach metadata.
+
+Ops run one after another in one process (``in_process_executor``): the source snapshot,
+the run lock and the working directory belong to that process, and die with it.
+"""
+
+
+import dagster as dg
+
+from wehub_backup.backup.extract import extract_supabase
+from wehub_backup.backup.load import RestoreResult, restore_into_staging
+from wehub_backup.backup.plan import BackupPlan, plan_backup
+from wehub_backup.backup.promote import PromoteResult, promote
+from wehub_backup.backup.stage import drop_staging, recreate_staging
+from wehub_backup.backup.verify import VerificationResult, verify_staging
+from wehub_backup.defs.assets import backup_copy_asset_key
+from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
+from wehub_backup.defs.egress import check_run_budget
+from wehub_backup.defs.lifecycle import (
+    default_jobs,
+    failure_detail,
+    finish_run,
+    lock_on_vps,
+    requested_target,
+    start_run,
+)
+from wehub_backup.defs.metadata import dump_metadata, markdown_list, run_process_usage, seconds, settings_text
+from wehub_backup.defs.names import TARGET_TAG
+from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
+from wehub_backup.errors import DumpFailed
+from wehub_backup.pg.connection import error_line
+from wehub_backup.pg.dump import DumpResult
+from wehub_backup.run.locks import TargetLock
+from wehub_backup.run.targets import previous_name
+
+
+@dg.op(tags={"kind": "preflight"})
+def plan_supabase_backup(
+    context: dg.OpExecutionContext,
+    config: BackupConfig,
+    supabase: PostgresDatabase,
+    vps: PostgresDatabase,
+    workspace: BackupWorkspace,
+) -> BackupPlan:
+    """Check names, connections, versions, privileges and disk space; nothing is changed yet."""
+    workdir = start_run(context, workspace, config.target_database)
+    vps_info = vps.connection_info()
+    plan = plan_backup(
+        config.target_database, supabase.connection_info(), vps_info, workdir,
+        excluded_schemas=config.excluded_schemas, excluded_tables=config.excluded_tables,
+        extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
+    )
+    budget = check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
+                                     config.force_over_budget, context.log)
+    lock_on_vps(vps_info, context.run_id, plan.target)
+    context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
+    context.add_output_metadata({
+        "target": plan.target,
+        "source_server_version": plan.source.version,
+        "vps_server_version": plan.target_server.version,
+        "pg_dump": f"{plan.client.version} ({plan.client.bindir})",
+        "source_database_bytes": plan.catalog.size_bytes,
+        "egress_used_this_cycle_bytes": budget.usage.used_bytes,
+        "egress_estimate_bytes": budget.estimate_bytes,
+        "left_out": markdown_list([str(item) for item in plan.scope.left_out]),
+        "restore_session_settings": settings_text(plan.restore_settings),
+    })
+    return plan
+
+
+@dg.op
+def dump_supabase_database(
+    context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
+) -> DumpResult:
+    """pg_dump from a held snapshot, counting the bytes Supabase sends (its egress)."""
+    try:
+        dump = extract_supabase(plan, supabase.connection_info(), context.log.info,
+                                       low_priority=workspace.low_priority)
+    except DumpFailed as failed:
+        raise dg.Failure(description=str(failed), metadata={"egress_bytes": failed.egress_bytes}) from failed
+    context.add_output_metadata({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)})
+    return dump
+
+
+@dg.op
+def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
+                              vps: PostgresDatabase) -> str:
+    """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
+    recreate_staging(plan, vps.connection_info())
+    context.add_output_metadata({"staging_database": plan.staging, "encoding": plan.source.encoding})
+    return plan.staging
+
+
+@dg.op
+def restore_into_staging_database(
+    context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
+    vps: PostgresDatabase, workspace: BackupWorkspace,
+) -> RestoreResult:
+    """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'."""
+    restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
+                                           low_priority=workspace.low_priority)
+    context.add_output_metadata({
+        "duration_s": seconds(restored.seconds),
+        "standin_roles_created": markdown_list(restored.standin_roles_created),
+        "archive_entries_left_out": restored.left_out_entries,
+        "pg_restore_peak_rss_bytes": restored.pg_restore.peak_rss_bytes,
+        "pg_restore_cpu_s": seconds(restored.pg_restore.cpu_seconds),
+    })
+    return restored
+
+
+@dg.op
+def verify_restored_database(
+    context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
+) -> VerificationResult:
+    """Row counts, content digests, sequences and object counts of staging against the snapshot."""
+    verified = verify_staging(plan, dump, vps.connection_info())
+    context.add_output_metadata({
+        "duration_s": seconds(verified.seconds),
+        "tables_verified": verified.tables,
+        "rows_verified": verified.rows,
+        "object_counts": dg.MetadataValue.json(verified.fingerprint.object_counts),
+    })
+    return verified
+
+
+@dg.op
+def promote_staging_database(
+    context: dg.OpExecutionContext, config: PromoteConfig, plan: BackupPlan, dump: DumpResult,
+    verified: VerificationResult, vps: PostgresDatabase,
+) -> PromoteResult:
+    """Swap the verified copy in; the previous copy stays as ``<target>__previous``."""
+    if config.on_connected_sessions not in ("wait", "terminate"):
+        raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
+    result = promote(plan, vps.connection_info(), config.on_connected_sessions,  # type: ignore[arg-type]
+                            config.connected_sessions_timeout_seconds)
+    metadata = {
+        "target": plan.target,
+        "previous_kept_as": previous_name(plan.target) if result.previous_kept else "(first copy)",
+        "sessions_terminated": result.sessions_terminated,
+        "waited_s": seconds(result.waited_seconds),
+    }
+    context.add_output_metadata(metadata)
+    context.log_event(dg.AssetMaterialization(
+        asset_key=backup_copy_asset_key(plan.target),
+        description=f"Verified copy of the Supabase database in VPS database {plan.target}",
+        metadata={
+            "egress_bytes": dump.egress_bytes,
+            "artifact_bytes": dump.artifact_bytes,
+            "rows": verified.rows,
+            "tables": verified.tables,
+            "dump_duration_s": seconds(dump.seconds),
+            **metadata,
+        },
+    ))
+    return result
+
+
+@dg.op
+def cleanup_backup_files(
+    context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
+) -> None:
+    """Remove the run's working files and release the target lock; log the success line."""
+    finish_run(context.run_id, context.job_name, workspace, "success", plan.target)
+    context.add_output_metadata(run_process_usage())
+
+
+@dg.failure_hook(required_resource_keys={"vps", "workspace"})
+def clean_up_failed_backup(context: dg.HookContext) -> None:
+    """On failure: drop the unverified staging copy, remove working files, log the cause.
+
+    The staging database is dropped only by the run that holds the target's lock, so a
+    run refused because another one is busy never touches that run's staging copy.
+    """
+    workspace: BackupWorkspace = context.resources.workspace
+    target = requested_target(context.instance.get_run_by_id(context.run_id))
+    if TargetLock.holds(context.run_id):
+        try:
+            drop_staging(context.resources.vps.connection_info(), target)
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the original failure
+            context.log.warning(f"could not drop the staging database: {error_line(error)}")
+    finish_run(context.run_id, context.job_name, workspace, "failure", target, failure_detail(context))

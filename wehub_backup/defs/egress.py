@@ -1,0 +1,274 @@
+"""Supabase egress: how much of the billing cycle's transfer budget the backups have used.
+
+The free tier allows 5 GB of egress per billing cycle, and a logical dump sends every row over
+the wire. Every dump records the bytes Supabase sent as ``egress_bytes`` in its step output
+metadata, whether the run then succeeds or not: a dump that fails after streaming the data was
+paid for all the same. The cycle's total is summed from those records in the Dagster instance,
+so it matches what the UI shows and needs no file of its own.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
+from wehub_backup.alerts.messages import Alert
+from wehub_backup.config import BUDGET_ENV, EgressSettings
+from wehub_backup.errors import EgressBudgetError
+from wehub_backup.units import human_bytes
+
+WARNING_SHARE = 0.8
+EGRESS_METADATA_KEY = "egress_bytes"
+FORCE_FIELD = "force_over_budget"
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BillingCycle:
+    """One billing period, [start, end) in UTC."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def containing(cls, moment: datetime, cycle_day: int = 1) -> BillingCycle:
+        """The cycle ``moment`` falls in; a cycle day past a month's end starts on its last day."""
+        moment = moment.astimezone(UTC)
+        start = _cycle_start(moment.year, moment.month, cycle_day)
+        if start > moment:
+            start = _cycle_start(*_shift_month(moment.year, moment.month, -1), cycle_day)
+        return cls(start, _cycle_start(*_shift_month(start.year, start.month, 1), cycle_day))
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    def describe(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+def _cycle_start(year: int, month: int, cycle_day: int) -> datetime:
+    return datetime(year, month, min(cycle_day, calendar.monthrange(year, month)[1]), tzinfo=UTC)
+
+
+def _shift_month(year: int, month: int, months: int) -> tuple[int, int]:
+    index = year * 12 + month - 1 + months
+    return index // 12, index % 12 + 1
+
+
+@dataclass(frozen=True)
+class RunEgress:
+    """Egress one run's dump recorded, and when."""
+
+    run_id: str
+    status: dg.DagsterRunStatus
+    egress_bytes: int
+    measured_at: datetime
+
+
+@dataclass(frozen=True)
+class EgressUsage:
+    """The cycle's egress so far against the budget."""
+
+    cycle: BillingCycle
+    now: datetime
+    budget_bytes: int
+    runs: tuple[RunEgress, ...]
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(run.egress_bytes for run in self.runs)
+
+    @property
+    def used_share(self) -> float:
+        return self.used_bytes / self.budget_bytes
+
+    @property
+    def projected_bytes(self) -> int:
+        """Egress by the cycle's end if it keeps accruing at its average rate so far (linear)."""
+        elapsed = (self.now - self.cycle.start).total_seconds()
+        if elapsed <= 0:
+            return self.used_bytes
+        return round(self.used_bytes * self.cycle.length.total_seconds() / elapsed)
+
+    def runs_by_status(self) -> Counter[str]:
+        return Counter(run.status.value.lower() for run in self.runs)
+
+
+def recorded_egress(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int, datetime]]:
+    """(bytes, when) of every step of the run that reports Supabase egress.
+
+    A dump that failed partway reports what it had received in its failure: a retried
+    dump costs egress again, and the budget has to see it.
+    """
+    found = []
+    step_ends = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE}
+    for record in instance.get_records_for_run(run_id, of_type=step_ends).records:
+        metadata = _step_metadata(record.event_log_entry.dagster_event)
+        if EGRESS_METADATA_KEY in metadata:
+            found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
+    return found
+
+
+def _step_metadata(event: dg.DagsterEvent | None) -> dict:
+    if event is None:
+        return {}
+    if event.event_type == dg.DagsterEventType.STEP_OUTPUT:
+        return event.step_output_data.metadata
+    user_failure = event.step_failure_data.user_failure_data
+    return user_failure.metadata if user_failure else {}
+
+
+def egress_usage(
+    instance: dg.DagsterInstance, settings: EgressSettings | None = None, now: datetime | None = None
+) -> EgressUsage:
+    """Sum the egress recorded in the current billing cycle by runs of any status."""
+    settings = settings or EgressSettings.from_env()
+    now = now or datetime.now(UTC)
+    cycle = BillingCycle.containing(now, settings.cycle_day)
+    runs = []
+    for record in instance.get_run_records(dg.RunsFilter(updated_after=cycle.start)):
+        run = record.dagster_run
+        for egress_bytes, measured_at in recorded_egress(instance, run.run_id):
+            if cycle.start <= measured_at <= now:
+                runs.append(RunEgress(run.run_id, run.status, egress_bytes, measured_at))
+    return EgressUsage(cycle, now, settings.budget_bytes, tuple(sorted(runs, key=lambda r: r.measured_at)))
+
+
+def last_successful_egress(instance: dg.DagsterInstance, job_name: str) -> int | None:
+    """What the most recent successful run of ``job_name`` received: the best guess for the next one."""
+    successes = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=5
+    )
+    for record in successes:
+        measured = recorded_egress(instance, record.dagster_run.run_id)
+        if measured:
+            return sum(egress_bytes for egress_bytes, _ in measured)
+    return None
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """The cycle's usage and what the coming run is expected to add."""
+
+    usage: EgressUsage
+    estimate_bytes: int
+    estimate_basis: str
+
+    @property
+    def over_budget(self) -> bool:
+        return self.usage.used_bytes + self.estimate_bytes > self.usage.budget_bytes
+
+    def refusal(self) -> str:
+        """One line that fits an alert: the numbers behind the refusal and how to override it."""
+        usage = self.usage
+        return (
+            f"egress budget: this run needs about {human_bytes(self.estimate_bytes)} ({self.estimate_basis}) "
+            f"+ {human_bytes(usage.used_bytes)} used since {usage.cycle.start:%Y-%m-%d} "
+            f"> {human_bytes(usage.budget_bytes)} budget; nothing was changed ({FORCE_FIELD}: true runs it anyway)"
+        )
+
+
+def estimate_run_egress(instance: dg.DagsterInstance, job_name: str, source_database_bytes: int) -> tuple[int, str]:
+    """The coming dump's egress: the last successful run's, else the source database's size."""
+    last = last_successful_egress(instance, job_name)
+    if last is not None:
+        return last, "like the last successful run"
+    return source_database_bytes, "the source database's size"
+
+
+def check_run_budget(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    source_database_bytes: int,
+    force: bool,
+    log: logging.Logger | dg.DagsterLogManager = _LOG,
+) -> BudgetCheck:
+    """Refuse a run whose expected egress would exceed the budget, unless it is forced.
+
+    Called before the run changes anything, so a refused run leaves the copy as it was.
+    """
+    estimate, basis = estimate_run_egress(instance, job_name, source_database_bytes)
+    check = BudgetCheck(egress_usage(instance), estimate, basis)
+    if check.over_budget:
+        if not force:
+            raise EgressBudgetError(check.refusal())
+        log.warning(f"over the egress budget, running because {FORCE_FIELD} is set: {check.refusal()}")
+    return check
+
+
+def format_egress_report(usage: EgressUsage, next_run_bytes: int | None) -> str:
+    """What ``wehub-backup egress`` prints: used, budget, share, runs and the projection."""
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(usage.runs_by_status().items()))
+    next_run = (
+        f"about {human_bytes(next_run_bytes)} ({next_run_bytes:,} bytes), as the last successful backup"
+        if next_run_bytes is not None
+        else "no successful backup yet; a run estimates it from the source database's size"
+    )
+    return "\n".join((
+        f"Supabase egress in the billing cycle {usage.cycle.describe()}",
+        f"  used:       {usage.used_bytes:,} bytes ({human_bytes(usage.used_bytes)})",
+        f"  budget:     {usage.budget_bytes:,} bytes ({human_bytes(usage.budget_bytes)}, {BUDGET_ENV})",
+        f"  percentage: {usage.used_share:.1%} of the budget",
+        f"  runs:       {len(usage.runs)}" + (f" ({statuses})" if statuses else ""),
+        f"  projection: {usage.projected_bytes:,} bytes ({human_bytes(usage.projected_bytes)}) by "
+        f"{usage.cycle.end:%Y-%m-%d}, at this cycle's rate so far",
+        f"  next run:   {next_run}",
+    ))
+
+
+@dataclass(frozen=True)
+class EgressBudgetAlert(Alert):
+    """The cycle's egress passed the warning share of the budget."""
+
+    usage: EgressUsage
+    link: str
+
+    @property
+    def title(self) -> str:
+        return f"wehub_backup: Supabase egress at {self.usage.used_share:.0%} of the budget"
+
+    @property
+    def text(self) -> str:
+        usage = self.usage
+        return "\n".join((
+            f"Billing cycle: {usage.cycle.describe()}",
+            f"Used: {human_bytes(usage.used_bytes)} of {human_bytes(usage.budget_bytes)} "
+            f"({usage.used_share:.0%}) in {len(usage.runs)} run(s)",
+            f"Projection to the cycle's end at this rate: {human_bytes(usage.projected_bytes)}",
+            f"Backups that would exceed the budget are refused ({FORCE_FIELD}: true overrides).",
+            f"Runs: {self.link}",
+        ))
+
+
+def check_egress_budget(
+    instance: dg.DagsterInstance,
+    alerted_cycle: str | None,
+    alert_settings: AlertChannels,
+    egress_settings: EgressSettings,
+    now: datetime,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> tuple[str | None, str]:
+    """Warn once per billing cycle when egress reaches ``WARNING_SHARE`` of the budget.
+
+    Returns the cycle already warned about (the sensor's cursor) and a sentence for the tick.
+    When every configured channel fails, the cycle stays unwarned so the next tick tries again.
+    """
+    usage = egress_usage(instance, egress_settings, now)
+    cycle = usage.cycle.start.isoformat()
+    state = f"{human_bytes(usage.used_bytes)} of {human_bytes(usage.budget_bytes)} ({usage.used_share:.0%}) used"
+    if usage.used_share < WARNING_SHARE:
+        return alerted_cycle, f"{state}: below {WARNING_SHARE:.0%}"
+    if alerted_cycle == cycle:
+        return alerted_cycle, f"{state}: already warned this cycle"
+    link = f"{alert_settings.dagster_url.rstrip('/')}/runs"
+    results = deliver_alert(EgressBudgetAlert(usage, link), alert_settings, log=log)
+    if none_delivered(results):
+        return alerted_cycle, f"{state}: warning not delivered, will retry"
+    return cycle, f"{state}: warned"

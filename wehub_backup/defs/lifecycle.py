@@ -1,0 +1,100 @@
+"""A run's life as Dagster sees it: its start and end lines, its locks, its working files, and
+the runs that died without reporting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+
+from wehub_backup.defs.backup.config import BackupConfig
+from wehub_backup.defs.names import MIGRATION_JOB, TARGET_TAG
+from wehub_backup.defs.resources import BackupWorkspace
+from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.locks import TargetLock
+from wehub_backup.run.log import append_log_line
+from wehub_backup.run.workdir import RunDirectory
+
+
+def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, target: str, detail: str = "") -> Path:
+    """Begin a run of either job: its start line, and a fresh working directory (left-overs of dead runs go)."""
+    append_log_line(run_log(workspace, context.job_name), context.job_name, "start", target, detail)
+    backup_dir = Path(workspace.backup_dir)
+    for stale in RunDirectory.sweep_stale(backup_dir):
+        context.log.info(f"removed working files of a run that died: {stale}")
+        record_dead_run(context, RunDirectory.run_id_of(stale), workspace)
+    return RunDirectory.create(backup_dir, context.run_id)
+
+
+def finish_run(run_id: str, job: str, workspace: BackupWorkspace, event: str, target: str, detail: str = "") -> None:
+    """End a run of either job: remove its working files, release its locks, write its log line."""
+    RunDirectory.remove(Path(workspace.backup_dir), run_id)
+    for key in run_lock_keys(run_id):
+        TargetLock.release(key)
+    append_log_line(run_log(workspace, job), job, event, target, detail)
+
+
+def run_log(workspace: BackupWorkspace, job: str) -> Path:
+    """The plain-text log of a job's runs: the plan's supabase_backup.log or supabase_migration.log."""
+    return Path(workspace.migration_log if job == MIGRATION_JOB else workspace.backup_log)
+
+
+def lock_on_vps(vps_info: ConnectionInfo, key: str, name: str) -> None:
+    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own."""
+    TargetLock.acquire(key, connect_or_explain(vps_info, "the VPS server", MAINTENANCE_DATABASE), name)
+
+
+def run_lock_keys(run_id: str) -> tuple[str, str]:
+    """A run holds up to two locks: its target's, and (a migration) its source database's."""
+    return run_id, f"{run_id}/source"
+
+
+def failure_detail(context: dg.HookContext) -> str:
+    cause = error_line(context.op_exception) if context.op_exception else "unknown error"
+    return f"step={context.op.name} cause={cause}"
+
+
+def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: BackupWorkspace) -> None:
+    """Mark a run whose process died (SIGKILL, out of memory, reboot) as failed.
+
+    Such a run cannot report itself, and Dagster's run monitoring cannot check the worker of a
+    run it did not launch: it would show as running for ever and no failure alert would go out.
+    The run that finds its abandoned working files reports it instead.
+    """
+    run = context.instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return
+    cause = f"its process died without reporting (found by run {context.run_id})"
+    context.instance.report_run_failed(run, message=f"Run {run_id} failed: {cause}")
+    append_log_line(run_log(workspace, run.job_name), run.job_name, "failure", requested_target(run),
+                    f"run={run_id} cause={cause}")
+
+
+def default_jobs() -> int:
+    """pg_dump/pg_restore workers when the config says 0: one per core, at most 4."""
+    return min(4, os.cpu_count() or 1)
+
+
+def run_target(run: dg.DagsterRun) -> str | None:
+    """The database a run wrote to: its tag once validated, else a ``target_database`` in its config."""
+    return run.tags.get(TARGET_TAG) or _config_value(run.run_config, "target_database")
+
+
+def requested_target(run: dg.DagsterRun | None) -> str:
+    """The run's target for its log line; a backup run configured with none went to the default."""
+    if run is None:
+        return "(unknown)"
+    return run_target(run) or BackupConfig().target_database
+
+
+def _config_value(config: object, key: str) -> str | None:
+    """The first string stored under ``key`` anywhere in nested run config."""
+    if not isinstance(config, Mapping):
+        return None
+    if isinstance(config.get(key), str):
+        return config[key]
+    return next((found for value in config.values() if (found := _config_value(value, key))), None)

@@ -1,0 +1,51 @@
+"""Step metadata as the Dagster UI shows it: durations, lists, per-table figures, resource use."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import dagster as dg
+
+from wehub_backup.defs.resources import BackupWorkspace
+from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.fingerprint import DatabaseFingerprint
+from wehub_backup.run.workdir import directory_bytes
+
+
+def seconds(value: float) -> dg.MetadataValue:
+    return dg.MetadataValue.float(round(value, 3))
+
+
+def markdown_list(items: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {item}" for item in items) or "(none)")
+
+
+def table_summary(fingerprint: DatabaseFingerprint) -> dg.MetadataValue:
+    rows = [f"| {name} | {t.rows} | {t.size_bytes} |" for name, t in sorted(fingerprint.tables.items())]
+    return dg.MetadataValue.md("| table | rows | bytes |\n|---|---:|---:|\n" + "\n".join(rows))
+
+
+def dump_metadata(dump: DumpResult, workspace: BackupWorkspace) -> dict[str, object]:
+    """What a dump held and cost, for the dump step of either job."""
+    return {
+        "artifact_bytes": dump.artifact_bytes,
+        "duration_s": seconds(dump.seconds),
+        "tables": len(dump.fingerprint.tables),
+        "rows": dump.fingerprint.total_rows,
+        "pg_dump_peak_rss_bytes": dump.pg_dump.peak_rss_bytes,
+        "pg_dump_cpu_s": seconds(dump.pg_dump.cpu_seconds),
+        "backup_dir_bytes": directory_bytes(Path(workspace.backup_dir)),
+        "per_table": table_summary(dump.fingerprint),
+    }
+
+
+def settings_text(settings: dict[str, str]) -> str:
+    """Session settings the restore needs (money printed in the other side's locale), or "-"."""
+    return ", ".join(f"{name}={value}" for name, value in settings.items()) or "-"
+
+
+def run_process_usage() -> dict[str, dg.MetadataValue | int]:
+    """Peak RSS and CPU time of the run's own process; its pg_dump/pg_restore children report theirs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"run_peak_rss_bytes": usage.ru_maxrss * 1024, "run_cpu_s": seconds(usage.ru_utime + usage.ru_stime)}

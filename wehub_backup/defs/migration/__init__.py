@@ -1,0 +1,1 @@
+"""The migration job's Dagster layer: its config, ops and job."""

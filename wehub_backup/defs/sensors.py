@@ -1,0 +1,196 @@
+"""Sensors that turn failed runs, overdue backups and a spent egress budget into alerts.
+
+``alert_on_run_failure`` reports every failed backup or migration run with its failed step,
+target and classified cause. ``backup_freshness_sensor`` catches what no failure sensor can
+see: a schedule that did not fire, a daemon that was down, runs that never started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from wehub_backup.alerts.classify import classify_failure
+from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
+from wehub_backup.alerts.messages import AlertMessage, backup_is_stale, run_url, stale_backup_alert
+from wehub_backup.config import EgressSettings, max_backup_age
+from wehub_backup.defs.backup.job import backup_supabase_to_vps
+from wehub_backup.defs.egress import check_egress_budget
+from wehub_backup.defs.lifecycle import run_target
+from wehub_backup.defs.migration.job import migrate_vps_to_supabase
+from wehub_backup.defs.resources import AlertSettings
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
+
+
+MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Where a run failed (a step key, or None when it failed outside its steps) and why."""
+
+    step_key: str | None
+    error_text: str
+    error_classes: tuple[str, ...] = ()
+
+
+def error_chain(error: SerializableErrorInfo | None) -> list[SerializableErrorInfo]:
+    """An error and the exceptions behind it, outermost first.
+
+    Dagster wraps an op's exception ("Error occurred while executing op ...") and keeps the
+    original as the cause; the original (one of ours, or a psycopg or pg_dump message) is what
+    classifies.
+    """
+    chain, pending = [], [error]
+    while pending:
+        current = pending.pop(0)
+        if current is not None:
+            chain.append(current)
+            pending += [current.cause, current.context]
+    return chain
+
+
+def run_failure_of(step_key: str | None, error: SerializableErrorInfo | None, fallback: str = "") -> RunFailure:
+    """The failure's messages without stack frames, and the class names of its chain."""
+    chain = error_chain(error)
+    text = "\n".join(part.message.strip() for part in chain)
+    return RunFailure(step_key, text or fallback, tuple(part.cls_name for part in chain if part.cls_name))
+
+
+def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:
+    """The first failed step and its error; else the run's own failure (e.g. a crashed worker).
+
+    A run marked failed from outside (Dagster's run monitoring, or the next run finding the
+    working files of one whose process died) has a message but no failure data.
+    """
+    if step_failures:
+        first = step_failures[0]
+        return run_failure_of(first.step_key, first.step_failure_data.error)
+    failure_data = run_failure.job_failure_data if run_failure.is_job_failure else None
+    error = failure_data.error if failure_data is not None else None
+    return run_failure_of(None, error, run_failure.message or "")
+
+
+def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) -> AlertMessage:
+    """The alert for the run this failure sensor tick is about."""
+    run = context.dagster_run
+    failure = find_run_failure(list(context.get_step_failure_events()), context.failure_event)
+    return AlertMessage(
+        job_name=run.job_name,
+        run_id=run.run_id,
+        failed_step=failure.step_key,
+        target=run_target(run),
+        cause=classify_failure(failure.error_text, failure.error_classes),
+        run_url=run_url(dagster_url, run.run_id),
+    )
+
+
+@dg.run_failure_sensor(monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING)
+def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
+    """Send one alert per failed backup or migration run to the configured channels.
+
+    Runs started from the command line (``dg.execute_job``) carry no code-location origin, and
+    ``monitored_jobs`` would silently skip them; so every failed run is seen and the two jobs
+    are picked by name.
+    """
+    if context.dagster_run.job_name in MONITORED_JOB_NAMES:
+        deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings.channels(), log=context.log)
+
+
+@dataclass(frozen=True)
+class FreshnessCursor:
+    """What the freshness sensor remembers between ticks.
+
+    ``watching_since`` stands in for the last success while there has never been one, so a new
+    installation is not reported stale before its first scheduled backup was due.
+    ``alerted_for`` names the stale period already reported (the last success it started from),
+    so an overdue backup raises one alert, not one per tick.
+    """
+
+    watching_since: datetime
+    alerted_for: str | None = None
+
+    @classmethod
+    def parse(cls, cursor: str | None, now: datetime) -> FreshnessCursor:
+        if not cursor:
+            return cls(watching_since=now)
+        state = json.loads(cursor)
+        return cls(datetime.fromisoformat(state["watching_since"]), state.get("alerted_for"))
+
+    def serialize(self) -> str:
+        return json.dumps({"watching_since": self.watching_since.isoformat(), "alerted_for": self.alerted_for})
+
+
+def last_success_time(instance: dg.DagsterInstance, job_name: str) -> datetime | None:
+    """When the most recent successful run of ``job_name`` ended, from the run storage."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
+    )
+    if not records:
+        return None
+    record = records[0]
+    return datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
+
+
+def _stale_period(last_success: datetime | None) -> str:
+    return last_success.isoformat() if last_success else "never"
+
+
+def check_backup_freshness(
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    settings: AlertChannels,
+    now: datetime,
+    max_age: timedelta,
+    log: logging.Logger,
+) -> tuple[str, str]:
+    """Alert once when the last successful backup is older than ``max_age``.
+
+    Returns the new cursor and a sentence for the tick. If every channel failed to deliver,
+    the period stays unreported so the next tick tries again.
+    """
+    job_name = backup_supabase_to_vps.name
+    state = FreshnessCursor.parse(cursor, now)
+    last_success = last_success_time(instance, job_name)
+    history = (
+        f"last successful {job_name} ended {last_success:%Y-%m-%d %H:%M %Z}"
+        if last_success
+        else f"no successful {job_name} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
+    )
+    if not backup_is_stale(last_success or state.watching_since, now, max_age):
+        return state.serialize(), f"{history}: on time"
+    period = _stale_period(last_success)
+    if state.alerted_for == period:
+        return state.serialize(), f"{history}: overdue, already alerted"
+    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
+    if none_delivered(deliver_alert(alert, settings, log=log)):
+        return state.serialize(), f"{history}: overdue, alert not delivered, will retry"
+    return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
+
+
+@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
+    """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
+    cursor, outcome = check_backup_freshness(
+        context.instance, context.cursor, alert_settings.channels(), datetime.now(UTC), max_backup_age(), context.log
+    )
+    context.update_cursor(cursor)
+    return dg.SkipReason(outcome)
+
+
+@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
+    """Hourly: warn once per billing cycle when Supabase egress passes 80% of the budget."""
+    cursor, outcome = check_egress_budget(
+        context.instance, context.cursor, alert_settings.channels(), EgressSettings.from_env(), datetime.now(UTC), context.log
+    )
+    if cursor is not None:
+        context.update_cursor(cursor)
+    return dg.SkipReason(outcome)

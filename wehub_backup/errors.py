@@ -1,0 +1,133 @@
+"""The project's own errors, each carrying the kind of failure it is.
+
+Alerts, the command line and the run's failure line classify these by class: a refusal,
+a verification that failed, a busy target. Only an error that carries the words of pg_dump,
+psql, libpq or a server (its class has no ``category``) is classified by those words, in
+``wehub_backup.alerts.classify``. Every message is one line an operator can act on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+
+class FailureCategory(enum.StrEnum):
+    """What kind of failure a run met; decides what the operator checks first."""
+
+    AUTHENTICATION = "authentication"
+    NETWORK = "network"
+    VERSION_MISMATCH = "version mismatch"
+    PERMISSION_DENIED = "permission denied"
+    MISSING_OBJECT = "missing object"
+    VERIFICATION_MISMATCH = "verification mismatch"
+    DISK_FULL = "disk full"
+    TARGET_IN_USE = "target in use"
+    EGRESS_BUDGET = "egress budget"
+    CONCURRENT_RUN = "concurrent run"
+    CONFIG = "config"
+    STATEMENT_TIMEOUT = "statement timeout"
+    UNKNOWN = "unknown"
+
+
+class WehubError(RuntimeError):
+    """Base of every error this project raises on purpose.
+
+    ``category`` is the kind of failure; None means the message quotes a tool or a server,
+    whose words tell the kind.
+    """
+
+    category: FailureCategory | None = None
+
+
+class PreflightError(WehubError):
+    """Something is wrong before anything was changed; the message says what to fix."""
+
+
+class SettingsError(PreflightError):
+    """A setting (an environment variable, a run's config) is unusable."""
+
+    category = FailureCategory.CONFIG
+
+
+class InvalidTarget(SettingsError):
+    """The configured target database name is refused before anything is touched."""
+
+
+class NotSuperuser(PreflightError):
+    """The VPS login lacks the superuser a copy's roles and owners need."""
+
+    category = FailureCategory.PERMISSION_DENIED
+
+
+class NotEnoughSpace(PreflightError):
+    """The working directory has less free space than the run needs."""
+
+    category = FailureCategory.DISK_FULL
+
+
+class EgressBudgetError(PreflightError):
+    """A backup would take the cycle's egress over the budget; it is refused before changing anything."""
+
+    category = FailureCategory.EGRESS_BUDGET
+
+
+class PasswordFileError(WehubError):
+    """The password file is missing, unreadable, too widely readable, or lacks the login's line."""
+
+    category = FailureCategory.AUTHENTICATION
+
+
+class WorkspaceError(WehubError):
+    """A working directory or log file cannot be created or written."""
+
+    category = FailureCategory.CONFIG
+
+
+class ConcurrentRun(WehubError):
+    """Another run holds the target; this one changed nothing."""
+
+    category = FailureCategory.CONCURRENT_RUN
+
+
+class TargetBusy(WehubError):
+    """Sessions kept a database the swap needs open."""
+
+    category = FailureCategory.TARGET_IN_USE
+
+
+class ToolError(WehubError):
+    """A PostgreSQL client program failed; the message is its own telling error line."""
+
+
+class VersionMismatch(ToolError):
+    """No installed client is new enough for the server (or the archive)."""
+
+    category = FailureCategory.VERSION_MISMATCH
+
+
+class DumpFailed(WehubError):
+    """The dump failed; what the source had sent by then still counts against the egress budget."""
+
+    def __init__(self, message: str, egress_bytes: int) -> None:
+        super().__init__(message)
+        self.egress_bytes = egress_bytes
+
+
+class VerificationFailed(WehubError):
+    """The restored copy differs from the source snapshot."""
+
+    category = FailureCategory.VERIFICATION_MISMATCH
+
+
+def category_of(class_names: Iterable[str]) -> FailureCategory | None:
+    """The category of the first of ``class_names`` (an error and its causes) that is one of ours and has one.
+
+    Dagster keeps a failed step's exceptions as names and messages, so the class is looked up by name.
+    """
+    known = {cls.__name__: cls.category for cls in _all_subclasses(WehubError)}
+    return next((category for name in class_names if (category := known.get(name)) is not None), None)
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    return [cls] + [sub for child in cls.__subclasses__() for sub in _all_subclasses(child)]

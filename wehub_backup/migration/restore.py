@@ -1,0 +1,59 @@
+"""Restore into Supabase: the scripts in one psql transaction, through the byte-counting relay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wehub_backup.errors import ToolError
+from wehub_backup.migration.plan import MigrationPlan
+from wehub_backup.migration.scripts import write_restore_scripts
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.processes import Log, ToolRun, run_tool
+from wehub_backup.pg.relay import counted_connection
+
+
+@dataclass
+class MigrationRestore:
+    seconds: float
+    bytes_sent: int
+    psql: ToolRun
+    rewritten_references: int
+    privileges_left_out: list[str]
+
+
+def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, target: ConnectionInfo, log: Log,
+                          *, low_priority: bool = True) -> MigrationRestore:
+    """Empty the app schemas and restore them in one psql transaction, through the byte-counting relay.
+
+    ``ON_ERROR_STOP`` makes the first error end psql, which rolls the transaction back: no
+    error is ever 'ignored', and Supabase is either unchanged or fully migrated.
+    """
+    started = time.monotonic()
+    scripts, rewritten, privileges_left_out = write_restore_scripts(plan, dump)
+    for line in privileges_left_out:
+        log(f"left out (role missing on Supabase or not ours to use): {line}")
+    argv = [plan.client.program("psql"), "--no-psqlrc", "--single-transaction", "--set=ON_ERROR_STOP=1",
+            "--quiet", "--no-password", *(f"--file={script}" for script in scripts)]
+    with counted_connection(target) as (relayed, counters), \
+            relayed.tool_environment(plan.workdir / "target.pgpass") as env:
+        try:
+            run = run_tool(argv, env, on_line=_server_messages(log), low_priority=low_priority)
+        except ToolError as error:
+            rolled_back = "ERROR:" in str(error)
+            raise ToolError(f"{error}" + ("; the transaction was rolled back, Supabase is unchanged"
+                                                  if rolled_back else "")) from None
+        sent = counters.sent_to_server
+    return MigrationRestore(time.monotonic() - started, sent, run, rewritten, privileges_left_out)
+
+
+def _server_messages(log: Log) -> Callable[[str], None]:
+    """Pass on what the server said (warnings such as 'no privileges were granted', and errors)."""
+
+    def forward(line: str) -> None:
+        if "WARNING:" in line or "ERROR:" in line:
+            log(line)
+
+    return forward

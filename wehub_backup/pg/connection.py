@@ -1,0 +1,136 @@
+"""Where a database is and how this project logs in to it; never the password itself.
+
+Each child gets its connection through the environment and its password through a private
+password file: nothing secret is ever in an argument list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
+
+APPLICATION_NAME = "wehub_backup"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """Where a database is and who logs in; never the password itself.
+
+    ``hostaddr``/``lookup_port`` let a connection go through the local byte-counting relay
+    while TLS still verifies the real host name and the password is found under the real port.
+    """
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    sslmode: str
+    passfile: Path
+    hostaddr: str | None = None
+    lookup_port: int | None = None
+
+    def describe(self, dbname: str | None = None) -> str:
+        """A log-safe name for the connection."""
+        return f"{self.user}@{self.host}:{self.lookup_port or self.port}/{dbname or self.dbname}"
+
+    def password(self) -> str:
+        """The password from the password file line for the configured database.
+
+        The same login also opens the server's other databases (staging, maintenance), as
+        the operator wrote one line per server, as the plan's ``.pgpass`` has it.
+        """
+        return lookup_password(self.passfile, self.host, self.lookup_port or self.port, self.dbname, self.user)
+
+    def via_relay(self, relay_port: int) -> ConnectionInfo:
+        """The same server reached through a relay on this machine's loopback."""
+        return replace(self, hostaddr="127.0.0.1", port=relay_port, lookup_port=self.lookup_port or self.port)
+
+    def connect(self, dbname: str | None = None, *, autocommit: bool = True, connect_timeout: int = 15) -> psycopg.Connection:
+        """Open a psycopg connection with the password from the password file.
+
+        The session clears statement and idle timeouts: Supabase sets a 2-minute
+        ``statement_timeout`` for ``postgres`` that would cancel long verification queries.
+        """
+        params: dict[str, Any] = dict(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname or self.dbname,
+            sslmode=self.sslmode,
+            password=self.password(),
+            application_name=APPLICATION_NAME,
+            connect_timeout=connect_timeout,
+        )
+        if self.hostaddr:
+            params["hostaddr"] = self.hostaddr
+        conn = psycopg.connect(autocommit=autocommit, **params)
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET idle_in_transaction_session_timeout = 0")
+        conn.execute("SET lock_timeout = 0")
+        if not autocommit:
+            conn.commit()
+        return conn
+
+    @contextmanager
+    def tool_environment(self, private_passfile: Path, dbname: str | None = None) -> Iterator[dict[str, str]]:
+        """``libpq_environment`` for the length of a block: the password file goes with it."""
+        try:
+            yield self.libpq_environment(private_passfile, dbname)
+        finally:
+            private_passfile.unlink(missing_ok=True)
+
+    def libpq_environment(self, private_passfile: Path, dbname: str | None = None) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore/psql: connection by variables, password by a private file."""
+        password = self.password()
+        write_private_passfile(
+            private_passfile, [PassEntry("*", str(self.port), "*", self.user, password)]
+        )
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        env.update(
+            PGHOST=self.host,
+            PGPORT=str(self.port),
+            PGUSER=self.user,
+            PGDATABASE=dbname or self.dbname,
+            PGSSLMODE=self.sslmode,
+            PGPASSFILE=str(private_passfile),
+            PGAPPNAME=APPLICATION_NAME,
+            PGCONNECT_TIMEOUT="15",
+        )
+        if self.hostaddr:
+            env["PGHOSTADDR"] = self.hostaddr
+        return env
+
+
+def is_local_host(host: str) -> bool:
+    """Loopback addresses, ``localhost`` and socket directories need no TLS by default."""
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+MAINTENANCE_DATABASE = "postgres"
+
+
+def error_line(error: BaseException) -> str:
+    """The first meaningful line of an error (psycopg's are often several lines long).
+
+    A failed connection lists one line per address tried, each followed by libpq's hint
+    ("Is the server running on that host...?"); the last attempt's own line is the cause.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    if text.startswith("connection failed:"):
+        text = [line for line in lines if " failed: " in line][-1].removeprefix("connection failed: ")
+    return text

@@ -1,0 +1,1 @@
+"""Helpers the tests share: the session's environment, backup runs, polling, loopback servers."""

@@ -1,0 +1,312 @@
+"""Failure classes: the project's own errors by class, the tools' and servers' words by rule (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wehub_backup.alerts.classify import FailureCause, classify_failure
+from wehub_backup.errors import FailureCategory
+
+# Error texts as pg_dump 15, psql 15, pg_restore 15, psycopg 3 and the OS print them
+# (captured from real programs against a PostgreSQL 15 server, or quoted from Supabase reports).
+CLASSIFIED_ERRORS = [
+    (
+        'pg_dump: error: connection to server at "127.0.0.1", port 54991 failed: '
+        'FATAL:  password authentication failed for user "postgres"',
+        FailureCategory.AUTHENTICATION,
+        'password authentication failed for user "postgres"',
+    ),
+    (
+        'psycopg.OperationalError: connection failed: connection to server at "db.abcd.supabase.co", '
+        'port 5432 failed: FATAL:  password authentication failed for user "postgres"',
+        FailureCategory.AUTHENTICATION,
+        "password authentication failed",
+    ),
+    (
+        'WARNING: password file "/root/.pgpass" has group or world access; permissions should be '
+        "u=rw (0600) or less\n"
+        'pg_dump: error: connection to server at "127.0.0.1", port 54991 failed: '
+        "fe_sendauth: no password supplied",
+        FailureCategory.AUTHENTICATION,
+        'password file "/root/.pgpass" has group or world access',
+    ),
+    (
+        'pg_dump failed: connection to server at "127.0.0.1", port 54991 failed: '
+        "fe_sendauth: no password supplied",
+        FailureCategory.AUTHENTICATION,
+        "no password supplied",
+    ),
+    (
+        'pg_dump: error: connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?",
+        FailureCategory.NETWORK,
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+    ),
+    (
+        'pg_dump: error: could not translate host name "db.abcd.supabase.co" to address: '
+        "Name or service not known",
+        FailureCategory.NETWORK,
+        'could not translate host name "db.abcd.supabase.co"',
+    ),
+    (
+        "FATAL:  terminating connection due to administrator command\n"
+        "server closed the connection unexpectedly\n"
+        "\tThis probably means the server terminated abnormally\n"
+        "\tbefore or while processing the request.\n"
+        "connection to server was lost",
+        FailureCategory.NETWORK,
+        "terminating connection due to administrator command",
+    ),
+    (
+        'psql: error: connection to server at "127.0.0.1", port 54991 failed: '
+        "server does not support SSL, but SSL was required",
+        FailureCategory.NETWORK,
+        "SSL was required",
+    ),
+    (
+        'pg_dump: error: connection to server at "aws-0-eu-central-1.pooler.supabase.com", port 5432 '
+        "failed: FATAL:  Max client connections reached\n"
+        "max clients reached in session mode - max clients are limited to pool_size: 15",
+        FailureCategory.NETWORK,
+        "max clients are limited to pool_size: 15",
+    ),
+    (
+        "pg_dump: error: aborting because of server version mismatch\n"
+        "pg_dump: detail: server version: 17.4; pg_dump version: 15.18 (Debian 15.18-0+deb12u1)",
+        FailureCategory.VERSION_MISMATCH,
+        "server version: 17.4; pg_dump version: 15.18",
+    ),
+    (
+        "pg_restore: error: unsupported version (1.16) in file header",
+        FailureCategory.VERSION_MISMATCH,
+        "unsupported version (1.16) in file header",
+    ),
+    (
+        'psql:/tmp/dump.sql:12: ERROR:  unrecognized configuration parameter "transaction_timeout"',
+        FailureCategory.VERSION_MISMATCH,
+        '"transaction_timeout"',
+    ),
+    (
+        "pg_dump: error: query failed: ERROR:  permission denied for table migrations\n"
+        "pg_dump: detail: Query was: LOCK TABLE storage.migrations IN ACCESS SHARE MODE",
+        FailureCategory.PERMISSION_DENIED,
+        "permission denied on table storage.migrations",
+    ),
+    (
+        "pg_dump failed: query failed: ERROR:  permission denied for table migrations",
+        FailureCategory.PERMISSION_DENIED,
+        "permission denied on table migrations",
+    ),
+    (
+        "pg_restore: error: could not execute query: ERROR:  permission denied to create event trigger",
+        FailureCategory.PERMISSION_DENIED,
+        "permission denied to create event trigger",
+    ),
+    (
+        'pg_restore: error: could not execute query: ERROR:  must be owner of extension uuid-ossp',
+        FailureCategory.PERMISSION_DENIED,
+        "must be owner of extension uuid-ossp",
+    ),
+    (
+        "pg_restore: error: could not execute query: ERROR:  role \"supabase_admin\" does not exist\n"
+        "Command was: ALTER SCHEMA auth OWNER TO supabase_admin;\n"
+        "pg_restore: warning: errors ignored on restore: 205",
+        FailureCategory.MISSING_OBJECT,
+        "missing role supabase_admin",
+    ),
+    (
+        'ERROR:  extension "pg_graphql" is not available\n'
+        'DETAIL:  Could not open extension control file "/usr/share/postgresql/15/extension/'
+        'pg_graphql.control": No such file or directory.\n'
+        "HINT:  The extension must first be installed on the system where PostgreSQL is running.",
+        FailureCategory.MISSING_OBJECT,
+        "missing extension pg_graphql",
+    ),
+    (
+        'psql:/tmp/dump.sql:40: ERROR:  schema "auth" does not exist',
+        FailureCategory.MISSING_OBJECT,
+        "missing schema auth",
+    ),
+    (
+        "pg_dump: error: could not close output file: No space left on device",
+        FailureCategory.DISK_FULL,
+        "No space left on device",
+    ),
+    (
+        'ERROR:  could not extend file "base/16384/16385": No space left on device\n'
+        "HINT:  Check free disk space.",
+        FailureCategory.DISK_FULL,
+        'could not extend file "base/16384/16385"',
+    ),
+    (
+        'psycopg.errors.ObjectInUse: database "wehub_backup_test" is being accessed by other users\n'
+        "DETAIL:  There is 1 other session using the database.",
+        FailureCategory.TARGET_IN_USE,
+        'database "wehub_backup_test" is being accessed by other users',
+    ),
+    (
+        "psycopg.errors.QueryCanceled: canceling statement due to statement timeout",
+        FailureCategory.STATEMENT_TIMEOUT,
+        "canceling statement due to statement timeout",
+    ),
+]
+
+
+# The project's own errors, as Dagster records them (``module.Class: message``): classified by their class.
+OWN_ERRORS = [
+    (
+        "VerificationFailed",
+        "verification failed: table public.orders: row count 10 != 9",
+        FailureCategory.VERIFICATION_MISMATCH,
+        "verification failed: table public.orders: row count 10 != 9",
+    ),
+    (
+        "EgressBudgetError",
+        "refused: this run would exceed the egress budget (4.6 GB used + 0.9 GB estimated > 5.0 GB)",
+        FailureCategory.EGRESS_BUDGET,
+        "4.6 GB used",
+    ),
+    (
+        "ConcurrentRun",
+        "another backup to wehub_backup_test is running (run 3f2a); this run is refused",
+        FailureCategory.CONCURRENT_RUN,
+        "another backup to wehub_backup_test is running",
+    ),
+    (
+        "InvalidTarget",
+        "invalid target database 'wehub; drop': only letters, digits and _ are allowed",
+        FailureCategory.CONFIG,
+        "invalid target database",
+    ),
+    (
+        "VerificationFailed",
+        "verification failed: table public.orders: row count 9 in the copy, 10 in the source (and 2 more)",
+        FailureCategory.VERIFICATION_MISMATCH,
+        "table public.orders: row count 9 in the copy, 10 in the source",
+    ),
+    (
+        "VerificationFailed",
+        "verification failed: policies: 0 in the copy, 12 in the source",
+        FailureCategory.VERIFICATION_MISMATCH,
+        "verification failed: policies: 0 in the copy, 12 in the source",
+    ),
+    (
+        "NotEnoughSpace",
+        "not enough free space in /opt/supabase_backups: 12 MiB free, about 300 MiB needed for the dump",
+        FailureCategory.DISK_FULL,
+        "12 MiB free",
+    ),
+    (
+        "TargetBusy",
+        "database wehub still has 2 connected session(s) after 60s; the verified copy was not swapped in",
+        FailureCategory.TARGET_IN_USE,
+        "database wehub still has 2 connected session(s)",
+    ),
+    (
+        "ConcurrentRun",
+        "another backup or migration run for wehub_backup_test is running; this run changed nothing",
+        FailureCategory.CONCURRENT_RUN,
+        "another backup or migration run for wehub_backup_test is running",
+    ),
+    (
+        "SettingsError",
+        "the Supabase server port 6543 is Supabase's transaction pooler, which breaks pg_dump",
+        FailureCategory.CONFIG,
+        "port 6543",
+    ),
+    (
+        "NotSuperuser",
+        "VPS user backup must be a superuser on the VPS server: it recreates Supabase's roles",
+        FailureCategory.PERMISSION_DENIED,
+        "must be a superuser",
+    ),
+    (
+        "PasswordFileError",
+        "password file /root/.pgpass has group or world access (mode 644); run: chmod 600 /root/.pgpass",
+        FailureCategory.AUTHENTICATION,
+        "chmod 600",
+    ),
+    (
+        "VersionMismatch",
+        "no pg_dump/pg_restore/psql found (install postgresql-client, or set WEHUB_PG_BINDIRS)",
+        FailureCategory.VERSION_MISMATCH,
+        "install postgresql-client",
+    ),
+    (
+        "VersionMismatch",
+        "server version mismatch: the server is PostgreSQL 17 but the newest pg_dump here is 15.18; "
+        "to dump it install postgresql-client-17 or newer (or set WEHUB_PG_BINDIRS).",
+        FailureCategory.VERSION_MISMATCH,
+        "the server is PostgreSQL 17",
+    ),
+]
+
+
+@pytest.mark.parametrize(("error_class", "message", "category", "summary_part"), OWN_ERRORS)
+def test_classifies_own_errors_by_class(error_class: str, message: str, category: FailureCategory,
+                                        summary_part: str) -> None:
+    text = f"Error occurred while executing op \"plan\":\nwehub_backup.errors.{error_class}: {message}"
+    cause = classify_failure(text, ("DagsterExecutionStepExecutionError", error_class))
+    assert cause.category == category
+    assert summary_part in cause.summary
+    assert not cause.summary.startswith("wehub_backup")
+
+
+def test_own_words_without_the_class_are_not_trusted() -> None:
+    """A tool or server that happens to print the project's words is classified by its own words."""
+    cause = classify_failure("ERROR:  verification failed: table public.orders: row count 9 in the copy")
+    assert cause.category == FailureCategory.UNKNOWN
+
+
+@pytest.mark.parametrize(("text", "category", "summary_part"), CLASSIFIED_ERRORS)
+def test_classifies_real_error_texts(text: str, category: FailureCategory, summary_part: str) -> None:
+    cause = classify_failure(text)
+    assert cause.category == category
+    assert summary_part in cause.summary
+    assert "\n" not in cause.summary
+
+
+def test_unknown_error_keeps_the_last_error_line_not_the_traceback() -> None:
+    text = (
+        'dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op "dump":\n'
+        "Stack Trace:\n"
+        '  File "/app/ops.py", line 10, in dump\n'
+        "    run_tool(argv, env)\n"
+        "The above exception was caused by the following exception:\n"
+        "KeyError: 'checksum'\n"
+        '  File "/app/ops.py", line 12, in dump\n'
+    )
+    cause = classify_failure(text)
+    assert cause == FailureCause(FailureCategory.UNKNOWN, "KeyError: 'checksum'")
+
+
+def test_summary_is_one_line_of_bounded_length() -> None:
+    text = "pg_restore: error: could not execute query: ERROR:  " + "syntax error at or near x " * 40
+    summary = classify_failure(text).summary
+    assert len(summary) <= 200
+    assert summary.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'psycopg.OperationalError: invalid connection option in "host=db.x password=hunter2 dbname=postgres"',
+        "could not connect: host=db.x port=5432 password='hunter2' sslmode=require",
+        "Command 'PGPASSWORD=hunter2 pg_dump -h db.x' returned non-zero exit status 1.",
+        'could not connect to postgresql://postgres:hunter2@db.abcd.supabase.co:5432/postgres',
+        'ValueError: bad settings {"smtp_password": "hunter2", "smtp_host": "mail"}',
+        "WEHUB_ALERT_SMTP_PASSWORD=hunter2 is set but WEHUB_ALERT_SMTP_USER is not",
+        "FATAL:  password authentication failed for user postgres (password=hunter2)",
+    ],
+)
+def test_summaries_never_contain_a_password(text: str) -> None:
+    summary = classify_failure(text).summary
+    assert "hunter2" not in summary
+    assert "***" in summary
+
+
+def test_url_credentials_are_masked_but_host_is_kept() -> None:
+    summary = classify_failure(
+        "could not connect to postgresql://postgres:hunter2@db.abcd.supabase.co:5432/postgres"
+    ).summary
+    assert "postgres:***@db.abcd.supabase.co:5432" in summary
