@@ -79,4 +79,4 @@ def _analyze(plan: BackupPlan, env: dict[str, str], log: Log, low_priority: bool
     """
     log("autovacuum is off on the VPS server: gathering planner statistics for the copy")
     run_tool([plan.client.program("vacuumdb"), "--analyze-only", f"--jobs={plan.jobs}", "--no-password",
-                      f"--dbname={plan.staging}"], env, low_priority=low_priority)
+              f"--dbname={plan.staging}"], env, low_priority=low_priority)

@@ -61,7 +61,7 @@ _NAME_COLLISIONS = read_query("name_collisions")
 
 
 def plan_relocations(src: psycopg.Connection, catalog: DatabaseCatalog,
-                      target_catalog: DatabaseCatalog) -> tuple[list[Relocation], list[str]]:
+                     target_catalog: DatabaseCatalog) -> tuple[list[Relocation], list[str]]:
     """Extensions the app uses must be enabled on Supabase; those in another schema there get references rewritten.
 
     A reference is rewritten by its qualified name, so an app object named like a member of

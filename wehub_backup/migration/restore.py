@@ -44,7 +44,7 @@ def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, target: Co
         except ToolError as error:
             rolled_back = "ERROR:" in str(error)
             raise ToolError(f"{error}" + ("; the transaction was rolled back, Supabase is unchanged"
-                                                  if rolled_back else "")) from None
+                                          if rolled_back else "")) from None
         sent = counters.sent_to_server
     return MigrationRestore(time.monotonic() - started, sent, run, rewritten, privileges_left_out)
 

@@ -51,7 +51,7 @@ def plan_supabase_backup(
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
     )
     budget = check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
-                                     config.force_over_budget, context.log)
+                              config.force_over_budget, context.log)
     lock_on_vps(vps_info, context.run_id, plan.target)
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
     context.add_output_metadata({
@@ -75,7 +75,7 @@ def dump_supabase_database(
     """pg_dump from a held snapshot, counting the bytes Supabase sends (its egress)."""
     try:
         dump = extract_supabase(plan, supabase.connection_info(), context.log.info,
-                                       low_priority=workspace.low_priority)
+                                low_priority=workspace.low_priority)
     except DumpFailed as failed:
         raise dg.Failure(description=str(failed), metadata={"egress_bytes": failed.egress_bytes}) from failed
     context.add_output_metadata({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)})
@@ -98,7 +98,7 @@ def restore_into_staging_database(
 ) -> RestoreResult:
     """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'."""
     restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
-                                           low_priority=workspace.low_priority)
+                                    low_priority=workspace.low_priority)
     context.add_output_metadata({
         "duration_s": seconds(restored.seconds),
         "standin_roles_created": markdown_list(restored.standin_roles_created),
@@ -133,7 +133,7 @@ def promote_staging_database(
     if config.on_connected_sessions not in ("wait", "terminate"):
         raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), config.on_connected_sessions,  # type: ignore[arg-type]
-                            config.connected_sessions_timeout_seconds)
+                     config.connected_sessions_timeout_seconds)
     metadata = {
         "target": plan.target,
         "previous_kept_as": previous_name(plan.target) if result.previous_kept else "(first copy)",

@@ -65,7 +65,7 @@ def dump_vps_database(
 ) -> DumpResult:
     """pg_dump of the app schemas from a held snapshot, fingerprinted in the same snapshot."""
     dump = dump_source(plan.dump_request(), vps.connection_info(), context.log.info,
-                              low_priority=workspace.low_priority)
+                       low_priority=workspace.low_priority)
     context.add_output_metadata(dump_metadata(dump, workspace))
     return dump
 
@@ -77,7 +77,7 @@ def restore_into_supabase(
 ) -> MigrationRestore:
     """Empty the app schemas and restore them in one transaction: on any error Supabase stays as it was."""
     restored = restore_in_one_transaction(plan, dump, supabase.connection_info(), context.log.info,
-                                               low_priority=workspace.low_priority)
+                                          low_priority=workspace.low_priority)
     context.add_output_metadata({
         "bytes_sent_to_supabase": restored.bytes_sent,
         "duration_s": seconds(restored.seconds),
