@@ -2,7 +2,8 @@
 
 ``wehub-backup backup [TARGET_DB]`` mirrors ``backup_supabase_to_vps.sh [TARGET_DB]``: the
 same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_HOME``.
-``wehub-backup migrate [--overwrite]`` mirrors ``migrate_to_supabase.sh`` the same way.
+``wehub-backup migrate [--overwrite] [--new-project [--with-users]]`` mirrors ``migrate_to_supabase.sh`` the
+same way.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ def run_backup(target: str) -> int:
     return _run_recorded(backup_job_with_resources, backup_run_config(target), {TARGET_TAG: target})
 
 
-def run_migration(overwrite: bool) -> int:
+def run_migration(overwrite: bool, new_project: bool = False, with_users: bool = False) -> int:
     """Run the migration job ($LOCAL_DB_NAME -> Supabase) and print its summary; the exit code says how it went."""
     from wehub_backup.definitions import migration_job_with_resources
 
-    return _run_recorded(migration_job_with_resources, migration_run_config(overwrite), {})
+    return _run_recorded(migration_job_with_resources, migration_run_config(overwrite, new_project, with_users), {})
 
 
 def _run_recorded(job_factory: Callable[[], dg.JobDefinition], run_config: dict, tags: dict[str, str]) -> int:
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "Supabase, in one transaction, verified")
     migrate.add_argument("--overwrite", action="store_true",
                          help="replace app schemas that already hold objects on Supabase (returning after a failover)")
+    migrate.add_argument("--new-project", action="store_true",
+                         help="Supabase is a new project (the original is lost): also create the VPS copy's triggers "
+                              "and policies on auth/storage tables, and its storage buckets")
+    migrate.add_argument("--with-users", action="store_true",
+                         help="with --new-project: carry the VPS copy's users (auth.users, auth.identities) too")
     commands.add_parser("doctor", help="check this machine before the first run: programs, password file, "
                                        "directories, both databases, Dagster storage; prints what to fix")
     commands.add_parser("egress", help="Supabase egress this billing cycle: used, budget, runs, projection")
@@ -97,11 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "backup":
         return run_backup(args.target)
     if args.command == "migrate":
-        return run_migration(args.overwrite)
+        if args.with_users and not args.new_project:
+            parser.error("--with-users carries users into a new project: add --new-project")
+        return run_migration(args.overwrite, args.new_project, args.with_users)
     if args.command == "doctor":
         from wehub_backup.doctor import run_doctor
 

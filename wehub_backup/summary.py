@@ -95,10 +95,14 @@ _SUMMARY_FIELDS = (
     ("tables verified", "verify_supabase_copy", "tables_verified"),
     ("rows verified", "verify_supabase_copy", "rows_verified"),
     ("sent to Supabase", "restore_into_supabase", "bytes_sent_to_supabase"),
+    ("rows carried into Supabase's own tables", "verify_supabase_copy", "rows_carried_verified"),
+    ("left out", "plan_vps_migration", "left_out"),
 )
 
 
 def _human(key: str, value: object) -> str:
+    if key == "left_out" and isinstance(value, str) and value.startswith("- "):
+        return "".join(f"\n    {line}" for line in value.splitlines())  # one item a line, under the label
     if key.endswith("_bytes") and isinstance(value, int):
         return f"{value:,} bytes ({value / 2**20:.1f} MiB)"
     return str(value)

@@ -4,7 +4,8 @@ A Supabase-like project of its own (seeded like production) is backed up into th
 `wehub-backup backup`, then stopped (the outage). The application fails over to the VPS copy
 with the login the runbook prepares and keeps writing; Supabase comes back on the same address;
 its state is kept aside with another backup, and `wehub-backup migrate --overwrite` carries the
-VPS copy back. Each phase is timed; the figures are printed (run with `-s` to see them) and
+VPS copy back. Then the other ending: the project is lost, and `wehub-backup migrate --new-project
+--with-users` restores the VPS copy into a new one, users and all. Each phase is timed; the figures are printed (run with `-s` to see them) and
 attached to the test report as properties. The runbook quotes them.
 """
 
@@ -23,8 +24,14 @@ import pytest
 
 from wehub_backup import cli
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_local_bindir, write_pgpass
-from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.harness.supabase_like import (
+    APP_OWNER,
+    SUPABASE_SUPERUSER,
+    add_app_auth_hooks,
+    grant_policy_management,
+)
 from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords, supabase_like_cluster
+from wehub_backup_tests.support.supabase_target import empty_new_project, new_project_cluster
 
 RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "disaster-recovery.md"
 PRODUCTION_COPY = "wehub_drill"
@@ -36,6 +43,7 @@ OUTAGE_MARKER = "written to the VPS copy during the outage"
 # compared with the owner's login.
 APP_TABLES = ("public.profiles", "public.organizations", "public.memberships", "public.audit_log", "public.events")
 OWNER_TABLES = ("billing.invoices", "billing.customers", "content.posts", "content.comments")
+SIGNUP = "5d0c7a2e-2222-4333-8444-555566667777"
 
 
 def runbook_sql(label: str) -> str:
@@ -49,18 +57,31 @@ def runbook_sql(label: str) -> str:
 def production(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
     """The drill's own Supabase project: stopped and overwritten here, so no other test may share it."""
     cluster = supabase_like_cluster("supabase_drill", pg_base_dir, find_local_bindir(), session_passwords.supabase_postgres)
+    grant_policy_management(cluster)
+    add_app_auth_hooks(cluster, user=APP_OWNER)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def replacement(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """The new project that replaces a lost one: Supabase's schemas and roles, no users, buckets or files."""
+    cluster = empty_new_project(new_project_cluster("supabase_drill_new", pg_base_dir,
+                                                    session_passwords.supabase_postgres))
+    grant_policy_management(cluster)
     yield cluster
     cluster.destroy()
 
 
 @pytest.fixture
 def drill_env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, production: PostgresCluster,
-              vps_cluster: PostgresCluster) -> tuple[BackupEnv, str]:
+              replacement: PostgresCluster, vps_cluster: PostgresCluster) -> tuple[BackupEnv, str]:
     """The service's settings aimed at the drill project, LOCAL_DB_NAME at the production copy, and the
     application's VPS login in the password file (as the runbook's preparation leaves it)."""
     app_password = secrets.token_urlsafe(18)
     pgpass = write_pgpass(backup_env.dagster_home.parent / "pgpass-drill", [
         (production, APP_OWNER, backup_env.supabase_password),
+        (replacement, APP_OWNER, backup_env.supabase_password),
         (vps_cluster, VPS_SUPERUSER, backup_env.local_password),
         (vps_cluster, APP_LOGIN, app_password),
     ])
@@ -114,13 +135,29 @@ def ensure_statistics(vps: PostgresCluster) -> None:
     assert vps.query(unanalyzed, dbname=PRODUCTION_COPY) == [(0,)]
 
 
+def storage_rules(conn: psycopg.Connection) -> list[tuple]:
+    """The storage policies and the buckets they guard."""
+    policies = conn.execute("SELECT policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies "
+                            "WHERE schemaname = 'storage' ORDER BY 1").fetchall()
+    return policies + conn.execute("SELECT id, public FROM storage.buckets ORDER BY 1").fetchall()
+
+
+def assert_signup_creates_a_profile(project: PostgresCluster) -> None:
+    """A sign-up, as Supabase Auth writes it: the app's trigger on auth.users must create the profile."""
+    with project.connect(user=SUPABASE_SUPERUSER) as auth_service:
+        auth_service.execute("INSERT INTO auth.users (id, email) VALUES (%s, 'drill-signup@example.test')", (SIGNUP,))
+        assert auth_service.execute("SELECT count(*) FROM public.profiles WHERE user_id = %s",
+                                    (SIGNUP,)).fetchone() == (1,)
+
+
 def cli_run(*argv: str) -> int:
     return cli.main(list(argv))
 
 
 def test_failover_to_the_vps_and_return_to_supabase(
-    drill_env: tuple[BackupEnv, str], production: PostgresCluster, vps_cluster: PostgresCluster,
-    capsys: pytest.CaptureFixture[str], record_property: pytest.RecordProperty,
+    monkeypatch: pytest.MonkeyPatch, drill_env: tuple[BackupEnv, str], production: PostgresCluster,
+    replacement: PostgresCluster, vps_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str],
+    record_property: pytest.RecordProperty,
 ) -> None:
     env, app_password = drill_env
     watch = Stopwatch()
@@ -134,6 +171,7 @@ def test_failover_to_the_vps_and_return_to_supabase(
     with production.connect(user=APP_OWNER) as conn:
         conn.execute("INSERT INTO public.audit_log (logged_at, action) VALUES (now(), %s)", (LOST_MARKER,))
         supabase_counts = row_counts(conn)
+        supabase_users = conn.execute("SELECT count(*) FROM auth.users").fetchone()[0]
         database_size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
 
     # Phase 1: Supabase is down; the application moves to the VPS copy and keeps writing.
@@ -178,6 +216,21 @@ def test_failover_to_the_vps_and_return_to_supabase(
             app.execute("INSERT INTO public.organizations (name, slug) VALUES ('Back on Supabase', 'back-org')")
     with connect_tcp(vps_cluster, VPS_SUPERUSER, SUPABASE_AT_RETURN) as kept:
         assert markers(kept) == {LOST_MARKER}, "the safety copy keeps what Supabase had after the last backup"
+    assert_signup_creates_a_profile(production)
+
+    # Phase 3, the other ending: the project is lost; the VPS copy goes into a new one, users and all.
+    monkeypatch.setenv("SUPABASE_DB_PORT", str(replacement.port))
+    with watch.phase("phase 3: new project (wehub-backup migrate --new-project --with-users)"):
+        assert cli_run("migrate", "--new-project", "--with-users") == 0, capsys.readouterr().out
+    with watch.phase("phase 3: checks on the new project and first write"):
+        with connect_tcp(replacement, APP_OWNER, "postgres") as app:
+            assert row_counts(app) == vps_counts
+            assert row_counts(app, OWNER_TABLES) == vps_owner_counts
+            assert markers(app) == {OUTAGE_MARKER}
+            assert app.execute("SELECT count(*) FROM auth.users").fetchone() == (supabase_users,)
+            with connect_tcp(production, APP_OWNER, "postgres") as original:
+                assert storage_rules(app) == storage_rules(original)
+        assert_signup_creates_a_profile(replacement)
 
     report = f"disaster-recovery drill, Supabase database {database_size}, measured:\n" + watch.report()
     for name, seconds in watch.phases.items():

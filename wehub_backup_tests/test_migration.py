@@ -22,7 +22,7 @@ from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import dump_source
 from wehub_backup.pg.processes import Log
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_newer_postgres_bindir
-from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.harness.supabase_like import APP_OWNER, SUPABASE_SUPERUSER, grant_policy_management
 from wehub_backup_tests.support.environment import VPS_APP_DATABASE, VPS_SUPERUSER, BackupEnv
 from wehub_backup_tests.support.supabase_target import (
     APP_SCHEMAS,
@@ -35,6 +35,7 @@ from wehub_backup_tests.support.supabase_target import (
 )
 
 PROBLEM_DATABASE = "vps_migration_problems"
+MEMBERS_DATABASE = "vps_migration_members"
 BROKEN_DATABASE = "vps_migration_broken"
 VPS_ONLY_ROLE = "vps_only_reader"
 FOREIGN_USER = "6f1c1b7e-0000-4000-8000-000000000001"
@@ -199,7 +200,7 @@ def test_a_change_on_supabase_after_the_preflight_aborts_the_restore(
     try:
         with pytest.raises(ToolError, match="Supabase changed since the preflight: trigger note_signup on table "
                                             "auth.users depends on function public.note_signup()"):
-            restore_in_one_transaction(plan, dump, supabase, print)
+            restore_in_one_transaction(plan, dump, source, supabase, print)
         assert catalog_snapshot(target) == before
     finally:
         target.execute("DROP FUNCTION public.note_signup() CASCADE", user=APP_OWNER)
@@ -283,3 +284,59 @@ def test_transaction_pooler_is_refused(monkeypatch: pytest.MonkeyPatch, env: Bac
 
 
 
+
+
+IS_CUSTOMER = """CREATE FUNCTION public.is_customer(address text) RETURNS boolean LANGUAGE sql STABLE
+                 AS 'SELECT EXISTS (SELECT 1 FROM public.customers c WHERE c.email = address)'"""
+STORAGE_POLICIES = """
+    CREATE POLICY "Customers read their invoices" ON storage.objects FOR SELECT TO authenticated
+      USING (bucket_id = 'invoices' AND public.is_customer(auth.email()));
+    CREATE POLICY "Customers upload receipts" ON storage.objects AS RESTRICTIVE FOR INSERT TO authenticated
+      WITH CHECK (EXISTS (SELECT 1 FROM public.customers c WHERE c.email = auth.email()));
+    COMMENT ON POLICY "Customers upload receipts" ON storage.objects IS 'Only known customers upload';
+"""
+
+
+@pytest.fixture(scope="module")
+def members_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
+    """The VPS app with the membership check that storage policies on Supabase call."""
+    vps_cluster.execute(f"CREATE DATABASE {MEMBERS_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.execute(IS_CUSTOMER, dbname=MEMBERS_DATABASE)
+    return MEMBERS_DATABASE
+
+
+def test_return_recreates_storage_policies_that_call_app_functions_or_read_app_tables(
+    monkeypatch: pytest.MonkeyPatch, env: BackupEnv, instance: dg.DagsterInstance, target: PostgresCluster,
+    vps_cluster: PostgresCluster, members_source: str, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("LOCAL_DB_NAME", members_source)
+    target.execute(IS_CUSTOMER, user=APP_OWNER)
+    target.execute(STORAGE_POLICIES, user=SUPABASE_SUPERUSER)  # as the dashboard creates them
+    try:
+        before = catalog_snapshot(target)
+        with pytest.raises(MigrationRefused) as refused:
+            plan_from(env, vps_cluster, target, members_source, tmp_path, print)
+        assert refused.value.problems == [
+            f"policy {name} on table storage.objects on Supabase must be created again in the migration, but only the "
+            "owner of storage.objects (supabase_storage_admin) may create policies on it, and postgres is neither a "
+            "member of that role nor listed for the table in supautils.policy_grants"
+            for name in ("Customers read their invoices", "Customers upload receipts")]
+        assert catalog_snapshot(target) == before
+
+        grant_policy_management(target)
+        outside_before = catalog_snapshot(target, skip_contents_of=APP_SCHEMAS)
+        result = run_migration(instance, overwrite=True)
+
+        assert result.success, failure_of(result)
+        assert catalog_snapshot(target, skip_contents_of=APP_SCHEMAS) == outside_before
+        assert catalog_snapshot(target)["policies"] == before["policies"]
+        created = step_metadata(result, "plan_vps_migration")["created_outside_app_schemas"]
+        assert "policy Customers read their invoices on table storage.objects" in created
+        comment = target.query("SELECT obj_description(oid, 'pg_policy') FROM pg_policy "
+                               "WHERE polname = 'Customers upload receipts'")
+        assert comment == [("Only known customers upload",)]
+    finally:
+        target.execute("""DROP POLICY IF EXISTS "Customers read their invoices" ON storage.objects;
+                          DROP POLICY IF EXISTS "Customers upload receipts" ON storage.objects;
+                          DROP FUNCTION IF EXISTS public.is_customer(text);
+                          REVOKE supabase_storage_admin FROM postgres""", user=SUPABASE_SUPERUSER)

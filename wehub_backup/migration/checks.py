@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from psycopg import sql
+
+from wehub_backup.migration import managed_tables
 from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, catalog_rows, read_query
 from wehub_backup.pg.catalog import DatabaseCatalog
+from wehub_backup.supabase.schemas import MANAGED_SCHEMAS
 from wehub_backup.supabase.scope import LeftOut
 
 if TYPE_CHECKING:
@@ -25,17 +29,6 @@ class Relocation:
     source_schema: str
     target_schema: str
     members: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class OutsideTrigger:
-    """A trigger on a table Supabase manages (auth.users, say) that calls an app function.
-
-    Replacing the function drops the trigger with it, so it is recreated after the restore.
-    """
-
-    name: str
-    statements: str
 
 
 _UNSUPPORTED = read_query("unsupported")
@@ -110,8 +103,9 @@ def privilege_problems(src: psycopg.Connection, plan: MigrationPlan) -> list[str
 
 _SCHEMA_OBJECTS = read_query("schema_objects")
 _OUTSIDE_DEPENDENTS = read_query("outside_dependents")
-_TRIGGER_DEFINITIONS = read_query("trigger_definitions")
-_ENABLE_STATES = {"D": "DISABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+# How to find, in the VPS database, an object a dependent on Supabase refers to.
+_LOOKUPS = {"pg_proc": "to_regprocedure", "pg_class": "to_regclass", "pg_type": "to_regtype"}
+RECREATED_KINDS = ("trigger", "policy")
 
 
 def target_problems(tgt: psycopg.Connection, src: psycopg.Connection, plan: MigrationPlan) -> list[str]:
@@ -135,32 +129,131 @@ def target_problems(tgt: psycopg.Connection, src: psycopg.Connection, plan: Migr
     problems += [f"{kind} {identity} on Supabase is owned by {owner}, so {user} cannot replace it"
                  for kind, identity, owner in owned_by_others]
     dependents = catalog_rows(tgt, _OUTSIDE_DEPENDENTS, **app_scope(plan.existing_schemas))
-    for kind, _, dependent, referenced, _ in dependents:
+    for kind, _, dependent, referenced, _, _ in dependents:
         if kind == "publication":
             plan.left_out.append(LeftOut("publication table", dependent,
                                          "removed from the publication with the old table; add the new one back"))
         elif kind == "other":
-            problems.append(f"{dependent} on Supabase depends on {referenced}, which the migration replaces; "
-                            "drop it first (and recreate it afterwards)")
-    triggers = [row for row in dependents if row[0] == "trigger"]
-    problems += _plan_outside_triggers(tgt, src, plan, triggers)
+            problems.append(f"{dependent} on Supabase depends on {referenced}, which the migration replaces; only "
+                            "triggers and policies are created again: drop it first (and recreate it afterwards)")
+    recreated = [row for row in dependents if row[0] in RECREATED_KINDS]
+    problems += _plan_outside_dependents(tgt, src, plan, recreated)
     return problems
 
 
-def _plan_outside_triggers(tgt: psycopg.Connection, src: psycopg.Connection, plan: MigrationPlan,
-                           triggers: list[tuple]) -> list[str]:
-    """Triggers on Supabase's tables that call app functions are recreated; the functions must exist in the VPS copy."""
+def _plan_outside_dependents(tgt: psycopg.Connection, src: psycopg.Connection, plan: MigrationPlan,
+                             dependents: list[tuple]) -> list[str]:
+    """Triggers and policies on Supabase's tables that depend on app objects are recreated after the restore.
+
+    Dropping the app's function or table drops them with it (CASCADE asks no owner), so
+    each must be one the login may create again, and refer only to what the VPS copy has.
+    """
     problems = []
-    for _, _, dependent, referenced, function in triggers:
-        if function is None or src.execute("SELECT to_regprocedure(%s)", (function,)).fetchone()[0] is None:
-            problems.append(f"{dependent} on Supabase calls {referenced}, which the VPS database does not have")
-    oids = sorted({row[1] for row in triggers})
-    for oid, name, definition, enabled, qualified, may_create in catalog_rows(tgt, _TRIGGER_DEFINITIONS, oids=oids) if oids else []:
-        if not may_create:
-            problems.append(f"{name} must be recreated after the restore, but "
-                            f"{plan.target_server.current_user} lacks the TRIGGER privilege on its table")
-        table, trigger = qualified.rsplit(" ", 1)
-        state = f"\nALTER TABLE {table} {_ENABLE_STATES[enabled]} {trigger};" if enabled in _ENABLE_STATES else ""
-        plan.outside_triggers.append(OutsideTrigger(name, f"{definition};{state}"))
-        plan.outside_trigger_oids.append(oid)
+    for _, _, dependent, referenced, catalog, identity in dependents:
+        lookup = _LOOKUPS.get(catalog)
+        found = lookup and src.execute(sql.SQL("SELECT pg_catalog.{}(%s)").format(sql.Identifier(lookup)),
+                                       (identity,)).fetchone()[0]
+        if not found:
+            problems.append(f"{dependent} on Supabase depends on {referenced}, which the VPS database does not have")
+    oids = {kind: sorted({row[1] for row in dependents if row[0] == kind}) for kind in RECREATED_KINDS}
+    definitions = managed_tables.read_definitions(tgt, oids["trigger"], oids["policy"])
+    problems += _plan_recreations(tgt, plan, definitions, "on Supabase")
+    plan.outside_oids += [d.oid for d in definitions]
+    return problems
+
+
+def _plan_recreations(tgt: psycopg.Connection, plan: MigrationPlan, definitions: list[managed_tables.Definition],
+                      where: str) -> list[str]:
+    """Add the triggers and policies to what the transaction creates; name those the login cannot create."""
+    rights = managed_tables.table_rights(tgt, [d.table for d in definitions])
+    problems = []
+    for definition in definitions:
+        why = managed_tables.creation_problem(definition, rights.get(definition.table),
+                                              plan.target_server.current_user, plan.target_roles)
+        if why:
+            problems.append(f"{definition.description} {where} must be created again in the migration, but {why}")
+            continue
+        recreated, left_out = managed_tables.recreation(definition, rights[definition.table])
+        plan.recreated.append(recreated)
+        plan.left_out += [left_out] if left_out else []
+    return problems
+
+
+def managed_table_problems(src: psycopg.Connection, tgt: psycopg.Connection, plan: MigrationPlan,
+                            catalog: DatabaseCatalog, target_catalog: DatabaseCatalog) -> list[str]:
+    """What the VPS copy holds in Supabase's own tables and Supabase lacks: carried into a new project, else named.
+
+    A VPS copy made by the backup holds ``auth`` and ``storage``: the app's trigger on
+    ``auth.users``, its policies on ``storage.objects``, its buckets and users. A project
+    without them runs the app without sign-up profiles or file rules, so they are never passed
+    over in silence: a migration into a new project creates them, any other lists them.
+    """
+    if plan.with_users and not plan.new_project:
+        return ["with_users carries the users into a new project: set new_project too "
+                "(wehub-backup migrate --new-project --with-users)"]
+    schemas = [s for s in MANAGED_SCHEMAS if s in catalog.schemas and s in target_catalog.schemas]
+    if not schemas:
+        return []
+    missing = managed_tables.missing_on_target(src, tgt, schemas)
+    definitions = managed_tables.read_definitions(src, [oid for kind, oid in missing if kind == "trigger"],
+                                                  [oid for kind, oid in missing if kind == "policy"])
+    problems = []
+    if plan.new_project:
+        problems += _plan_recreations(tgt, plan, definitions, "in the VPS copy")
+    else:
+        plan.left_out += [LeftOut(d.kind, d.description, "in the VPS copy but not on Supabase: a migration into a new "
+                                                         "project (--new-project) creates it; or create it there")
+                          for d in definitions]
+    problems += _plan_carried_rows(src, tgt, plan, schemas)
+    return problems + _hold_triggers_problems(tgt, plan)
+
+
+def _plan_carried_rows(src: psycopg.Connection, tgt: psycopg.Connection, plan: MigrationPlan,
+                       schemas: list[str]) -> list[str]:
+    """Buckets (and on request users) the VPS copy has and Supabase lacks; the rest is named in ``left_out``."""
+    problems = []
+    for schema, table in (*managed_tables.USER_TABLES, managed_tables.BUCKETS, managed_tables.STORAGE_OBJECTS):
+        if schema not in schemas:
+            continue
+        carried, problem = managed_tables.plan_rows(src, tgt, schema, table)
+        is_users = (schema, table) in managed_tables.USER_TABLES
+        carries = (plan.new_project and (schema, table) == managed_tables.BUCKETS) or (plan.with_users and is_users)
+        if carries and problem:
+            problems.append(problem)
+        elif carried is None or not carried.rows:
+            continue
+        elif (schema, table) == managed_tables.STORAGE_OBJECTS:
+            plan.left_out.append(LeftOut("storage files", f"{carried.rows} in {carried.qualified}", managed_tables.NO_FILES))
+        elif carries:
+            plan.carried_tables.append(carried)
+        else:
+            how = "--new-project --with-users" if is_users else "--new-project"
+            plan.left_out.append(LeftOut("rows", f"{carried.rows} of {carried.qualified}",
+                                         f"in the VPS copy but not on Supabase: {how} carries them"))
+    return problems
+
+
+_LIVE_TRIGGERS = """
+SELECT pg_describe_object('pg_trigger'::regclass, t.oid, 0), t.tgenabled FROM pg_trigger t
+  WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND NOT t.oid = ANY({expected}::oid[])
+    AND t.tgrelid = ANY(ARRAY(SELECT to_regclass(x) FROM unnest({tables}::text[]) AS x)) ORDER BY 1"""
+
+
+def _hold_triggers_problems(tgt: psycopg.Connection, plan: MigrationPlan) -> list[str]:
+    """Triggers on Supabase's tables that would fire for every carried row must be held off, or the run refused.
+
+    The app's own triggers there are dropped with the app schemas and created after the rows;
+    any other (a webhook on auth.users, say) stays. ``session_replication_role = replica``
+    holds off triggers enabled the ordinary way, not those enabled ALWAYS or REPLICA.
+    """
+    tables = [carried.qualified for carried in plan.carried_tables]
+    live = catalog_rows(tgt, _LIVE_TRIGGERS, expected=plan.outside_oids, tables=tables) if tables else []
+    problems = [f"loading the VPS copy's rows would fire {name} on Supabase, which is enabled "
+                f"{'ALWAYS' if state == 'A' else 'REPLICA'} and so cannot be held off: disable it for the migration"
+                for name, state in live if state in ("A", "R")]
+    plan.hold_triggers = bool(live)
+    if live and not managed_tables.may_hold_off_triggers(tgt):
+        problems.append(f"loading the VPS copy's rows would fire {live[0][0]} on Supabase, and "
+                        f"{plan.target_server.current_user} may not hold triggers off (SET session_replication_role "
+                        "= replica is refused; Supabase allows it through supautils): disable it for the migration")
     return problems

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from wehub_backup.errors import PreflightError, VersionMismatch
 from wehub_backup.migration.checks import (
-    OutsideTrigger,
     Relocation,
+    managed_table_problems,
     plan_relocations,
     privilege_problems,
     source_problems,
     target_problems,
 )
+from wehub_backup.migration.managed_tables import CarriedTable, Recreated
 from wehub_backup.migration.queries import KEPT_SCHEMAS
 from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, read_catalog
 from wehub_backup.pg.clients import PgClient, choose_client
@@ -55,8 +56,15 @@ class MigrationPlan:
     relocations: list[Relocation] = field(default_factory=list)
     target_roles: frozenset[str] = frozenset()
     member_roles: frozenset[str] = frozenset()
-    outside_triggers: list[OutsideTrigger] = field(default_factory=list)
-    outside_trigger_oids: list[int] = field(default_factory=list)
+    new_project: bool = False  # carry what a new project lacks: triggers, policies, buckets (and users)
+    with_users: bool = False
+    # Triggers and policies outside the app schemas created in the transaction: Supabase's own
+    # that depend on app objects (their OIDs are the ones the prelude expects), and in a new
+    # project the VPS copy's that Supabase lacks.
+    recreated: list[Recreated] = field(default_factory=list)
+    outside_oids: list[int] = field(default_factory=list)
+    carried_tables: list[CarriedTable] = field(default_factory=list)
+    hold_triggers: bool = False  # load carried rows with session_replication_role = replica
     left_out: list[LeftOut] = field(default_factory=list)
     owners_replaced: list[str] = field(default_factory=list)
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's session
@@ -83,6 +91,8 @@ def plan_migration(
     extra_bindirs: list[Path],
     jobs: int,
     log: Log,
+    new_project: bool = False,
+    with_users: bool = False,
 ) -> MigrationPlan:
     """Check everything that can be checked without changing anything; collect every problem.
 
@@ -102,7 +112,7 @@ def plan_migration(
             client=_choose_client(catalog.server, target_catalog.server, extra_bindirs, problems),
             workdir=workdir, jobs=jobs, app_schemas=schemas,
             excluded_tables=[parse_qualified(t) for t in excluded_tables], overwrite=overwrite,
-            existing_schemas=existing,
+            existing_schemas=existing, new_project=new_project, with_users=with_users,
         )
         plan.target_roles = frozenset(r[0] for r in tgt.execute("SELECT rolname FROM pg_roles"))
         plan.member_roles = frozenset(r[0] for r in tgt.execute(
@@ -112,6 +122,7 @@ def plan_migration(
         problems += relocation_problems
         problems += privilege_problems(src, plan)
         problems += target_problems(tgt, src, plan)
+        problems += managed_table_problems(src, tgt, plan, catalog, target_catalog)
         try:
             plan.restore_settings = money_settings(src, tgt, schemas, "Supabase")
         except PreflightError as error:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wehub_backup.errors import ToolError
+from wehub_backup.migration import managed_tables
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.scripts import write_restore_scripts
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.fingerprint import TableFingerprint
 from wehub_backup.pg.processes import Log, ToolRun, run_tool
 from wehub_backup.pg.relay import counted_connection
 
@@ -22,17 +24,24 @@ class MigrationRestore:
     psql: ToolRun
     rewritten_references: int
     privileges_left_out: list[str]
+    carried_rows: dict[str, TableFingerprint] = field(default_factory=dict)  # in the VPS copy, by table
 
 
-def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, target: ConnectionInfo, log: Log,
-                          *, low_priority: bool = True) -> MigrationRestore:
+def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, source: ConnectionInfo,
+                               target: ConnectionInfo, log: Log, *, low_priority: bool = True) -> MigrationRestore:
     """Empty the app schemas and restore them in one psql transaction, through the byte-counting relay.
 
     ``ON_ERROR_STOP`` makes the first error end psql, which rolls the transaction back: no
-    error is ever 'ignored', and Supabase is either unchanged or fully migrated.
+    error is ever 'ignored', and Supabase is either unchanged or fully migrated. Rows carried
+    into Supabase's own tables (buckets, users) are read from ``source`` here.
     """
     started = time.monotonic()
     scripts, rewritten, privileges_left_out = write_restore_scripts(plan, dump)
+    carried: dict[str, TableFingerprint] = {}
+    if plan.carried_tables:
+        rows_script = plan.workdir / "carried-rows.sql"
+        carried = managed_tables.write_rows_script(source, plan.carried_tables, rows_script, plan.hold_triggers)
+        scripts.insert(scripts.index(plan.workdir / "data.sql") + 1, rows_script)
     for line in privileges_left_out:
         log(f"left out (role missing on Supabase or not ours to use): {line}")
     argv = [plan.client.program("psql"), "--no-psqlrc", "--single-transaction", "--set=ON_ERROR_STOP=1",
@@ -46,7 +55,7 @@ def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, target: Co
             raise ToolError(f"{error}" + ("; the transaction was rolled back, Supabase is unchanged"
                                           if rolled_back else "")) from None
         sent = counters.sent_to_server
-    return MigrationRestore(time.monotonic() - started, sent, run, rewritten, privileges_left_out)
+    return MigrationRestore(time.monotonic() - started, sent, run, rewritten, privileges_left_out, carried)
 
 
 def _server_messages(log: Log) -> Callable[[str], None]:

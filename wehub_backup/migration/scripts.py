@@ -9,7 +9,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from wehub_backup.migration.checks import Relocation
+from wehub_backup.migration.checks import RECREATED_KINDS, Relocation
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, read_query
 from wehub_backup.pg.clients import settings_unknown_to
@@ -58,8 +58,8 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
     scripts = [_write(workdir / "prelude.sql", prelude_sql(plan)), workdir / "pre-data.sql", workdir / "data.sql",
                workdir / "post-data.sql", _write(workdir / "reset.sql", reset_privileges_sql(plan)),
                workdir / "privileges.sql"]
-    if plan.outside_triggers:
-        scripts.append(_write(workdir / "outside.sql", "\n".join(t.statements for t in plan.outside_triggers) + "\n"))
+    if plan.recreated:
+        scripts.append(_write(workdir / "outside.sql", "\n".join(r.statements for r in plan.recreated) + "\n"))
     return scripts, rewritten + count, left_out
 
 
@@ -153,7 +153,8 @@ def prelude_sql(plan: MigrationPlan) -> str:
     The checks repeat inside the transaction, so a change on Supabase since the preflight
     (a new trigger on auth.users, a table in an empty schema) aborts instead of being lost.
     """
-    scope = {**app_scope(plan.existing_schemas), "expected": sql.Literal(plan.outside_trigger_oids)}
+    scope = {**app_scope(plan.existing_schemas), "expected": sql.Literal(plan.outside_oids),
+             "recreated": sql.Literal(list(RECREATED_KINDS))}
     outside = sql.SQL(read_query("outside_dependents")).format(**scope)
     objects = sql.SQL(read_query("schema_objects")).format(**scope)
     statements = [
@@ -163,7 +164,8 @@ def prelude_sql(plan: MigrationPlan) -> str:
           for name, value in plan.restore_settings.items()),
         sql.SQL("""DO $wehub$ DECLARE blocker text; BEGIN
   SELECT q.dependent || ' depends on ' || q.referenced INTO blocker FROM ({outside}) q
-    WHERE q.kind = 'other' OR (q.kind = 'trigger' AND NOT q.objid::bigint = ANY({expected}::bigint[])) LIMIT 1;
+    WHERE q.kind = 'other' OR (q.kind = ANY({recreated}::text[]) AND NOT q.objid::bigint = ANY({expected}::bigint[]))
+    LIMIT 1;
   IF blocker IS NOT NULL THEN
     RAISE EXCEPTION 'Supabase changed since the preflight: % (nothing was changed; run the migration again)', blocker;
   END IF;

@@ -9,8 +9,10 @@ import psycopg
 from psycopg import sql
 
 from wehub_backup.errors import VerificationFailed
+from wehub_backup.migration import managed_tables
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import catalog_rows, read_query
+from wehub_backup.migration.restore import MigrationRestore
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
@@ -23,17 +25,21 @@ class MigrationVerification:
     tables: int
     rows: int
     sequences_checked: int
+    rows_carried: int = 0
     fingerprint: DatabaseFingerprint = field(repr=False, default_factory=DatabaseFingerprint)
 
 
 _OWNED_SEQUENCES = read_query("owned_sequences")
 
 
-def verify_supabase(plan: MigrationPlan, dump: DumpResult, target: ConnectionInfo) -> MigrationVerification:
+def verify_supabase(plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
+                    target: ConnectionInfo) -> MigrationVerification:
     """Fingerprint the app schemas on Supabase against the VPS snapshot; then make sure sequences continue.
 
     A sequence behind its column's maximum would make the application's next insert collide
-    with a migrated row, so each column-owned sequence must lie beyond it.
+    with a migrated row, so each column-owned sequence must lie beyond it. The rows carried
+    into Supabase's own tables must equal the VPS copy's, and every trigger and policy created
+    outside the app schemas must be there.
     """
     started = time.monotonic()
     with connect_or_explain(target, "Supabase") as conn:
@@ -41,9 +47,14 @@ def verify_supabase(plan: MigrationPlan, dump: DumpResult, target: ConnectionInf
         problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
         owned = catalog_rows(conn, _OWNED_SEQUENCES, schemas=plan.app_schemas)
         problems += [problem for row in owned if (problem := _sequence_problem(conn, row, copy.sequences))]
+        carried = {c.qualified: c.digest(conn) for c in plan.carried_tables}
+        problems += compare_fingerprints(DatabaseFingerprint(restored.carried_rows), DatabaseFingerprint(carried))
+        found = set(managed_tables.present(conn, plan.recreated))
+        problems += [f"{r.description}: missing on Supabase" for r in plan.recreated if r.description not in found]
     if problems:
         raise VerificationFailed(f"verification failed: {first_of(problems)}")
-    return MigrationVerification(time.monotonic() - started, len(copy.tables), copy.total_rows, len(owned), copy)
+    return MigrationVerification(time.monotonic() - started, len(copy.tables), copy.total_rows, len(owned),
+                                 sum(c.rows for c in carried.values()), copy)
 
 
 def _sequence_problem(conn: psycopg.Connection, row: tuple, positions: dict[str, int]) -> str | None:

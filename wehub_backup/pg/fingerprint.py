@@ -9,6 +9,7 @@ false mismatch.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import psycopg
@@ -132,7 +133,8 @@ _COLUMN_HASH_INPUTS = """
       AND a.attnum > 0 AND NOT a.attisdropped"""
 
 
-def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, str]:
+def table_digest(conn: psycopg.Connection, schema: str, table: str, *, columns: Collection[str] | None = None,
+                 where: sql.Composable = sql.SQL("true")) -> tuple[int, str]:
     """Row count and content digest of one table, computed by the server.
 
     Each row goes through the 64-bit ``hash_record_extended`` (the hash behind hash
@@ -143,15 +145,16 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     order, so a copy whose physical column order differs (a partition attached with its
     own layout) compares equal; strings are hashed by their bytes (collation "C"), and
     types whose hash would differ between servers (enums and others hashed by OID) go in
-    as text.
+    as text. ``columns`` and ``where`` narrow it to the rows and columns a copy carries of a
+    table that also holds others (the users a migration adds to a project's ``auth.users``).
     """
-    columns = sorted(conn.execute(_COLUMN_HASH_INPUTS, {
+    inputs = sorted(column for column in conn.execute(_COLUMN_HASH_INPUTS, {
         "schema": schema, "table": table, "binary": list(_BINARY_HASHED_TYPES), "strings": list(_STRING_TYPES),
-    }).fetchall())
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in columns))
+    }).fetchall() if columns is None or column[0] in columns)
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in inputs))
     rows, digest = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)), 0) FROM {}.{} AS t").format(
-            sql.Identifier(schema), sql.Identifier(table), row=row)
+        sql.SQL("SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)), 0) FROM {}.{} AS t WHERE {}").format(
+            sql.Identifier(schema), sql.Identifier(table), where, row=row)
     ).fetchone()
     return rows, str(digest)
 

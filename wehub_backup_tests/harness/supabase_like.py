@@ -130,6 +130,21 @@ def seed_app(cluster: PostgresCluster, dbname: str = "postgres", large_rows: int
     cluster.execute("ANALYZE", dbname=dbname)
 
 
+def add_app_auth_hooks(cluster: PostgresCluster, dbname: str = "postgres", user: str | None = None) -> None:
+    """The app's trigger on auth.users, its bucket and its storage policies (see app_auth_hooks.sql)."""
+    cluster.execute(load_sql("app_auth_hooks.sql"), dbname=dbname, user=user)
+
+
+def grant_policy_management(cluster: PostgresCluster) -> None:
+    """Let `postgres` create policies on storage.objects, which it does not own.
+
+    Supabase allows it through supautils (`supautils.policy_grants` names storage.objects and
+    the auth tables for `postgres`); a plain server has no such grant, so `postgres` becomes a
+    member of the table's owner instead.
+    """
+    cluster.execute(f"GRANT supabase_storage_admin TO {APP_OWNER}")
+
+
 def seed_vps_app(cluster: PostgresCluster, dbname: str, owner: str = "wehub_app") -> None:
     """A vanilla VPS application database owned by a local role, with uuid-ossp in `public`:
     its defaults say `public.uuid_generate_v4()`, which does not exist on Supabase."""

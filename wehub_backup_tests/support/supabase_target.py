@@ -31,6 +31,12 @@ def new_project_cluster(name: str, base: Path, password: str, settings: dict[str
     return cluster
 
 
+def empty_new_project(cluster: PostgresCluster) -> PostgresCluster:
+    """Take out what only an older project holds: users, their sessions, buckets and files."""
+    cluster.execute("TRUNCATE auth.users, auth.identities, auth.refresh_tokens, storage.buckets, storage.objects")
+    return cluster
+
+
 def new_project_fixture(name: str) -> Callable[..., Iterator[PostgresCluster]]:
     """A module-scoped fixture: a new project of the module's own, so what its migrations do cannot
     disturb the session's source cluster other tests read."""

@@ -40,6 +40,7 @@ def plan_vps_migration(
         vps_info, supabase_info, workdir, overwrite=config.overwrite, app_schemas=config.app_schemas,
         excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
         jobs=config.parallel_jobs or default_jobs(), log=context.log.warning,
+        new_project=config.new_project, with_users=config.with_users,
     )
     context.add_output_metadata({
         "source_database": plan.source_database,
@@ -49,10 +50,12 @@ def plan_vps_migration(
         "app_schemas": markdown_list(plan.app_schemas),
         "replaced_on_supabase": markdown_list(plan.existing_schemas),
         "overwrite": plan.overwrite,
+        "new_project": plan.new_project,
         "owners_on_supabase": f"{plan.target_server.current_user} (on the VPS: {', '.join(plan.owners_replaced) or '-'})",
         "extension_references_rewritten": markdown_list(
             [f"{r.extension}: {r.source_schema} -> {r.target_schema}" for r in plan.relocations]),
-        "triggers_recreated": markdown_list([t.name for t in plan.outside_triggers]),
+        "created_outside_app_schemas": markdown_list([r.description for r in plan.recreated]),
+        "rows_carried": markdown_list([f"{c.qualified}: {c.rows}" for c in plan.carried_tables]),
         "left_out": markdown_list([str(item) for item in plan.left_out]),
         "restore_session_settings": settings_text(plan.restore_settings),
     })
@@ -72,12 +75,12 @@ def dump_vps_database(
 
 @dg.op
 def restore_into_supabase(
-    context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, supabase: PostgresDatabase,
-    workspace: BackupWorkspace,
+    context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
+    supabase: PostgresDatabase, workspace: BackupWorkspace,
 ) -> MigrationRestore:
     """Empty the app schemas and restore them in one transaction: on any error Supabase stays as it was."""
-    restored = restore_in_one_transaction(plan, dump, supabase.connection_info(), context.log.info,
-                                          low_priority=workspace.low_priority)
+    restored = restore_in_one_transaction(plan, dump, vps.connection_info(), supabase.connection_info(),
+                                          context.log.info, low_priority=workspace.low_priority)
     context.add_output_metadata({
         "bytes_sent_to_supabase": restored.bytes_sent,
         "duration_s": seconds(restored.seconds),
@@ -95,12 +98,13 @@ def verify_supabase_copy(
     supabase: PostgresDatabase,
 ) -> MigrationVerification:
     """Rows and content digests, sequences and object counts against the VPS snapshot; sequences past their columns."""
-    verified = verify_supabase(plan, dump, supabase.connection_info())
+    verified = verify_supabase(plan, dump, restored, supabase.connection_info())
     context.add_output_metadata({
         "duration_s": seconds(verified.seconds),
         "tables_verified": verified.tables,
         "rows_verified": verified.rows,
         "sequences_checked": verified.sequences_checked,
+        "rows_carried_verified": verified.rows_carried,
         "object_counts": dg.MetadataValue.json(verified.fingerprint.object_counts),
         "per_table": table_summary(verified.fingerprint),
     })

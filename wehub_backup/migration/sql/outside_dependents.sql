@@ -1,7 +1,8 @@
 -- One row per object OUTSIDE the replaced schemas on Supabase that depends on an object inside
--- them: (kind, objid, dependent, referenced, function_identity). Dropping the inside object with
--- CASCADE would silently drop the dependent, so each row is recreated (kind trigger: a trigger on
--- auth.users calling an app function), reported (kind publication), or refuses (kind other).
+-- them: (kind, objid, dependent, referenced, referenced_catalog, referenced identity). Dropping the
+-- inside object with CASCADE would silently drop the dependent, so each row is recreated (kind
+-- trigger or policy: a trigger on auth.users calling an app function, a policy on storage.objects
+-- reading an app table), reported (kind publication), or refuses (kind other).
 -- Used by: migration/checks.py, and migration/scripts.py, which re-checks inside the transaction.
 -- Placeholders: schemas = the app schemas on Supabase, kept.
 WITH replaced AS (SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY({schemas}::name[])),
@@ -41,12 +42,11 @@ dependents AS (
   FROM pg_depend d JOIN inside i ON i.classid = d.refclassid AND i.objid = d.refobjid
   WHERE d.deptype IN ('n', 'a') AND d.classid <> 'pg_default_acl'::regclass
 )
-SELECT CASE WHEN classid = 'pg_trigger'::regclass THEN 'trigger'
+SELECT CASE WHEN classid = 'pg_trigger'::regclass THEN 'trigger' WHEN classid = 'pg_policy'::regclass THEN 'policy'
             WHEN classid IN ('pg_publication_rel'::regclass, 'pg_publication_namespace'::regclass) THEN 'publication'
             ELSE 'other' END AS kind,
        objid, pg_describe_object(classid, objid, 0) AS dependent,
        pg_describe_object(refclassid, refobjid, 0) AS referenced,
-       CASE WHEN refclassid = 'pg_proc'::regclass THEN (pg_identify_object(refclassid, refobjid, 0)).identity END
-         AS function_identity
+       refclassid::regclass::text AS referenced_catalog, (pg_identify_object(refclassid, refobjid, 0)).identity
   FROM dependents WHERE schema_oid IS NULL OR schema_oid NOT IN (SELECT oid FROM replaced)
   ORDER BY 3, 4
