@@ -128,6 +128,19 @@ def test_users_are_refused_where_the_project_would_fire_its_triggers_for_each(
     assert catalog_snapshot(project) == before
 
 
+def test_rows_are_refused_where_the_login_may_not_insert_them(
+    env: BackupEnv, vps_cluster: PostgresCluster, project: PostgresCluster, tmp_path: Path,
+) -> None:
+    project.execute(f"REVOKE INSERT ON auth.users FROM {APP_OWNER}")
+    try:
+        with pytest.raises(MigrationRefused) as refused:
+            plan(env, vps_cluster, project, tmp_path, new_project=True, with_users=True)
+    finally:
+        project.execute(f"GRANT INSERT ON auth.users TO {APP_OWNER}")
+    assert refused.value.problems == ["postgres lacks the INSERT privilege on auth.users on Supabase: its rows "
+                                      "cannot be loaded there"]
+
+
 def test_new_project_gets_the_users_triggers_policies_and_buckets_of_the_copy(
     env: BackupEnv, vps_cluster: PostgresCluster, project: PostgresCluster, vps_copy: str,
     capsys: pytest.CaptureFixture[str],

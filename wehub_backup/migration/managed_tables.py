@@ -74,7 +74,6 @@ class TableRights:
     owner: str
     owns: bool
     may_trigger: bool
-    may_insert: bool
     policy_granted: bool  # listed for the login in supautils.policy_grants
 
 
@@ -117,7 +116,7 @@ def read_definitions(conn: psycopg.Connection, triggers: list[int], policies: li
 
 _TABLE_RIGHTS = """
 SELECT c.oid::regclass::text, pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE'),
-       has_table_privilege(c.oid, 'TRIGGER'), has_table_privilege(c.oid, 'INSERT')
+       has_table_privilege(c.oid, 'TRIGGER')
   FROM pg_class c WHERE c.oid = ANY(ARRAY(SELECT to_regclass(t) FROM unnest(%s::text[]) AS t))"""
 
 
@@ -126,8 +125,8 @@ def table_rights(conn: psycopg.Connection, tables: Iterable[str]) -> dict[str, T
     granted = policy_grant_tables(conn.execute("SELECT current_setting('supautils.policy_grants', true)").fetchone()[0],
                                   conn.execute("SELECT current_user").fetchone()[0])
     rows = conn.execute(_TABLE_RIGHTS, (sorted(set(tables)),)).fetchall()
-    return {table: TableRights(owner, owns, may_trigger, may_insert, table in granted)
-            for table, owner, owns, may_trigger, may_insert in rows}
+    return {table: TableRights(owner, owns, may_trigger, table in granted)
+            for table, owner, owns, may_trigger in rows}
 
 
 def policy_grant_tables(setting: str | None, user: str) -> frozenset[str]:
@@ -241,10 +240,19 @@ def plan_rows(src: psycopg.Connection, tgt: psycopg.Connection, schema: str,
     uncounted = CarriedTable(schema, table, columns, key, present_keys, 0)
     rows = src.execute(sql.SQL("SELECT count(*) FROM {}.{} WHERE {}").format(
         sql.Identifier(schema), sql.Identifier(table), uncounted.not_present())).fetchone()[0]
-    missing = [column for column in columns if column not in target_columns]
-    problem = (f"column {qualified}.{missing[0]} of the VPS copy does not exist on Supabase (its {schema} is of "
-               "another version): its rows cannot be loaded there") if missing and rows else None
-    return CarriedTable(schema, table, columns, key, present_keys, rows), problem
+    return CarriedTable(schema, table, columns, key, present_keys, rows), _loading_problem(
+        tgt, qualified, [column for column in columns if column not in target_columns]) if rows else None
+
+
+def _loading_problem(tgt: psycopg.Connection, qualified: str, missing_columns: list[str]) -> str | None:
+    """Why the login cannot load rows into the table on Supabase, or None."""
+    if missing_columns:
+        return (f"column {qualified}.{missing_columns[0]} of the VPS copy does not exist on Supabase (its "
+                f"{qualified.split('.')[0]} is of another version): its rows cannot be loaded there")
+    if not tgt.execute("SELECT has_table_privilege(to_regclass(%s), 'INSERT')", (qualified,)).fetchone()[0]:
+        user = tgt.execute("SELECT current_user").fetchone()[0]
+        return f"{user} lacks the INSERT privilege on {qualified} on Supabase: its rows cannot be loaded there"
+    return None
 
 
 def write_rows_script(source: ConnectionInfo, tables: list[CarriedTable], path: Path,
