@@ -6,9 +6,7 @@ migration from the VPS database.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_tool
 from wehub_backup.run.workdir import directory_bytes
+from wehub_backup.threads import run_beside
 
 
 @dataclass(frozen=True)
@@ -73,35 +72,15 @@ def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path
             *_compression_arguments(plan.client), *plan.pg_dump_arguments,
         ]
         with source.tool_environment(plan.workdir / "source.pgpass") as env:
-            tool_run, fingerprint = _run_beside(
+            tool_run, fingerprint = run_beside(
                 lambda: run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority),
                 lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
                                              large_objects=plan.large_objects),
+                "pg-tool",
             )
         sequences_after = sequence_positions(snap, plan.schemas, plan.excluded_tables)
         snap.rollback()
     return tool_run, fingerprint, sequences_after
-
-
-def _run_beside(main: Callable, beside: Callable) -> tuple:
-    """Run ``main`` in a thread and ``beside`` here; re-raise the first failure."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = main()
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller below
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, name="pg-tool", daemon=True)
-    thread.start()
-    try:
-        side = beside()
-    finally:
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"], side
 
 
 def _compression_arguments(client: PgClient) -> list[str]:

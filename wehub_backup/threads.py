@@ -1,0 +1,31 @@
+"""Two pieces of work at once: one in a thread, one in the caller's, the first failure re-raised."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+def run_beside(main: Callable, beside: Callable, name: str) -> tuple:
+    """Run ``main`` in a thread named ``name`` and ``beside`` here; return both results.
+
+    ``beside`` runs to its end before ``main``'s failure is raised, so neither is left
+    running when the caller moves on.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = main()
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    try:
+        side = beside()
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"], side
