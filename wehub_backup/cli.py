@@ -1,7 +1,7 @@
 """``wehub-backup``: the plan's shell scripts as commands that run real, recorded Dagster runs.
 
-``wehub-backup backup [TARGET_DB]`` mirrors ``backup_supabase_to_vps.sh [TARGET_DB]``: the
-same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_HOME``.
+``wehub-backup backup [--adopt] [TARGET_DB]`` mirrors ``backup_supabase_to_vps.sh [TARGET_DB]``:
+the same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_HOME``.
 ``wehub-backup migrate [--overwrite] [--new-project [--with-users]]`` mirrors ``migrate_to_supabase.sh`` the
 same way.
 """
@@ -27,11 +27,11 @@ from wehub_backup.errors import SettingsError
 from wehub_backup.summary import format_summary, summarize_run
 
 
-def run_backup(target: str) -> int:
+def run_backup(target: str, adopt: bool = False) -> int:
     """Run the backup job against ``target`` and print its summary; the exit code says how it went."""
     from wehub_backup.definitions import backup_job_with_resources
 
-    return _run_recorded(backup_job_with_resources, backup_run_config(target), {TARGET_TAG: target})
+    return _run_recorded(backup_job_with_resources, backup_run_config(target, adopt), {TARGET_TAG: target})
 
 
 def run_migration(overwrite: bool, new_project: bool = False, with_users: bool = False) -> int:
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help=f"run {BACKUP_JOB}: Supabase -> a VPS database, verified")
     backup.add_argument("target", nargs="?", default=configured_backup_target(),
                         help="VPS database to hold the copy (default: $WEHUB_BACKUP_TARGET_DB or wehub_backup_test)")
+    backup.add_argument("--adopt", action="store_true",
+                        help="let this run replace TARGET_DB (and drop its __staging/__previous/__retired) although "
+                             "they are not marked as this project's copies of this source, e.g. copies made before "
+                             "copies were marked")
     migrate = commands.add_parser("migrate", help=f"run {MIGRATION_JOB}: the VPS database ($LOCAL_DB_NAME) -> "
                                                   "Supabase, in one transaction, verified")
     migrate.add_argument("--overwrite", action="store_true",
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "backup":
-        return run_backup(args.target)
+        return run_backup(args.target, args.adopt)
     if args.command == "migrate":
         if args.with_users and not args.new_project:
             parser.error("--with-users carries users into a new project: add --new-project")

@@ -23,6 +23,7 @@ class FailureCategory(enum.StrEnum):
     VERIFICATION_MISMATCH = "verification mismatch"
     DISK_FULL = "disk full"
     TARGET_IN_USE = "target in use"
+    FOREIGN_DATABASE = "not a wehub_backup copy"
     EGRESS_BUDGET = "egress budget"
     CONCURRENT_RUN = "concurrent run"
     CONFIG = "config"
@@ -94,6 +95,12 @@ class TargetBusy(WehubError):
     """Sessions kept a database the swap needs open."""
 
     category = FailureCategory.TARGET_IN_USE
+
+
+class ForeignDatabase(PreflightError):
+    """A database the backup would replace or drop is not the project's copy of this source."""
+
+    category = FailureCategory.FOREIGN_DATABASE
 
 
 class ToolError(WehubError):

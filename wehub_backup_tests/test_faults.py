@@ -8,10 +8,12 @@ a phase lasts long enough to be interrupted at a chosen moment, or cut it. Kills
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.defs.resources import AlertSettings
 from wehub_backup.pg.connection import APPLICATION_NAME
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
-from wehub_backup.run.targets import previous_name, staging_name
+from wehub_backup.run.targets import previous_name, retired_name, staging_name
+from wehub_backup_tests.faults.clients import ReconnectingPool
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
+    database_oids,
     database_state,
     leftovers,
     shared_dagster_instance,
@@ -47,6 +51,7 @@ from wehub_backup_tests.support.environment import (
     start_vps_cluster,
 )
 from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.support.polling import wait_until
 from wehub_backup_tests.support.supabase_target import catalog_snapshot, new_project_fixture, run_migration
 
 FAULT_SOURCE = "faults_source"
@@ -128,6 +133,15 @@ class FaultEnv:
         state = database_state(self.vps, target)
         assert state is not None
         return state
+
+    def two_generations(self, target: str = TARGET) -> tuple[DatabaseState, DatabaseState]:
+        """The target and its ``__previous``, as a fault finds them: made by successful runs if missing."""
+        self.previous_good_copy(target)
+        if database_state(self.vps, previous_name(target)) is None:
+            self.recover(target, self.mark_source("a second generation"))
+        current, previous = database_state(self.vps, target), database_state(self.vps, previous_name(target))
+        assert current is not None and previous is not None
+        return current, previous
 
     def mark_source(self, text: str) -> str:
         """A row only a copy made after this moment has."""
@@ -265,15 +279,33 @@ def test_sigkill_during_dump_or_restore(faults: FaultEnv, moment_name: str) -> N
 
 
 def _promote_waiting(vps: PostgresCluster) -> bool:
-    """The run is in its promote step, polling for the target's sessions to leave."""
+    """The run is in its promote step, polling for the sessions on the swap's databases to leave."""
     return vps.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
                      " AND query LIKE '%%pg_stat_activity WHERE datname%%'", (APPLICATION_NAME,))[0][0] > 0
 
 
-def _renaming(vps: PostgresCluster) -> bool:
-    """The run is inside the swap transaction, its rename held up by a session on staging."""
+def _swap_waiting_for_a_lock(vps: PostgresCluster) -> bool:
+    """The run is inside the swap transaction, one of its statements waiting for a lock."""
     return vps.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"
-                     " AND query LIKE 'ALTER DATABASE%%RENAME%%'", (APPLICATION_NAME,))[0][0] > 0
+                     " AND wait_event_type = 'Lock' AND (query LIKE 'ALTER DATABASE%%RENAME%%'"
+                     " OR query LIKE 'COMMENT ON DATABASE%%')", (APPLICATION_NAME,))[0][0] > 0
+
+
+def _staging_marked(vps: PostgresCluster) -> bool:
+    """The run has created its staging database and marked it (the mark's write is done)."""
+    return vps.query("SELECT count(*) FROM pg_database WHERE datname = %s"
+                     " AND shobj_description(oid, 'pg_database') IS NOT NULL", (staging_name(TARGET),))[0][0] > 0
+
+
+@contextmanager
+def _marks_held(vps: PostgresCluster) -> Iterator[None]:
+    """A transaction that keeps database comments from being written: a swap's renames go
+    through, and its last statement, the new copy's mark, waits."""
+    with vps.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE pg_catalog.pg_shdescription IN SHARE MODE")
+        yield
+        holder.execute("ROLLBACK")
 
 
 def test_sigkill_while_promote_waits_for_the_applications_session(faults: FaultEnv) -> None:
@@ -291,16 +323,19 @@ def test_sigkill_while_promote_waits_for_the_applications_session(faults: FaultE
 
 
 def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
-    """The process dies with the target renamed away inside the swap transaction; the session
-    holding staging open then leaves, so the dead run's second rename completes too, uncommitted."""
-    before = faults.previous_good_copy()
+    """The process dies inside the swap transaction, all three renames done and uncommitted: a
+    transaction holding the catalog of database comments keeps the swap's last statement (the
+    new copy's mark) waiting."""
+    before, previous = faults.two_generations()
     mark = faults.mark_source("not in the copy before promote-renaming")
     run, _ = start_paced_run(faults, "vps")
-    run.wait_until(lambda: run.running(RESTORING), "the restore into a fresh staging database")
-    with faults.vps.connect(staging_name(TARGET)):
-        run.wait_until(lambda: _renaming(faults.vps), "the rename inside the swap transaction")
+    run.wait_until(lambda: run.running(RESTORING) and _staging_marked(faults.vps), "the restore into a fresh staging database")
+    with _marks_held(faults.vps):
+        run.wait_until(lambda: _swap_waiting_for_a_lock(faults.vps), "the swap transaction, its renames done")
         run.kill()
     faults.assert_unchanged(TARGET, before)
+    assert database_state(faults.vps, previous_name(TARGET)) == previous
+    assert retired_name(TARGET) not in database_oids(faults.vps)
     killed = faults.started_runs()
     faults.recover(TARGET, mark)
     assert_killed_run_reported_by_next(faults, killed[0])
@@ -437,34 +472,138 @@ def test_wait_mode_swaps_once_the_session_leaves(faults: FaultEnv) -> None:
     assert database_state(faults.vps, previous_name(TARGET)) == before
 
 
-def test_wait_mode_gives_up_when_the_session_stays(faults: FaultEnv) -> None:
-    faults.previous_good_copy()
-    if database_state(faults.vps, previous_name(TARGET)) is None:
-        faults.recover(TARGET, faults.mark_source("a second generation"))
-    before, previous = database_state(faults.vps, TARGET), database_state(faults.vps, previous_name(TARGET))
-    assert before is not None and previous is not None
-    with faults.vps.connect(TARGET) as application:
-        result = faults.run(on_connected_sessions="wait", connected_sessions_timeout_seconds=2)
-        application.execute("SELECT 1")
+WAIT_ADVICE = "(end those sessions, or set on_connected_sessions: terminate)"
+NOT_SWAPPED = "the verified copy was not swapped in and no database was renamed or dropped"
+Expectation = Callable[[], str]
+
+
+@contextmanager
+def _session_on(faults: FaultEnv, database: str) -> Iterator[Expectation]:
+    """An application's or a GUI's session on ``database`` for the whole run; it is never ended."""
+    with faults.vps.connect(database) as session:
+        yield lambda: (f"database {database} still has 1 connected session(s) (pid {session.info.backend_pid} "
+                       f"postgres@local) after 2s; {NOT_SWAPPED} {WAIT_ADVICE}")
+        session.execute("SELECT 1")
+
+
+@contextmanager
+def _session_on_staging(faults: FaultEnv) -> Iterator[Expectation]:
+    """A monitoring agent that connects to staging as soon as it appears (the failure hook drops
+    staging, agent and all)."""
+    staging, agents = staging_name(TARGET), []
+    exists = lambda: staging in database_oids(faults.vps)  # noqa: E731
+    with Watcher(exists, lambda: agents.append(faults.vps.connect(staging))) as watcher:
+        yield lambda: (f"database {staging} still has 1 connected session(s) (pid {agents[0].info.backend_pid} "
+                       f"postgres@local) after 2s; {NOT_SWAPPED} {WAIT_ADVICE}")
+    assert watcher.fired
+    agents[0].close()
+
+
+@contextmanager
+def _lock_on_the_target(faults: FaultEnv) -> Iterator[Expectation]:
+    """A transaction, in another database, holding the target's lock: terminating sessions cannot end it."""
+    with faults.vps.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute(f"COMMENT ON DATABASE {TARGET} IS 'being edited'")
+        yield lambda: (f"database {TARGET} is locked by 1 other transaction(s) (pid {holder.info.backend_pid} "
+                       f"holding ShareUpdateExclusiveLock) after 3s of terminating sessions; {NOT_SWAPPED}")
+        holder.execute("ROLLBACK")
+
+
+def _cleanup_waiting(vps: PostgresCluster) -> bool:
+    """The failed run's cleanup is dropping staging, and waits for a lock to do it."""
+    return vps.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+                     " AND query LIKE 'DROP DATABASE%%'", (APPLICATION_NAME,))[0][0] > 0
+
+
+@contextmanager
+def _marks_held_until_cleanup(faults: FaultEnv) -> Iterator[Watcher]:
+    """``_marks_held`` from the moment the run has marked its staging database until the failed
+    run's cleanup needs the catalog too (dropping staging removes its comment)."""
+    with contextlib.ExitStack() as hold:
+        take = Watcher(lambda: _staging_marked(faults.vps), lambda: hold.enter_context(_marks_held(faults.vps)))
+        with take, Watcher(lambda: _cleanup_waiting(faults.vps), hold.close):
+            yield take
+
+
+@contextmanager
+def _renames_done_then_stuck(faults: FaultEnv) -> Iterator[Expectation]:
+    """All three renames done in the swap transaction, its last statement waiting past the timeout."""
+    with _marks_held_until_cleanup(faults) as held:
+        yield lambda: (f"the swap was held up (canceling statement due to lock timeout) after 2s; {NOT_SWAPPED} "
+                       f"{WAIT_ADVICE}")
+    assert held.fired
+
+
+@contextmanager
+def _swap_session_killed(faults: FaultEnv) -> Iterator[Expectation]:
+    """The run's own session is ended (an operator's pg_terminate_backend) inside the swap transaction."""
+    kill = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event_type = 'Lock' AND query LIKE 'COMMENT ON DATABASE%%'")
+    with (_marks_held_until_cleanup(faults),
+          Watcher(lambda: _swap_waiting_for_a_lock(faults.vps),
+                  lambda: faults.vps.query(kill, (APPLICATION_NAME,))) as killed):
+        yield lambda: "terminating connection due to administrator command"
+    assert killed.fired
+
+
+PROMOTE_FAULTS: dict[str, tuple[str, int, Callable[[FaultEnv], contextlib.AbstractContextManager[Expectation]]]] = {
+    "session on the target": ("wait", 2, lambda f: _session_on(f, TARGET)),
+    "session on staging": ("wait", 2, _session_on_staging),
+    "session on previous": ("wait", 2, lambda f: _session_on(f, previous_name(TARGET))),
+    "lock on the target, terminate": ("terminate", 3, _lock_on_the_target),
+    "renames done, then stuck": ("wait", 2, _renames_done_then_stuck),
+    "swap session killed": ("wait", 60, _swap_session_killed),
+}
+
+
+@pytest.mark.parametrize("case", list(PROMOTE_FAULTS))
+def test_failed_promote_keeps_both_generations(faults: FaultEnv, case: str) -> None:
+    """Whatever makes the promote fail, the target and ``__previous`` are still there, as they were."""
+    before, previous = faults.two_generations()
+    policy, timeout, fault = PROMOTE_FAULTS[case]
+    with fault(faults) as expectation:
+        result = faults.run(on_connected_sessions=policy, connected_sessions_timeout_seconds=timeout)
+        expected = expectation()
     step, cause = step_failure(result)
-    assert step == "promote_staging_database"
-    assert cause.startswith(f"database {TARGET} still has 1 connected session(s) after 2s"), cause
+    assert step == "promote_staging_database", step_errors(result)
+    assert expected in cause, cause
+    assert "\n" not in cause
+    assert ("on_connected_sessions: terminate" in cause) == (WAIT_ADVICE in expected), "advice for another mode"
     faults.assert_unchanged(TARGET, before)
     assert database_state(faults.vps, previous_name(TARGET)) == previous, "the older generation was lost"
     assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
-    assert "step=promote_staging_database cause=database" in last_log_line(faults)
+    assert "step=promote_staging_database cause=" in last_log_line(faults)
 
 
-def test_terminate_mode_ends_the_session_and_swaps(faults: FaultEnv) -> None:
-    faults.previous_good_copy()
-    mark = faults.mark_source("copied over a terminated session")
-    with faults.vps.connect(TARGET) as application:
+def test_terminate_mode_ends_the_sessions_and_swaps(faults: FaultEnv) -> None:
+    faults.two_generations()
+    mark = faults.mark_source("copied over terminated sessions")
+    with faults.vps.connect(TARGET) as application, faults.vps.connect(previous_name(TARGET)) as reader:
         result = faults.run(on_connected_sessions="terminate", connected_sessions_timeout_seconds=30)
-        with pytest.raises(psycopg.OperationalError):
-            application.execute("SELECT 1")
+        for session in (application, reader):
+            with pytest.raises(psycopg.OperationalError):
+                session.execute("SELECT 1")
     assert result.success, step_errors(result)
-    assert result.output_for_node("promote_staging_database").sessions_terminated == 1
+    assert result.output_for_node("promote_staging_database").sessions_terminated == 2
     assert faults.has_mark(TARGET, mark)
+
+
+def test_terminate_mode_swaps_while_the_application_reconnects(faults: FaultEnv) -> None:
+    """An application pool that replaces every terminated session at once cannot hold the swap off."""
+    faults.previous_good_copy()
+    mark = faults.mark_source("copied while the pool reconnected")
+    with ReconnectingPool(faults.vps, TARGET, size=4) as pool:
+        wait_until(lambda: pool.connections >= 4, "the pool's sessions", 30)
+        result = faults.run(on_connected_sessions="terminate", connected_sessions_timeout_seconds=30)
+        assert result.success, step_errors(result)
+        new_copy = database_oids(faults.vps)[TARGET]
+        wait_until(lambda: new_copy in pool.oids_seen, "the pool to reconnect to the new copy", 30)
+    assert result.output_for_node("promote_staging_database").sessions_terminated >= 4
+    assert faults.has_mark(TARGET, mark)
+    refusing = faults.vps.query("SELECT datname FROM pg_database WHERE NOT datallowconn AND datname LIKE %s",
+                                (TARGET + "%",))
+    assert refusing == [], "a database was left refusing connections"
 
 
 # --- the migration back to Supabase -------------------------------------------------------------

@@ -15,8 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from wehub_backup import cli
 from wehub_backup.pg import clients
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.run.marks import MARK_PREFIX, Mark, MarkState, read_marks
+from wehub_backup.run.targets import previous_name, retired_name, staging_name
 from wehub_backup.supabase.schemas import TRANSACTION_POOLER_PORT
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
@@ -174,6 +177,116 @@ def test_source_database_itself_is_refused_when_vps_is_the_source_server(guarded
     guarded.monkeypatch.setenv("LOCAL_DB_PORT", str(guarded.source.port))
     guarded.monkeypatch.setenv("LOCAL_DB_USER", APP_OWNER)
     guarded.refused(HOSTILE_SOURCE, "it is the source database itself")
+
+
+# --- databases the project did not make -----------------------------------------------------------
+
+STRANGER_SQL = "CREATE TABLE public.customers (id int PRIMARY KEY, name text); INSERT INTO public.customers VALUES (1, 'ACME');"
+SOURCE_IDENTITY = "postgres@127.0.0.1/" + HOSTILE_SOURCE
+NOT_MADE_BY_US = "was not made by wehub_backup"
+
+
+def create_stranger(vps: PostgresCluster, name: str) -> DatabaseState:
+    """An unrelated database with data of its own, as another application on the VPS has it."""
+    vps.execute(f"CREATE DATABASE {name}")
+    vps.execute(STRANGER_SQL, dbname=name)
+    state = database_state(vps, name)
+    assert state is not None
+    return state
+
+
+def marks_of(vps: PostgresCluster, *names: str) -> dict[str, Mark | None]:
+    with vps.connect() as conn:
+        return read_marks(conn, names)
+
+
+@pytest.fixture
+def stranger_names(vps_cluster: PostgresCluster) -> Iterator[list[str]]:
+    """Names of strangers a test creates; dropped afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("generation", ["target", "staging", "previous", "retired"])
+def test_database_not_made_by_the_project_is_refused(
+    guarded: Guarded, stranger_names: list[str], generation: str
+) -> None:
+    """``crm`` (an unrelated VPS database) as the target is refused before anything changes, and so
+    is a stranger under any name the backup would rename or drop next to a real copy."""
+    target = "crm" if generation == "target" else GUARDED
+    name = {"target": target, "staging": staging_name(target), "previous": previous_name(target),
+            "retired": retired_name(target)}[generation]
+    stranger_names.append(name)
+    guarded.vps.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # a real older copy, if a test made one
+    stranger = create_stranger(guarded.vps, name)
+    guarded.vps_databases = database_oids(guarded.vps)
+    cause = guarded.refused(target, f"VPS database {name} {NOT_MADE_BY_US}")
+    assert "this run changed nothing" in cause
+    assert f"adopt_existing_target: true, or wehub-backup backup --adopt {target}" in cause
+    assert database_state(guarded.vps, name) == stranger
+
+
+def test_copy_of_another_source_is_refused(guarded: Guarded) -> None:
+    guarded.monkeypatch.setenv("SUPABASE_DB_NAME", "postgres")
+    cause = guarded.refused(GUARDED, f"VPS database {GUARDED} is a copy of {SOURCE_IDENTITY}, "
+                                     "not of this run's source postgres@127.0.0.1/postgres")
+    assert "--adopt" in cause
+
+
+def test_copy_carries_the_mark_of_its_source_through_the_swaps(guarded: Guarded) -> None:
+    result = run_backup(GUARDED, guarded.instance)
+    assert result.success, step_errors(result)
+    marks = marks_of(guarded.vps, GUARDED, previous_name(GUARDED))
+    assert marks == {GUARDED: Mark(MarkState.VERIFIED, SOURCE_IDENTITY),
+                     previous_name(GUARDED): Mark(MarkState.VERIFIED, SOURCE_IDENTITY)}
+    comment = guarded.vps.query("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                (GUARDED,))[0][0]
+    assert comment == f"{MARK_PREFIX}verified copy of {SOURCE_IDENTITY}"
+
+
+def test_adopted_stranger_is_kept_as_previous_and_dropped_only_by_a_later_run(
+    guarded: Guarded, stranger_names: list[str]
+) -> None:
+    target = "crm_adopted"
+    stranger_names.extend(["crm_adopted", previous_name(target)])
+    stranger = create_stranger(guarded.vps, target)
+
+    adopting = run_backup(target, guarded.instance, adopt=True)
+    assert adopting.success, step_errors(adopting)
+    assert database_state(guarded.vps, previous_name(target)) == stranger
+    assert marks_of(guarded.vps, target, previous_name(target)) == {
+        target: Mark(MarkState.VERIFIED, SOURCE_IDENTITY), previous_name(target): Mark(MarkState.ADOPTED, SOURCE_IDENTITY)}
+
+    # Handed over: later runs need no flag, and the adopted database ages out like any older copy.
+    assert run_backup(target, guarded.instance).success
+    assert set(database_oids(guarded.vps)) & {target, previous_name(target), retired_name(target)} == {
+        target, previous_name(target)}
+    assert database_oids(guarded.vps)[previous_name(target)] != stranger.oid
+
+
+def test_copies_made_before_marks_are_adopted_with_the_command_line_flag(
+    guarded: Guarded, stranger_names: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Copies from a version that did not mark them: the first run is refused, ``--adopt`` takes them over."""
+    target = "wehub_unmarked"
+    stranger_names.extend([target, previous_name(target)])
+    for _ in range(2):
+        assert run_backup(target, guarded.instance).success
+    for name in (target, previous_name(target)):
+        guarded.vps.execute(f"COMMENT ON DATABASE {name} IS NULL")
+    older, newer = database_oids(guarded.vps)[previous_name(target)], database_oids(guarded.vps)[target]
+
+    assert cli.main(["backup", target]) == 1
+    refused = capsys.readouterr().out
+    assert f"VPS database {target} {NOT_MADE_BY_US}" in refused and f"--adopt {target}" in refused
+    assert database_oids(guarded.vps)[target] == newer
+
+    assert cli.main(["backup", "--adopt", target]) == 0, capsys.readouterr().out
+    now = database_oids(guarded.vps)
+    assert now[previous_name(target)] == newer and older not in now.values()
+    assert marks_of(guarded.vps, previous_name(target))[previous_name(target)] == Mark(MarkState.ADOPTED, SOURCE_IDENTITY)
 
 
 # --- wrong settings -----------------------------------------------------------------------------

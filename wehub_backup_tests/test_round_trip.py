@@ -97,6 +97,10 @@ def test_vps_to_supabase_and_back_after_a_failover(
         assert back.success, failure_of(back)
 
     assert app_fingerprint(supabase, "postgres") == app_fingerprint(vps_cluster, vps_copy)
+    # The copy's mark (its database comment) stays on the VPS: the migration's dump does not carry it.
+    comment = "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = %s"
+    assert vps_cluster.query(comment, (vps_copy,))[0][0].startswith("wehub_backup: verified copy of ")
+    assert not supabase.query(comment, ("postgres",))[0][0].startswith("wehub_backup")
     assert auth_users(supabase) == users
     with supabase.connect(user=APP_OWNER) as conn:
         assert conn.execute("SELECT count(*) FROM public.orders WHERE total = 12.25").fetchone()[0] == 3

@@ -157,7 +157,7 @@ _RULES: tuple[_Rule, ...] = (
         r"password authentication failed|no password supplied|SASL authentication failed"
         r"|no pg_hba\.conf entry|(?i:authentication failed)",
     ),
-    _rule(FailureCategory.TARGET_IN_USE, r"is being accessed by other users"),
+    _rule(FailureCategory.TARGET_IN_USE, r"is being accessed by other users|is being used by prepared transactions"),
     _rule(
         FailureCategory.PERMISSION_DENIED,
         r"permission denied for (?P<kind>table|relation|schema|sequence|function|database|view"

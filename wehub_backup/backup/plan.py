@@ -12,6 +12,7 @@ from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
 from wehub_backup.pg.dump import DumpRequest, dump_description, dump_space_needed
 from wehub_backup.preflight import connect_or_explain, first_of, money_settings
+from wehub_backup.run.marks import check_replaceable, source_identity
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.scope import CopyScope, dependents_on_left_out, plan_scope
@@ -29,6 +30,8 @@ class BackupPlan:
     client: PgClient
     workdir: Path
     jobs: int
+    copy_of: str  # the source, as the copies' marks name it
+    adopt: bool = False  # accept databases without the project's mark (an operator's explicit choice)
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
 
     @property
@@ -59,6 +62,7 @@ def plan_backup(
     excluded_tables: list[str],
     extra_bindirs: list[Path],
     jobs: int,
+    adopt: bool = False,
 ) -> BackupPlan:
     """Check everything that can be checked without changing anything, and decide the scope."""
     forbidden = {dagster_storage_database(): "Dagster's storage database"}
@@ -80,7 +84,16 @@ def plan_backup(
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
     if shortfall:
         raise NotEnoughSpace(shortfall)
-    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs, restore_settings)
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs,
+                      source_identity(source), adopt, restore_settings)
+
+
+def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:
+    """Refuse a target (or its staging, ``__previous``, ``__retired``) that is not the project's copy
+    of this source; return those adopted instead. Run under the target's lock, so another run's
+    databases are never judged half-made."""
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        return check_replaceable(conn, plan.target, plan.copy_of, plan.adopt)
 
 
 def require_superuser(vps_server: ServerInfo) -> None:

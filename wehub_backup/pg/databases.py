@@ -1,6 +1,10 @@
-"""Whole databases on a server: whether one exists, creating, dropping, who is connected."""
+"""Whole databases on a server: whether one exists, creating, dropping, renaming, what holds one open."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 import psycopg
 from psycopg import sql
@@ -25,12 +29,68 @@ def create_database(conn: psycopg.Connection, name: str, encoding: str) -> None:
     )
 
 
-def connected_sessions(conn: psycopg.Connection, database: str) -> list[int]:
-    """Sessions that keep ``database`` from being renamed or dropped.
+def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
-    Autovacuum workers do not count: the server cancels them itself for a rename or a drop,
-    and a fresh copy draws them for minutes.
+
+@dataclass(frozen=True)
+class Blocker:
+    """Something that keeps a database from being renamed: a session, a prepared transaction, a lock."""
+
+    database: str
+    kind: Literal["session", "prepared", "lock"]
+    detail: str
+
+
+_BLOCKERS = """
+    SELECT datname, 'session', format('pid %%s %%s@%%s', pid, usename, coalesce(host(client_addr), 'local'))
+                               || coalesce(' ' || quote_literal(nullif(application_name, '')), '')
+    FROM pg_stat_activity WHERE datname = ANY(%(names)s) AND pid <> ALL(%(ours)s)
+      AND backend_type <> 'autovacuum worker'
+    UNION ALL
+    SELECT database, 'prepared', format('gid %%L by %%s', gid, owner) FROM pg_prepared_xacts
+    WHERE database = ANY(%(names)s)
+    UNION ALL
+    SELECT d.datname, 'lock', format('pid %%s holding %%s', l.pid, l.mode)
+    FROM pg_locks l JOIN pg_database d ON d.oid = l.objid
+    WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted
+      AND d.datname = ANY(%(names)s) AND l.pid <> ALL(%(ours)s)
+"""
+_PHRASES = {"session": "still has {} connected session(s)", "prepared": "still has {} prepared transaction(s)",
+            "lock": "is locked by {} other transaction(s)"}
+
+
+def find_blockers(conn: psycopg.Connection, names: list[str], ours: list[int]) -> list[Blocker]:
+    """What keeps ``names`` from being renamed now; ``ours`` are the caller's own backends.
+
+    Autovacuum workers do not count: the server cancels them itself for a rename, and a fresh
+    copy draws them for minutes.
     """
-    return [r[0] for r in conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
-        " AND backend_type <> 'autovacuum worker'", (database,))]
+    return [Blocker(*row) for row in conn.execute(_BLOCKERS, {"names": names, "ours": ours})]
+
+
+def describe_blockers(blockers: list[Blocker]) -> str:
+    """One phrase per database and kind, naming up to three of each: pids, logins, applications."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for blocker in blockers:
+        groups.setdefault((blocker.database, blocker.kind), []).append(blocker.detail)
+    return ", ".join(f"database {database} {_PHRASES[kind].format(len(details))} ({_some(details)})"
+                     for (database, kind), details in groups.items())
+
+
+def _some(details: list[str], shown: int = 3) -> str:
+    more = f"; and {len(details) - shown} more" if len(details) > shown else ""
+    return "; ".join(details[:shown]) + more
+
+
+def terminate_sessions(conn: psycopg.Connection, names: list[str]) -> set[tuple[int, datetime]]:
+    """End the sessions on ``names`` without waiting for them; each is returned by pid and start time.
+
+    The sessions are chosen first (a materialized CTE), so the planner cannot call
+    ``pg_terminate_backend`` on a row before the filter has run.
+    """
+    rows = conn.execute(
+        "WITH s AS MATERIALIZED (SELECT pid, backend_start FROM pg_stat_activity WHERE datname = ANY(%s)"
+        " AND pid <> pg_backend_pid() AND backend_type <> 'autovacuum worker')"
+        " SELECT pid, backend_start FROM s WHERE pg_terminate_backend(pid)", (names,))
+    return set(rows)

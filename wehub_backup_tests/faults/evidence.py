@@ -19,7 +19,7 @@ import dagster as dg
 from psycopg import sql
 
 from wehub_backup.pg.connection import APPLICATION_NAME
-from wehub_backup.run.targets import STAGING_SUFFIX
+from wehub_backup.run.targets import retired_name, staging_name
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.polling import wait_until
 
@@ -55,8 +55,8 @@ def database_state(cluster: PostgresCluster, name: str) -> DatabaseState | None:
 
 
 def leftovers(cluster: PostgresCluster, target: str, backup_dir: Path) -> list[str]:
-    """Staging databases and run directories that outlived their run."""
-    found = [name for name in database_oids(cluster) if name == target + STAGING_SUFFIX]
+    """Staging and retired databases and run directories that outlived their run."""
+    found = [name for name in database_oids(cluster) if name in (staging_name(target), retired_name(target))]
     found += [str(path) for path in backup_dir.glob("run-*")] if backup_dir.is_dir() else []
     return found
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dagster as dg
 
 from wehub_backup.definitions import build_definitions
+from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.defs.resources import AlertSettings
 from wehub_backup.defs.sensors import alert_on_run_failure
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
 
-def run_backup(target: str, instance: dg.DagsterInstance, **promote: object) -> dg.ExecuteInProcessResult:
+def run_backup(target: str, instance: dg.DagsterInstance, *, adopt: bool = False,
+               **promote: object) -> dg.ExecuteInProcessResult:
     """One real run of the job, with resources built from the environment the fixture set."""
-    run_config: dict = {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
+    run_config = backup_run_config(target, adopt)
     if promote:
         run_config["ops"]["promote_staging_database"] = {"config": promote}
     job = build_definitions().get_job_def(BACKUP_JOB)

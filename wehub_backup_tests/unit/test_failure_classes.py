@@ -145,6 +145,12 @@ CLASSIFIED_ERRORS = [
         'database "wehub_backup_test" is being accessed by other users',
     ),
     (
+        'psycopg.errors.ObjectInUse: database "wehub" is being used by prepared transactions\n'
+        "DETAIL:  There is 1 prepared transaction using the database.",
+        FailureCategory.TARGET_IN_USE,
+        'database "wehub" is being used by prepared transactions',
+    ),
+    (
         "psycopg.errors.QueryCanceled: canceling statement due to statement timeout",
         FailureCategory.STATEMENT_TIMEOUT,
         "canceling statement due to statement timeout",
@@ -201,6 +207,22 @@ OWN_ERRORS = [
         "database wehub still has 2 connected session(s) after 60s; the verified copy was not swapped in",
         FailureCategory.TARGET_IN_USE,
         "database wehub still has 2 connected session(s)",
+    ),
+    (
+        "TargetBusy",
+        "database wehub__staging still has 1 connected session(s) (pid 4242 monitor@10.0.0.5 'agent') after 300s; "
+        "the verified copy was not swapped in and no database was renamed or dropped (end those sessions, or set "
+        "on_connected_sessions: terminate)",
+        FailureCategory.TARGET_IN_USE,
+        "database wehub__staging still has 1 connected session(s) (pid 4242",
+    ),
+    (
+        "ForeignDatabase",
+        "VPS database crm was not made by wehub_backup (it carries no wehub_backup mark in its comment); this run "
+        "changed nothing (to let backups replace it, run once with adopt_existing_target: true, or wehub-backup "
+        "backup --adopt crm; or choose another target)",
+        FailureCategory.FOREIGN_DATABASE,
+        "VPS database crm was not made by wehub_backup",
     ),
     (
         "ConcurrentRun",

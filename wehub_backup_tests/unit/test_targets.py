@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wehub_backup.errors import InvalidTarget
-from wehub_backup.run.targets import MAX_TARGET_LENGTH, previous_name, staging_name, validate_target_name
+from wehub_backup.run.targets import MAX_TARGET_LENGTH, generation_names, staging_name, validate_target_name
 
 
 @pytest.mark.parametrize("name", ["wehub", "wehub_backup_test", "_copy", "w" * MAX_TARGET_LENGTH, "db2026"])
@@ -25,6 +25,7 @@ def test_plain_lower_case_identifiers_are_accepted(name: str) -> None:
     ("template1", "system database"),
     ("wehub__staging", "reserved"),
     ("wehub__previous", "reserved"),
+    ("wehub__retired", "reserved"),
 ])
 def test_unsafe_names_are_refused_with_the_reason(name: str, reason: str) -> None:
     with pytest.raises(InvalidTarget, match=reason):
@@ -39,4 +40,4 @@ def test_a_forbidden_database_is_refused_by_what_it_is() -> None:
 def test_generations_fit_postgres_name_limit() -> None:
     longest = "w" * MAX_TARGET_LENGTH
     assert staging_name(longest) == longest + "__staging"
-    assert len(previous_name(longest).encode()) == 63
+    assert max(len(name.encode()) for name in generation_names(longest)) == 63

@@ -26,17 +26,30 @@ class BackupConfig(dg.Config):
         default=False,
         description="Run even if the expected Supabase egress would exceed WEHUB_EGRESS_BUDGET_BYTES this billing cycle.",
     )
+    adopt_existing_target: bool = Field(
+        default=False,
+        description="Let this run replace a target database (and drop its __staging/__previous/__retired) that "
+                    "is not marked as this project's copy of this source: a copy made before copies were "
+                    "marked, or a database handed over on purpose. Set it for one run only.",
+    )
 
 
 class PromoteConfig(dg.Config):
     """How to treat the application's sessions on the old copy when the new one is swapped in."""
 
     on_connected_sessions: str = Field(
-        default="wait", description="'wait' for sessions on the target to end, or 'terminate' them."
+        default="wait",
+        description="'wait' for sessions on the target, its staging copy and __previous to end, or 'terminate' them.",
     )
-    connected_sessions_timeout_seconds: int = Field(default=300, description="How long 'wait' waits.")
+    connected_sessions_timeout_seconds: int = Field(
+        default=300, description="How long 'wait' waits, or 'terminate' keeps ending sessions, before giving up."
+    )
 
 
-def backup_run_config(target: str) -> dict:
-    """Run config of one backup into ``target``: the only setting a scheduled run needs."""
-    return {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
+def backup_run_config(target: str, adopt: bool = False) -> dict:
+    """Run config of one backup into ``target``: the only setting a scheduled run needs (adopting
+    a database the project did not mark is an operator's one-off choice, never the schedule's)."""
+    config: dict = {"target_database": target}
+    if adopt:
+        config["adopt_existing_target"] = True
+    return {"ops": {"plan_supabase_backup": {"config": config}}}

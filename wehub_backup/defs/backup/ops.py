@@ -9,7 +9,7 @@ import dagster as dg
 
 from wehub_backup.backup.extract import extract_supabase
 from wehub_backup.backup.load import RestoreResult, restore_into_staging
-from wehub_backup.backup.plan import BackupPlan, plan_backup
+from wehub_backup.backup.plan import BackupPlan, check_vps_databases, plan_backup
 from wehub_backup.backup.promote import PromoteResult, promote
 from wehub_backup.backup.stage import drop_staging, recreate_staging
 from wehub_backup.backup.verify import VerificationResult, verify_staging
@@ -42,17 +42,22 @@ def plan_supabase_backup(
     vps: PostgresDatabase,
     workspace: BackupWorkspace,
 ) -> BackupPlan:
-    """Check names, connections, versions, privileges and disk space; nothing is changed yet."""
+    """Check names, connections, versions, privileges, disk space and that the target's databases
+    are this project's copies; nothing is changed yet."""
     workdir = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
         config.target_database, supabase.connection_info(), vps_info, workdir,
         excluded_schemas=config.excluded_schemas, excluded_tables=config.excluded_tables,
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
+        adopt=config.adopt_existing_target,
     )
     budget = check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
                               config.force_over_budget, context.log)
     lock_on_vps(vps_info, context.run_id, plan.target)
+    adopted = check_vps_databases(plan, vps_info)
+    if adopted:
+        context.log.warning(f"adopting {', '.join(adopted)} (adopt_existing_target): the run may replace them")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
     context.add_output_metadata({
         "target": plan.target,
@@ -64,6 +69,8 @@ def plan_supabase_backup(
         "egress_estimate_bytes": budget.estimate_bytes,
         "left_out": markdown_list([str(item) for item in plan.scope.left_out]),
         "restore_session_settings": settings_text(plan.restore_settings),
+        "copy_of": plan.copy_of,
+        "adopted": markdown_list(adopted),
     })
     return plan
 
@@ -134,6 +141,8 @@ def promote_staging_database(
         raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), config.on_connected_sessions,  # type: ignore[arg-type]
                      config.connected_sessions_timeout_seconds)
+    if result.retired_left:
+        context.log.warning(f"could not drop the oldest copy {result.retired_left} after the swap; the next run drops it")
     metadata = {
         "target": plan.target,
         "previous_kept_as": previous_name(plan.target) if result.previous_kept else "(first copy)",
