@@ -38,6 +38,10 @@ BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR = "WEHUB_BACKUP_DIR", "/opt/supabase_backups"
 BACKUP_LOG_ENV, DEFAULT_BACKUP_LOG = "WEHUB_BACKUP_LOG", "/var/log/supabase_backup.log"
 MIGRATION_LOG_ENV, DEFAULT_MIGRATION_LOG = "WEHUB_MIGRATION_LOG", "/var/log/supabase_migration.log"
 PG_BINDIRS_ENV = "WEHUB_PG_BINDIRS"
+# How long a session of a run waits for a lock another session holds, and how long a dump
+# waits for a source that sends nothing on an open connection, before failing with the cause.
+LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S = "WEHUB_LOCK_TIMEOUT_SECONDS", 300
+STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT_S = "WEHUB_STALL_TIMEOUT_SECONDS", 300
 TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
 TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
 TESTING_TARGET = "wehub_backup_test"

@@ -28,6 +28,8 @@ class FailureCategory(enum.StrEnum):
     CONCURRENT_RUN = "concurrent run"
     CONFIG = "config"
     STATEMENT_TIMEOUT = "statement timeout"
+    LOCK_CONFLICT = "lock conflict"
+    SOURCE_CHANGED = "source changed"
     UNKNOWN = "unknown"
 
 
@@ -119,6 +121,25 @@ class DumpFailed(WehubError):
     def __init__(self, message: str, egress_bytes: int) -> None:
         super().__init__(message)
         self.egress_bytes = egress_bytes
+
+
+class SourceStalled(DumpFailed):
+    """The source sent nothing on its open connections for the stall timeout; the dump was stopped."""
+
+    category = FailureCategory.NETWORK
+
+
+class LockConflict(WehubError):
+    """Another session's lock kept the dump from a table: held past the lock timeout, or asked
+    for while the dump held the table (the dump gave way rather than deadlock)."""
+
+    category = FailureCategory.LOCK_CONFLICT
+
+
+class SourceChanged(WehubError):
+    """Tables changed after every snapshot in a way the snapshot cannot see (a rewrite, a drop)."""
+
+    category = FailureCategory.SOURCE_CHANGED
 
 
 class VerificationFailed(WehubError):

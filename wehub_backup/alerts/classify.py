@@ -174,6 +174,7 @@ _RULES: tuple[_Rule, ...] = (
         r" (?:does not exist|is not available)",
         _missing_summary,
     ),
+    _rule(FailureCategory.LOCK_CONFLICT, r"canceling statement due to lock timeout|could not obtain lock on relation"),
     _rule(FailureCategory.STATEMENT_TIMEOUT, r"canceling statement due to statement timeout"),
     _rule(
         FailureCategory.NETWORK,

@@ -14,6 +14,7 @@ import dagster as dg
 from wehub_backup import config
 from wehub_backup.alerts.delivery import AlertChannels, SmtpServer
 from wehub_backup.config import SUPABASE_VARIABLES, VPS_VARIABLES, DatabaseVariables
+from wehub_backup.errors import SettingsError
 from wehub_backup.pg.connection import ConnectionInfo, is_local_host
 from wehub_backup.pg.passfile import default_passfile
 
@@ -27,12 +28,22 @@ class PostgresDatabase(dg.ConfigurableResource):
     dbname: str
     sslmode: str = ""
     passfile: str = ""
+    lock_timeout_seconds: int = config.DEFAULT_LOCK_TIMEOUT_S
+    stall_timeout_seconds: int = config.DEFAULT_STALL_TIMEOUT_S
 
     def connection_info(self) -> ConnectionInfo:
-        """Resolve defaults: TLS is required for any non-local host unless set explicitly."""
+        """Resolve defaults: TLS is required for any non-local host unless set explicitly.
+
+        A timeout of 0 would mean "wait for ever" to PostgreSQL: it is refused.
+        """
+        for value, variable in ((self.lock_timeout_seconds, config.LOCK_TIMEOUT_ENV),
+                                (self.stall_timeout_seconds, config.STALL_TIMEOUT_ENV)):
+            if value < 1:
+                raise SettingsError(f"{variable} must be at least 1 second, not {value}")
         sslmode = self.sslmode or ("prefer" if is_local_host(self.host) else "require")
         passfile = Path(self.passfile) if self.passfile else default_passfile()
-        return ConnectionInfo(self.host, self.port, self.user, self.dbname, sslmode, passfile)
+        return ConnectionInfo(self.host, self.port, self.user, self.dbname, sslmode, passfile,
+                              lock_timeout_s=self.lock_timeout_seconds, stall_timeout_s=self.stall_timeout_seconds)
 
 
 class BackupWorkspace(dg.ConfigurableResource):
@@ -64,6 +75,8 @@ def database_from_env(variables: DatabaseVariables, *, host: str | None, user: s
         dbname=env_or_default(variables.name, dbname),
         sslmode=env_or_default(variables.sslmode, ""),
         passfile=env_or_default(config.PASSFILE_ENV, ""),
+        lock_timeout_seconds=env_or_default(config.LOCK_TIMEOUT_ENV, config.DEFAULT_LOCK_TIMEOUT_S),
+        stall_timeout_seconds=env_or_default(config.STALL_TIMEOUT_ENV, config.DEFAULT_STALL_TIMEOUT_S),
     )
 
 

@@ -96,9 +96,22 @@ def read_catalog(conn: psycopg.Connection) -> DatabaseCatalog:
         event_triggers=[EventTriggerInfo(*r) for r in conn.execute(
             "SELECT e.oid, e.evtname, pg_get_userbyid(e.evtowner) FROM pg_event_trigger e ORDER BY 2")],
         size_bytes=conn.execute("SELECT pg_database_size(current_database())").fetchone()[0],
-        table_bytes=conn.execute(
-            "SELECT coalesce(sum(pg_table_size(oid)), 0)::bigint FROM pg_class WHERE relkind IN ('r', 'm')").fetchone()[0],
+        table_bytes=conn.execute(_TABLE_BYTES).fetchone()[0],
     )
+
+
+# pg_table_size opens each table, so it waits behind a session holding (or queued for) the
+# table's ACCESS EXCLUSIVE lock; such a table's size is the catalog's estimate instead, and the
+# dump, which needs that table, names the session if the lock stays.
+_TABLE_BYTES = """
+WITH exclusive AS MATERIALIZED (
+  SELECT relation FROM pg_locks
+  WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' AND pid <> pg_backend_pid()
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+SELECT coalesce(sum(CASE WHEN c.oid IN (SELECT relation FROM exclusive)
+                         THEN c.relpages::bigint * current_setting('block_size')::bigint
+                         ELSE pg_table_size(c.oid) END), 0)::bigint
+FROM pg_class c WHERE c.relkind IN ('r', 'm')"""
 
 
 def available_extensions(conn: psycopg.Connection) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
 
 APPLICATION_NAME = "wehub_backup"
@@ -37,6 +38,8 @@ class ConnectionInfo:
     passfile: Path
     hostaddr: str | None = None
     lookup_port: int | None = None
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
     def describe(self, dbname: str | None = None) -> str:
         """A log-safe name for the connection."""
@@ -59,6 +62,8 @@ class ConnectionInfo:
 
         The session clears statement and idle timeouts: Supabase sets a 2-minute
         ``statement_timeout`` for ``postgres`` that would cancel long verification queries.
+        A lock wait, though, ends after ``lock_timeout_s``: a session holding a table's
+        ACCESS EXCLUSIVE lock would otherwise hold the run for ever.
         """
         params: dict[str, Any] = dict(
             host=self.host,
@@ -75,7 +80,7 @@ class ConnectionInfo:
         conn = psycopg.connect(autocommit=autocommit, **params)
         conn.execute("SET statement_timeout = 0")
         conn.execute("SET idle_in_transaction_session_timeout = 0")
-        conn.execute("SET lock_timeout = 0")
+        conn.execute(f"SET lock_timeout = {round(self.lock_timeout_s * 1000)}")
         if not autocommit:
             conn.commit()
         return conn

@@ -155,6 +155,17 @@ CLASSIFIED_ERRORS = [
         FailureCategory.STATEMENT_TIMEOUT,
         "canceling statement due to statement timeout",
     ),
+    (
+        'pg_dump: error: could not obtain lock on relation "public.blobs"\n'
+        "pg_dump: error: a worker process died unexpectedly",
+        FailureCategory.LOCK_CONFLICT,
+        'could not obtain lock on relation "public.blobs"',
+    ),
+    (
+        "psycopg.errors.LockNotAvailable: canceling statement due to lock timeout",
+        FailureCategory.LOCK_CONFLICT,
+        "canceling statement due to lock timeout",
+    ),
 ]
 
 
@@ -260,6 +271,43 @@ OWN_ERRORS = [
         "to dump it install postgresql-client-17 or newer (or set WEHUB_PG_BINDIRS).",
         FailureCategory.VERSION_MISMATCH,
         "the server is PostgreSQL 17",
+    ),
+    (
+        "LockConflict",
+        "lock wait on table public.notes gave up after 300 s: session pid 6458 (application_name 'psql', "
+        "transaction open 312 s, query started 2026-12-01 23:53:41 UTC) holds ACCESS EXCLUSIVE on it; end that "
+        "session's transaction, or raise WEHUB_LOCK_TIMEOUT_SECONDS",
+        FailureCategory.LOCK_CONFLICT,
+        "lock wait on table public.notes gave up after 300 s: session pid 6458",
+    ),
+    (
+        "LockConflict",
+        "lock conflict on table public.blobs: session pid 6953 (application_name 'app-migration', transaction "
+        "open 5 s, query started 2026-12-01 23:53:56 UTC) asked for ACCESS EXCLUSIVE while the dump held the "
+        "table, and pg_dump would have waited behind it (a deadlock PostgreSQL cannot see); the dump gave way",
+        FailureCategory.LOCK_CONFLICT,
+        "lock conflict on table public.blobs: session pid 6953",
+    ),
+    (
+        "SourceChanged",
+        "table public.readings was rewritten (TRUNCATE, VACUUM FULL, CLUSTER or an ALTER TABLE that rewrites) "
+        "after the dump's snapshot was taken (attempts: 3; a snapshot older than such a change cannot see the "
+        "table's rows, a rewritten table would look empty)",
+        FailureCategory.SOURCE_CHANGED,
+        "table public.readings was rewritten",
+    ),
+    (
+        "SourceStalled",
+        "no data from the source for 300 s on an open connection (a stopped server process, or a network or "
+        "proxy that stopped forwarding): the dump was stopped; check the source, or raise WEHUB_STALL_TIMEOUT_SECONDS",
+        FailureCategory.NETWORK,
+        "no data from the source for 300 s",
+    ),
+    (
+        "SettingsError",
+        "WEHUB_STALL_TIMEOUT_SECONDS must be at least 1 second, not 0",
+        FailureCategory.CONFIG,
+        "WEHUB_STALL_TIMEOUT_SECONDS must be at least 1 second",
     ),
 ]
 
