@@ -27,7 +27,8 @@ test: install
 
 # The fault, hostile-input and secrets suite on its own (make test runs it too).
 test-faults: install
-	$(BIN)/pytest wehub_backup_tests/test_faults.py wehub_backup_tests/test_hostile_input.py wehub_backup_tests/test_secrets.py
+	$(BIN)/pytest wehub_backup_tests/test_faults.py wehub_backup_tests/test_source_faults.py \
+		wehub_backup_tests/test_hostile_input.py wehub_backup_tests/test_secrets.py
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m wehub_backup_tests.demo

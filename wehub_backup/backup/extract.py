@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from wehub_backup.backup.plan import BackupPlan
-from wehub_backup.errors import DumpFailed
-from wehub_backup.pg.connection import ConnectionInfo, error_line
+from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, dump_source
 from wehub_backup.pg.processes import Log
-from wehub_backup.pg.relay import counted_connection
 
 
 def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
@@ -18,9 +14,4 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
     The egress figure is what crossed the wire; a dump that fails still reports what it had
     received by then (``DumpFailed.egress_bytes``), as the budget must count it.
     """
-    with counted_connection(supabase) as (relayed, counters):
-        try:
-            dump = dump_source(plan.dump_request(), relayed, log, low_priority=low_priority)
-        except Exception as error:
-            raise DumpFailed(error_line(error), counters.received_from_server) from error
-        return replace(dump, egress_bytes=counters.received_from_server)
+    return dump_source(plan.dump_request(), supabase, log, low_priority=low_priority)

@@ -6,19 +6,31 @@ migration from the VPS database.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from wehub_backup.config import STALL_TIMEOUT_ENV
+from wehub_backup.errors import DumpFailed, LockConflict, SourceStalled, ToolError
 from wehub_backup.pg.catalog import DatabaseCatalog
 from wehub_backup.pg.clients import PgClient
-from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_tool
+from wehub_backup.pg.relay import relayed_connection
+from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
+
+# pg_dump's own lock wait. Every table it locks, the snapshot session has locked already, so it
+# can only wait behind a session that asked for ACCESS EXCLUSIVE after that: a session that waits
+# for the dump to end. Waiting longer cannot help; giving way soon lets that session (an app's
+# migration, say) go on before its own timeouts fail it.
+PG_DUMP_LOCK_WAIT_S = 10
+_PG_DUMP_LOCK_FAILURE = re.compile(r"could not obtain lock on relation|canceling statement due to (statement|lock) timeout")
 
 
 @dataclass(frozen=True)
@@ -48,39 +60,70 @@ class DumpResult:
 def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
     """pg_dump from a snapshot this function holds, fingerprinting the same snapshot meanwhile.
 
-    The fingerprint runs on the snapshot's own session while pg_dump's workers stream, so
-    verifying costs no second pass over the data. ``egress_bytes`` is left to the caller.
+    All traffic to the source passes the byte-counting relay: ``egress_bytes`` is what crossed
+    the wire, and a source that sends nothing for the stall timeout fails the dump instead of
+    holding it for ever. The fingerprint runs on the snapshot's own session while pg_dump's
+    workers stream, so verifying costs no second pass over the data. A failure is a
+    ``DumpFailed`` that still reports what the source had sent by then.
     """
     archive = request.workdir / "archive"
     started = time.monotonic()
-    tool_run, fingerprint, sequences_after = _dump_from_snapshot(request, source, archive, log, low_priority)
-    return DumpResult(archive, directory_bytes(archive), 0, time.monotonic() - started,
-                      fingerprint, sequences_after, tool_run)
+    with relayed_connection(source, source.stall_timeout_s) as (relayed, relay):
+        try:
+            tool_run, fingerprint, sequences_after = _dump_from_snapshot(request, relayed, archive, log, low_priority)
+        except Exception as error:
+            received = relay.counters.received_from_server
+            if relay.stalled_for:
+                raise SourceStalled(_stall_cause(relay.stalled_for), received) from error
+            raise DumpFailed(error_line(error), received) from error
+    return DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
+                      time.monotonic() - started, fingerprint, sequences_after, tool_run)
+
+
+def _stall_cause(seconds: float) -> str:
+    return (f"no data from the source for {seconds:.0f} s on an open connection (a stopped server process, or a "
+            f"network or proxy that stopped forwarding): the dump was stopped; check the source, or raise "
+            f"{STALL_TIMEOUT_ENV}")
 
 
 def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path, log: Log,
                         low_priority: bool) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int]]:
-    """Export a snapshot, run pg_dump in it, and fingerprint it meanwhile on the same session."""
+    """Export a snapshot with the dumped tables locked, run pg_dump in it, and fingerprint it
+    meanwhile on the same session."""
     with source.connect(autocommit=False) as snap:
         snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snap.read_only = True
-        snapshot = snap.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        snapshot, tables = export_locked_snapshot(snap, plan.schemas, plan.excluded_tables, source.lock_timeout_s, log)
         sequences_before = sequence_positions(snap, plan.schemas, plan.excluded_tables)
         argv = [
             plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
             f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
+            f"--lock-wait-timeout={round(min(source.lock_timeout_s, PG_DUMP_LOCK_WAIT_S) * 1000)}",
             *_compression_arguments(plan.client), *plan.pg_dump_arguments,
         ]
         with source.tool_environment(plan.workdir / "source.pgpass") as env:
-            tool_run, fingerprint = run_beside(
-                lambda: run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority),
-                lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
-                                             large_objects=plan.large_objects),
-                "pg-tool",
-            )
+            try:
+                tool_run, fingerprint = run_beside(
+                    lambda: run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority),
+                    lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
+                                                 large_objects=plan.large_objects),
+                    "pg-tool",
+                )
+            except ToolError as error:
+                conflict = _lock_conflict(snap, tables, error)
+                if conflict is None:
+                    raise
+                raise LockConflict(conflict) from error
         sequences_after = sequence_positions(snap, plan.schemas, plan.excluded_tables)
         snap.rollback()
     return tool_run, fingerprint, sequences_after
+
+
+def _lock_conflict(snap: psycopg.Connection, tables: list[DumpedTable], error: ToolError) -> str | None:
+    """The session that made pg_dump give way on a lock, when that is why pg_dump failed."""
+    if not _PG_DUMP_LOCK_FAILURE.search(str(error)):
+        return None
+    return gave_way_cause(snap, tables)
 
 
 def _compression_arguments(client: PgClient) -> list[str]:

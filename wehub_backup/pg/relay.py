@@ -3,12 +3,18 @@
 Supabase bills egress by what leaves its servers, and a dump's file size says little
 about that (compression, protocol overhead, retries). Every connection to the source
 goes through this relay, so the figure recorded for a run is measured on the wire.
+
+The relay also notices a source that stops sending: a stopped backend or a proxy that no
+longer forwards keeps its TCP connection open and acknowledged, so neither libpq nor TCP
+keepalives ever give up; the relay's watchdog cuts the connections instead.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,21 +31,33 @@ class TrafficCounters:
 
 
 class ByteCountingRelay:
-    """Accepts connections on 127.0.0.1 and relays each to ``upstream``, counting both directions."""
+    """Accepts connections on 127.0.0.1 and relays each to ``upstream``, counting both directions.
 
-    def __init__(self, upstream_host: str, upstream_port: int, connect_timeout: float = 15.0) -> None:
+    ``upstream_host`` is a host name or address, or a server's socket directory. With
+    ``stall_timeout``, every relayed connection is cut once the server has sent nothing on any
+    of them for that many seconds while one is open, and ``stalled_for`` says so.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, connect_timeout: float = 15.0,
+                 stall_timeout: float | None = None) -> None:
         self._upstream = (upstream_host, upstream_port)
         self._connect_timeout = connect_timeout
+        self._stall_timeout = stall_timeout
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = threading.Event()
+        self._last_received = time.monotonic()
         self.counters = TrafficCounters()
+        self.stalled_for: float | None = None
         self.port: int = self._listener.getsockname()[1]
         self._acceptor = threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="relay-watchdog", daemon=True)
 
     def __enter__(self) -> ByteCountingRelay:
         self._acceptor.start()
+        if self._stall_timeout:
+            self._watchdog.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -51,13 +69,25 @@ class ByteCountingRelay:
         # shutdown() wakes a thread blocked in accept() or recv() on the socket; close() alone does not.
         _shutdown_quietly(self._listener)
         _close_quietly(self._listener)
-        if self._acceptor.is_alive() and self._acceptor is not threading.current_thread():
-            self._acceptor.join()
+        for thread in (self._acceptor, self._watchdog):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join()
         with self._lock:
             for sock in list(self._sockets):
                 _shutdown_quietly(sock)
                 _close_quietly(sock)
             self._sockets.clear()
+
+    def _watch(self) -> None:
+        """Cut every connection once the server has been silent for the stall timeout."""
+        assert self._stall_timeout
+        while not self._closed.wait(min(1.0, self._stall_timeout / 4)):
+            with self._lock:
+                if self._sockets and time.monotonic() - self._last_received >= self._stall_timeout:
+                    self.stalled_for = self._stall_timeout
+                    for sock in self._sockets:
+                        _shutdown_quietly(sock)
+                    return
 
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
@@ -68,22 +98,40 @@ class ByteCountingRelay:
             threading.Thread(target=self._serve, args=(client,), name="relay-conn", daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        if self.stalled_for:  # the server stalled: no new connection either
+            _close_quietly(client)
+            return
         try:
-            server = socket.create_connection(self._upstream, timeout=self._connect_timeout)
+            server = self._connect_upstream()
         except OSError:
             _close_quietly(client)
             return
-        server.settimeout(None)
-        for sock in (client, server):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets.update((client, server))
+            self._last_received = time.monotonic()  # a new connection's silence counts from now
         upstream = threading.Thread(target=self._pump, args=(client, server, "sent_to_server"), daemon=True)
         upstream.start()
         self._pump(server, client, "received_from_server")
         upstream.join()
         with self._lock:
             self._sockets.difference_update((client, server))
+
+    def _connect_upstream(self) -> socket.socket:
+        host, port = self._upstream
+        if host.startswith("/"):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.settimeout(self._connect_timeout)
+            try:
+                server.connect(os.path.join(host, f".s.PGSQL.{port}"))
+            except OSError:
+                _close_quietly(server)
+                raise
+        else:
+            server = socket.create_connection(self._upstream, timeout=self._connect_timeout)
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server.settimeout(None)
+        return server
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
         buffer = bytearray(_CHUNK)
@@ -93,9 +141,14 @@ class ByteCountingRelay:
                 size = source.recv_into(buffer)
                 if not size:
                     break
+                from_server = counter == "received_from_server"
+                if from_server:
+                    self._last_received = time.monotonic()
                 sink.sendall(view[:size])
                 with self._lock:
                     setattr(self.counters, counter, getattr(self.counters, counter) + size)
+                    if from_server:  # a client slow to take the data is no silence of the server
+                        self._last_received = time.monotonic()
         except OSError:
             pass
         finally:
@@ -107,8 +160,17 @@ class ByteCountingRelay:
 @contextmanager
 def counted_connection(info: ConnectionInfo) -> Iterator[tuple[ConnectionInfo, TrafficCounters]]:
     """``info`` routed through a byte-counting relay, with the relay's counters."""
-    with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port) as relay:
-        yield info.via_relay(relay.port), relay.counters
+    with relayed_connection(info) as (relayed, relay):
+        yield relayed, relay.counters
+
+
+@contextmanager
+def relayed_connection(info: ConnectionInfo, stall_timeout: float | None = None
+                       ) -> Iterator[tuple[ConnectionInfo, ByteCountingRelay]]:
+    """``info`` routed through a byte-counting relay (watching for stalls with ``stall_timeout``), and the relay."""
+    with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port,
+                           stall_timeout=stall_timeout) as relay:
+        yield info.via_relay(relay.port), relay
 
 
 def _shutdown_quietly(sock: socket.socket) -> None:

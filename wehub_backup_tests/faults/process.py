@@ -70,11 +70,18 @@ class BackgroundRun:
 
 class Watcher:
     """Does ``action`` once ``condition`` holds, from a thread, while the test runs a job in
-    its own process (``execute_in_process`` blocks the test's thread)."""
+    its own process (``execute_in_process`` blocks the test's thread).
 
-    def __init__(self, condition: Callable[[], bool], action: Callable[[], object], timeout: float = 90.0) -> None:
+    With ``act_on_timeout`` the action is done after ``timeout`` even if the condition never
+    held (``fired`` stays false): an action that releases what the run waits for then still
+    lets the run, and the test, end.
+    """
+
+    def __init__(self, condition: Callable[[], bool], action: Callable[[], object], timeout: float = 90.0,
+                 *, act_on_timeout: bool = False) -> None:
         self.fired = False
         self._condition, self._action, self._timeout = condition, action, timeout
+        self._act_on_timeout = act_on_timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="fault-watcher", daemon=True)
 
@@ -94,3 +101,5 @@ class Watcher:
                 self.fired = True
                 return
             time.sleep(0.02)
+        if self._act_on_timeout and not self._stop.is_set():
+            self._action()

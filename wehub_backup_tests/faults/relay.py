@@ -7,6 +7,7 @@ moment; cutting it is what a source that drops connections looks like to the run
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 from wehub_backup.pg.relay import ByteCountingRelay
@@ -14,15 +15,29 @@ from wehub_backup_tests.harness.cluster import LOOPBACK
 
 
 class FaultRelay(ByteCountingRelay):
-    """A ``ByteCountingRelay`` to a loopback server whose forwarding can be paced, then cut.
+    """A ``ByteCountingRelay`` to a loopback server whose forwarding can be paced, stopped, or cut.
 
     ``bytes_per_second`` applies to each relayed connection and direction; ``None`` forwards
-    at full speed. ``close()`` (inherited) cuts every connection and refuses new ones.
+    at full speed. ``close()`` cuts every connection and refuses new ones.
     """
 
     def __init__(self, upstream_port: int, bytes_per_second: float | None = None) -> None:
         super().__init__(LOOPBACK, upstream_port)
         self.bytes_per_second = bytes_per_second
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+
+    def stop_forwarding(self, for_seconds: float) -> None:
+        """Hold every byte back for ``for_seconds``, connections open: a stalled source as a
+        client sees it (the relay's kernel still acknowledges what arrives)."""
+        self.forwarding.clear()
+        timer = threading.Timer(for_seconds, self.forwarding.set)
+        timer.daemon = True
+        timer.start()
+
+    def close(self) -> None:
+        self.forwarding.set()  # held-back pumps go on, and find their sockets cut
+        super().close()
 
     def cut_connections(self) -> None:
         """Drop every relayed connection, as a restarting source or a failing network does;
@@ -46,6 +61,7 @@ class _PacedSocket:
         self._relay = relay
 
     def sendall(self, data: memoryview) -> None:
+        self._relay.forwarding.wait()
         rate = self._relay.bytes_per_second
         if rate:
             time.sleep(len(data) / rate)
