@@ -1,5 +1,6 @@
 """No password in a log file, a Dagster storage row, a metadata value, an alert, or any
-process's argument list, across the whole test session.
+process's argument list, across the whole test session; no alert secret in the environment
+of a client program; and files a run creates private whatever the umask.
 
 pytest imports every test module before it runs the first test, so the sampler started when
 this module is imported watches argument lists for the whole session. ``suite_audit`` is
@@ -9,15 +10,27 @@ again once the last test of the session has finished (a finding fails that teard
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.files import RUN_LOG_MODE
+from wehub_backup.pg.clients import CLIENT_PROGRAMS
 from wehub_backup_tests.faults.evidence import step_failure
-from wehub_backup_tests.faults.secrets import ArgumentListSampler, files_with_secrets
+from wehub_backup_tests.faults.secrets import (
+    ArgumentListSampler,
+    ChildEnvironmentSampler,
+    ModeSampler,
+    files_with_secrets,
+)
 from wehub_backup_tests.faults.sources import (
     CHECK_READING_VAULT_SQL,
     NOTES_SQL,
@@ -26,9 +39,11 @@ from wehub_backup_tests.faults.sources import (
     recreate_source,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
-from wehub_backup_tests.support.backup_runs import alert_on_failed_run, run_backup
+from wehub_backup_tests.support.backup_runs import alert_on_failed_run, run_backup, step_errors
 from wehub_backup_tests.support.environment import BackupEnv, SessionPasswords
 from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
+from wehub_backup_tests.support.polling import wait_until
+from wehub_backup_tests.support.supabase_target import new_project_fixture, point_migration_at, run_migration
 
 SESSION_SAMPLER = ArgumentListSampler(interval=0.05).start()
 PLAN_LOGS = (Path("/var/log/supabase_backup.log"), Path("/var/log/supabase_migration.log"))
@@ -90,3 +105,104 @@ def test_nothing_written_so_far_holds_a_password(suite_audit: Findings) -> None:
     assert SESSION_SAMPLER.passes > 0, "the argument-list sampler never ran"
     leaks = {where: found for where, found in suite_audit().items() if found}
     assert not leaks
+
+
+# --- what a run's client programs and files get ------------------------------------------------
+
+project = new_project_fixture("secretsproj")  # a Supabase project of its own, which migrations here replace
+CONNECTING_PROGRAMS = ("pg_dump --format=directory", "pg_restore --dbname=", "psql ")
+
+
+def backup_and_migration(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, instance: dg.DagsterInstance,
+                         project: PostgresCluster, vps: PostgresCluster, vps_app_database: str) -> None:
+    """A real backup, then a real migration of the VPS application into ``project``; both succeed."""
+    backed_up = run_backup("wehub_secrets_files", instance)
+    assert backed_up.success, step_errors(backed_up)
+    point_migration_at(monkeypatch, backup_env, project, vps, vps_app_database)
+    migrated = run_migration(instance, overwrite=True)
+    assert migrated.success, step_errors(migrated)
+
+
+def test_client_programs_get_no_alert_secret(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, project: PostgresCluster, vps_cluster: PostgresCluster,
+    vps_app_database: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment of every pg_dump, pg_restore and psql a backup and a migration start, read
+    from /proc while each runs: the alert channels' secrets are this process's, never theirs.
+    (Dagster's own helper processes, such as its log watchers, inherit Dagster's environment.)"""
+    smtp_password, webhook_token = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    monkeypatch.setenv("WEHUB_ALERT_SMTP_PASSWORD", smtp_password)
+    monkeypatch.setenv("WEHUB_ALERT_WEBHOOK_URL", f"https://hooks.example/{webhook_token}")
+    with ChildEnvironmentSampler() as sampler:
+        backup_and_migration(monkeypatch, backup_env, instance, project, vps_cluster, vps_app_database)
+
+    clients = {argv: environment for argv, environment in sampler.environments.items()
+               if Path(argv.split(" ", 1)[0]).name in CLIENT_PROGRAMS}
+    sampled = {program: [argv for argv in clients if program in argv] for program in CONNECTING_PROGRAMS}
+    assert all(sampled.values()), f"a program's environment was never read: {sampled}"
+    assert [argv for argv in sampler.holding([smtp_password, webhook_token]) if argv in clients] == []
+    for argv, environment in clients.items():
+        names = {entry.split("=", 1)[0] for entry in environment if entry}
+        assert not {name for name in names if name.startswith(("WEHUB_", "DAGSTER_", "SUPABASE_", "LOCAL_DB_"))}, argv
+    for argv in (argv for found in sampled.values() for argv in found):
+        assert any(entry.startswith("PGPASSFILE=") for entry in clients[argv]), argv
+
+
+@contextmanager
+def umask(value: int) -> Iterator[None]:
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_files_a_run_creates_are_private_under_umask_000(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, project: PostgresCluster, vps_cluster: PostgresCluster,
+    vps_app_database: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Working directories, the archive pg_dump writes, listings, restore lists, password files,
+    the migration's scripts and the plain-text logs, each seen while the runs went on."""
+    logs = (backup_env.backup_log, backup_env.migration_log)
+    with umask(0), ModeSampler([backup_env.backup_dir, *logs]) as files:
+        backup_and_migration(monkeypatch, backup_env, instance, project, vps_cluster, vps_app_database)
+
+    names = {path.name for path in files.modes}
+    assert {"archive", "toc.dat", "archive.listing", "restore.list", "vps.pgpass", "source.pgpass",
+            "pre-data.sql", "data.sql", "privileges.sql", "main.list"} <= names, sorted(names)
+    assert files.widened({log: RUN_LOG_MODE for log in logs}) == {}
+    assert {files.modes[log] for log in logs} == {RUN_LOG_MODE}
+
+
+def test_a_command_line_run_keeps_dagsters_files_private_under_umask_000(
+    backup_env: BackupEnv, tmp_path: Path,
+) -> None:
+    """Dagster's SQLite storage and logs in a new DAGSTER_HOME, and the command's lock file there."""
+    home = tmp_path / "cli_dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    done = subprocess.run([sys.executable, "-m", "wehub_backup.cli", "backup", "wehub_secrets_cli"],
+                          env={**os.environ, "DAGSTER_HOME": str(home)}, umask=0, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with ModeSampler([home]) as files:
+        pass
+    created = {path: mode for path, mode in files.modes.items() if path not in (home, home / "dagster.yaml")}
+    assert home / ".wehub-backup.lock" in created and any(path.suffix == ".db" for path in created), sorted(created)
+    assert {str(path): f"{mode:o}" for path, mode in created.items() if mode & 0o077} == {}
+
+
+def test_the_code_location_makes_the_umask_private(backup_env: BackupEnv, tmp_path: Path) -> None:
+    """A real code server (``dagster api grpc``, as the webserver and the daemon start one) started
+    under umask 000: once it has loaded the definitions, its umask is 077."""
+    socket = tmp_path / "code.sock"
+    server = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "api", "grpc", "--module-name",
+                               "wehub_backup.definitions", "--socket", str(socket)],
+                              env=os.environ.copy(), umask=0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(socket.exists, "the code server to load the definitions and listen", 120)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "Umask:\t0077" in status.splitlines(), status
