@@ -1,6 +1,7 @@
 """No password in a log file, a Dagster storage row, a metadata value, an alert, or any
 process's argument list, across the whole test session; no alert secret in the environment
-of a client program; and files a run creates private whatever the umask.
+of a client program; files a run creates private whatever the umask; and passwords read from
+the password file exactly as libpq reads them.
 
 pytest imports every test module before it runs the first test, so the sampler started when
 this module is imported watches argument lists for the whole session. ``suite_audit`` is
@@ -21,9 +22,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from wehub_backup.config import child_environment
 from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.errors import PasswordFileError
 from wehub_backup.files import RUN_LOG_MODE
-from wehub_backup.pg.clients import CLIENT_PROGRAMS
+from wehub_backup.pg.clients import CLIENT_PROGRAMS, choose_client
+from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
+from wehub_backup.pg.processes import run_tool
 from wehub_backup_tests.faults.evidence import step_failure
 from wehub_backup_tests.faults.secrets import (
     ArgumentListSampler,
@@ -206,3 +212,73 @@ def test_the_code_location_makes_the_umask_private(backup_env: BackupEnv, tmp_pa
         server.terminate()
         server.wait(timeout=30)
     assert "Umask:\t0077" in status.splitlines(), status
+
+
+# --- the password file, read as libpq reads it ---------------------------------------------------
+
+# Every character Python's str.splitlines() takes for a line break, but libpq does not.
+LINE_SEPARATORS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+
+
+@pytest.mark.parametrize("separator", LINE_SEPARATORS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_password_may_hold_any_line_separator_but_a_newline(tmp_path: Path, separator: str) -> None:
+    password = f"be{separator}fore:after\\{separator}"
+    path = write_private_passfile(tmp_path / "pgpass", [PassEntry("db.example", "5432", "*", "postgres", password)])
+    assert lookup_password(path, "db.example", 5432, "postgres", "postgres") == password
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("h:5432:d:u:secret\r\n", "secret"),  # a Windows line end
+    ("#h:5432:d:u:commented\nh:5432:d:u:real\n", "real"),  # a comment
+    (" #h:5432:d:u:not-a-comment\n", None),  # only a # at the very start makes one
+    ("\\*:5432:d:u:escaped-star\n*:5432:d:u:wildcard\n", "wildcard"),  # \* is a star, not a wildcard
+    ("h:5432:d:u:pass:word\n", "pass"),  # the password ends at an unescaped colon
+    ("h:5432:d:u:p\\\\a\\:ss\n", "p\\a:ss"),  # \\ and \:
+    ("h:5432:d:u:trailing\\\n", "trailing\\"),  # a backslash at the end stays
+    ("h:5432:d:u\n", None),  # no password field: no match
+    ("h:*:d:u:first\nh:5432:d:u:second\n", "first"),  # the first matching line wins
+    ("h:5432:d:u:no line end", "no line end"),
+])
+def test_the_password_file_is_read_as_libpq_reads_it(tmp_path: Path, text: str, expected: str | None) -> None:
+    path = tmp_path / "pgpass"
+    path.write_bytes(text.encode())
+    path.chmod(0o600)
+    if expected is None:
+        with pytest.raises(PasswordFileError, match="no entry for u@h:5432/d"):
+            lookup_password(path, "h", 5432, "d", "u")
+    else:
+        assert lookup_password(path, "h", 5432, "d", "u") == expected
+
+
+def test_a_password_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "pgpass"
+    path.write_bytes(b"other:5432:d:u:\xff\nh:5432:d:u:fine\n")
+    path.chmod(0o600)
+    assert lookup_password(path, "h", 5432, "d", "u") == "fine"
+    with pytest.raises(PasswordFileError, match="the password for u@other:5432/d in password file .* is not UTF-8"):
+        lookup_password(path, "other", 5432, "d", "u")
+
+
+def test_a_role_whose_password_holds_line_separators_logs_in(vps_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """A real role with U+2028 and U+0085 in its password: psql finds it in the operator's password
+    file, and so do the project's own connections and the private file it hands to a child."""
+    role, password = "wehub_separators", f"line\u2028separator\x85next-line-{secrets.token_urlsafe(6)}"
+    vps_cluster.execute(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN")
+    vps_cluster.set_password(role, password)
+    passfile = write_private_passfile(tmp_path / "operator.pgpass",
+                                      [PassEntry(vps_cluster.host, str(vps_cluster.port), "*", role, password)])
+    login = ConnectionInfo(vps_cluster.host, vps_cluster.port, role, "postgres", "disable", passfile)
+    psql = choose_client(vps_cluster.major).program("psql")
+    try:
+        by_libpq = subprocess.run([psql, "--no-psqlrc", "--no-password", "-tAc", "SELECT current_user",
+                                   f"host={vps_cluster.host} port={vps_cluster.port} dbname=postgres user={role}"],
+                                  env=child_environment({"PGPASSFILE": str(passfile)}),
+                                  capture_output=True, text=True, timeout=30)
+        assert by_libpq.stdout.strip() == role, by_libpq.stderr
+        with login.connect() as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == role
+        with login.tool_environment(tmp_path / "child.pgpass") as env:
+            run = run_tool([psql, "--no-psqlrc", "--no-password", "-c", "SELECT 1"], env)
+        assert run.returncode == 0
+    finally:
+        vps_cluster.execute(f"DROP ROLE {role}")
