@@ -24,6 +24,7 @@ from wehub_backup.defs.egress import egress_usage, format_egress_report, last_su
 from wehub_backup.defs.migration.config import migration_run_config
 from wehub_backup.defs.names import BACKUP_JOB, LAUNCHED_BY_TAG, MIGRATION_JOB, TARGET_TAG
 from wehub_backup.errors import SettingsError
+from wehub_backup.files import open_private, private_umask
 from wehub_backup.summary import format_summary, summarize_run
 
 
@@ -76,7 +77,7 @@ def _instance() -> dg.DagsterInstance:
     home = dagster_home()
     if home is None:
         raise SystemExit("wehub-backup: DAGSTER_HOME is not set (the directory of the Dagster instance, with dagster.yaml)")
-    with open(home / ".wehub-backup.lock", "a") as lock:
+    with open_private(home / ".wehub-backup.lock", append=True) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return dg.DagsterInstance.get()
 
@@ -130,7 +131,11 @@ def run_command() -> NoReturn:
     By the time ``main`` returns, the run is committed to the instance's storage and the
     summary printed; unloading Dagster's modules would add about 0.6 s to every command
     (part of the job's overhead in the benchmark) and change nothing.
+
+    Before anything, the umask becomes private: Dagster creates its files in ``DAGSTER_HOME``
+    (SQLite storage, compute logs) with the process's umask, which the operator's shell sets.
     """
+    private_umask()
     try:
         code = main()
     except SystemExit as stop:

@@ -170,6 +170,22 @@ def dagster_home(environ: Mapping[str, str] = os.environ) -> Path | None:
     return Path(home) if home else None
 
 
+# What a client program (pg_dump, pg_restore, psql) may see of this process's environment:
+# where programs and the home directory are (``~/.postgresql`` holds TLS root certificates),
+# the locale and time zone, and the operator's TLS settings. Nothing else: this process also
+# holds the alert channels' secrets, Dagster's and Supabase's settings.
+_CHILD_VARIABLES = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ"})
+_CHILD_PREFIXES = ("LC_", "PGSSL")
+
+
+def child_environment(settings: Mapping[str, str] | None = None,
+                      environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """A client program's whole environment: the allowed variables of this process, then ``settings``."""
+    env = {name: value for name, value in environ.items() if name in _CHILD_VARIABLES or name.startswith(_CHILD_PREFIXES)}
+    env.update(settings or {})
+    return env
+
+
 def pg_bindirs(environ: Mapping[str, str] = os.environ) -> list[Path]:
     """Directories named to hold PostgreSQL client programs, searched before the system's."""
     return [Path(entry) for entry in environ.get(PG_BINDIRS_ENV, "").split(":") if entry]

@@ -15,6 +15,7 @@ from wehub_backup.defs.resources import (
     vps_database_from_env,
 )
 from wehub_backup.defs.sensors import alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor
+from wehub_backup.files import private_umask
 
 
 def build_definitions() -> dg.Definitions:
@@ -34,7 +35,16 @@ def build_definitions() -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location as Dagster loads it (code server, run workers).
+
+    Dagster's own files under ``DAGSTER_HOME`` (SQLite storage, compute logs) are created
+    with the process's umask, so loading the location makes that umask private first; the
+    systemd units set ``UMask=0077`` for the webserver and the daemon themselves.
+    """
+    private_umask()
+    return build_definitions()
 
 
 def backup_job_with_resources() -> dg.JobDefinition:

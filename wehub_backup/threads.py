@@ -6,11 +6,14 @@ import threading
 from collections.abc import Callable
 
 
-def run_beside(main: Callable, beside: Callable, name: str) -> tuple:
+def run_beside(main: Callable, beside: Callable, name: str,
+               on_failure: Callable[[BaseException], None] | None = None) -> tuple:
     """Run ``main`` in a thread named ``name`` and ``beside`` here; return both results.
 
     ``beside`` runs to its end before ``main``'s failure is raised, so neither is left
-    running when the caller moves on.
+    running when the caller moves on. When ``beside`` fails (or is interrupted), ``on_failure``
+    gets its exception first, to end ``main`` (the dump stops its pg_dump): the thread is
+    joined after that, never waited for to run its course.
     """
     outcome: dict[str, object] = {}
 
@@ -24,6 +27,10 @@ def run_beside(main: Callable, beside: Callable, name: str) -> tuple:
     thread.start()
     try:
         side = beside()
+    except BaseException as error:
+        if on_failure:
+            on_failure(error)
+        raise
     finally:
         thread.join()
     if "error" in outcome:

@@ -83,6 +83,7 @@ def test_unit_runs_unprivileged_with_the_environment_file(name: str) -> None:
     assert service["Restart"] == "on-failure"
     assert service["WorkingDirectory"] == "/opt/wehub_backup"
     assert service["Environment"] == "DAGSTER_HOME=/var/lib/wehub_backup/dagster_home"
+    assert service["UMask"] == "0077", "Dagster's files in DAGSTER_HOME would follow the default umask"
     program, *arguments = service["ExecStart"].split()
     assert program.startswith("/opt/wehub_backup/.venv/bin/dagster-")
     assert arguments[-2:] == ["-w", "workspace.yaml"]

@@ -15,11 +15,18 @@ from wehub_backup.config import EgressSettings
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import backup_run_config
-from wehub_backup.defs.egress import BillingCycle, check_egress_budget, egress_usage, last_successful_egress
+from wehub_backup.defs.egress import (
+    FIRST_RUN_BASIS,
+    BillingCycle,
+    check_egress_budget,
+    egress_usage,
+    last_successful_egress,
+)
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.defs.resources import AlertSettings
 from wehub_backup.defs.sensors import egress_budget_sensor
 from wehub_backup.units import human_bytes
+from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.backup_runs import run_backup
 from wehub_backup_tests.support.environment import BackupEnv
@@ -115,7 +122,7 @@ def test_run_that_would_exceed_the_budget_is_refused_unless_forced(
 
     assert not refused.success
     message = failure_message(refused)
-    assert f"egress budget: this run needs about {human_bytes(source_bytes)} (the source database's size) " \
+    assert f"egress budget: this run needs about {human_bytes(source_bytes)} ({FIRST_RUN_BASIS}) " \
            f"+ 0 bytes used since " in message
     assert f"> {human_bytes(source_bytes - 1)} budget; nothing was changed (force_over_budget: true runs it anyway)" \
         in message
@@ -144,6 +151,29 @@ def test_run_that_would_exceed_the_budget_is_refused_unless_forced(
     recorded = plan_output.step_output_data.metadata
     assert recorded["egress_estimate_bytes"].value == last
     assert recorded["egress_used_this_cycle_bytes"].value == used
+
+
+def plan_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    [output] = [e for e in result.all_events if e.is_successful_output and e.step_key == "plan_supabase_backup"]
+    return {key: value.value for key, value in output.step_output_data.metadata.items()}
+
+
+def test_first_run_estimate_counts_bytea_twice(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """16 MB of incompressible bytea: COPY sends it as 32 MB of hex, more than the whole database
+    holds on disk, so an estimate from the database's size would let a run past the budget."""
+    source = recreate_source(supabase_cluster, "egress_bytea_source", blobs_sql(4000, 4096))
+    monkeypatch.setenv("SUPABASE_DB_NAME", source)
+    try:
+        database_bytes = supabase_cluster.query("SELECT pg_database_size(%s)", (source,))[0][0]
+        result = run_backup("wehub_egress_bytea", instance)
+    finally:
+        drop_source(supabase_cluster, source)
+    assert result.success
+    estimate, received = plan_metadata(result)["egress_estimate_bytes"], dump_egress(instance, result.run_id)
+    assert database_bytes < received <= estimate < 2 * received, (database_bytes, received, estimate)
 
 
 @pytest.mark.usefixtures("scratch_source")  # a small source: what is tested is the accounting

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,11 +22,15 @@ import dagster as dg
 import psycopg
 import pytest
 
+from wehub_backup.backup.extract import extract_supabase
+from wehub_backup.backup.plan import BackupPlan, plan_backup
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.defs.resources import AlertSettings
-from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.errors import DumpFailed
+from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.run.targets import previous_name, retired_name, staging_name
+from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 from wehub_backup_tests.faults.clients import ReconnectingPool
 from wehub_backup_tests.faults.evidence import (
     DatabaseState,
@@ -36,7 +41,16 @@ from wehub_backup_tests.faults.evidence import (
     step_failure,
     wait_for_run_sessions_to_end,
 )
-from wehub_backup_tests.faults.process import BackgroundRun, Watcher
+from wehub_backup_tests.faults.process import (
+    BackgroundRun,
+    Watcher,
+    command_line,
+    descendants,
+    interrupt_this_process,
+    live_processes,
+    process_group,
+    stopped_pid,
+)
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.secrets import files_with_secrets
 from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
@@ -111,6 +125,20 @@ class FaultEnv:
         passfile = write_private_passfile(self.work_dir / "relays.pgpass", self._logins)
         self.monkeypatch.setenv("PGPASSFILE", str(passfile))
         return relay
+
+    def connection(self, relay: FaultRelay, user: str, dbname: str) -> ConnectionInfo:
+        """How a run reaches a server through ``relay``, for calling a step's function directly."""
+        return ConnectionInfo(LOOPBACK, relay.port, user, dbname, "disable", Path(os.environ["PGPASSFILE"]))
+
+    def dump_plan(self) -> tuple[BackupPlan, ConnectionInfo]:
+        """A real backup plan with two pg_dump workers, and the source connection it dumps from."""
+        source = self.connection(self.source_relay, APP_OWNER, os.environ["SUPABASE_DB_NAME"])
+        workdir = self.work_dir / "run"
+        workdir.mkdir()
+        plan = plan_backup(TARGET, source, self.connection(self.vps_relay, VPS_SUPERUSER, "postgres"), workdir,
+                           excluded_schemas=list(DEFAULT_EXCLUDED_SCHEMAS),
+                           excluded_tables=list(DEFAULT_EXCLUDED_TABLES), extra_bindirs=[], jobs=2)
+        return plan, source
 
     def start_in_background(self, arguments: list[str]) -> BackgroundRun:
         """``wehub-backup ARGUMENTS`` in a process of its own (killed at teardown if still running)."""
@@ -261,6 +289,11 @@ def assert_killed_run_reported_by_next(faults: FaultEnv, killed: dg.DagsterRun) 
     assert f"Target: {TARGET}" in alert["text"] and "its process died" in alert["text"], alert["text"]
 
 
+def programs_of(pids: list[int], command: str) -> list[int]:
+    """Those of ``pids`` whose argument list holds ``command`` (a program and its workers)."""
+    return [pid for pid in pids if command in command_line(pid)]
+
+
 @pytest.mark.parametrize("moment_name", list(KILL_MOMENTS))
 def test_sigkill_during_dump_or_restore(faults: FaultEnv, moment_name: str) -> None:
     moment = KILL_MOMENTS[moment_name]
@@ -269,7 +302,13 @@ def test_sigkill_during_dump_or_restore(faults: FaultEnv, moment_name: str) -> N
     run, start = start_paced_run(faults, moment.paced)
 
     run.wait_until(lambda: moment.reached(faults, run, start), f"the {moment_name} moment")
+    programs = programs_of(descendants(run.process.pid), moment.command)
     run.kill()
+    # A program that outlived its run would stream on, here at a crawl (what it had sent goes on after).
+    faults.source_relay.bytes_per_second = faults.vps_relay.bytes_per_second = PACED / 64
+    wait_until(lambda: not set(programs) & set(live_processes()), f"the killed run's {moment.command.strip()} "
+               "and its workers to end", 20)
+    faults.full_speed()
 
     faults.assert_unchanged(TARGET, before)
     killed = faults.started_runs()
@@ -339,6 +378,94 @@ def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
     killed = faults.started_runs()
     faults.recover(TARGET, mark)
     assert_killed_run_reported_by_next(faults, killed[0])
+
+
+# --- a step that ends while its program runs ----------------------------------------------------
+
+def dump_sessions(cluster: PostgresCluster) -> int:
+    return cluster.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY %%'",
+                         (APPLICATION_NAME,), dbname=FAULT_SOURCE)[0][0]
+
+
+def test_an_interrupt_during_the_dump_stops_pg_dump_and_its_workers(faults: FaultEnv) -> None:
+    """KeyboardInterrupt in the main thread, which fingerprints the snapshot while pg_dump's two
+    workers stream from it in another thread."""
+    plan, source = faults.dump_plan()
+    faults.source_relay.bytes_per_second = PACED / 8
+    start, seen = faults.source_relay.counters.received_from_server, []
+
+    def streaming() -> bool:
+        seen[:] = programs_of(descendants(os.getpid()), "pg_dump --format=directory")
+        return len(seen) == 3 and faults.source_relay.counters.received_from_server - start > MiB / 2
+
+    logged: list[str] = []
+    with Watcher(streaming, interrupt_this_process) as watcher, pytest.raises(KeyboardInterrupt) as raised:
+        extract_supabase(plan, source, logged.append)
+    assert watcher.fired
+    pid = stopped_pid(raised.value.__notes__, "pg_dump")
+    assert pid in seen and not set(seen) & set(live_processes()), "pg_dump or a worker outlived the step"
+    assert process_group(pid) == []
+    assert f"stopped pg_dump (pid {pid}) and its process group: the step was interrupted (KeyboardInterrupt)" in logged
+    wait_until(lambda: dump_sessions(faults.source) == 0, "the stopped dump's COPY queries to end", 10)
+
+
+def _lock_waiters(cluster: PostgresCluster) -> list[tuple[int, str]]:
+    return cluster.query("SELECT pid, query FROM pg_stat_activity WHERE application_name = %s"
+                         " AND wait_event_type = 'Lock'", (APPLICATION_NAME,), dbname=FAULT_SOURCE)
+
+
+def test_a_failure_beside_the_dump_stops_pg_dump_at_once(faults: FaultEnv) -> None:
+    """The snapshot's session dies while it fingerprints; pg_dump, waiting for a table another
+    session has locked, could only finish once that lock goes, which the test holds for a minute."""
+    plan, source = faults.dump_plan()
+    fingerprinting: list[int] = []
+
+    def both_waiting() -> bool:
+        waiters = _lock_waiters(faults.source)
+        fingerprinting[:] = [pid for pid, query in waiters if not query.startswith("LOCK TABLE")]
+        return bool(fingerprinting) and len(waiters) > len(fingerprinting)
+
+    logged: list[str] = []
+    with faults.source.connect(FAULT_SOURCE) as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE public.notes IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(60, locker.execute, ("ROLLBACK",))
+        release.start()
+        try:
+            with Watcher(both_waiting, lambda: faults.source.query(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (fingerprinting,))) as watcher, \
+                    pytest.raises(DumpFailed) as raised:
+                extract_supabase(plan, source, logged.append)
+            assert release.is_alive(), "the dump waited for the lock to go"
+        finally:
+            release.cancel()
+    assert watcher.fired
+    assert "terminating connection due to administrator command" in str(raised.value)
+    pid = stopped_pid(logged, "pg_dump")
+    assert f"stopped pg_dump (pid {pid}) and its process group: the step failed beside it (AdminShutdown)" in logged
+    assert process_group(pid) == []
+    wait_until(lambda: _lock_waiters(faults.source) == [], "the stopped pg_dump's lock request to end", 10)
+
+
+def test_an_interrupted_run_stops_its_pg_restore(faults: FaultEnv) -> None:
+    """SIGINT to the process that runs the job in process, as Dagster's termination of a run sends
+    it: Dagster raises DagsterExecutionInterruptedError in the step, and pg_restore stops with it."""
+    faults.previous_good_copy()
+    faults.vps_relay.bytes_per_second = PACED / 8
+    start, seen = faults.vps_relay.counters.sent_to_server, []
+
+    def restoring() -> bool:
+        seen[:] = programs_of(descendants(os.getpid()), RESTORING)
+        return len(seen) == 3 and faults.vps_relay.counters.sent_to_server - start > MiB / 2
+
+    with Watcher(restoring, interrupt_this_process) as watcher:
+        result = faults.run()
+    assert watcher.fired and not result.success
+    assert not set(seen) & set(live_processes()), "pg_restore or a worker outlived its step"
+    messages = [record.user_message for record in faults.instance.all_logs(result.run_id)]
+    [stopped] = [message for message in messages if "stopped pg_restore (pid" in message]
+    assert stopped.endswith("and its process group: the step was interrupted (DagsterExecutionInterruptedError)")
+    faults.full_speed()
 
 
 # --- servers and connections that go away -------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -103,11 +104,13 @@ def test_invalid_timezone_stops_the_code_location_from_loading() -> None:
         schedule_timezone({"WEHUB_SCHEDULE_TIMEZONE": "Europe/Berln"})
 
     environment = {**os.environ, "WEHUB_SCHEDULE_TIMEZONE": "Mars/Olympus_Mons"}
-    loading = subprocess.run([sys.executable, "-c", "import wehub_backup.definitions"],
+    # Loaded as Dagster loads the code location (the definitions are built when it is loaded).
+    loading = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
+                              "-m", "wehub_backup.definitions"],
                              capture_output=True, text=True, timeout=120, env=environment)
     assert loading.returncode != 0
     assert ("SettingsError: WEHUB_SCHEDULE_TIMEZONE='Mars/Olympus_Mons' is not a time zone name; "
-            "use an IANA name such as UTC or Europe/Berlin") in loading.stderr
+            "use an IANA name such as UTC or Europe/Berlin") in loading.stdout + loading.stderr
 
 
 def test_backup_copies_are_declared_assets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
@@ -41,7 +42,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         env.update(session_options(plan.restore_settings))
         filtered = filter_archive_listing(archive_listing(plan.client, dump.archive, env, listing_path),
                                           plan.scope)
-        list_path.write_text(filtered, encoding="utf-8")
+        write_private_text(list_path, filtered)
         tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
@@ -57,14 +58,14 @@ def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str
     if plan.client.major <= plan.target_server.major:
         argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
                 "--exit-on-error", "--no-password", "--verbose", *common]
-        return run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority)
+        return run_tool(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority)
     log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
         "restoring through a script")
     _, consumer = run_pipeline(
         [plan.client.program("pg_restore"), "--file=-", *common],
         [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
          f"--dbname={plan.staging}"],
-        env, server_major=plan.target_server.major, on_line=ProgressFilter(log),
+        env, server_major=plan.target_server.major, on_line=ProgressFilter(log), log=log,
         low_priority=low_priority,
     )
     return consumer
@@ -79,4 +80,4 @@ def _analyze(plan: BackupPlan, env: dict[str, str], log: Log, low_priority: bool
     """
     log("autovacuum is off on the VPS server: gathering planner statistics for the copy")
     run_tool([plan.client.program("vacuumdb"), "--analyze-only", f"--jobs={plan.jobs}", "--no-password",
-              f"--dbname={plan.staging}"], env, low_priority=low_priority)
+             f"--dbname={plan.staging}"], env, log=log, low_priority=low_priority)

@@ -175,18 +175,22 @@ class BudgetCheck:
         )
 
 
-def estimate_run_egress(instance: dg.DagsterInstance, job_name: str, source_database_bytes: int) -> tuple[int, str]:
-    """The coming dump's egress: the last successful run's, else the source database's size."""
+FIRST_RUN_BASIS = "the source database's size, its bytea data twice"
+
+
+def estimate_run_egress(instance: dg.DagsterInstance, job_name: str, first_run_bytes: int) -> tuple[int, str]:
+    """The coming dump's egress: the last successful run's, else ``first_run_bytes`` (from the
+    catalog: ``DatabaseCatalog.first_dump_egress``)."""
     last = last_successful_egress(instance, job_name)
     if last is not None:
         return last, "like the last successful run"
-    return source_database_bytes, "the source database's size"
+    return first_run_bytes, FIRST_RUN_BASIS
 
 
 def check_run_budget(
     instance: dg.DagsterInstance,
     job_name: str,
-    source_database_bytes: int,
+    first_run_bytes: int,
     force: bool,
     log: logging.Logger | dg.DagsterLogManager = _LOG,
 ) -> BudgetCheck:
@@ -194,7 +198,7 @@ def check_run_budget(
 
     Called before the run changes anything, so a refused run leaves the copy as it was.
     """
-    estimate, basis = estimate_run_egress(instance, job_name, source_database_bytes)
+    estimate, basis = estimate_run_egress(instance, job_name, first_run_bytes)
     check = BudgetCheck(egress_usage(instance), estimate, basis)
     if check.over_budget:
         if not force:
@@ -209,7 +213,7 @@ def format_egress_report(usage: EgressUsage, next_run_bytes: int | None) -> str:
     next_run = (
         f"about {human_bytes(next_run_bytes)} ({next_run_bytes:,} bytes), as the last successful backup"
         if next_run_bytes is not None
-        else "no successful backup yet; a run estimates it from the source database's size"
+        else f"no successful backup yet; a run estimates it from {FIRST_RUN_BASIS}"
     )
     return "\n".join((
         f"Supabase egress in the billing cycle {usage.cycle.describe()}",

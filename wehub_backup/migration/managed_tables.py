@@ -17,7 +17,6 @@ name in them is schema-qualified and means the same on the other server.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
+from wehub_backup.files import open_private
 from wehub_backup.migration.queries import read_query
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.fingerprint import TableFingerprint, set_stable_output, table_digest
@@ -36,8 +36,6 @@ USER_TABLES = (("auth", "users"), ("auth", "identities"), ("auth", "mfa_factors"
 BUCKETS = ("storage", "buckets")
 # The records of stored files: the files themselves are in Supabase Storage, not in the database.
 STORAGE_OBJECTS = ("storage", "objects")
-# Users' password hashes go into the rows script: only the service's user may read it.
-_PRIVATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 NO_FILES = ("the files are in Supabase Storage, not in the database: copy them with the Storage API or CLI; "
             "their rows are not carried without them")
 
@@ -265,7 +263,8 @@ def write_rows_script(source: ConnectionInfo, tables: list[CarriedTable], path: 
     say) must not run for every user loaded.
     """
     fingerprints = {}
-    with source.connect(autocommit=False) as src, os.fdopen(os.open(path, _PRIVATE_FILE, 0o600), "wb") as script:
+    # Users' password hashes go into the rows script: only the service's user may read it.
+    with source.connect(autocommit=False) as src, open_private(path) as script:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
         set_stable_output(src)

@@ -49,7 +49,7 @@ def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, source: Co
     with counted_connection(target) as (relayed, counters), \
             relayed.tool_environment(plan.workdir / "target.pgpass") as env:
         try:
-            run = run_tool(argv, env, on_line=_server_messages(log), low_priority=low_priority)
+            run = run_tool(argv, env, on_line=_server_messages(log), log=log, low_priority=low_priority)
         except ToolError as error:
             rolled_back = "ERROR:" in str(error)
             raise ToolError(f"{error}" + ("; the transaction was rolled back, Supabase is unchanged"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from psycopg import sql
 
+from wehub_backup.config import child_environment
+from wehub_backup.files import write_private_text
 from wehub_backup.migration.checks import RECREATED_KINDS, Relocation
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, read_query
@@ -35,12 +36,12 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
     """
     workdir = plan.workdir
     listing_path = workdir / "archive.listing"
-    env = dict(os.environ)
+    env = child_environment()
     restore = [plan.client.program("pg_restore"), "--no-owner", "--no-tablespaces", "--no-security-labels"]
     listing = archive_listing(plan.client, dump.archive, env, listing_path)
     main_list, privileges_list = split_listing(listing, KEPT_SCHEMAS)
-    (workdir / "main.list").write_text(main_list, encoding="utf-8")
-    (workdir / "privileges.list").write_text(privileges_list, encoding="utf-8")
+    write_private_text(workdir / "main.list", main_list)
+    write_private_text(workdir / "privileges.list", privileges_list)
     parts = {
         "pre-data.sql": ["--section=pre-data", f"--use-list={workdir / 'main.list'}"],
         "data.sql": ["--section=data", f"--use-list={workdir / 'main.list'}"],
@@ -218,8 +219,7 @@ def _read(path: Path) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8", errors="surrogateescape")
-    return path
+    return write_private_text(path, text, errors="surrogateescape")
 
 
 def _rewrite_file(path: Path, rewrite: Callable[[str], tuple[str, int]]) -> int:

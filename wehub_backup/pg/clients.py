@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wehub_backup.config import pg_bindirs
+from wehub_backup.config import child_environment, pg_bindirs
 from wehub_backup.errors import VersionMismatch
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -69,7 +69,8 @@ def installed_clients(extra: Sequence[Path] = ()) -> list[PgClient]:
 def program_version(program: Path) -> tuple[int, str] | None:
     """``(major, "15.18")`` from ``program --version``, or None if it does not run."""
     try:
-        output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=20).stdout
+        output = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=20,
+                                env=child_environment()).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = _VERSION.search(output)

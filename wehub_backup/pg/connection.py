@@ -1,13 +1,13 @@
 """Where a database is and how this project logs in to it; never the password itself.
 
 Each child gets its connection through the environment and its password through a private
-password file: nothing secret is ever in an argument list.
+password file: nothing secret is ever in an argument list, and nothing of this process's
+environment but what ``config.child_environment`` lets through.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S
+from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, child_environment
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
 
 APPLICATION_NAME = "wehub_backup"
@@ -99,8 +99,7 @@ class ConnectionInfo:
         write_private_passfile(
             private_passfile, [PassEntry("*", str(self.port), "*", self.user, password)]
         )
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env.update(
+        settings = dict(
             PGHOST=self.host,
             PGPORT=str(self.port),
             PGUSER=self.user,
@@ -111,8 +110,8 @@ class ConnectionInfo:
             PGCONNECT_TIMEOUT="15",
         )
         if self.hostaddr:
-            env["PGHOSTADDR"] = self.hostaddr
-        return env
+            settings["PGHOSTADDR"] = self.hostaddr
+        return child_environment(settings)
 
 
 def is_local_host(host: str) -> bool:

@@ -19,7 +19,7 @@ from wehub_backup.pg.catalog import DatabaseCatalog
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
-from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_tool
+from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
 from wehub_backup.pg.relay import relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.run.workdir import directory_bytes
@@ -101,13 +101,14 @@ def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path
             f"--lock-wait-timeout={round(min(source.lock_timeout_s, PG_DUMP_LOCK_WAIT_S) * 1000)}",
             *_compression_arguments(plan.client), *plan.pg_dump_arguments,
         ]
-        with source.tool_environment(plan.workdir / "source.pgpass") as env:
+        with source.tool_environment(plan.workdir / "source.pgpass") as env, \
+                ToolProcess(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority) as pg_dump:
             try:
                 tool_run, fingerprint = run_beside(
-                    lambda: run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority),
+                    pg_dump.finish,
                     lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
                                                  large_objects=plan.large_objects),
-                    "pg-tool",
+                    "pg-tool", on_failure=pg_dump.stop_because,
                 )
             except ToolError as error:
                 conflict = _lock_conflict(snap, tables, error)

@@ -1,7 +1,8 @@
 """The plain-text run logs of the original plan.
 
 Operators who know the shell scripts look in ``/var/log/supabase_backup.log`` for one
-line per start, success and failure; Dagster's own event log has the details.
+line per start, success and failure; Dagster's own event log has the details. A log this
+creates is mode 0640 (``files.RUN_LOG_MODE``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from wehub_backup.files import RUN_LOG_MODE, open_private
 from wehub_backup.run.workdir import ensure_parent
 
 
@@ -20,6 +22,7 @@ def append_log_line(log_path: Path, job: str, event: str, target: str, detail: s
     """
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} {job} {event.upper()} target={target}" + (f" {detail}" if detail else "")
+    printable = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
     ensure_parent(log_path)
-    with open(log_path, "a", encoding="utf-8") as handle:
-        handle.write("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line) + "\n")
+    with open_private(log_path, RUN_LOG_MODE, append=True) as handle:
+        handle.write((printable + "\n").encode("utf-8"))

@@ -9,20 +9,23 @@ import time
 from pathlib import Path
 
 from wehub_backup.errors import WorkspaceError
+from wehub_backup.files import make_directories
 
 _NAMING_GRACE_SECONDS = 60
 
 
 def ensure_parent(path: Path) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(path.parent)
     except OSError as error:
         raise WorkspaceError(f"cannot create directory {path.parent}: {error.strerror}") from None
 
 
 def ensure_directory(path: Path) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_directories(path)
+        if not path.is_dir():
+            raise FileExistsError(path)
     except FileExistsError:
         raise WorkspaceError(f"{path} exists and is not a directory") from None
     except OSError as error:

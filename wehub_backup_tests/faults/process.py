@@ -1,9 +1,11 @@
 """A run in a process group of its own, as a schedule's run worker has, that a test can watch
-phase by phase and kill outright; and a watcher that acts at a moment of an in-process run."""
+phase by phase and kill outright; a watcher that acts at a moment of an in-process run; and
+what the kernel says about processes (descendants, process groups, environments)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,60 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (which may hold spaces): state, ppid, pgrp, ..."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def live_processes() -> dict[int, list[str]]:
+    """Every process that is not a zombie, with its stat fields (state, ppid, pgrp, ...)."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and fields[0] != "Z":
+            found[int(entry.name)] = fields
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid``, by parent links (programs in process groups of their own too)."""
+    children: dict[int, list[int]] = {}
+    for child, fields in live_processes().items():
+        children.setdefault(int(fields[1]), []).append(child)
+    found, pending = [], list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending += children.get(child, [])
+    return found
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live members of a process group."""
+    return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stopped_pid(lines: list[str], program: str) -> int:
+    """The pid named by the "stopped PROGRAM (pid N) ..." line among an exception's notes or log lines."""
+    [pid] = [int(m.group(1)) for line in lines if (m := re.search(rf"stopped {program} \(pid (\d+)\)", line))]
+    return pid
+
+
+def interrupt_this_process() -> None:
+    """SIGINT to the test's own process: Python raises ``KeyboardInterrupt`` in the main thread."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 class RunExitedEarly(AssertionError):
@@ -30,17 +86,9 @@ class BackgroundRun:
             )
 
     def commands(self) -> list[str]:
-        """Argument lists of the live processes of the run's session (the run, pg_dump, ...)."""
-        found = []
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                if os.getsid(int(entry.name)) == self.process.pid:
-                    found.append(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except (OSError, ValueError):
-                continue
-        return found
+        """Argument lists of the run's live processes (pg_dump and pg_restore run in process
+        groups of their own, below the run)."""
+        return [command_line(pid) for pid in descendants(self.process.pid)]
 
     def running(self, command: str) -> bool:
         """Whether a process of the run has ``command`` in its argument list: "pg_dump --format"

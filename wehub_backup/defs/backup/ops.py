@@ -52,7 +52,7 @@ def plan_supabase_backup(
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
         adopt=config.adopt_existing_target,
     )
-    budget = check_run_budget(context.instance, context.job_name, plan.catalog.size_bytes,
+    budget = check_run_budget(context.instance, context.job_name, plan.catalog.first_dump_egress,
                               config.force_over_budget, context.log)
     lock_on_vps(vps_info, context.run_id, plan.target)
     adopted = check_vps_databases(plan, vps_info)
