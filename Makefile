@@ -7,13 +7,14 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 .PHONY: install test test-faults demo ui validate bench clean
 
 $(BIN)/.installed: pyproject.toml
+	@PYTHON=$(PYTHON) bash scripts/check-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
 install: $(BIN)/.installed
-	@bash scripts/check-system.sh
+	@PYTHON=$(PYTHON) bash scripts/check-system.sh
 
 # Dagster's storage: PostgreSQL when DAGSTER_PG_HOST is set (deploy/dagster.yaml), else embedded SQLite.
 INSTANCE_YAML := $(if $(DAGSTER_PG_HOST),deploy/dagster.yaml,dagster.yaml)
@@ -23,14 +24,17 @@ $(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)
 	cp $(INSTANCE_YAML) $@
 
 test: install
+	@bash scripts/check-system.sh test
 	$(BIN)/pytest
 
 # The fault, hostile-input and secrets suite on its own (make test runs it too).
 test-faults: install
+	@bash scripts/check-system.sh test
 	$(BIN)/pytest wehub_backup_tests/test_faults.py wehub_backup_tests/test_source_faults.py \
 		wehub_backup_tests/test_hostile_input.py wehub_backup_tests/test_secrets.py
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
+	@bash scripts/check-system.sh demo
 	$(BIN)/python -m wehub_backup_tests.demo
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

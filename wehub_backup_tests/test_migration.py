@@ -244,7 +244,7 @@ def test_preflight_names_every_problem_before_changing_anything(
     expected = [
         "extension hstore is installed in the VPS database but not on Supabase: enable it in the Supabase dashboard",
         "function public.add_fast(integer,integer) is written in internal, which only a superuser can create",
-        "function public.uuid_nil has the name of a function of an extension",
+        "function public.uuid_nil has the name of an object of an extension",
         f"policy readers on public.notes applies to role {VPS_ONLY_ROLE}, which does not exist on Supabase",
         "rule _RETURN on view reports.emails on Supabase depends on table public.customers, which the migration "
         "replaces",

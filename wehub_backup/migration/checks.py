@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from wehub_backup.migration import managed_tables
-from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, catalog_rows, read_query
+from wehub_backup.migration.queries import EXTENSION_MADE, KEPT_SCHEMAS, app_scope, catalog_rows, read_query
 from wehub_backup.pg.catalog import DatabaseCatalog
 from wehub_backup.supabase.schemas import MANAGED_SCHEMAS
 from wehub_backup.supabase.scope import LeftOut
@@ -31,6 +31,19 @@ class Relocation:
     members: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class CatalogCopy:
+    """A cast or a publication: database-wide, so ``pg_dump --schema`` leaves it out; the migration recreates it.
+
+    ``after`` lists the archive entries it needs, as (catalog OID, object OID): a cast is created
+    right after the last of them, before the views and defaults that may use it.
+    """
+
+    name: str
+    statements: str
+    after: tuple[tuple[int, int], ...] = ()
+
+
 _UNSUPPORTED = read_query("unsupported")
 _NOT_MIGRATED = read_query("not_migrated")
 _OWNERS = read_query("owners")
@@ -44,7 +57,7 @@ def source_problems(src: psycopg.Connection, plan: MigrationPlan, catalog: Datab
     plan.left_out += [LeftOut("event trigger", t.name, "a non-superuser cannot create event triggers on Supabase; "
                                                        "recreate it there if it is still needed")
                       for t in catalog.event_triggers]
-    plan.left_out += [LeftOut(*row) for row in catalog_rows(src, _NOT_MIGRATED, **app_scope(plan.app_schemas))]
+    plan.left_out += [LeftOut(*row) for row in catalog_rows(src, _NOT_MIGRATED)]
     plan.owners_replaced = [row[0] for row in catalog_rows(src, _OWNERS, **app_scope(plan.app_schemas))
                             if row[0] != plan.target_server.current_user]
     return problems
@@ -72,10 +85,56 @@ def plan_relocations(src: psycopg.Connection, catalog: DatabaseCatalog,
             relocations.append(Relocation(ext.name, ext.schema, there.schema, members))
     pairs = [(r.source_schema, name) for r in relocations for name in r.members]
     if pairs:
-        collisions = catalog_rows(src, _NAME_COLLISIONS, schemas=[p[0] for p in pairs], names=[p[1] for p in pairs])
-        problems += [f"{row[0]} has the name of a function of an extension that lives in another schema on "
+        collisions = catalog_rows(src, _NAME_COLLISIONS, schemas=[p[0] for p in pairs], names=[p[1] for p in pairs],
+                                  extension_made=EXTENSION_MADE)
+        problems += [f"{row[0]} has the name of an object of an extension that lives in another schema on "
                      "Supabase, so references to it cannot be told apart: rename it" for row in collisions]
     return relocations, problems
+
+
+_CASTS = read_query("casts")
+
+
+def plan_casts(src: psycopg.Connection, plan: MigrationPlan) -> list[str]:
+    """The database's casts are recreated; a cast Supabase's login cannot create is refused.
+
+    Creating a cast takes ownership of its source or target type (the login owns every
+    migrated type, none of Supabase's), and a binary-coercible one takes a superuser.
+    """
+    problems = []
+    for name, statements, binary, owns_a_type, after in catalog_rows(src, _CASTS, **app_scope(plan.app_schemas)):
+        if binary:
+            problems.append(f"{name} is binary-coercible (WITHOUT FUNCTION), which only a superuser can create")
+        elif not owns_a_type:
+            problems.append(f"{name} needs ownership of one of its types, and both stay Supabase's: "
+                            "only their owner can create it there")
+        else:
+            plan.casts.append(CatalogCopy(name, statements, tuple((int(c), int(o)) for c, o in after)))
+    return problems
+
+
+_PUBLICATIONS = read_query("publications")
+
+
+def plan_publications(src: psycopg.Connection, tgt: psycopg.Connection, plan: MigrationPlan) -> list[str]:
+    """The app's publications are recreated, and its tables added to those Supabase has already.
+
+    Adding a table to a publication takes ownership of both (the login owns every migrated table).
+    """
+    existing = {name: (ours, owner) for name, ours, owner in tgt.execute(
+        "SELECT pubname, pg_has_role(pubowner, 'MEMBER'), pg_get_userbyid(pubowner) FROM pg_publication")}
+    excluded = [f"{schema}.{table}" for schema, table in plan.excluded_tables]
+    problems = []
+    for name, create, tables in catalog_rows(src, _PUBLICATIONS, **app_scope(plan.app_schemas), excluded=excluded):
+        ours, owner = existing.get(name, (True, None))
+        if owner is None:
+            plan.publications.append(CatalogCopy(f"publication {name}", "\n".join([create, *tables])))
+        elif tables and not ours:
+            problems.append(f"publication {name} on Supabase is owned by {owner}, so "
+                            f"{plan.target_server.current_user} cannot add the app's tables to it")
+        elif tables:
+            plan.publications.append(CatalogCopy(f"publication {name}", "\n".join(tables)))
+    return problems
 
 
 _GRANTS = read_query("grants")

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from wehub_backup.errors import PreflightError, VersionMismatch
 from wehub_backup.migration.checks import (
+    CatalogCopy,
     Relocation,
     managed_table_problems,
+    plan_casts,
+    plan_publications,
     plan_relocations,
     privilege_problems,
     source_problems,
@@ -65,6 +68,8 @@ class MigrationPlan:
     outside_oids: list[int] = field(default_factory=list)
     carried_tables: list[CarriedTable] = field(default_factory=list)
     hold_triggers: bool = False  # load carried rows with session_replication_role = replica
+    casts: list[CatalogCopy] = field(default_factory=list)
+    publications: list[CatalogCopy] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
     owners_replaced: list[str] = field(default_factory=list)
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's session
@@ -123,6 +128,7 @@ def plan_migration(
         problems += privilege_problems(src, plan)
         problems += target_problems(tgt, src, plan)
         problems += managed_table_problems(src, tgt, plan, catalog, target_catalog)
+        problems += plan_casts(src, plan) + plan_publications(src, tgt, plan)
         try:
             plan.restore_settings = money_settings(src, tgt, schemas, "Supabase")
         except PreflightError as error:

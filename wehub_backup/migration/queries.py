@@ -19,8 +19,12 @@ def read_query(name: str) -> str:
 KEPT_SCHEMAS = ("public",)
 
 
+# What extensions made (their members and what depends on those internally), as a subquery.
+EXTENSION_MADE = sql.SQL(read_query("extension_made"))
+
+
 def app_scope(schemas: list[str]) -> dict[str, sql.Composable]:
-    return {"schemas": sql.Literal(schemas), "kept": sql.Literal(list(KEPT_SCHEMAS))}
+    return {"schemas": sql.Literal(schemas), "kept": sql.Literal(list(KEPT_SCHEMAS)), "extension_made": EXTENSION_MADE}
 
 
 def catalog_rows(conn: psycopg.Connection, query: str, **values: object) -> list[tuple]:

@@ -10,12 +10,12 @@ from psycopg import sql
 
 from wehub_backup.config import child_environment
 from wehub_backup.files import write_private_text
-from wehub_backup.migration.checks import RECREATED_KINDS, Relocation
+from wehub_backup.migration.checks import RECREATED_KINDS, CatalogCopy, Relocation
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, read_query
 from wehub_backup.pg.clients import settings_unknown_to
 from wehub_backup.pg.dump import DumpResult
-from wehub_backup.pg.names import name_forms, quote_pattern
+from wehub_backup.pg.names import OPERATOR_CHARS, name_forms, quote_pattern
 from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.toc import TOC_ENTRY, archive_listing
 
@@ -25,6 +25,7 @@ _ROLE = r'(?P<role>PUBLIC|"(?:[^"]|"")+"|[^\s";]+)'
 _GRANTEE = re.compile(r" (?:TO|FROM) " + _ROLE + r"(?: WITH GRANT OPTION)?;$")
 _DEFAULT_PRIVILEGES_OWNER = re.compile(r'^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<role>"(?:[^"]|"")+"|[^\s";]+) ')
 _SESSION_AUTHORIZATION = re.compile(r"^(?:SET|RESET) SESSION AUTHORIZATION\b")
+_TOC_HEADER = re.compile(r"^--\n-- TOC entry \d+ \(class (?P<catalog>\d+) OID (?P<oid>\d+)\)$", re.M)
 
 
 def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[Path], int, list[str]]:
@@ -43,7 +44,7 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
     write_private_text(workdir / "main.list", main_list)
     write_private_text(workdir / "privileges.list", privileges_list)
     parts = {
-        "pre-data.sql": ["--section=pre-data", f"--use-list={workdir / 'main.list'}"],
+        "pre-data.sql": ["--section=pre-data", f"--use-list={workdir / 'main.list'}", "--verbose"],
         "data.sql": ["--section=data", f"--use-list={workdir / 'main.list'}"],
         "post-data.sql": ["--section=post-data", f"--use-list={workdir / 'main.list'}"],
         "privileges.sql": [f"--use-list={workdir / 'privileges.list'}"],
@@ -51,8 +52,13 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
     for name, args in parts.items():
         run_tool([*restore, *args, f"--file={workdir / name}", str(dump.archive)], env)
         drop_unknown_settings(workdir / name, plan.target_server.major)
+    if plan.casts:
+        _write(workdir / "pre-data.sql", insert_casts(_read(workdir / "pre-data.sql"), plan.casts))
+    if plan.publications:
+        _write(workdir / "publications.sql", "\n".join(p.statements for p in plan.publications) + "\n")
     rewrite = relocation_rewriter(plan.relocations)
-    rewritten = sum(_rewrite_file(workdir / name, rewrite) for name in ("pre-data.sql", "post-data.sql"))
+    rewritten = sum(_rewrite_file(workdir / name, rewrite) for name in ("pre-data.sql", "post-data.sql",
+                                                                        "publications.sql") if (workdir / name).exists())
     privileges, left_out = filter_privileges(_read(workdir / "privileges.sql"), plan.target_roles, plan.member_roles)
     privileges, count = rewrite(privileges)
     _write(workdir / "privileges.sql", privileges)
@@ -61,7 +67,35 @@ def write_restore_scripts(plan: MigrationPlan, dump: DumpResult) -> tuple[list[P
                workdir / "privileges.sql"]
     if plan.recreated:
         scripts.append(_write(workdir / "outside.sql", "\n".join(r.statements for r in plan.recreated) + "\n"))
+    if plan.publications:
+        scripts.append(workdir / "publications.sql")
     return scripts, rewritten + count, left_out
+
+
+def insert_casts(script: str, casts: list[CatalogCopy]) -> str:
+    """The pre-data script with each cast inserted after the last archive entry it needs.
+
+    There it comes after its function and types and before any view or default that may
+    use it, as pg_dump orders a cast. ``pg_restore --verbose`` heads each entry with
+    ``-- TOC entry N (class C OID O)``; a cast none of whose entries is there comes first.
+    """
+    starts = {(int(m["catalog"]), int(m["oid"])): m.start() for m in _TOC_HEADER.finditer(script)}
+    ends = sorted(starts.values()) + [len(script)]
+    inserts: dict[int, list[str]] = {}
+    for cast in casts:
+        anchor = max((starts[entry] for entry in cast.after if entry in starts), default=-1)
+        at = next(end for end in ends if end > anchor) if anchor >= 0 else _first_entry(script)
+        inserts.setdefault(at, []).append(cast.statements)
+    pieces, done = [], 0
+    for at in sorted(inserts):
+        pieces += [script[done:at], "\n".join(inserts[at]) + "\n\n"]
+        done = at
+    return "".join(pieces) + script[done:]
+
+
+def _first_entry(script: str) -> int:
+    first = _TOC_HEADER.search(script)
+    return first.start() if first else len(script)
 
 
 def split_listing(listing: str, kept_schemas: tuple[str, ...]) -> tuple[str, str]:
@@ -113,7 +147,7 @@ def relocation_rewriter(relocations: list[Relocation]) -> Callable[[str], tuple[
         names = sorted({re.escape(form) for member in relocation.members for form in name_forms(member)},
                        key=len, reverse=True)
         schemas = "|".join(re.escape(form) for form in name_forms(relocation.source_schema))
-        pattern = re.compile(rf'(?<![\w$."])(?:{schemas})\.(?=(?:{"|".join(names)})(?![\w$]))')
+        pattern = re.compile(rf'(?<![\w$."])(?:{schemas})\.(?=(?:{"|".join(names)})(?![\w${OPERATOR_CHARS}]))')
         rules.append((pattern, quote_pattern(relocation.target_schema) + "."))
 
     def rewrite(text: str) -> tuple[str, int]:

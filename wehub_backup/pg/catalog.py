@@ -181,6 +181,12 @@ def _extensions(conn: psycopg.Connection) -> list[ExtensionInfo]:
                             WHERE d.classid = 'pg_proc'::regclass AND p.oid = d.objid
                           UNION ALL SELECT t.typnamespace, t.typname FROM pg_type t
                             WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                          UNION ALL SELECT o.oprnamespace, o.oprname FROM pg_operator o
+                            WHERE d.classid = 'pg_operator'::regclass AND o.oid = d.objid
+                          UNION ALL SELECT c.opcnamespace, c.opcname FROM pg_opclass c
+                            WHERE d.classid = 'pg_opclass'::regclass AND c.oid = d.objid
+                          UNION ALL SELECT f.opfnamespace, f.opfname FROM pg_opfamily f
+                            WHERE d.classid = 'pg_opfamily'::regclass AND f.oid = d.objid
                         ) m ON true JOIN pg_namespace o ON o.oid = m.ns
                         WHERE d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
            FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 2"""

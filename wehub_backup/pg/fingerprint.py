@@ -34,8 +34,52 @@ _OBJECT_COUNTS = {
     "functions": """SELECT count(*) FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
                     WHERE n.nspname = ANY(%(schemas)s) AND NOT EXISTS (SELECT 1 FROM pg_depend d
                       WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid AND d.deptype = 'e')""",
+    "rules": """SELECT count(*) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class {scope}
+                AND r.rulename <> '_RETURN'""",
+    "statistics objects": "SELECT count(*) FROM pg_statistic_ext x JOIN pg_class c ON c.oid = x.stxrelid {scope}",
+    "publication tables": "SELECT count(*) FROM pg_publication_rel r JOIN pg_class c ON c.oid = r.prrelid {scope}",
 }
 
+
+def _schema_objects(catalog: str, namespace: str, where: str = "true") -> str:
+    """Count of a catalog's objects in the kept schemas that no extension made.
+
+    An extension's members are its own; so is what PostgreSQL made along with them (the
+    array type of an extension's type, the relation of its composite type).
+    """
+    return f"""SELECT count(*) FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace}
+               WHERE n.nspname = ANY(%(schemas)s) AND ({where}) AND NOT EXISTS ({_extension_made(catalog)})"""
+
+
+def _extension_made(catalog: str) -> str:
+    return f"""SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass AND d.objid = x.oid
+                 AND (d.deptype = 'e' OR d.deptype = 'i' AND EXISTS (SELECT 1 FROM pg_depend e
+                      WHERE e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e'))"""
+
+
+# Types the app made itself: not the ones PostgreSQL makes along with another object (array and
+# multirange types, row types of tables), which depend on that object internally.
+_OBJECT_COUNTS.update({
+    "types": _schema_objects("pg_type", "typnamespace", """x.typtype <> 'd' AND NOT EXISTS (SELECT 1 FROM pg_depend i
+        WHERE i.classid = 'pg_type'::regclass AND i.objid = x.oid AND i.deptype = 'i')"""),
+    "domains": _schema_objects("pg_type", "typnamespace", "x.typtype = 'd'"),
+    # NOT NULL of a domain is a constraint row from PostgreSQL 17 on, a flag of the type before.
+    "domain constraints": _schema_objects("pg_constraint", "connamespace", "x.contypid <> 0 AND x.contype <> 'n'"),
+    "aggregates": _schema_objects("pg_proc", "pronamespace", "x.prokind = 'a'"),
+    "operators": _schema_objects("pg_operator", "oprnamespace"),
+    "operator classes": _schema_objects("pg_opclass", "opcnamespace"),
+    "operator families": _schema_objects("pg_opfamily", "opfnamespace"),
+    "collations": _schema_objects("pg_collation", "collnamespace"),
+    "conversions": _schema_objects("pg_conversion", "connamespace"),
+    "text search configurations": _schema_objects("pg_ts_config", "cfgnamespace"),
+    "text search dictionaries": _schema_objects("pg_ts_dict", "dictnamespace"),
+    # A cast is the app's when one of its types or its function is.
+    "casts": f"""SELECT count(*) FROM pg_cast x JOIN pg_type s ON s.oid = x.castsource
+                 JOIN pg_type t ON t.oid = x.casttarget LEFT JOIN pg_proc p ON p.oid = x.castfunc
+                 WHERE x.oid >= 16384 AND NOT EXISTS ({_extension_made("pg_cast")})
+                   AND (SELECT array_agg(oid) FROM pg_namespace WHERE nspname = ANY(%(schemas)s))
+                       && ARRAY[s.typnamespace, t.typnamespace, coalesce(p.pronamespace, 0)]""",
+})
 # Relations of kept schemas that are neither extension members nor excluded tables.
 _RELATION_SCOPE = """JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN pg_index ix ON ix.indexrelid = c.oid

@@ -114,6 +114,12 @@ def bootstrap_supabase_like(cluster: PostgresCluster, dbname: str = "postgres") 
     cluster.execute(load_sql("supabase_auth_data.sql"), dbname=dbname)
 
 
+def enable_extensions(cluster: PostgresCluster, names: tuple[str, ...], dbname: str = "postgres") -> None:
+    """Enable extensions as Supabase's dashboard does: in schema `extensions`, by the platform's superuser."""
+    cluster.execute("".join(pgsql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA extensions;").format(
+        pgsql.Identifier(name)).as_string() for name in names), dbname=dbname)
+
+
 # application data ---------------------------------------------------------------------------------
 
 

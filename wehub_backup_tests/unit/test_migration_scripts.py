@@ -51,3 +51,19 @@ def test_extension_references_are_rewritten_only_where_qualified_by_the_old_sche
         "z uuid DEFAULT extensions.uuid_generate_v4(),",
         "CREATE TABLE mypublic.uuid_generate_v4 (id int);",
     ]
+
+
+def test_references_to_operators_and_operator_classes_of_a_moved_extension_are_rewritten() -> None:
+    rewrite = relocation_rewriter([
+        Relocation("pg_trgm", "public", "extensions", ("%", "<->", "gin_trgm_ops", "similarity"))])
+
+    text, count = rewrite("WHERE (name OPERATOR(public.%) 'x'::text) AND a OPERATOR(public.<->) b\n"
+                          "USING gin (name public.gin_trgm_ops);\n"
+                          "x OPERATOR(public.%>) y, public.similarity(a, b), public.similarity_x(a)\n")
+
+    assert count == 4
+    assert text.splitlines() == [
+        """WHERE (name OPERATOR("extensions".%) 'x'::text) AND a OPERATOR("extensions".<->) b""",
+        'USING gin (name "extensions".gin_trgm_ops);',
+        'x OPERATOR(public.%>) y, "extensions".similarity(a, b), public.similarity_x(a)',
+    ]

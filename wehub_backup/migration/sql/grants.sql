@@ -1,8 +1,8 @@
 -- One row per (object, grantee) of the privileges the app schemas grant to roles. A grant to a
 -- role Supabase lacks is left out and reported.
--- Used by: migration/checks.py. Placeholders: schemas, kept.
+-- Used by: migration/checks.py. Placeholders: schemas, kept, extension_made.
 WITH app AS (SELECT oid FROM pg_namespace WHERE nspname = ANY({schemas}::name[])),
-  member AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
+  member AS ({extension_made}),
 acls(object, acl) AS (
   SELECT format('%s %s', CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
                 WHEN 'm' THEN 'materialized view' ELSE 'table' END, c.oid::regclass), c.relacl

@@ -41,6 +41,7 @@ dependents AS (
     END AS schema_oid
   FROM pg_depend d JOIN inside i ON i.classid = d.refclassid AND i.objid = d.refobjid
   WHERE d.deptype IN ('n', 'a') AND d.classid <> 'pg_default_acl'::regclass
+    AND d.classid <> 'pg_cast'::regclass  -- a cast of the app's types goes with them; the VPS's are recreated
 )
 SELECT CASE WHEN classid = 'pg_trigger'::regclass THEN 'trigger' WHEN classid = 'pg_policy'::regclass THEN 'policy'
             WHEN classid IN ('pg_publication_rel'::regclass, 'pg_publication_namespace'::regclass) THEN 'publication'

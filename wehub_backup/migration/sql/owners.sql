@@ -1,8 +1,8 @@
 -- One row per role that owns app objects in the VPS database. The migration restores without
 -- owners, so on Supabase the login owns them all; the plan reports the roles replaced.
--- Used by: migration/checks.py. Placeholders: schemas, kept = schemas emptied but never dropped.
+-- Used by: migration/checks.py. Placeholders: schemas, kept = schemas emptied but never dropped, extension_made.
 WITH app AS (SELECT oid FROM pg_namespace WHERE nspname = ANY({schemas}::name[])),
-  member AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
+  member AS ({extension_made})
 SELECT DISTINCT pg_get_userbyid(o.owner) FROM (
   SELECT tableoid, oid, relowner AS owner FROM pg_class WHERE relnamespace IN (SELECT oid FROM app)
   UNION ALL SELECT tableoid, oid, proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM app)
