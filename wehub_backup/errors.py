@@ -30,6 +30,7 @@ class FailureCategory(enum.StrEnum):
     STATEMENT_TIMEOUT = "statement timeout"
     LOCK_CONFLICT = "lock conflict"
     SOURCE_CHANGED = "source changed"
+    REFUSED = "refused before any change"
     UNKNOWN = "unknown"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wehub_backup.errors import PreflightError, VersionMismatch
+from wehub_backup.errors import FailureCategory, PreflightError, VersionMismatch
 from wehub_backup.migration.checks import (
     CatalogCopy,
     Relocation,
@@ -35,7 +35,13 @@ _NO_CLIENT = PgClient(Path("/nonexistent"), 0, "none")
 
 
 class MigrationRefused(PreflightError):
-    """The preflight found problems; nothing was changed. ``problems`` names every one."""
+    """The preflight found problems; nothing was changed. ``problems`` names every one.
+
+    The problems are of every kind (an object Supabase cannot take, a missing extension, disk
+    space), so the category says what holds for all of them: nothing was changed.
+    """
+
+    category = FailureCategory.REFUSED
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__(f"migration refused, nothing was changed: {first_of(problems)}")

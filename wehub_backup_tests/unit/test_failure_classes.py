@@ -172,6 +172,13 @@ CLASSIFIED_ERRORS = [
 # The project's own errors, as Dagster records them (``module.Class: message``): classified by their class.
 OWN_ERRORS = [
     (
+        "MigrationRefused",
+        "migration refused, nothing was changed: function public.f() is written in c, which only a superuser "
+        "can create (and 2 more)",
+        FailureCategory.REFUSED,
+        "function public.f() is written in c",
+    ),
+    (
         "VerificationFailed",
         "verification failed: table public.orders: row count 10 != 9",
         FailureCategory.VERIFICATION_MISMATCH,
