@@ -40,6 +40,7 @@ from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindi
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import run_backup, step_errors
 from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords
+from wehub_backup_tests.support.supabase_target import run_migration
 
 HOSTILE_SOURCE = "hostile_source"
 GUARDED = "wehub_guarded"
@@ -377,6 +378,45 @@ def test_pg_dump_older_than_the_source_is_refused(
     guarded.monkeypatch.setattr(clients, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
     cause = guarded.refused(GUARDED, "server version mismatch: the server is PostgreSQL 17")
     assert "install postgresql-client-17" in cause
+
+
+# Values with a line break or another control character, named with the variable and the character.
+CONTROL_CHARACTERS = {
+    "newline-in-SUPABASE_DB_NAME": ("SUPABASE_DB_NAME", HOSTILE_SOURCE + "\n",
+                                    "SUPABASE_DB_NAME holds a line feed (\\n) at character 15 of 'hostile_source\\n'"),
+    "newline-in-LOCAL_DB_HOST": ("LOCAL_DB_HOST", "127.0.0.1\nevil.example",
+                                 "LOCAL_DB_HOST holds a line feed (\\n) at character 10"),
+    "carriage-return-in-SUPABASE_DB_HOST": ("SUPABASE_DB_HOST", "127.0.0.1\r",
+                                            "SUPABASE_DB_HOST holds a carriage return (\\r) at character 10"),
+    "tab-in-LOCAL_DB_USER": ("LOCAL_DB_USER", "post\tgres", "LOCAL_DB_USER holds a tab (\\t) at character 5"),
+    "escape-in-LOCAL_DB_NAME": ("LOCAL_DB_NAME", "wehub\x1b[2J",
+                                "LOCAL_DB_NAME holds the control character U+001B at character 6"),
+    "right-to-left-override-in-SUPABASE_DB_USER": (
+        "SUPABASE_DB_USER", "postgres\u202e", "SUPABASE_DB_USER holds the control character U+202E "
+                                              "(RIGHT-TO-LEFT OVERRIDE) at character 9"),
+    "byte-not-utf8-in-SUPABASE_DB_NAME": ("SUPABASE_DB_NAME", "hostile\udcff",
+                                          "SUPABASE_DB_NAME holds a byte that is not UTF-8 (0xff) at character 8"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTROL_CHARACTERS))
+def test_control_character_in_a_setting_is_refused_by_name(guarded: Guarded, case: str) -> None:
+    variable, value, expected = CONTROL_CHARACTERS[case]
+    guarded.monkeypatch.setenv(variable, value)
+    cause = guarded.refused(GUARDED, expected)
+    assert cause.endswith(": set it without line breaks or control characters"), cause
+
+
+def test_control_character_in_a_setting_is_refused_by_the_migration_too(
+        guarded: Guarded, hostile_instance: dg.DagsterInstance) -> None:
+    guarded.monkeypatch.setenv("LOCAL_DB_NAME", "wehub\n")
+    step, cause = step_failure(run_migration(hostile_instance))
+    assert step == "plan_vps_migration"
+    assert cause.startswith("LOCAL_DB_NAME holds a line feed (\\n) at character 6 of 'wehub\\n'"), cause
+    last_line = guarded.env.migration_log.read_text(encoding="utf-8").splitlines()[-1]
+    assert "FAILURE target=(unknown) step=plan_vps_migration cause=LOCAL_DB_NAME holds a line feed" in last_line
+    assert database_oids(guarded.vps) == guarded.vps_databases
+    assert database_oids(guarded.source) == guarded.source_databases
 
 
 # --- what the source holds ---------------------------------------------------------------------

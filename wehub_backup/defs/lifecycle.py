@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from wehub_backup.defs.backup.config import BackupConfig
-from wehub_backup.defs.names import MIGRATION_JOB, TARGET_TAG
+from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG
 from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
 from wehub_backup.preflight import connect_or_explain
@@ -88,7 +88,7 @@ def requested_target(run: dg.DagsterRun | None) -> str:
     """The run's target for its log line; a backup run configured with none went to the default."""
     if run is None:
         return "(unknown)"
-    return run_target(run) or BackupConfig().target_database
+    return run_target(run) or (BackupConfig().target_database if run.job_name == BACKUP_JOB else "(unknown)")
 
 
 def _config_value(config: object, key: str) -> str | None:

@@ -27,9 +27,16 @@ class PostgresDatabase(dg.ConfigurableResource):
     dbname: str
     sslmode: str = ""
     passfile: str = ""
+    variables: dict[str, str] = {}
 
     def connection_info(self) -> ConnectionInfo:
-        """Resolve defaults: TLS is required for any non-local host unless set explicitly."""
+        """Resolve defaults: TLS is required for any non-local host unless set explicitly.
+
+        Each value is checked first; a refusal names the variable it came from (``variables``
+        maps a field to it) and the character.
+        """
+        for field in ("host", "user", "dbname", "sslmode", "passfile"):
+            config.refuse_control_characters(self.variables.get(field, field), getattr(self, field))
         sslmode = self.sslmode or ("prefer" if is_local_host(self.host) else "require")
         passfile = Path(self.passfile) if self.passfile else default_passfile()
         return ConnectionInfo(self.host, self.port, self.user, self.dbname, sslmode, passfile)
@@ -64,6 +71,8 @@ def database_from_env(variables: DatabaseVariables, *, host: str | None, user: s
         dbname=env_or_default(variables.name, dbname),
         sslmode=env_or_default(variables.sslmode, ""),
         passfile=env_or_default(config.PASSFILE_ENV, ""),
+        variables={"host": variables.host, "port": variables.port, "user": variables.user, "dbname": variables.name,
+                   "sslmode": variables.sslmode, "passfile": config.PASSFILE_ENV},
     )
 
 

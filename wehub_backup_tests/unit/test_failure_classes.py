@@ -161,6 +161,13 @@ CLASSIFIED_ERRORS = [
 # The project's own errors, as Dagster records them (``module.Class: message``): classified by their class.
 OWN_ERRORS = [
     (
+        "SettingsError",
+        "SUPABASE_DB_NAME holds a line feed (\\n) at character 9 of 'postgres\\n': set it without line breaks "
+        "or control characters",
+        FailureCategory.CONFIG,
+        "SUPABASE_DB_NAME holds a line feed",
+    ),
+    (
         "VerificationFailed",
         "verification failed: table public.orders: row count 10 != 9",
         FailureCategory.VERIFICATION_MISMATCH,

@@ -1,7 +1,15 @@
 """The ops of the migration job: thin wrappers around ``wehub_backup.migration``'s steps that attach metadata."""
 import dagster as dg
 
-from wehub_backup.defs.lifecycle import default_jobs, failure_detail, finish_run, lock_on_vps, run_lock_keys, start_run
+from wehub_backup.defs.lifecycle import (
+    default_jobs,
+    failure_detail,
+    finish_run,
+    lock_on_vps,
+    requested_target,
+    run_lock_keys,
+    start_run,
+)
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
@@ -122,7 +130,7 @@ def cleanup_migration_files(
     context.add_output_metadata(run_process_usage())
 
 
-@dg.failure_hook(required_resource_keys={"supabase", "workspace"})
+@dg.failure_hook(required_resource_keys={"workspace"})
 def clean_up_failed_migration(context: dg.HookContext) -> None:
     """On failure: remove working files, release the locks, log the cause.
 
@@ -131,4 +139,4 @@ def clean_up_failed_migration(context: dg.HookContext) -> None:
     """
     workspace: BackupWorkspace = context.resources.workspace
     finish_run(context.run_id, context.job_name, workspace, "failure",
-               context.resources.supabase.connection_info().describe(), failure_detail(context))
+               requested_target(context.instance.get_run_by_id(context.run_id)), failure_detail(context))
