@@ -67,6 +67,12 @@ class NotEnoughSpace(PreflightError):
     category = FailureCategory.DISK_FULL
 
 
+class NotEnoughConnections(PreflightError):
+    """A server has fewer free connection slots than the run's parallel jobs need."""
+
+    category = FailureCategory.CONFIG
+
+
 class EgressBudgetError(PreflightError):
     """A backup would take the cycle's egress over the budget; it is refused before changing anything."""
 

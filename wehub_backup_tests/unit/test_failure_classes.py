@@ -161,6 +161,14 @@ CLASSIFIED_ERRORS = [
 # The project's own errors, as Dagster records them (``module.Class: message``): classified by their class.
 OWN_ERRORS = [
     (
+        "NotEnoughConnections",
+        "the Supabase source has too few free connection slots: 3 (database postgres's connection limit 3, "
+        "0 in use), and the run needs 4 there (pg_dump --jobs=2 opens 3, the run's snapshot session 1 more): "
+        "lower parallel_jobs (Supabase's free session pooler allows 15 clients)",
+        FailureCategory.CONFIG,
+        "too few free connection slots: 3",
+    ),
+    (
         "SettingsError",
         "SUPABASE_DB_NAME holds a line feed (\\n) at character 9 of 'postgres\\n': set it without line breaks "
         "or control characters",
