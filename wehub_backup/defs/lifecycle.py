@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from wehub_backup.defs.backup.config import BackupConfig
+from wehub_backup.defs.interrupts import stop_step
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG
 from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
@@ -44,13 +45,21 @@ def run_log(workspace: BackupWorkspace, job: str) -> Path:
 
 
 def lock_on_vps(vps_info: ConnectionInfo, key: str, name: str) -> None:
-    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own."""
-    TargetLock.acquire(key, connect_or_explain(vps_info, "the VPS server", MAINTENANCE_DATABASE), name)
+    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own; the step
+    running when it is lost fails at once."""
+    TargetLock.acquire(key, connect_or_explain(vps_info, "the VPS server", MAINTENANCE_DATABASE), name,
+                       on_lost=stop_step)
 
 
 def run_lock_keys(run_id: str) -> tuple[str, str]:
     """A run holds up to two locks: its target's, and (a migration) its source database's."""
     return run_id, f"{run_id}/source"
+
+
+def require_run_locks(context: dg.OpExecutionContext) -> None:
+    """Before each step: ``LockLost`` if the run has lost a lock it took."""
+    for key in run_lock_keys(context.run_id):
+        TargetLock.require_held(key)
 
 
 def failure_detail(context: dg.HookContext) -> str:

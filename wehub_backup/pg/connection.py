@@ -19,6 +19,11 @@ import psycopg
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
 
 APPLICATION_NAME = "wehub_backup"
+IDLE_SESSION_TIMEOUT_SINCE = 140000
+# A dead peer is noticed within about a minute: probes after 30 s idle, every 10 s, 3 lost;
+# data unacknowledged for 60 s ends the connection too.
+TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                  "tcp_user_timeout": 60000}
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,9 @@ class ConnectionInfo:
         """Open a psycopg connection with the password from the password file.
 
         The session clears statement and idle timeouts: Supabase sets a 2-minute
-        ``statement_timeout`` for ``postgres`` that would cancel long verification queries.
+        ``statement_timeout`` for ``postgres`` that would cancel long verification queries,
+        and a login's ``idle_session_timeout`` would end the session holding the run's lock.
+        TCP keepalives and a user timeout bound every wait on a peer that went away.
         """
         params: dict[str, Any] = dict(
             host=self.host,
@@ -69,6 +76,7 @@ class ConnectionInfo:
             password=self.password(),
             application_name=APPLICATION_NAME,
             connect_timeout=connect_timeout,
+            **TCP_KEEPALIVES,
         )
         if self.hostaddr:
             params["hostaddr"] = self.hostaddr
@@ -76,6 +84,8 @@ class ConnectionInfo:
         conn.execute("SET statement_timeout = 0")
         conn.execute("SET idle_in_transaction_session_timeout = 0")
         conn.execute("SET lock_timeout = 0")
+        if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+            conn.execute("SET idle_session_timeout = 0")
         if not autocommit:
             conn.commit()
         return conn

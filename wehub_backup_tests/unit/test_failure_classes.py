@@ -161,6 +161,14 @@ CLASSIFIED_ERRORS = [
 # The project's own errors, as Dagster records them (``module.Class: message``): classified by their class.
 OWN_ERRORS = [
     (
+        "LockLost",
+        "lost the run's lock on wehub: its VPS session ended (server closed the connection unexpectedly); "
+        "another run may be working on wehub now, so this run stopped",
+        FailureCategory.CONCURRENT_RUN,
+        "lost the run's lock on wehub: its VPS session ended",
+    ),
+    ("RunInterrupted", "interrupted by SIGTERM", FailureCategory.INTERRUPTED, "interrupted by SIGTERM"),
+    (
         "NotEnoughConnections",
         "the Supabase source has too few free connection slots: 3 (database postgres's connection limit 3, "
         "0 in use), and the run needs 4 there (pg_dump --jobs=2 opens 3, the run's snapshot session 1 more): "

@@ -1,15 +1,9 @@
 """The ops of the migration job: thin wrappers around ``wehub_backup.migration``'s steps that attach metadata."""
 import dagster as dg
 
-from wehub_backup.defs.lifecycle import (
-    default_jobs,
-    failure_detail,
-    finish_run,
-    lock_on_vps,
-    requested_target,
-    run_lock_keys,
-    start_run,
-)
+from wehub_backup.defs.interrupts import run_step
+from wehub_backup.defs.lifecycle import (default_jobs, failure_detail, finish_run, lock_on_vps, require_run_locks,
+                                         requested_target, run_lock_keys, start_run)
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
@@ -28,6 +22,7 @@ from wehub_backup.pg.dump import DumpResult, dump_source
 
 
 @dg.op(tags={"kind": "preflight"})
+@run_step(require_run_locks)
 def plan_vps_migration(
     context: dg.OpExecutionContext,
     config: MigrationConfig,
@@ -71,6 +66,7 @@ def plan_vps_migration(
 
 
 @dg.op
+@run_step(require_run_locks)
 def dump_vps_database(
     context: dg.OpExecutionContext, plan: MigrationPlan, vps: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -82,6 +78,7 @@ def dump_vps_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def restore_into_supabase(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -101,6 +98,7 @@ def restore_into_supabase(
 
 
 @dg.op
+@run_step(require_run_locks)
 def verify_supabase_copy(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
     supabase: PostgresDatabase,
@@ -120,6 +118,7 @@ def verify_supabase_copy(
 
 
 @dg.op
+@run_step(require_run_locks)
 def cleanup_migration_files(
     context: dg.OpExecutionContext, plan: MigrationPlan, verified: MigrationVerification,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
