@@ -39,6 +39,7 @@ BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR = "WEHUB_BACKUP_DIR", "/opt/supabase_backups"
 BACKUP_LOG_ENV, DEFAULT_BACKUP_LOG = "WEHUB_BACKUP_LOG", "/var/log/supabase_backup.log"
 MIGRATION_LOG_ENV, DEFAULT_MIGRATION_LOG = "WEHUB_MIGRATION_LOG", "/var/log/supabase_migration.log"
 PG_BINDIRS_ENV = "WEHUB_PG_BINDIRS"
+RUNTIME_DIR_ENV = "WEHUB_RUNTIME_DIR"
 TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
 TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
 TESTING_TARGET = "wehub_backup_test"
@@ -194,6 +195,15 @@ def dagster_home(environ: Mapping[str, str] = os.environ) -> Path | None:
     """The Dagster instance's directory, with its dagster.yaml; None when unset."""
     home = string_setting(DAGSTER_HOME_ENV, "", environ)
     return Path(home) if home else None
+
+
+def default_runtime_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where runs keep the private password files their child processes read, unless
+    ``WEHUB_RUNTIME_DIR`` says: a memory file system of this user's, ``$XDG_RUNTIME_DIR``, else
+    ``/dev/shm``. The files never reach a disk, and a reboot clears them."""
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "wehub-backup"
+    return Path("/dev/shm") / f"wehub-backup-{os.getuid()}"
 
 
 def pg_bindirs(environ: Mapping[str, str] = os.environ) -> list[Path]:

@@ -22,11 +22,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from wehub_backup.defs.egress import recorded_egress
+from wehub_backup.defs.egress import egress_usage, recorded_egress
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
-from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.defs.resources import AlertSettings, backup_workspace_from_env
 from wehub_backup.pg.connection import APPLICATION_NAME
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.pg.relay import PROGRESS_SECONDS
 from wehub_backup.run.locks import lock_name
 from wehub_backup.run.targets import previous_name, retired_name, staging_name
 from wehub_backup_tests.faults.clients import ReconnectingPool
@@ -349,6 +350,49 @@ def test_sigkill_inside_the_swap_transaction(faults: FaultEnv) -> None:
     assert_killed_run_reported_by_next(faults, killed[0])
 
 
+def on_memory_file_system(path: Path) -> bool:
+    """Whether ``path`` lies on a tmpfs (memory only, emptied at boot), from the mount table."""
+    mounts = [line.split()[1:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    resolved = str(path.resolve())
+    point, kind = max(((point, kind) for point, kind in mounts
+                       if resolved == point or resolved.startswith(point.rstrip("/") + "/")), key=lambda m: len(m[0]))
+    return kind == "tmpfs"
+
+
+def run_secrets_dir(run_id: str) -> Path:
+    return backup_workspace_from_env().process_config_and_initialize().runtime_root() / f"run-{run_id}"
+
+
+@pytest.mark.parametrize("moment_name", ["dump-most", "restore-half"])
+def test_sigkill_leaves_no_password_on_disk_and_the_next_run_records_its_egress(
+        faults: FaultEnv, moment_name: str) -> None:
+    moment = KILL_MOMENTS[moment_name]
+    faults.previous_good_copy()
+    run, start = start_paced_run(faults, moment.paced)
+    run.wait_until(lambda: moment.reached(faults, run, start), f"the {moment_name} moment")
+    run.kill()
+    received = faults.source_relay.counters.received_from_server - start[0]
+    [killed] = faults.started_runs()
+
+    # The password files the killed run's pg_dump/pg_restore read are on a memory file system,
+    # not in the working directory on disk.
+    assert files_with_secrets([faults.env.backup_dir], faults.env.passwords, password_files_too=True) == []
+    secrets = run_secrets_dir(killed.run_id)
+    assert secrets.is_dir() and on_memory_file_system(secrets)
+    faults.recover(TARGET, faults.mark_source(f"after the kill at {moment_name}"))
+    assert not secrets.exists(), "the next run did not sweep the killed run's password files"
+
+    recorded = [egress_bytes for egress_bytes, _ in recorded_egress(faults.instance, killed.run_id)]
+    if moment.paced == "source":
+        # What the relay had counted when the process died (written every quarter second).
+        [counted] = recorded
+        assert received - PACED * 2 * PROGRESS_SECONDS <= counted <= received, (counted, received)
+        assert killed.run_id in {run.run_id for run in egress_usage(faults.instance).runs}
+    else:
+        [dump_step] = recorded  # the dump recorded its egress itself; the next run added nothing
+        assert dump_step >= COPY_BYTES
+
+
 # --- SIGINT and SIGTERM: an interrupted run cleans up like a failed one -------------------------
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -372,6 +416,7 @@ def test_interrupted_run_fails_cleans_up_and_counts_its_egress(faults: FaultEnv,
     assert f"FAILURE target={TARGET} step={step} cause=interrupted by {name}" in last_log_line(faults)
     faults.assert_unchanged(TARGET, before)
     assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    assert not run_secrets_dir(interrupted.run_id).exists()
     [egress_bytes] = [found for found, _ in recorded_egress(faults.instance, interrupted.run_id)]
     assert egress_bytes > 0 if moment.paced == "source" else egress_bytes >= COPY_BYTES
     faults.recover(TARGET, faults.mark_source(f"after {name} at {moment_name}"))

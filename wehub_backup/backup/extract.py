@@ -16,9 +16,10 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
     """pg_dump of Supabase with all its traffic through the byte-counting relay.
 
     The egress figure is what crossed the wire; a dump that fails still reports what it had
-    received by then (``DumpFailed.egress_bytes``), as the budget must count it.
+    received by then (``DumpFailed.egress_bytes``), as the budget must count it, and a dump
+    killed outright leaves the figure in the working directory for the next run to record.
     """
-    with counted_connection(supabase) as (relayed, counters):
+    with counted_connection(supabase, plan.workdir) as (relayed, counters):
         try:
             dump = dump_source(plan.dump_request(), relayed, log, low_priority=low_priority)
         except Exception as error:

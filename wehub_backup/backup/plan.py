@@ -31,6 +31,7 @@ class BackupPlan:
     scope: CopyScope
     client: PgClient
     workdir: Path
+    secrets_dir: Path  # the private password files of the run's child processes
     jobs: int
     copy_of: str  # the source, as the copies' marks name it
     adopt: bool = False  # accept databases without the project's mark (an operator's explicit choice)
@@ -50,8 +51,8 @@ class BackupPlan:
 
     def dump_request(self) -> DumpRequest:
         """The whole database but what the scope leaves out, large objects included."""
-        return DumpRequest(self.workdir, self.client, self.jobs, self.kept_schemas, self.excluded_tables,
-                           self.scope.pg_dump_arguments(), large_objects=True)
+        return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.kept_schemas,
+                           self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True)
 
 
 def plan_backup(
@@ -60,6 +61,7 @@ def plan_backup(
     vps: ConnectionInfo,
     workdir: Path,
     *,
+    secrets_dir: Path,
     excluded_schemas: list[str],
     excluded_tables: list[str],
     extra_bindirs: list[Path],
@@ -90,7 +92,7 @@ def plan_backup(
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
     if shortfall:
         raise NotEnoughSpace(shortfall)
-    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs,
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, secrets_dir, jobs,
                       source_identity(source), adopt, restore_settings)
 
 

@@ -50,9 +50,14 @@ class BackupWorkspace(dg.ConfigurableResource):
     migration_log: str = config.DEFAULT_MIGRATION_LOG
     pg_bindirs: str = ""
     low_priority: bool = True
+    runtime_dir: str = ""
 
     def extra_bindirs(self) -> list[Path]:
         return [Path(entry) for entry in self.pg_bindirs.split(":") if entry]
+
+    def runtime_root(self) -> Path:
+        """Where runs keep their password files: ``runtime_dir``, else a memory file system's."""
+        return Path(self.runtime_dir) if self.runtime_dir else config.default_runtime_root()
 
 
 def env_or_default(name: str, default: Any) -> Any:
@@ -90,6 +95,7 @@ def backup_workspace_from_env() -> BackupWorkspace:
         backup_log=env_or_default(config.BACKUP_LOG_ENV, config.DEFAULT_BACKUP_LOG),
         migration_log=env_or_default(config.MIGRATION_LOG_ENV, config.DEFAULT_MIGRATION_LOG),
         pg_bindirs=env_or_default(config.PG_BINDIRS_ENV, ""),
+        runtime_dir=env_or_default(config.RUNTIME_DIR_ENV, ""),
     )
 
 

@@ -26,6 +26,7 @@ class DumpRequest:
     """What a dump reads and where it writes: the backup's plan and the migration's each make one."""
 
     workdir: Path
+    secrets_dir: Path  # the private password file pg_dump reads
     client: PgClient
     jobs: int
     schemas: list[str]
@@ -71,7 +72,7 @@ def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path
             f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
             *_compression_arguments(plan.client), *plan.pg_dump_arguments,
         ]
-        with source.tool_environment(plan.workdir / "source.pgpass") as env:
+        with source.tool_environment(plan.secrets_dir / "source.pgpass") as env:
             tool_run, fingerprint = run_beside(
                 lambda: run_tool(argv, env, on_line=ProgressFilter(log), low_priority=low_priority),
                 lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,

@@ -7,15 +7,20 @@ goes through this relay, so the figure recorded for a run is measured on the wir
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from wehub_backup.pg.connection import ConnectionInfo
 
 _CHUNK = 256 * 1024
+# The file in a run's working directory holding what the source has sent so far.
+PROGRESS_FILE = "egress_bytes"
+PROGRESS_SECONDS = 0.25
 
 
 @dataclass
@@ -105,10 +110,62 @@ class ByteCountingRelay:
 
 
 @contextmanager
-def counted_connection(info: ConnectionInfo) -> Iterator[tuple[ConnectionInfo, TrafficCounters]]:
-    """``info`` routed through a byte-counting relay, with the relay's counters."""
-    with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port) as relay:
+def counted_connection(info: ConnectionInfo,
+                       progress_dir: Path | None = None) -> Iterator[tuple[ConnectionInfo, TrafficCounters]]:
+    """``info`` routed through a byte-counting relay, with the relay's counters; with
+    ``progress_dir``, the bytes received so far are kept in its ``PROGRESS_FILE`` as they grow."""
+    with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port) as relay, \
+            _progress_recorded(relay.counters, progress_dir):
         yield info.via_relay(relay.port), relay.counters
+
+
+@contextmanager
+def _progress_recorded(counters: TrafficCounters, directory: Path | None) -> Iterator[None]:
+    """Write ``received_from_server`` to ``directory`` every ``PROGRESS_SECONDS`` and at the end.
+
+    A run killed outright (SIGKILL, out of memory) reports nothing, but Supabase sent what it
+    sent: the next run reads the figure from the dead run's directory and records it.
+    """
+    if directory is None:
+        yield
+        return
+    done = threading.Event()
+
+    def record() -> None:
+        while not done.wait(PROGRESS_SECONDS):
+            write_progress(directory, counters.received_from_server)
+
+    writer = threading.Thread(target=record, name="egress-progress", daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join()
+        write_progress(directory, counters.received_from_server)
+
+
+def write_progress(directory: Path, received: int) -> None:
+    """Replace the figure at once (write, then rename): a kill never leaves half a number.
+
+    Best effort: a full disk must not turn the dump's own error into this one.
+    """
+    partial = directory / f".{PROGRESS_FILE}"
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(str(received))
+        partial.replace(directory / PROGRESS_FILE)
+    except OSError:
+        pass
+
+
+def read_progress(directory: Path) -> int:
+    """The bytes a run's dump had received when its figure was last written; 0 if none was."""
+    try:
+        return int((directory / PROGRESS_FILE).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0
 
 
 def _shutdown_quietly(sock: socket.socket) -> None:

@@ -47,11 +47,12 @@ def plan_supabase_backup(
 ) -> BackupPlan:
     """Check names, connections, versions, privileges, disk space and that the target's databases
     are this project's copies; nothing is changed yet."""
-    workdir = start_run(context, workspace, config.target_database)
+    directories = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
-        config.target_database, supabase.connection_info(), vps_info, workdir,
-        excluded_schemas=config.excluded_schemas, excluded_tables=config.excluded_tables,
+        config.target_database, supabase.connection_info(), vps_info, directories.work,
+        secrets_dir=directories.secrets, excluded_schemas=config.excluded_schemas,
+        excluded_tables=config.excluded_tables,
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
         adopt=config.adopt_existing_target,
     )

@@ -35,13 +35,13 @@ def plan_vps_migration(
     The source database is locked too, so a backup cannot swap it while it is being read.
     """
     vps_info, supabase_info = vps.connection_info(), supabase.connection_info()
-    workdir = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
+    directories = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: supabase_info.describe()})
     for key, name in zip(run_lock_keys(context.run_id), (MIGRATION_LOCK, vps_info.dbname)):
         lock_on_vps(vps_info, key, name)
     plan = plan_migration(
-        vps_info, supabase_info, workdir, overwrite=config.overwrite, app_schemas=config.app_schemas,
-        excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
+        vps_info, supabase_info, directories.work, secrets_dir=directories.secrets, overwrite=config.overwrite,
+        app_schemas=config.app_schemas, excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
         jobs=config.parallel_jobs or default_jobs(), log=context.log.warning,
         new_project=config.new_project, with_users=config.with_users,
     )
