@@ -10,6 +10,7 @@ the variables named here, so Dagster reads them when a run starts.
 from __future__ import annotations
 
 import os
+import unicodedata
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ PG_BINDIRS_ENV = "WEHUB_PG_BINDIRS"
 # waits for a source that sends nothing on an open connection, before failing with the cause.
 LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S = "WEHUB_LOCK_TIMEOUT_SECONDS", 300
 STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT_S = "WEHUB_STALL_TIMEOUT_SECONDS", 300
+RUNTIME_DIR_ENV = "WEHUB_RUNTIME_DIR"
 TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
 TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
 TESTING_TARGET = "wehub_backup_test"
@@ -62,11 +64,40 @@ SMTP_PORT_ENV = "WEHUB_ALERT_SMTP_PORT"
 SMTP_STARTTLS_ENV = "WEHUB_ALERT_SMTP_STARTTLS"
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# Line and paragraph breaks, control and format characters, and the surrogates that stand for
+# bytes the environment held that are not UTF-8.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_NAMED_CONTROLS = {"\n": "a line feed (\\n)", "\r": "a carriage return (\\r)", "\t": "a tab (\\t)"}
 
 
 def is_set(name: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the variable is present (a resource field binds to it, or keeps its default)."""
     return name in environ
+
+
+def refuse_control_characters(variable: str, value: str) -> str:
+    """``value``, unless it holds a line break or another control character.
+
+    A stray newline pasted into an environment file would reach libpq inside a host, user or
+    database name; the server's reply then breaks at it, and the one-line error shows only
+    what came before, pointing nowhere near the cause.
+    """
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) in _CONTROL_CATEGORIES:
+            raise SettingsError(
+                f"{variable} holds {_describe_character(char)} at character {position} of {value!r}: "
+                "set it without line breaks or control characters"
+            )
+    return value
+
+
+def _describe_character(char: str) -> str:
+    if char in _NAMED_CONTROLS:
+        return _NAMED_CONTROLS[char]
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # how Python decodes a byte of the environment that is not UTF-8
+        return f"a byte that is not UTF-8 (0x{ord(char) - 0xDC00:02x})"
+    name = unicodedata.name(char, "")
+    return f"the control character U+{ord(char):04X}" + (f" ({name})" if name else "")
 
 
 def string_setting(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:
@@ -184,6 +215,13 @@ def child_environment(settings: Mapping[str, str] | None = None,
     env = {name: value for name, value in environ.items() if name in _CHILD_VARIABLES or name.startswith(_CHILD_PREFIXES)}
     env.update(settings or {})
     return env
+def default_runtime_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where runs keep the private password files their child processes read, unless
+    ``WEHUB_RUNTIME_DIR`` says: a memory file system of this user's, ``$XDG_RUNTIME_DIR``, else
+    ``/dev/shm``. The files never reach a disk, and a reboot clears them."""
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "wehub-backup"
+    return Path("/dev/shm") / f"wehub-backup-{os.getuid()}"
 
 
 def pg_bindirs(environ: Mapping[str, str] = os.environ) -> list[Path]:

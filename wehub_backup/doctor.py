@@ -99,6 +99,8 @@ def check_settings() -> tuple[Check, Settings | None]:
         )
     except dg.DagsterInvalidConfigError as error:
         return failed("settings", f"{_config_error(error)}: fix it in {ENV_FILE_HINT}"), None
+    except SettingsError as error:
+        return failed("settings", f"{error} in {ENV_FILE_HINT}"), None
     return passed("settings", f"Supabase {settings.supabase.describe()}, VPS {settings.vps.describe()}"), settings
 
 

@@ -26,6 +26,7 @@ class FailureCategory(enum.StrEnum):
     FOREIGN_DATABASE = "not a wehub_backup copy"
     EGRESS_BUDGET = "egress budget"
     CONCURRENT_RUN = "concurrent run"
+    INTERRUPTED = "interrupted"
     CONFIG = "config"
     STATEMENT_TIMEOUT = "statement timeout"
     LOCK_CONFLICT = "lock conflict"
@@ -70,6 +71,12 @@ class NotEnoughSpace(PreflightError):
     category = FailureCategory.DISK_FULL
 
 
+class NotEnoughConnections(PreflightError):
+    """A server has fewer free connection slots than the run's parallel jobs need."""
+
+    category = FailureCategory.CONFIG
+
+
 class EgressBudgetError(PreflightError):
     """A backup would take the cycle's egress over the budget; it is refused before changing anything."""
 
@@ -92,6 +99,16 @@ class ConcurrentRun(WehubError):
     """Another run holds the target; this one changed nothing."""
 
     category = FailureCategory.CONCURRENT_RUN
+
+
+class LockLost(ConcurrentRun):
+    """The run's advisory lock went with its VPS session: another run may hold it now."""
+
+
+class RunInterrupted(WehubError):
+    """A step stopped by SIGINT or SIGTERM (the message names the signal)."""
+
+    category = FailureCategory.INTERRUPTED
 
 
 class TargetBusy(WehubError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from wehub_backup.errors import PreflightError, SettingsError
+from wehub_backup.errors import NotEnoughConnections, PreflightError, SettingsError
 from wehub_backup.pg.catalog import money_columns
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.supabase.schemas import TRANSACTION_POOLER_PORT
@@ -56,3 +56,46 @@ def money_settings(dumping: psycopg.Connection, restoring: psycopg.Connection, s
         ) from None
     restoring.execute("RESET lc_monetary")
     return {"lc_monetary": locale}
+
+
+_CONNECTION_SLOTS = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
+       r.rolsuper, r.rolname, r.rolconnlimit,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND usesysid = r.oid AND pid <> pg_backend_pid()),
+       d.datname, d.datconnlimit,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND datid = d.oid AND pid <> pg_backend_pid())
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
+"""
+
+
+def free_connection_slots(conn: psycopg.Connection) -> tuple[int, str]:
+    """How many more sessions this login can open to this database once ``conn`` closes, and
+    the limit that decides it (in words, for a refusal).
+
+    The server's slots less the reserved ones (kept for an administrator; ``reserved_connections``
+    since PostgreSQL 16) less the sessions in use; for a login that is not a superuser, its
+    role's and the database's connection limits too.
+    """
+    (max_connections, reserved, in_use, superuser, role, role_limit, role_in_use,
+     database, database_limit, database_in_use) = conn.execute(_CONNECTION_SLOTS).fetchone()
+    limits = [(max_connections - reserved - in_use,
+               f"max_connections {max_connections}, {reserved} reserved, {in_use} in use")]
+    if not superuser and role_limit >= 0:
+        limits.append((role_limit - role_in_use, f"role {role}'s connection limit {role_limit}, {role_in_use} in use"))
+    if not superuser and database_limit >= 0:
+        limits.append((database_limit - database_in_use,
+                       f"database {database}'s connection limit {database_limit}, {database_in_use} in use"))
+    return min(limits)
+
+
+def require_connection_slots(conn: psycopg.Connection, role: str, needed: int, use: str, remedy: str) -> None:
+    """Refuse now, rather than after the dump's egress was paid, when ``needed`` sessions will not fit."""
+    free, limit = free_connection_slots(conn)
+    if free < needed:
+        raise NotEnoughConnections(f"{role} has too few free connection slots: {max(free, 0)} ({limit}), and the "
+                                   f"run needs {needed} there ({use}): {remedy}")

@@ -7,8 +7,14 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
+from wehub_backup.backup.promote import promote_staging
 from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.errors import LockLost
+from wehub_backup.run.locks import TargetLock
+from wehub_backup.run.targets import staging_name
+from wehub_backup_tests.faults.evidence import database_oids
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.backup_runs import databases_named, run_backup
 from wehub_backup_tests.support.environment import BackupEnv
@@ -84,3 +90,26 @@ def test_two_runs_started_at_once_one_succeeds_one_is_refused(
     for query in ("SELECT count(*), sum(id) FROM public.events", "SELECT id::text, email FROM auth.users ORDER BY id",
                   "SELECT r::text FROM (SELECT * FROM public.profiles ORDER BY user_id) r"):
         assert vps_cluster.query(query, dbname=target) == supabase_cluster.query(query), query
+
+
+def test_swap_is_refused_once_the_session_no_longer_holds_the_lock(vps_cluster: PostgresCluster) -> None:
+    """The last check, inside the swap's transaction on the lock's own session: a lock released
+    there (the keepalive has not noticed yet) stops the swap, and nothing is renamed."""
+    target = "wehub_lock_check"
+    for name in (target, staging_name(target)):
+        vps_cluster.execute(f"DROP DATABASE IF EXISTS {name}")
+        vps_cluster.execute(f"CREATE DATABASE {name}")
+    before = database_oids(vps_cluster)
+    lock = TargetLock.acquire("lock-check-run", vps_cluster.connect(), target)
+    try:
+        with lock.session() as session:
+            session.execute("SELECT pg_advisory_unlock_all()")
+            with pytest.raises(LockLost, match=f"lost the run's lock on {target}: its VPS session no longer holds it"):
+                promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
+                                before_swap=lock.require_on_session)
+        assert database_oids(vps_cluster) == before
+        assert not TargetLock.holds("lock-check-run")
+    finally:
+        TargetLock.release("lock-check-run")
+        for name in (target, staging_name(target)):
+            vps_cluster.execute(f"DROP DATABASE IF EXISTS {name}")

@@ -314,13 +314,24 @@ def test_doctor_rejects_an_unknown_time_zone_and_example_passwords(
     assert "CHANGE_ME" in checks["password file"] and checks["password file"].startswith("FAIL")
 
 
-def test_doctor_names_a_setting_that_is_not_a_number(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("LOCAL_DB_PORT", "5432x")
+WRONG_SETTINGS = {
+    "not-a-number": ("LOCAL_DB_PORT", "5432x",
+                     'Value stored in env variable "LOCAL_DB_PORT" cannot be coerced into an int: '
+                     "fix it in /etc/wehub_backup/wehub_backup.env"),
+    "line-break": ("SUPABASE_DB_USER", "postgres\n",
+                   "SUPABASE_DB_USER holds a line feed (\\n) at character 9 of 'postgres\\n': set it without line "
+                   "breaks or control characters in /etc/wehub_backup/wehub_backup.env"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_SETTINGS))
+def test_doctor_names_a_wrong_setting(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str], case: str) -> None:
+    variable, value, expected = WRONG_SETTINGS[case]
+    monkeypatch.setenv(variable, value)
     code, checks = doctor(capsys)
     assert code == 1
-    assert checks["settings"] == ('FAIL Value stored in env variable "LOCAL_DB_PORT" cannot be coerced into an int: '
-                                  "fix it in /etc/wehub_backup/wehub_backup.env")
+    assert checks["settings"] == f"FAIL {expected}"
 
 
 def test_doctor_with_sqlite_storage_and_no_dagster_pg_settings(backup_env: BackupEnv,

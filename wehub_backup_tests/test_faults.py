@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -24,11 +25,14 @@ import pytest
 
 from wehub_backup.backup.extract import extract_supabase
 from wehub_backup.backup.plan import BackupPlan, plan_backup
+from wehub_backup.defs.egress import egress_usage, recorded_egress
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
-from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.defs.resources import AlertSettings, backup_workspace_from_env
 from wehub_backup.errors import DumpFailed
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.pg.relay import PROGRESS_SECONDS
+from wehub_backup.run.locks import lock_name
 from wehub_backup.run.targets import previous_name, retired_name, staging_name
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 from wehub_backup_tests.faults.clients import ReconnectingPool
@@ -37,6 +41,7 @@ from wehub_backup_tests.faults.evidence import (
     database_oids,
     database_state,
     leftovers,
+    recorded_step_failure,
     shared_dagster_instance,
     step_failure,
     wait_for_run_sessions_to_end,
@@ -121,10 +126,14 @@ class FaultEnv:
     def _relay(self, cluster: PostgresCluster, user: str, password: str) -> FaultRelay:
         relay = FaultRelay(cluster.port).__enter__()
         self.relays.append(relay)
+        self.add_login(relay, user, password)
+        return relay
+
+    def add_login(self, relay: FaultRelay, user: str, password: str) -> None:
+        """Runs find a password for ``user`` through ``relay``."""
         self._logins.append(PassEntry(LOOPBACK, str(relay.port), "*", user, password))
         passfile = write_private_passfile(self.work_dir / "relays.pgpass", self._logins)
         self.monkeypatch.setenv("PGPASSFILE", str(passfile))
-        return relay
 
     def connection(self, relay: FaultRelay, user: str, dbname: str) -> ConnectionInfo:
         """How a run reaches a server through ``relay``, for calling a step's function directly."""
@@ -136,7 +145,7 @@ class FaultEnv:
         workdir = self.work_dir / "run"
         workdir.mkdir()
         plan = plan_backup(TARGET, source, self.connection(self.vps_relay, VPS_SUPERUSER, "postgres"), workdir,
-                           excluded_schemas=list(DEFAULT_EXCLUDED_SCHEMAS),
+                           secrets_dir=workdir, excluded_schemas=list(DEFAULT_EXCLUDED_SCHEMAS),
                            excluded_tables=list(DEFAULT_EXCLUDED_TABLES), extra_bindirs=[], jobs=2)
         return plan, source
 
@@ -466,6 +475,166 @@ def test_an_interrupted_run_stops_its_pg_restore(faults: FaultEnv) -> None:
     [stopped] = [message for message in messages if "stopped pg_restore (pid" in message]
     assert stopped.endswith("and its process group: the step was interrupted (DagsterExecutionInterruptedError)")
     faults.full_speed()
+
+
+def on_memory_file_system(path: Path) -> bool:
+    """Whether ``path`` lies on a tmpfs (memory only, emptied at boot), from the mount table."""
+    mounts = [line.split()[1:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    resolved = str(path.resolve())
+    point, kind = max(((point, kind) for point, kind in mounts
+                       if resolved == point or resolved.startswith(point.rstrip("/") + "/")), key=lambda m: len(m[0]))
+    return kind == "tmpfs"
+
+
+def run_secrets_dir(run_id: str) -> Path:
+    return backup_workspace_from_env().process_config_and_initialize().runtime_root() / f"run-{run_id}"
+
+
+@pytest.mark.parametrize("moment_name", ["dump-most", "restore-half"])
+def test_sigkill_leaves_no_password_on_disk_and_the_next_run_records_its_egress(
+        faults: FaultEnv, moment_name: str) -> None:
+    moment = KILL_MOMENTS[moment_name]
+    faults.previous_good_copy()
+    run, start = start_paced_run(faults, moment.paced)
+    run.wait_until(lambda: moment.reached(faults, run, start), f"the {moment_name} moment")
+    run.kill()
+    received = faults.source_relay.counters.received_from_server - start[0]
+    [killed] = faults.started_runs()
+
+    # The password files the killed run's pg_dump/pg_restore read are on a memory file system,
+    # not in the working directory on disk.
+    assert files_with_secrets([faults.env.backup_dir], faults.env.passwords, password_files_too=True) == []
+    secrets = run_secrets_dir(killed.run_id)
+    assert secrets.is_dir() and on_memory_file_system(secrets)
+    faults.recover(TARGET, faults.mark_source(f"after the kill at {moment_name}"))
+    assert not secrets.exists(), "the next run did not sweep the killed run's password files"
+
+    recorded = [egress_bytes for egress_bytes, _ in recorded_egress(faults.instance, killed.run_id)]
+    if moment.paced == "source":
+        # What the relay had counted when the process died (written every quarter second).
+        [counted] = recorded
+        assert received - PACED * 2 * PROGRESS_SECONDS <= counted <= received, (counted, received)
+        assert killed.run_id in {run.run_id for run in egress_usage(faults.instance).runs}
+    else:
+        [dump_step] = recorded  # the dump recorded its egress itself; the next run added nothing
+        assert dump_step >= COPY_BYTES
+
+
+# --- SIGINT and SIGTERM: an interrupted run cleans up like a failed one -------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment_name", ["dump-third", "restore-half"])
+def test_interrupted_run_fails_cleans_up_and_counts_its_egress(faults: FaultEnv, moment_name: str,
+                                                                signum: int) -> None:
+    """The signal goes to the run's whole process group, as Ctrl-C in a terminal and
+    ``systemctl stop`` or ``restart`` (KillMode=control-group) send it."""
+    moment, name = KILL_MOMENTS[moment_name], signal.Signals(signum).name
+    before = faults.previous_good_copy()
+    run, start = start_paced_run(faults, moment.paced)
+    run.wait_until(lambda: moment.reached(faults, run, start), f"the {moment_name} moment")
+    os.killpg(run.process.pid, signum)
+    assert run.process.wait(timeout=120) == 1, run.text()
+
+    [interrupted] = faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=1)
+    assert interrupted.status == dg.DagsterRunStatus.FAILURE
+    step, cause = recorded_step_failure(faults.instance, interrupted.run_id)
+    assert cause == f"interrupted by {name}", cause
+    assert f"cause: interrupted by {name}" in run.text()
+    assert f"FAILURE target={TARGET} step={step} cause=interrupted by {name}" in last_log_line(faults)
+    faults.assert_unchanged(TARGET, before)
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    assert not run_secrets_dir(interrupted.run_id).exists()
+    [egress_bytes] = [found for found, _ in recorded_egress(faults.instance, interrupted.run_id)]
+    assert egress_bytes > 0 if moment.paced == "source" else egress_bytes >= COPY_BYTES
+    faults.recover(TARGET, faults.mark_source(f"after {name} at {moment_name}"))
+
+
+# --- the run's lock on the VPS ------------------------------------------------------------------
+
+IDLE_LOGIN = "wehub_idle_login"
+
+
+def lock_sessions(vps: PostgresCluster, target: str) -> list[int]:
+    """Sessions holding a run's advisory lock on ``target``."""
+    return [pid for (pid,) in vps.query(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)", (lock_name(target),))]
+
+
+def test_run_lock_outlives_the_vps_logins_idle_session_timeout(faults: FaultEnv) -> None:
+    faults.vps.execute(f"DO $$ BEGIN CREATE ROLE {IDLE_LOGIN} LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object"
+                       f" THEN NULL; END $$; ALTER ROLE {IDLE_LOGIN} SET idle_session_timeout = '2s'")
+    faults.vps.set_password(IDLE_LOGIN, faults.passwords.vps_postgres)
+    faults.add_login(faults.vps_relay, IDLE_LOGIN, faults.passwords.vps_postgres)
+    faults.monkeypatch.setenv("LOCAL_DB_USER", IDLE_LOGIN)
+    # The login's timeout does end an idle session of its own.
+    with psycopg.connect(host=LOOPBACK, port=faults.vps.port, user=IDLE_LOGIN, dbname="postgres",
+                         password=faults.passwords.vps_postgres, autocommit=True) as idle:
+        pid = idle.info.backend_pid
+        wait_until(lambda: not faults.vps.query("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+                   f"{IDLE_LOGIN}'s idle session to be ended", 30)
+    faults.previous_good_copy()
+
+    faults.source_relay.bytes_per_second = PACED / 4  # a dump of about eight seconds
+    start = faults.source_relay.counters.received_from_server
+    first = faults.start_in_background(["backup", TARGET])
+    # Four seconds into the dump the first run's lock session has been idle twice the timeout.
+    first.wait_until(lambda: faults.source_relay.counters.received_from_server - start >= 4 * PACED / 4
+                     and first.running(DUMPING), "four seconds of the first run's dump")
+    assert len(lock_sessions(faults.vps, TARGET)) == 1, "the first run's lock session was ended"
+    second = faults.run()
+    step, cause = step_failure(second)
+    assert step == "plan_supabase_backup" and cause.startswith("another backup or migration run"), cause
+    assert first.process.wait(timeout=120) == 0, first.text()
+
+
+def test_vps_restart_mid_dump_fails_the_run_and_only_the_next_run_swaps(
+        faults: FaultEnv, stoppable_vps: PostgresCluster) -> None:
+    target = "wehub_faults_lock_restart"
+    faults.route_vps(stoppable_vps)
+    before = faults.previous_good_copy(target)
+    mark = faults.mark_source("copied by the run that started after the VPS restart")
+    faults.source_relay.bytes_per_second = PACED / 3  # a dump of about six seconds
+    start = faults.source_relay.counters.received_from_server
+    first = faults.start_in_background(["backup", target])
+    first.wait_until(lambda: faults.source_relay.counters.received_from_server - start >= 0.2 * COPY_BYTES
+                     and first.running(DUMPING), "the first run's dump")
+    stoppable_vps.restart()  # every VPS session ends, the first run's lock session with them
+
+    faults.route_source(faults.source, FAULT_SOURCE)  # the second run reads at full speed
+    second = faults.run(target)
+    assert second.success, step_errors(second)
+    assert first.process.wait(timeout=120) == 1, first.text()
+    [failed] = [run for run in faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=2)
+                if run.run_id != second.run_id]
+    step, cause = recorded_step_failure(faults.instance, failed.run_id)
+    assert step == "dump_supabase_database", (step, cause)
+    assert cause.startswith(f"lost the run's lock on {target}: its VPS session ended"), cause
+    # One swap: the copy from before is the previous generation, the second run's copy the target.
+    assert database_state(faults.vps, previous_name(target)) == before
+    assert faults.has_mark(target, mark)
+    assert leftovers(faults.vps, target, faults.env.backup_dir) == []
+
+
+def test_promote_stops_when_the_lock_session_ends_while_it_waits(faults: FaultEnv) -> None:
+    before = faults.previous_good_copy()
+    application = faults.vps.connect(TARGET)
+
+    def end_the_lock_session_then_leave() -> None:
+        for pid in lock_sessions(faults.vps, TARGET):
+            faults.vps.execute(f"SELECT pg_terminate_backend({pid}, 5000)")
+        application.close()
+
+    with Watcher(lambda: _promote_waiting(faults.vps), end_the_lock_session_then_leave) as watcher:
+        result = faults.run(on_connected_sessions="wait", connected_sessions_timeout_seconds=60)
+    assert watcher.fired
+    step, cause = step_failure(result)
+    assert step == "promote_staging_database", cause
+    assert cause.startswith(f"lost the run's lock on {TARGET}: its VPS session ended"), cause
+    faults.assert_unchanged(TARGET, before)
+    # Without its lock the run leaves the staging copy alone: another run may own it by now.
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == [staging_name(TARGET)]
+    faults.recover(TARGET, faults.mark_source("after the lost lock"))
 
 
 # --- servers and connections that go away -------------------------------------------------------

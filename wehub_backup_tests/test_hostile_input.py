@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from wehub_backup import cli
+from wehub_backup.defs.lifecycle import default_jobs
 from wehub_backup.pg import clients
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.run.marks import MARK_PREFIX, Mark, MarkState, read_marks
@@ -39,7 +40,8 @@ from wehub_backup_tests.faults.sources import (
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, free_tcp_port
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import run_backup, step_errors
-from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords
+from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv, SessionPasswords, start_for_session
+from wehub_backup_tests.support.supabase_target import run_migration
 
 HOSTILE_SOURCE = "hostile_source"
 GUARDED = "wehub_guarded"
@@ -377,6 +379,92 @@ def test_pg_dump_older_than_the_source_is_refused(
     guarded.monkeypatch.setattr(clients, "candidate_bindirs", lambda extra=(): [find_local_bindir()])
     cause = guarded.refused(GUARDED, "server version mismatch: the server is PostgreSQL 17")
     assert "install postgresql-client-17" in cause
+
+
+# Values with a line break or another control character, named with the variable and the character.
+CONTROL_CHARACTERS = {
+    "newline-in-SUPABASE_DB_NAME": ("SUPABASE_DB_NAME", HOSTILE_SOURCE + "\n",
+                                    "SUPABASE_DB_NAME holds a line feed (\\n) at character 15 of 'hostile_source\\n'"),
+    "newline-in-LOCAL_DB_HOST": ("LOCAL_DB_HOST", "127.0.0.1\nevil.example",
+                                 "LOCAL_DB_HOST holds a line feed (\\n) at character 10"),
+    "carriage-return-in-SUPABASE_DB_HOST": ("SUPABASE_DB_HOST", "127.0.0.1\r",
+                                            "SUPABASE_DB_HOST holds a carriage return (\\r) at character 10"),
+    "tab-in-LOCAL_DB_USER": ("LOCAL_DB_USER", "post\tgres", "LOCAL_DB_USER holds a tab (\\t) at character 5"),
+    "escape-in-LOCAL_DB_NAME": ("LOCAL_DB_NAME", "wehub\x1b[2J",
+                                "LOCAL_DB_NAME holds the control character U+001B at character 6"),
+    "right-to-left-override-in-SUPABASE_DB_USER": (
+        "SUPABASE_DB_USER", "postgres\u202e", "SUPABASE_DB_USER holds the control character U+202E "
+                                              "(RIGHT-TO-LEFT OVERRIDE) at character 9"),
+    "byte-not-utf8-in-SUPABASE_DB_NAME": ("SUPABASE_DB_NAME", "hostile\udcff",
+                                          "SUPABASE_DB_NAME holds a byte that is not UTF-8 (0xff) at character 8"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTROL_CHARACTERS))
+def test_control_character_in_a_setting_is_refused_by_name(guarded: Guarded, case: str) -> None:
+    variable, value, expected = CONTROL_CHARACTERS[case]
+    guarded.monkeypatch.setenv(variable, value)
+    cause = guarded.refused(GUARDED, expected)
+    assert cause.endswith(": set it without line breaks or control characters"), cause
+
+
+def test_control_character_in_a_setting_is_refused_by_the_migration_too(
+        guarded: Guarded, hostile_instance: dg.DagsterInstance) -> None:
+    guarded.monkeypatch.setenv("LOCAL_DB_NAME", "wehub\n")
+    step, cause = step_failure(run_migration(hostile_instance))
+    assert step == "plan_vps_migration"
+    assert cause.startswith("LOCAL_DB_NAME holds a line feed (\\n) at character 6 of 'wehub\\n'"), cause
+    last_line = guarded.env.migration_log.read_text(encoding="utf-8").splitlines()[-1]
+    assert "FAILURE target=(unknown) step=plan_vps_migration cause=LOCAL_DB_NAME holds a line feed" in last_line
+    assert database_oids(guarded.vps) == guarded.vps_databases
+    assert database_oids(guarded.source) == guarded.source_databases
+
+
+# --- connection slots ---------------------------------------------------------------------------
+
+JOBS = default_jobs()  # parallel_jobs 0: what the run sizes the dump and the restore to
+
+
+@pytest.mark.parametrize("limited", ["DATABASE hostile_source", "ROLE postgres"])
+def test_source_without_connection_slots_for_the_dump_is_refused(
+        guarded: Guarded, supabase_cluster: PostgresCluster, limited: str) -> None:
+    """pg_dump --jobs=N opens N + 1 sessions, the run's snapshot one more; a limit of N + 1 is too few."""
+    supabase_cluster.execute(f"ALTER {limited} CONNECTION LIMIT {JOBS + 1}")
+    try:
+        cause = guarded.refused(GUARDED, "the Supabase source has too few free connection slots: ")
+    finally:
+        supabase_cluster.execute(f"ALTER {limited} CONNECTION LIMIT -1")
+    kind, name = limited.lower().split()
+    assert f"{kind} {name}'s connection limit {JOBS + 1}, 0 in use), and the run needs {JOBS + 2} there" in cause
+    assert cause.endswith("lower parallel_jobs (Supabase's free session pooler allows 15 clients)"), cause
+
+
+@pytest.fixture(scope="module")
+def small_vps(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[PostgresCluster]:
+    """A VPS server with 10 connection slots, 3 of them reserved for superusers."""
+    cluster = start_for_session(PostgresCluster("smallvps", pg_base_dir, superuser=VPS_SUPERUSER,
+                                                settings={"max_connections": "10"}))
+    cluster.set_password(VPS_SUPERUSER, session_passwords.vps_postgres)
+    yield cluster
+    cluster.destroy()
+
+
+def test_vps_without_connection_slots_for_the_restore_is_refused(guarded: Guarded, small_vps: PostgresCluster) -> None:
+    """Eight of ten slots in use: the run's lock and the staging database would still fit, its
+    pg_restore would not, after the dump's egress was paid. The plan step refuses first."""
+    vps_login = (small_vps.host, small_vps.port, VPS_SUPERUSER, guarded.passwords.vps_postgres)
+    guarded.passfile("small-vps.pgpass", [guarded.source_login(), vps_login])
+    guarded.monkeypatch.setenv("LOCAL_DB_PORT", str(small_vps.port))
+    before = database_oids(small_vps)
+    sessions = [small_vps.connect() for _ in range(8)]
+    try:
+        cause = guarded.refused(GUARDED, "the VPS server has too few free connection slots: 0 (max_connections 10, "
+                                         f"3 reserved, 8 in use), and the run needs {JOBS + 2} there")
+    finally:
+        for session in sessions:
+            session.close()
+    assert cause.endswith("close sessions there, raise its max_connections, or lower parallel_jobs"), cause
+    assert database_oids(small_vps) == before
 
 
 # --- what the source holds ---------------------------------------------------------------------

@@ -65,9 +65,10 @@ def connections(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster,
 def plan_from(env: BackupEnv, vps: PostgresCluster, target: PostgresCluster, source_db: str, workdir: Path,
               log: Log, **options: object) -> MigrationPlan:
     """The preflight alone, called as a plain function."""
-    settings = {"overwrite": True, "app_schemas": [], "excluded_tables": [], "extra_bindirs": [], "jobs": 1, **options}
+    settings = {"overwrite": True, "app_schemas": [], "excluded_tables": [], "extra_bindirs": [], "jobs": 1,
+                "secrets_dir": workdir, **options}
     return plan_migration(*connections(env, vps, target, source_db), workdir, log=log,
-                                    **settings)  # type: ignore[arg-type]
+                          **settings)  # type: ignore[arg-type]
 
 
 def test_migrates_vps_app_into_a_new_project(env: BackupEnv, instance: dg.DagsterInstance, target: PostgresCluster,

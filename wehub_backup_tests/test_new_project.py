@@ -87,8 +87,8 @@ def plan(env: BackupEnv, vps: PostgresCluster, project: PostgresCluster, tmp_pat
          **options: object) -> MigrationPlan:
     source = ConnectionInfo(vps.host, vps.port, VPS_SUPERUSER, env.local_db, "disable", env.pgpassfile)
     target = ConnectionInfo(project.host, project.port, APP_OWNER, "postgres", "disable", env.pgpassfile)
-    return plan_migration(source, target, tmp_path, overwrite=False, app_schemas=[], excluded_tables=[],
-                                    extra_bindirs=[], jobs=1, log=print, **options)  # type: ignore[arg-type]
+    return plan_migration(source, target, tmp_path, secrets_dir=tmp_path, overwrite=False, app_schemas=[],
+                          excluded_tables=[], extra_bindirs=[], jobs=1, log=print, **options)  # type: ignore[arg-type]
 
 
 def test_a_migration_names_what_the_copy_holds_in_supabase_tables_and_the_project_lacks(

@@ -331,8 +331,8 @@ def test_the_migration_refuses_what_only_a_superuser_can_create(
                               env.pgpassfile)
 
     with pytest.raises(MigrationRefused) as refused:
-        plan_migration(source, supabase, tmp_path, overwrite=True, app_schemas=[], excluded_tables=[],
-                                 extra_bindirs=[], jobs=1, log=print)
+        plan_migration(source, supabase, tmp_path, secrets_dir=tmp_path, overwrite=True, app_schemas=[],
+                       excluded_tables=[], extra_bindirs=[], jobs=1, log=print)
 
     problems = refused.value.problems
     missing = [name for name in SUPERUSER_ONLY.values() if not any(name in problem for problem in problems)]

@@ -12,6 +12,7 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
     """pg_dump of Supabase with all its traffic through the byte-counting relay.
 
     The egress figure is what crossed the wire; a dump that fails still reports what it had
-    received by then (``DumpFailed.egress_bytes``), as the budget must count it.
+    received by then (``DumpFailed.egress_bytes``), as the budget must count it, and a dump
+    killed outright leaves the figure in the working directory for the next run to record.
     """
-    return dump_source(plan.dump_request(), supabase, log, low_priority=low_priority)
+    return dump_source(plan.dump_request(), supabase, log, low_priority=low_priority, progress_dir=plan.workdir)

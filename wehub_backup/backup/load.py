@@ -38,7 +38,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         created = ensure_standin_roles(conn, plan.catalog.roles)
     listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
-    with vps.tool_environment(plan.workdir / "vps.pgpass", plan.staging) as env:
+    with vps.tool_environment(plan.secrets_dir / "vps.pgpass", plan.staging) as env:
         env.update(session_options(plan.restore_settings))
         filtered = filter_archive_listing(archive_listing(plan.client, dump.archive, env, listing_path),
                                           plan.scope)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from wehub_backup.config import dagster_storage_database
 from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError
 from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
 from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
 from wehub_backup.pg.dump import DumpRequest, dump_description, dump_space_needed
-from wehub_backup.preflight import connect_or_explain, first_of, money_settings
+from wehub_backup.preflight import connect_or_explain, first_of, money_settings, require_connection_slots
 from wehub_backup.run.marks import check_replaceable, source_identity
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
@@ -29,6 +31,7 @@ class BackupPlan:
     scope: CopyScope
     client: PgClient
     workdir: Path
+    secrets_dir: Path  # the private password files of the run's child processes
     jobs: int
     copy_of: str  # the source, as the copies' marks name it
     adopt: bool = False  # accept databases without the project's mark (an operator's explicit choice)
@@ -48,8 +51,8 @@ class BackupPlan:
 
     def dump_request(self) -> DumpRequest:
         """The whole database but what the scope leaves out, large objects included."""
-        return DumpRequest(self.workdir, self.client, self.jobs, self.kept_schemas, self.excluded_tables,
-                           self.scope.pg_dump_arguments(), large_objects=True)
+        return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.kept_schemas,
+                           self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True)
 
 
 def plan_backup(
@@ -58,6 +61,7 @@ def plan_backup(
     vps: ConnectionInfo,
     workdir: Path,
     *,
+    secrets_dir: Path,
     excluded_schemas: list[str],
     excluded_tables: list[str],
     extra_bindirs: list[Path],
@@ -72,9 +76,13 @@ def plan_backup(
     with connect_or_explain(source, "the Supabase source") as conn:
         catalog = read_catalog(conn)
         client = choose_client(catalog.server.major, extra_bindirs)
+        require_connection_slots(conn, "the Supabase source", jobs + 2,
+                                 f"pg_dump --jobs={jobs} opens {jobs + 1}, the run's snapshot session 1 more",
+                                 "lower parallel_jobs (Supabase's free session pooler allows 15 clients)")
         with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as vps_conn:
             target_server = server_info(vps_conn)
             require_superuser(target_server)
+            require_vps_slots(vps_conn, client, target_server, jobs)
             scope = plan_scope(catalog, available_extensions(vps_conn), excluded_schemas, excluded_tables)
             restore_settings = money_settings(conn, vps_conn, scope.kept_schemas(catalog.schemas), "the VPS server")
         unrestorable = dependents_on_left_out(conn, scope)
@@ -84,7 +92,7 @@ def plan_backup(
     shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
     if shortfall:
         raise NotEnoughSpace(shortfall)
-    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, jobs,
+    return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, secrets_dir, jobs,
                       source_identity(source), adopt, restore_settings)
 
 
@@ -94,6 +102,14 @@ def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:
     databases are never judged half-made."""
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         return check_replaceable(conn, plan.target, plan.copy_of, plan.adopt)
+
+
+def require_vps_slots(conn: psycopg.Connection, client: PgClient, vps_server: ServerInfo, jobs: int) -> None:
+    """The restore's sessions and the run's lock session must fit on the VPS (see ``load._run_restore``)."""
+    restore, how = (jobs + 1, f"pg_restore --jobs={jobs} opens up to {jobs + 1}") \
+        if client.major <= vps_server.major else (1, "psql restores the script in 1")
+    require_connection_slots(conn, "the VPS server", restore + 1, f"{how}, the run's lock session 1 more",
+                             "close sessions there, raise its max_connections, or lower parallel_jobs")
 
 
 def require_superuser(vps_server: ServerInfo) -> None:

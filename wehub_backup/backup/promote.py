@@ -29,6 +29,7 @@ from wehub_backup.pg.databases import (
     terminate_sessions,
 )
 from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.marks import Mark, MarkState, check_replaceable, read_marks, write_mark
 from wehub_backup.run.targets import generation_names, previous_name, retired_name, staging_name
 from wehub_backup.threads import run_beside
@@ -46,9 +47,14 @@ class PromoteResult:
     retired_left: str | None = None  # the oldest generation, when dropping it after the swap failed
 
 
-def promote(plan: BackupPlan, vps: ConnectionInfo, policy: SessionPolicy, timeout_seconds: float) -> PromoteResult:
-    return promote_staging(lambda: connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE),
-                           plan.target, plan.copy_of, adopt=plan.adopt, policy=policy, timeout_seconds=timeout_seconds)
+def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,
+            timeout_seconds: float) -> PromoteResult:
+    """The swap, on the session that holds the run's lock and checked on it inside the swap's
+    transaction: a run whose lock went (and another run may have taken it) cannot swap."""
+    with lock.session() as session:
+        return promote_staging(session, lambda: connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE),
+                               plan.target, plan.copy_of, adopt=plan.adopt, policy=policy,
+                               timeout_seconds=timeout_seconds, before_swap=lock.require_on_session)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class _Swap:
     target_exists: bool
     retiring: bool  # there is a __previous to rename aside (only when there is a target to take its place)
     adopted: list[str]
+    before: Callable[[psycopg.Connection], None]  # first in the swap's transaction (the lock's check)
     terminated: set[tuple[int, datetime]] = field(default_factory=set)
 
     @property
@@ -74,6 +81,7 @@ class _Swap:
 
 
 def promote_staging(
+    session: psycopg.Connection,
     connect: Callable[[], psycopg.Connection],
     target: str,
     source: str,
@@ -82,33 +90,38 @@ def promote_staging(
     policy: SessionPolicy = "wait",
     timeout_seconds: float = 300.0,
     poll_seconds: float = 0.5,
+    before_swap: Callable[[psycopg.Connection], None] = lambda conn: None,
 ) -> PromoteResult:
     """Swap the verified staging database in as ``target``, keeping the old one as ``__previous``.
 
     Every database the swap renames (staging, the target, ``__previous``) must be free of
     sessions: with ``wait`` they are given ``timeout_seconds`` to leave, with ``terminate``
     they are ended while the swap runs. Nothing is dropped before the renames commit, so a
-    promote that gives up, fails or dies keeps both generations as they were.
+    promote that gives up, fails or dies keeps both generations as they were. The swap runs on
+    ``session`` (the run lock's), ``before_swap`` first in its transaction; ``connect`` opens
+    the session that watches for (and in terminate mode ends) others.
     """
     started = time.monotonic()
-    with connect() as conn, connect() as watcher:
-        swap = _plan_swap(conn, target, source, adopt)
-        busy = _Busy(watcher, swap.touched, [conn.info.backend_pid, watcher.info.backend_pid])
-        while not _try_swap(conn, watcher, swap, policy, busy, timeout_seconds - (time.monotonic() - started)):
+    with connect() as watcher:
+        swap = _plan_swap(session, target, source, adopt, before_swap)
+        busy = _Busy(watcher, swap.touched, [session.info.backend_pid, watcher.info.backend_pid])
+        while not _try_swap(session, watcher, swap, policy, busy, timeout_seconds - (time.monotonic() - started)):
             if time.monotonic() - started > timeout_seconds:
                 raise TargetBusy(_busy_message(busy.held(), policy, timeout_seconds))
             time.sleep(poll_seconds)
-        retired_left = _drop_retired(conn, target) if swap.retiring else None
+        retired_left = _drop_retired(session, target) if swap.retiring else None
     return PromoteResult(swap.target_exists, len(swap.terminated), time.monotonic() - started, retired_left)
 
 
-def _plan_swap(conn: psycopg.Connection, target: str, source: str, adopt: bool) -> _Swap:
+def _plan_swap(conn: psycopg.Connection, target: str, source: str, adopt: bool,
+               before: Callable[[psycopg.Connection], None]) -> _Swap:
     """Check the marks again (an hour may have passed since the plan step) and decide the renames."""
     adopted = check_replaceable(conn, target, source, adopt)
     existing = read_marks(conn, generation_names(target))
     previous = previous_name(target)
     return _Swap(target, Mark(MarkState.VERIFIED, source), target in existing,
-                 target in existing and previous in existing, [name for name in adopted if name in (target, previous)])
+                 target in existing and previous in existing, [name for name in adopted if name in (target, previous)],
+                 before)
 
 
 @dataclass
@@ -184,6 +197,7 @@ def _swap(conn: psycopg.Connection, swap: _Swap, lock_timeout: str) -> None:
     """The renames, and the marks that go with them, in one transaction."""
     target, staging, previous = swap.target, staging_name(swap.target), previous_name(swap.target)
     with conn.transaction():
+        swap.before(conn)
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
         for name in swap.adopted:
             write_mark(conn, name, Mark(MarkState.ADOPTED, swap.copy.source))

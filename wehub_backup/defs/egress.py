@@ -3,8 +3,10 @@
 The free tier allows 5 GB of egress per billing cycle, and a logical dump sends every row over
 the wire. Every dump records the bytes Supabase sent as ``egress_bytes`` in its step output
 metadata, whether the run then succeeds or not: a dump that fails after streaming the data was
-paid for all the same. The cycle's total is summed from those records in the Dagster instance,
-so it matches what the UI shows and needs no file of its own.
+paid for all the same. A dump killed outright records nothing itself: the next run reads what the
+relay had counted from the dead run's working directory and records it on the dead run as an
+engine event. The cycle's total is summed from those records in the Dagster instance, so it
+matches what the UI shows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from dagster._core.events import EngineEventData
 
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import Alert
@@ -105,11 +108,12 @@ def recorded_egress(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int
     """(bytes, when) of every step of the run that reports Supabase egress.
 
     A dump that failed partway reports what it had received in its failure: a retried
-    dump costs egress again, and the budget has to see it.
+    dump costs egress again, and the budget has to see it. A killed run's figure comes
+    in an engine event, written by the run that found it.
     """
     found = []
-    step_ends = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE}
-    for record in instance.get_records_for_run(run_id, of_type=step_ends).records:
+    reporting = {dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+    for record in instance.get_records_for_run(run_id, of_type=reporting).records:
         metadata = _step_metadata(record.event_log_entry.dagster_event)
         if EGRESS_METADATA_KEY in metadata:
             found.append((int(metadata[EGRESS_METADATA_KEY].value), datetime.fromtimestamp(record.timestamp, UTC)))
@@ -121,8 +125,23 @@ def _step_metadata(event: dg.DagsterEvent | None) -> dict:
         return {}
     if event.event_type == dg.DagsterEventType.STEP_OUTPUT:
         return event.step_output_data.metadata
+    if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
+        return event.engine_event_data.metadata
     user_failure = event.step_failure_data.user_failure_data
     return user_failure.metadata if user_failure else {}
+
+
+def record_killed_run_egress(instance: dg.DagsterInstance, run: dg.DagsterRun, egress_bytes: int,
+                             found_by: str) -> bool:
+    """Record on ``run`` (killed during its dump) the egress its relay had counted, unless the run
+    recorded its dump's egress itself before it died. True if it was recorded here."""
+    if egress_bytes <= 0 or recorded_egress(instance, run.run_id):
+        return False
+    instance.report_engine_event(
+        f"Supabase egress of the dump until the run's process died: {egress_bytes} bytes (found by run {found_by})",
+        run, EngineEventData(metadata={EGRESS_METADATA_KEY: dg.MetadataValue.int(egress_bytes)}),
+    )
+    return True
 
 
 def egress_usage(

@@ -1,4 +1,4 @@
-"""A run's life as Dagster sees it: its start and end lines, its locks, its working files, and
+"""A run's life as Dagster sees it: its start and end lines, its locks, its directories, and
 the runs that died without reporting.
 """
 
@@ -7,32 +7,52 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 
 from wehub_backup.defs.backup.config import BackupConfig
-from wehub_backup.defs.names import MIGRATION_JOB, TARGET_TAG
+from wehub_backup.defs.egress import record_killed_run_egress
+from wehub_backup.defs.interrupts import stop_step
+from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB, TARGET_TAG
 from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.pg.relay import read_progress
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.log import append_log_line
-from wehub_backup.run.workdir import RunDirectory
+from wehub_backup.run.workdir import RunDirectory, ensure_private_directory
 
 
-def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, target: str, detail: str = "") -> Path:
-    """Begin a run of either job: its start line, and a fresh working directory (left-overs of dead runs go)."""
+class RunDirectories(NamedTuple):
+    """A run's working directory (the dump, on disk) and its secrets directory (password files,
+    on a memory file system)."""
+
+    work: Path
+    secrets: Path
+
+
+def start_run(context: dg.OpExecutionContext, workspace: BackupWorkspace, target: str,
+              detail: str = "") -> RunDirectories:
+    """Begin a run of either job: its start line, and fresh directories (left-overs of dead runs go,
+    and their egress is recorded)."""
     append_log_line(run_log(workspace, context.job_name), context.job_name, "start", target, detail)
     backup_dir = Path(workspace.backup_dir)
-    for stale in RunDirectory.sweep_stale(backup_dir):
-        context.log.info(f"removed working files of a run that died: {stale}")
-        record_dead_run(context, RunDirectory.run_id_of(stale), workspace)
-    return RunDirectory.create(backup_dir, context.run_id)
+    for stale in RunDirectory.stale(backup_dir):
+        egress_bytes = read_progress(stale)
+        context.log.info(f"removed working files of a run that died: {RunDirectory.discard(stale)}")
+        record_dead_run(context, RunDirectory.run_id_of(stale), workspace, egress_bytes)
+    secrets_root = ensure_private_directory(workspace.runtime_root())
+    for stale in RunDirectory.sweep_stale(secrets_root):
+        context.log.info(f"removed password files of a run that died: {stale}")
+    return RunDirectories(RunDirectory.create(backup_dir, context.run_id),
+                          RunDirectory.create(secrets_root, context.run_id))
 
 
 def finish_run(run_id: str, job: str, workspace: BackupWorkspace, event: str, target: str, detail: str = "") -> None:
-    """End a run of either job: remove its working files, release its locks, write its log line."""
+    """End a run of either job: remove its directories, release its locks, write its log line."""
     RunDirectory.remove(Path(workspace.backup_dir), run_id)
+    RunDirectory.remove(workspace.runtime_root(), run_id)
     for key in run_lock_keys(run_id):
         TargetLock.release(key)
     append_log_line(run_log(workspace, job), job, event, target, detail)
@@ -44,8 +64,10 @@ def run_log(workspace: BackupWorkspace, job: str) -> Path:
 
 
 def lock_on_vps(vps_info: ConnectionInfo, key: str, name: str) -> None:
-    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own."""
-    TargetLock.acquire(key, connect_or_explain(vps_info, "the VPS server", MAINTENANCE_DATABASE), name)
+    """Hold the advisory lock on ``name`` for the run, in a VPS session of its own; the step
+    running when it is lost fails at once."""
+    TargetLock.acquire(key, connect_or_explain(vps_info, "the VPS server", MAINTENANCE_DATABASE), name,
+                       on_lost=stop_step)
 
 
 def run_lock_keys(run_id: str) -> tuple[str, str]:
@@ -53,20 +75,32 @@ def run_lock_keys(run_id: str) -> tuple[str, str]:
     return run_id, f"{run_id}/source"
 
 
+def require_run_locks(context: dg.OpExecutionContext) -> None:
+    """Before each step: ``LockLost`` if the run has lost a lock it took."""
+    for key in run_lock_keys(context.run_id):
+        TargetLock.require_held(key)
+
+
 def failure_detail(context: dg.HookContext) -> str:
     cause = error_line(context.op_exception) if context.op_exception else "unknown error"
     return f"step={context.op.name} cause={cause}"
 
 
-def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: BackupWorkspace) -> None:
-    """Mark a run whose process died (SIGKILL, out of memory, reboot) as failed.
+def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: BackupWorkspace,
+                    egress_bytes: int = 0) -> None:
+    """Mark a run whose process died (SIGKILL, out of memory, reboot) as failed, and record the
+    egress its dump had received (``egress_bytes``, from its working directory).
 
     Such a run cannot report itself, and Dagster's run monitoring cannot check the worker of a
     run it did not launch: it would show as running for ever and no failure alert would go out.
     The run that finds its abandoned working files reports it instead.
     """
     run = context.instance.get_run_by_id(run_id)
-    if run is None or run.is_finished:
+    if run is None:
+        return
+    if record_killed_run_egress(context.instance, run, egress_bytes, context.run_id):
+        context.log.info(f"recorded the {egress_bytes} bytes of Supabase egress run {run_id} received before it died")
+    if run.is_finished:
         return
     cause = f"its process died without reporting (found by run {context.run_id})"
     context.instance.report_run_failed(run, message=f"Run {run_id} failed: {cause}")
@@ -88,7 +122,7 @@ def requested_target(run: dg.DagsterRun | None) -> str:
     """The run's target for its log line; a backup run configured with none went to the default."""
     if run is None:
         return "(unknown)"
-    return run_target(run) or BackupConfig().target_database
+    return run_target(run) or (BackupConfig().target_database if run.job_name == BACKUP_JOB else "(unknown)")
 
 
 def _config_value(config: object, key: str) -> str | None:

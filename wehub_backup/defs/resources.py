@@ -30,16 +30,21 @@ class PostgresDatabase(dg.ConfigurableResource):
     passfile: str = ""
     lock_timeout_seconds: int = config.DEFAULT_LOCK_TIMEOUT_S
     stall_timeout_seconds: int = config.DEFAULT_STALL_TIMEOUT_S
+    variables: dict[str, str] = {}
 
     def connection_info(self) -> ConnectionInfo:
         """Resolve defaults: TLS is required for any non-local host unless set explicitly.
 
-        A timeout of 0 would mean "wait for ever" to PostgreSQL: it is refused.
+        A timeout of 0 would mean "wait for ever" to PostgreSQL: it is refused. Each value is
+        checked first; a refusal names the variable it came from (``variables`` maps a field to
+        it) and the character.
         """
         for value, variable in ((self.lock_timeout_seconds, config.LOCK_TIMEOUT_ENV),
                                 (self.stall_timeout_seconds, config.STALL_TIMEOUT_ENV)):
             if value < 1:
                 raise SettingsError(f"{variable} must be at least 1 second, not {value}")
+        for field in ("host", "user", "dbname", "sslmode", "passfile"):
+            config.refuse_control_characters(self.variables.get(field, field), getattr(self, field))
         sslmode = self.sslmode or ("prefer" if is_local_host(self.host) else "require")
         passfile = Path(self.passfile) if self.passfile else default_passfile()
         return ConnectionInfo(self.host, self.port, self.user, self.dbname, sslmode, passfile,
@@ -54,9 +59,14 @@ class BackupWorkspace(dg.ConfigurableResource):
     migration_log: str = config.DEFAULT_MIGRATION_LOG
     pg_bindirs: str = ""
     low_priority: bool = True
+    runtime_dir: str = ""
 
     def extra_bindirs(self) -> list[Path]:
         return [Path(entry) for entry in self.pg_bindirs.split(":") if entry]
+
+    def runtime_root(self) -> Path:
+        """Where runs keep their password files: ``runtime_dir``, else a memory file system's."""
+        return Path(self.runtime_dir) if self.runtime_dir else config.default_runtime_root()
 
 
 def env_or_default(name: str, default: Any) -> Any:
@@ -77,6 +87,8 @@ def database_from_env(variables: DatabaseVariables, *, host: str | None, user: s
         passfile=env_or_default(config.PASSFILE_ENV, ""),
         lock_timeout_seconds=env_or_default(config.LOCK_TIMEOUT_ENV, config.DEFAULT_LOCK_TIMEOUT_S),
         stall_timeout_seconds=env_or_default(config.STALL_TIMEOUT_ENV, config.DEFAULT_STALL_TIMEOUT_S),
+        variables={"host": variables.host, "port": variables.port, "user": variables.user, "dbname": variables.name,
+                   "sslmode": variables.sslmode, "passfile": config.PASSFILE_ENV},
     )
 
 
@@ -94,6 +106,7 @@ def backup_workspace_from_env() -> BackupWorkspace:
         backup_log=env_or_default(config.BACKUP_LOG_ENV, config.DEFAULT_BACKUP_LOG),
         migration_log=env_or_default(config.MIGRATION_LOG_ENV, config.DEFAULT_MIGRATION_LOG),
         pg_bindirs=env_or_default(config.PG_BINDIRS_ENV, ""),
+        runtime_dir=env_or_default(config.RUNTIME_DIR_ENV, ""),
     )
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
-
 from psycopg import sql
 
 from wehub_backup.migration import managed_tables

@@ -57,6 +57,7 @@ class MigrationPlan:
     target_server: ServerInfo
     client: PgClient
     workdir: Path
+    secrets_dir: Path  # the private password files of the run's child processes
     jobs: int
     app_schemas: list[str]
     excluded_tables: list[tuple[str, str]]
@@ -87,8 +88,8 @@ class MigrationPlan:
         """The app schemas only; pg_dump --schema leaves large objects out (the plan lists them)."""
         args = [f"--schema={quote_pattern(s)}" for s in self.app_schemas]
         args += [f"--exclude-table={quote_pattern(s)}.{quote_pattern(t)}" for s, t in self.excluded_tables]
-        return DumpRequest(self.workdir, self.client, self.jobs, self.app_schemas, self.excluded_tables, args,
-                           large_objects=False)
+        return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.app_schemas,
+                           self.excluded_tables, args, large_objects=False)
 
 
 def plan_migration(
@@ -96,6 +97,7 @@ def plan_migration(
     target: ConnectionInfo,
     workdir: Path,
     *,
+    secrets_dir: Path,
     overwrite: bool,
     app_schemas: list[str],
     excluded_tables: list[str],
@@ -121,7 +123,7 @@ def plan_migration(
         plan = MigrationPlan(
             source_database=source.dbname, source=catalog.server, target_server=target_catalog.server,
             client=_choose_client(catalog.server, target_catalog.server, extra_bindirs, problems),
-            workdir=workdir, jobs=jobs, app_schemas=schemas,
+            workdir=workdir, secrets_dir=secrets_dir, jobs=jobs, app_schemas=schemas,
             excluded_tables=[parse_qualified(t) for t in excluded_tables], overwrite=overwrite,
             existing_schemas=existing, new_project=new_project, with_users=with_users,
         )

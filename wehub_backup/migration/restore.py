@@ -47,7 +47,7 @@ def restore_in_one_transaction(plan: MigrationPlan, dump: DumpResult, source: Co
     argv = [plan.client.program("psql"), "--no-psqlrc", "--single-transaction", "--set=ON_ERROR_STOP=1",
             "--quiet", "--no-password", *(f"--file={script}" for script in scripts)]
     with counted_connection(target) as (relayed, counters), \
-            relayed.tool_environment(plan.workdir / "target.pgpass") as env:
+            relayed.tool_environment(plan.secrets_dir / "target.pgpass") as env:
         try:
             run = run_tool(argv, env, on_line=_server_messages(log), log=log, low_priority=low_priority)
         except ToolError as error:

@@ -20,6 +20,11 @@ from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S,
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
 
 APPLICATION_NAME = "wehub_backup"
+IDLE_SESSION_TIMEOUT_SINCE = 140000
+# A dead peer is noticed within about a minute: probes after 30 s idle, every 10 s, 3 lost;
+# data unacknowledged for 60 s ends the connection too.
+TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                  "tcp_user_timeout": 60000}
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,11 @@ class ConnectionInfo:
         """Open a psycopg connection with the password from the password file.
 
         The session clears statement and idle timeouts: Supabase sets a 2-minute
-        ``statement_timeout`` for ``postgres`` that would cancel long verification queries.
+        ``statement_timeout`` for ``postgres`` that would cancel long verification queries,
+        and a login's ``idle_session_timeout`` would end the session holding the run's lock.
         A lock wait, though, ends after ``lock_timeout_s``: a session holding a table's
-        ACCESS EXCLUSIVE lock would otherwise hold the run for ever.
+        ACCESS EXCLUSIVE lock would otherwise hold the run for ever. TCP keepalives and a user
+        timeout bound every wait on a peer that went away.
         """
         params: dict[str, Any] = dict(
             host=self.host,
@@ -74,6 +81,7 @@ class ConnectionInfo:
             password=self.password(),
             application_name=APPLICATION_NAME,
             connect_timeout=connect_timeout,
+            **TCP_KEEPALIVES,
         )
         if self.hostaddr:
             params["hostaddr"] = self.hostaddr
@@ -81,6 +89,8 @@ class ConnectionInfo:
         conn.execute("SET statement_timeout = 0")
         conn.execute("SET idle_in_transaction_session_timeout = 0")
         conn.execute(f"SET lock_timeout = {round(self.lock_timeout_s * 1000)}")
+        if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+            conn.execute("SET idle_session_timeout = 0")
         if not autocommit:
             conn.commit()
         return conn

@@ -38,6 +38,7 @@ class DumpRequest:
     """What a dump reads and where it writes: the backup's plan and the migration's each make one."""
 
     workdir: Path
+    secrets_dir: Path  # the private password file pg_dump reads
     client: PgClient
     jobs: int
     schemas: list[str]
@@ -57,18 +58,20 @@ class DumpResult:
     pg_dump: ToolRun
 
 
-def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
+def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_priority: bool = True,
+                progress_dir: Path | None = None) -> DumpResult:
     """pg_dump from a snapshot this function holds, fingerprinting the same snapshot meanwhile.
 
     All traffic to the source passes the byte-counting relay: ``egress_bytes`` is what crossed
     the wire, and a source that sends nothing for the stall timeout fails the dump instead of
     holding it for ever. The fingerprint runs on the snapshot's own session while pg_dump's
     workers stream, so verifying costs no second pass over the data. A failure is a
-    ``DumpFailed`` that still reports what the source had sent by then.
+    ``DumpFailed`` that still reports what the source had sent by then; with ``progress_dir`` the
+    figure is also kept there as it grows, for the next run to record if this one is killed.
     """
     archive = request.workdir / "archive"
     started = time.monotonic()
-    with relayed_connection(source, source.stall_timeout_s) as (relayed, relay):
+    with relayed_connection(source, source.stall_timeout_s, progress_dir) as (relayed, relay):
         try:
             tool_run, fingerprint, sequences_after = _dump_from_snapshot(request, relayed, archive, log, low_priority)
         except Exception as error:
@@ -101,7 +104,7 @@ def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path
             f"--lock-wait-timeout={round(min(source.lock_timeout_s, PG_DUMP_LOCK_WAIT_S) * 1000)}",
             *_compression_arguments(plan.client), *plan.pg_dump_arguments,
         ]
-        with source.tool_environment(plan.workdir / "source.pgpass") as env, \
+        with source.tool_environment(plan.secrets_dir / "source.pgpass") as env, \
                 ToolProcess(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority) as pg_dump:
             try:
                 tool_run, fingerprint = run_beside(

@@ -18,10 +18,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from wehub_backup.pg.connection import ConnectionInfo
 
 _CHUNK = 256 * 1024
+# The file in a run's working directory holding what the source has sent so far.
+PROGRESS_FILE = "egress_bytes"
+PROGRESS_SECONDS = 0.25
 
 
 @dataclass
@@ -165,12 +169,62 @@ def counted_connection(info: ConnectionInfo) -> Iterator[tuple[ConnectionInfo, T
 
 
 @contextmanager
-def relayed_connection(info: ConnectionInfo, stall_timeout: float | None = None
+def relayed_connection(info: ConnectionInfo, stall_timeout: float | None = None, progress_dir: Path | None = None
                        ) -> Iterator[tuple[ConnectionInfo, ByteCountingRelay]]:
-    """``info`` routed through a byte-counting relay (watching for stalls with ``stall_timeout``), and the relay."""
+    """``info`` routed through a byte-counting relay (watching for stalls with ``stall_timeout``), and the relay;
+    with ``progress_dir``, the bytes received so far are kept in its ``PROGRESS_FILE`` as they grow."""
     with ByteCountingRelay(info.hostaddr or info.host, info.lookup_port or info.port,
-                           stall_timeout=stall_timeout) as relay:
+                           stall_timeout=stall_timeout) as relay, _progress_recorded(relay.counters, progress_dir):
         yield info.via_relay(relay.port), relay
+
+
+@contextmanager
+def _progress_recorded(counters: TrafficCounters, directory: Path | None) -> Iterator[None]:
+    """Write ``received_from_server`` to ``directory`` every ``PROGRESS_SECONDS`` and at the end.
+
+    A run killed outright (SIGKILL, out of memory) reports nothing, but Supabase sent what it
+    sent: the next run reads the figure from the dead run's directory and records it.
+    """
+    if directory is None:
+        yield
+        return
+    done = threading.Event()
+
+    def record() -> None:
+        while not done.wait(PROGRESS_SECONDS):
+            write_progress(directory, counters.received_from_server)
+
+    writer = threading.Thread(target=record, name="egress-progress", daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join()
+        write_progress(directory, counters.received_from_server)
+
+
+def write_progress(directory: Path, received: int) -> None:
+    """Replace the figure at once (write, then rename): a kill never leaves half a number.
+
+    Best effort: a full disk must not turn the dump's own error into this one.
+    """
+    partial = directory / f".{PROGRESS_FILE}"
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(str(received))
+        partial.replace(directory / PROGRESS_FILE)
+    except OSError:
+        pass
+
+
+def read_progress(directory: Path) -> int:
+    """The bytes a run's dump had received when its figure was last written; 0 if none was."""
+    try:
+        return int((directory / PROGRESS_FILE).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0
 
 
 def _shutdown_quietly(sock: socket.socket) -> None:

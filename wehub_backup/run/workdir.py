@@ -1,10 +1,11 @@
-"""A run's private working directory, and the free space it needs."""
+"""A run's private directories (working files, password files), and the free space it needs."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -35,25 +36,37 @@ def ensure_directory(path: Path) -> Path:
     return path
 
 
-class RunDirectory:
-    """A run's private working directory, flock-ed while the run's process is alive.
+def ensure_private_directory(path: Path) -> Path:
+    """``ensure_directory``, and refuse one that is not this user's alone (a shared tmpfs such as
+    ``/dev/shm`` lets anyone create the name first)."""
+    ensure_directory(path)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise WorkspaceError(f"{path} must be a directory owned by this user with mode 0700 (it holds password "
+                             "files): remove it, or set WEHUB_RUNTIME_DIR")
+    return path
 
-    A run killed with SIGKILL cannot clean up after itself; the next run finds its
-    directory unlocked and removes it.
+
+class RunDirectory:
+    """A run's private directory under a root, flock-ed while the run's process is alive.
+
+    Each run has two: its working files under the backup directory, and its password files
+    under the runtime root. A run killed with SIGKILL cannot clean up after itself; the next
+    run finds its directories unlocked and removes them.
     """
 
-    _locks: dict[str, int] = {}
+    _locks: dict[Path, int] = {}
 
     @classmethod
-    def create(cls, backup_dir: Path, run_id: str) -> Path:
-        """Lock the directory under a name ``sweep_stale`` ignores, then give it its name: a run
+    def create(cls, root: Path, run_id: str) -> Path:
+        """Lock the directory under a name ``stale`` ignores, then give it its name: a run
         starting at the same moment never sees it unlocked and takes it for a dead run's."""
-        path = ensure_directory(backup_dir) / f"run-{run_id}"
-        hidden = ensure_directory(backup_dir / f".run-{run_id}")
+        path = ensure_directory(root) / f"run-{run_id}"
+        hidden = ensure_directory(root / f".run-{run_id}")
         fd = os.open(hidden / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         hidden.rename(path)
-        cls._locks[run_id] = fd
+        cls._locks[path] = fd
         return path
 
     @staticmethod
@@ -61,27 +74,34 @@ class RunDirectory:
         return path.name.removeprefix(".").removeprefix("run-")
 
     @classmethod
-    def remove(cls, backup_dir: Path, run_id: str) -> None:
-        shutil.rmtree(backup_dir / f"run-{run_id}", ignore_errors=True)
-        fd = cls._locks.pop(run_id, None)
+    def remove(cls, root: Path, run_id: str) -> None:
+        path = root / f"run-{run_id}"
+        shutil.rmtree(path, ignore_errors=True)
+        fd = cls._locks.pop(path, None)
         if fd is not None:
             os.close(fd)
 
     @staticmethod
-    def sweep_stale(backup_dir: Path) -> list[Path]:
+    def stale(root: Path) -> list[Path]:
+        """The directories of runs whose process is gone."""
+        if not root.is_dir():
+            return []
+        found = [path for path in sorted(root.glob("run-*")) if path.is_dir() and not _is_locked(path / ".lock")]
+        # A run killed between creating its directory and naming it; a young one may be a run
+        # starting right now, not yet holding its lock.
+        found += [hidden for hidden in root.glob(".run-*")
+                  if time.time() - hidden.stat().st_mtime > _NAMING_GRACE_SECONDS and not _is_locked(hidden / ".lock")]
+        return found
+
+    @staticmethod
+    def discard(path: Path) -> Path:
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    @classmethod
+    def sweep_stale(cls, root: Path) -> list[Path]:
         """Remove the directories of runs whose process is gone; return what was removed."""
-        removed = []
-        for path in sorted(backup_dir.glob("run-*")) if backup_dir.is_dir() else []:
-            if path.is_dir() and not _is_locked(path / ".lock"):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-        for hidden in backup_dir.glob(".run-*") if backup_dir.is_dir() else []:
-            # A run killed between creating its directory and naming it; a young one may be
-            # a run starting right now, not yet holding its lock.
-            if time.time() - hidden.stat().st_mtime > _NAMING_GRACE_SECONDS and not _is_locked(hidden / ".lock"):
-                shutil.rmtree(hidden, ignore_errors=True)
-                removed.append(hidden)
-        return removed
+        return [cls.discard(path) for path in cls.stale(root)]
 
 
 def _is_locked(lock_path: Path) -> bool:

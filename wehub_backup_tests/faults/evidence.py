@@ -72,7 +72,17 @@ def wait_for_run_sessions_to_end(cluster: PostgresCluster, timeout: float = 30.0
 def step_failure(result: dg.ExecuteInProcessResult) -> tuple[str | None, str]:
     """The failed step and the whole message of the exception its op raised, without Dagster's
     "Error occurred while executing op" wrapper or the exception's class name."""
-    for event in result.all_events:
+    return first_step_failure(result.all_events)
+
+
+def recorded_step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str]:
+    """``step_failure`` of a run read back from the instance (a run another process executed)."""
+    return first_step_failure([record.dagster_event for record in
+                               instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)])
+
+
+def first_step_failure(events: list[dg.DagsterEvent]) -> tuple[str | None, str]:
+    for event in events:
         if event.is_step_failure:
             error = event.event_specific_data.error
             while error.cause is not None and "while executing op" in error.message:

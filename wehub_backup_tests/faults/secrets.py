@@ -19,14 +19,17 @@ from wehub_backup_tests.faults.process import command_line, descendants
 PASSWORD_FILE_MARK = "pgpass"
 
 
-def files_with_secrets(roots: Iterable[Path], secrets: Iterable[str], pattern: str = "*") -> list[str]:
-    """Every regular file under ``roots`` (other than password files) holding one of ``secrets``."""
+def files_with_secrets(roots: Iterable[Path], secrets: Iterable[str], pattern: str = "*",
+                       *, password_files_too: bool = False) -> list[str]:
+    """Every regular file under ``roots`` (other than password files, unless ``password_files_too``)
+    holding one of ``secrets``."""
     needles = [secret.encode() for secret in secrets]
     found = []
     for root in roots:
         paths = [root] if root.is_file() else (root.rglob(pattern) if root.is_dir() else [])
         for path in paths:
-            if PASSWORD_FILE_MARK in path.name or path.is_symlink() or not path.is_file():
+            skipped = PASSWORD_FILE_MARK in path.name and not password_files_too
+            if skipped or path.is_symlink() or not path.is_file():
                 continue
             try:
                 content = path.read_bytes()

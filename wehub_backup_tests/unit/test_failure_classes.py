@@ -177,6 +177,27 @@ OWN_ERRORS = [
         "can create (and 2 more)",
         FailureCategory.REFUSED,
         "function public.f() is written in c",
+        "LockLost",
+        "lost the run's lock on wehub: its VPS session ended (server closed the connection unexpectedly); "
+        "another run may be working on wehub now, so this run stopped",
+        FailureCategory.CONCURRENT_RUN,
+        "lost the run's lock on wehub: its VPS session ended",
+    ),
+    ("RunInterrupted", "interrupted by SIGTERM", FailureCategory.INTERRUPTED, "interrupted by SIGTERM"),
+    (
+        "NotEnoughConnections",
+        "the Supabase source has too few free connection slots: 3 (database postgres's connection limit 3, "
+        "0 in use), and the run needs 4 there (pg_dump --jobs=2 opens 3, the run's snapshot session 1 more): "
+        "lower parallel_jobs (Supabase's free session pooler allows 15 clients)",
+        FailureCategory.CONFIG,
+        "too few free connection slots: 3",
+    ),
+    (
+        "SettingsError",
+        "SUPABASE_DB_NAME holds a line feed (\\n) at character 9 of 'postgres\\n': set it without line breaks "
+        "or control characters",
+        FailureCategory.CONFIG,
+        "SUPABASE_DB_NAME holds a line feed",
     ),
     (
         "VerificationFailed",

@@ -1,13 +1,19 @@
-"""Working directories of runs: a live run's is kept, a dead run's is swept."""
+"""Directories of runs (working files, password files): a live run's is kept, a dead run's is swept."""
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
+import pytest
+
+from wehub_backup.config import default_runtime_root
+from wehub_backup.defs.resources import BackupWorkspace
+from wehub_backup.errors import WorkspaceError
 from wehub_backup.run.log import append_log_line
-from wehub_backup.run.workdir import RunDirectory
+from wehub_backup.run.workdir import RunDirectory, ensure_private_directory
 
 
 def test_live_run_directory_is_kept_and_dead_ones_are_swept(tmp_path: Path) -> None:
@@ -40,3 +46,22 @@ def test_log_line_stays_one_line(tmp_path: Path) -> None:
     append_log_line(log, "backup_supabase_to_vps", "failure", "wehub", "cause=line one\nline two")
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and "FAILURE target=wehub" in lines[0]
+
+
+def test_secrets_directory_that_others_can_enter_is_refused(tmp_path: Path) -> None:
+    """A shared memory file system lets anyone create the directory's name first."""
+    shared = tmp_path / "wehub-backup"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(WorkspaceError, match="must be a directory owned by this user with mode 0700"):
+        ensure_private_directory(shared)
+    shared.chmod(0o700)
+    assert ensure_private_directory(shared) == shared
+    created = ensure_private_directory(tmp_path / "new")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
+
+
+def test_secrets_directory_defaults_to_a_memory_file_system() -> None:
+    assert default_runtime_root({}) == Path(f"/dev/shm/wehub-backup-{os.getuid()}")
+    assert default_runtime_root({"XDG_RUNTIME_DIR": "/run/user/1000"}) == Path("/run/user/1000/wehub-backup")
+    assert BackupWorkspace(runtime_dir="/srv/secrets").runtime_root() == Path("/srv/secrets")

@@ -16,12 +16,14 @@ from wehub_backup.backup.verify import VerificationResult, verify_staging
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
+from wehub_backup.defs.interrupts import run_step
 from wehub_backup.defs.lifecycle import (
     default_jobs,
     failure_detail,
     finish_run,
     lock_on_vps,
     requested_target,
+    require_run_locks,
     start_run,
 )
 from wehub_backup.defs.metadata import dump_metadata, markdown_list, run_process_usage, seconds, settings_text
@@ -35,6 +37,7 @@ from wehub_backup.run.targets import previous_name
 
 
 @dg.op(tags={"kind": "preflight"})
+@run_step(require_run_locks)
 def plan_supabase_backup(
     context: dg.OpExecutionContext,
     config: BackupConfig,
@@ -44,11 +47,12 @@ def plan_supabase_backup(
 ) -> BackupPlan:
     """Check names, connections, versions, privileges, disk space and that the target's databases
     are this project's copies; nothing is changed yet."""
-    workdir = start_run(context, workspace, config.target_database)
+    directories = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
-        config.target_database, supabase.connection_info(), vps_info, workdir,
-        excluded_schemas=config.excluded_schemas, excluded_tables=config.excluded_tables,
+        config.target_database, supabase.connection_info(), vps_info, directories.work,
+        secrets_dir=directories.secrets, excluded_schemas=config.excluded_schemas,
+        excluded_tables=config.excluded_tables,
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
         adopt=config.adopt_existing_target,
     )
@@ -76,6 +80,7 @@ def plan_supabase_backup(
 
 
 @dg.op
+@run_step(require_run_locks)
 def dump_supabase_database(
     context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -90,6 +95,7 @@ def dump_supabase_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
                               vps: PostgresDatabase) -> str:
     """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
@@ -99,6 +105,7 @@ def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, 
 
 
 @dg.op
+@run_step(require_run_locks)
 def restore_into_staging_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
     vps: PostgresDatabase, workspace: BackupWorkspace,
@@ -117,6 +124,7 @@ def restore_into_staging_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
@@ -132,14 +140,16 @@ def verify_restored_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def promote_staging_database(
     context: dg.OpExecutionContext, config: PromoteConfig, plan: BackupPlan, dump: DumpResult,
     verified: VerificationResult, vps: PostgresDatabase,
 ) -> PromoteResult:
-    """Swap the verified copy in; the previous copy stays as ``<target>__previous``."""
+    """Swap the verified copy in, under the run's lock; the previous copy stays as ``<target>__previous``."""
     if config.on_connected_sessions not in ("wait", "terminate"):
         raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
-    result = promote(plan, vps.connection_info(), config.on_connected_sessions,  # type: ignore[arg-type]
+    result = promote(plan, vps.connection_info(), TargetLock.of(context.run_id),
+                     config.on_connected_sessions,  # type: ignore[arg-type]
                      config.connected_sessions_timeout_seconds)
     if result.retired_left:
         context.log.warning(f"could not drop the oldest copy {result.retired_left} after the swap; the next run drops it")
@@ -166,6 +176,7 @@ def promote_staging_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
 ) -> None:

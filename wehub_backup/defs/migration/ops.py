@@ -1,7 +1,17 @@
 """The ops of the migration job: thin wrappers around ``wehub_backup.migration``'s steps that attach metadata."""
 import dagster as dg
 
-from wehub_backup.defs.lifecycle import default_jobs, failure_detail, finish_run, lock_on_vps, run_lock_keys, start_run
+from wehub_backup.defs.interrupts import run_step
+from wehub_backup.defs.lifecycle import (
+    default_jobs,
+    failure_detail,
+    finish_run,
+    lock_on_vps,
+    requested_target,
+    require_run_locks,
+    run_lock_keys,
+    start_run,
+)
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
@@ -20,6 +30,7 @@ from wehub_backup.pg.dump import DumpResult, dump_source
 
 
 @dg.op(tags={"kind": "preflight"})
+@run_step(require_run_locks)
 def plan_vps_migration(
     context: dg.OpExecutionContext,
     config: MigrationConfig,
@@ -32,13 +43,13 @@ def plan_vps_migration(
     The source database is locked too, so a backup cannot swap it while it is being read.
     """
     vps_info, supabase_info = vps.connection_info(), supabase.connection_info()
-    workdir = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
+    directories = start_run(context, workspace, supabase_info.describe(), f"source={vps_info.dbname}")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: supabase_info.describe()})
     for key, name in zip(run_lock_keys(context.run_id), (MIGRATION_LOCK, vps_info.dbname)):
         lock_on_vps(vps_info, key, name)
     plan = plan_migration(
-        vps_info, supabase_info, workdir, overwrite=config.overwrite, app_schemas=config.app_schemas,
-        excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
+        vps_info, supabase_info, directories.work, secrets_dir=directories.secrets, overwrite=config.overwrite,
+        app_schemas=config.app_schemas, excluded_tables=config.excluded_tables, extra_bindirs=workspace.extra_bindirs(),
         jobs=config.parallel_jobs or default_jobs(), log=context.log.warning,
         new_project=config.new_project, with_users=config.with_users,
     )
@@ -63,6 +74,7 @@ def plan_vps_migration(
 
 
 @dg.op
+@run_step(require_run_locks)
 def dump_vps_database(
     context: dg.OpExecutionContext, plan: MigrationPlan, vps: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -74,6 +86,7 @@ def dump_vps_database(
 
 
 @dg.op
+@run_step(require_run_locks)
 def restore_into_supabase(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -93,6 +106,7 @@ def restore_into_supabase(
 
 
 @dg.op
+@run_step(require_run_locks)
 def verify_supabase_copy(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
     supabase: PostgresDatabase,
@@ -112,6 +126,7 @@ def verify_supabase_copy(
 
 
 @dg.op
+@run_step(require_run_locks)
 def cleanup_migration_files(
     context: dg.OpExecutionContext, plan: MigrationPlan, verified: MigrationVerification,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -122,7 +137,7 @@ def cleanup_migration_files(
     context.add_output_metadata(run_process_usage())
 
 
-@dg.failure_hook(required_resource_keys={"supabase", "workspace"})
+@dg.failure_hook(required_resource_keys={"workspace"})
 def clean_up_failed_migration(context: dg.HookContext) -> None:
     """On failure: remove working files, release the locks, log the cause.
 
@@ -131,4 +146,4 @@ def clean_up_failed_migration(context: dg.HookContext) -> None:
     """
     workspace: BackupWorkspace = context.resources.workspace
     finish_run(context.run_id, context.job_name, workspace, "failure",
-               context.resources.supabase.connection_info().describe(), failure_detail(context))
+               requested_target(context.instance.get_run_by_id(context.run_id)), failure_detail(context))
