@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from wehub_backup.backup.plan import BackupPlan, plan_backup
 from wehub_backup.defs.egress import egress_usage, recorded_egress
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.defs.resources import AlertSettings, backup_workspace_from_env
-from wehub_backup.errors import DumpFailed
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.relay import PROGRESS_SECONDS
@@ -416,44 +414,6 @@ def test_an_interrupt_during_the_dump_stops_pg_dump_and_its_workers(faults: Faul
     assert process_group(pid) == []
     assert f"stopped pg_dump (pid {pid}) and its process group: the step was interrupted (KeyboardInterrupt)" in logged
     wait_until(lambda: dump_sessions(faults.source) == 0, "the stopped dump's COPY queries to end", 10)
-
-
-def _lock_waiters(cluster: PostgresCluster) -> list[tuple[int, str]]:
-    return cluster.query("SELECT pid, query FROM pg_stat_activity WHERE application_name = %s"
-                         " AND wait_event_type = 'Lock'", (APPLICATION_NAME,), dbname=FAULT_SOURCE)
-
-
-def test_a_failure_beside_the_dump_stops_pg_dump_at_once(faults: FaultEnv) -> None:
-    """The snapshot's session dies while it fingerprints; pg_dump, waiting for a table another
-    session has locked, could only finish once that lock goes, which the test holds for a minute."""
-    plan, source = faults.dump_plan()
-    fingerprinting: list[int] = []
-
-    def both_waiting() -> bool:
-        waiters = _lock_waiters(faults.source)
-        fingerprinting[:] = [pid for pid, query in waiters if not query.startswith("LOCK TABLE")]
-        return bool(fingerprinting) and len(waiters) > len(fingerprinting)
-
-    logged: list[str] = []
-    with faults.source.connect(FAULT_SOURCE) as locker:
-        locker.execute("BEGIN")
-        locker.execute("LOCK TABLE public.notes IN ACCESS EXCLUSIVE MODE")
-        release = threading.Timer(60, locker.execute, ("ROLLBACK",))
-        release.start()
-        try:
-            with Watcher(both_waiting, lambda: faults.source.query(
-                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (fingerprinting,))) as watcher, \
-                    pytest.raises(DumpFailed) as raised:
-                extract_supabase(plan, source, logged.append)
-            assert release.is_alive(), "the dump waited for the lock to go"
-        finally:
-            release.cancel()
-    assert watcher.fired
-    assert "terminating connection due to administrator command" in str(raised.value)
-    pid = stopped_pid(logged, "pg_dump")
-    assert f"stopped pg_dump (pid {pid}) and its process group: the step failed beside it (AdminShutdown)" in logged
-    assert process_group(pid) == []
-    wait_until(lambda: _lock_waiters(faults.source) == [], "the stopped pg_dump's lock request to end", 10)
 
 
 def test_an_interrupted_run_stops_its_pg_restore(faults: FaultEnv) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from wehub_backup.pg.clients import choose_client
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
-from wehub_backup.pg.processes import STOP_GRACE_SECONDS, run_tool
+from wehub_backup.pg.processes import STOP_GRACE_SECONDS, ToolProcess, run_tool
+from wehub_backup.threads import run_beside
 from wehub_backup_tests.faults.process import (
     Watcher,
     command_line,
@@ -81,3 +83,22 @@ def test_a_program_that_ignores_the_stop_is_killed() -> None:
     assert logged == [f"stopped sh (pid {pid}) and its process group with SIGKILL (still running "
                       f"{STOP_GRACE_SECONDS:.0f}s after SIGINT): the step was interrupted (KeyboardInterrupt)"]
     assert process_group(pid) == [] and not waiting()
+
+
+def test_a_failure_beside_a_program_stops_it_at_once() -> None:
+    """The dump fingerprints its snapshot beside pg_dump: when that fails, pg_dump is stopped
+    there and then, not waited for until it would have finished its download."""
+    logged: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the snapshot's session was lost") as raised, \
+            ToolProcess(["/bin/sh", "-c", "sleep 60"], dict(os.environ), log=logged.append) as program:
+        run_beside(program.finish, _fail_beside, "program", on_failure=program.stop_because)
+    assert time.monotonic() - started < STOP_GRACE_SECONDS + 10
+    pid = stopped_pid(raised.value.__notes__, "sh")
+    assert logged == [f"stopped sh (pid {pid}) and its process group: the step failed beside it (RuntimeError)"]
+    assert process_group(pid) == []
+
+
+def _fail_beside() -> None:
+    time.sleep(0.5)
+    raise RuntimeError("the snapshot's session was lost")
