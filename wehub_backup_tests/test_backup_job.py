@@ -13,7 +13,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup.defs.names import BACKUP_JOB
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+from wehub_backup.defs.names import BACKUP_JOB, CODE_LOCATION
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -267,6 +269,13 @@ def test_command_line_runs_a_recorded_dagster_run(backup_env: BackupEnv, vps_clu
         runs = instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
         assert runs[0].tags["wehub/target"] == "wehub_from_cli"
+        # A run of the code location's job, as the UI lists and re-executes them (by location and repository).
+        origin = runs[0].remote_job_origin
+        assert origin is not None and (origin.location_name, origin.repository_origin.repository_name) == (
+            CODE_LOCATION, "__repository__")
+        listed = instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB, tags={
+            REPOSITORY_LABEL_TAG: f"__repository__@{CODE_LOCATION}"}))
+        assert [r.run_id for r in listed] == [runs[0].run_id]
     assert vps_cluster.query("SELECT count(*) FROM auth.users", dbname="wehub_from_cli")[0][0] > 0
 
     refused = subprocess.run([sys.executable, "-m", "wehub_backup.cli", "backup", "bad;name"],

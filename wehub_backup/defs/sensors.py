@@ -18,7 +18,8 @@ import dagster as dg
 from wehub_backup.alerts.classify import classify_failure
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import AlertMessage, backup_is_stale, run_url, stale_backup_alert
-from wehub_backup.config import EgressSettings, max_backup_age
+from wehub_backup.config import EgressSettings, configured_backup_target, max_backup_age
+from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
 from wehub_backup.defs.egress import check_egress_budget
 from wehub_backup.defs.lifecycle import run_target
@@ -128,19 +129,18 @@ class FreshnessCursor:
         return json.dumps({"watching_since": self.watching_since.isoformat(), "alerted_for": self.alerted_for})
 
 
-def last_success_time(instance: dg.DagsterInstance, job_name: str) -> datetime | None:
-    """When the most recent successful run of ``job_name`` ended, from the run storage."""
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
-    )
-    if not records:
-        return None
-    record = records[0]
-    return datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
+def last_copy_time(instance: dg.DagsterInstance, target: str) -> datetime | None:
+    """When ``target``'s verified copy was last swapped in: its asset's latest materialization.
+
+    Per target: a run into the testing copy (a Launchpad click, say) says nothing about how old
+    the production copy is.
+    """
+    event = instance.get_latest_materialization_event(backup_copy_asset_key(target))
+    return datetime.fromtimestamp(event.timestamp, UTC) if event else None
 
 
-def _stale_period(last_success: datetime | None) -> str:
-    return last_success.isoformat() if last_success else "never"
+def _stale_period(target: str, last_success: datetime | None) -> str:
+    return f"{target}@{last_success.isoformat() if last_success else 'never'}"
 
 
 def check_backup_freshness(
@@ -150,26 +150,29 @@ def check_backup_freshness(
     now: datetime,
     max_age: timedelta,
     log: logging.Logger,
+    target: str,
 ) -> tuple[str, str]:
-    """Alert once when the last successful backup is older than ``max_age``.
+    """Alert once when ``target``'s copy is older than ``max_age``: its freshness policy failing.
 
-    Returns the new cursor and a sentence for the tick. If every channel failed to deliver,
-    the period stays unreported so the next tick tries again.
+    Dagster shows the policy's state on the asset; open-source Dagster does not alert on it, so
+    this sensor does. Returns the new cursor and a sentence for the tick. If every channel
+    failed to deliver, the period stays unreported so the next tick tries again.
     """
     job_name = backup_supabase_to_vps.name
     state = FreshnessCursor.parse(cursor, now)
-    last_success = last_success_time(instance, job_name)
+    last_success = last_copy_time(instance, target)
     history = (
-        f"last successful {job_name} ended {last_success:%Y-%m-%d %H:%M %Z}"
+        f"last verified copy in {target} from {last_success:%Y-%m-%d %H:%M %Z}"
         if last_success
-        else f"no successful {job_name} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
+        else f"no verified copy in {target} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
     )
     if not backup_is_stale(last_success or state.watching_since, now, max_age):
         return state.serialize(), f"{history}: on time"
-    period = _stale_period(last_success)
+    period = _stale_period(target, last_success)
     if state.alerted_for == period:
         return state.serialize(), f"{history}: overdue, already alerted"
-    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
+    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url,
+                               target)
     if none_delivered(deliver_alert(alert, settings, log=log)):
         return state.serialize(), f"{history}: overdue, alert not delivered, will retry"
     return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
@@ -179,7 +182,8 @@ def check_backup_freshness(
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
     """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
     cursor, outcome = check_backup_freshness(
-        context.instance, context.cursor, alert_settings.channels(), datetime.now(UTC), max_backup_age(), context.log
+        context.instance, context.cursor, alert_settings.channels(), datetime.now(UTC), max_backup_age(), context.log,
+        configured_backup_target(),
     )
     context.update_cursor(cursor)
     return dg.SkipReason(outcome)
