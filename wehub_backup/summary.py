@@ -9,7 +9,7 @@ import dagster as dg
 
 from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure
 from wehub_backup.alerts.messages import run_url
-from wehub_backup.defs.sensors import run_failure_of
+from wehub_backup.defs.failures import run_failure_of
 
 
 @dataclass

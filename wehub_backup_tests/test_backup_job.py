@@ -198,6 +198,15 @@ def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     assert not list(backup_env.backup_dir.glob("run-*"))
     last_line = backup_env.backup_log.read_text().splitlines()[-1]
     assert "FAILURE target=wehub_injected step=restore_into_staging_database" in last_line
+    # The cause comes first: the failure event's own message (not Dagster's wrapper) and the run's tags.
+    [failure] = [event.step_failure_data for event in failed.all_events if event.is_step_failure]
+    assert failure.error.cls_name == "Failure" and "while executing op" not in failure.error.message
+    assert failure.user_failure_data.description == "missing relation vault.decrypted_secrets"
+    assert failure.user_failure_data.metadata["failure_kind"].value == "missing object"
+    run = instance.get_run_by_id(failed.run_id)
+    assert run is not None
+    assert (run.tags["wehub/failure"], run.tags["wehub/failure_kind"]) == (
+        "missing relation vault.decrypted_secrets", "missing object")
     assert "vault.decrypted_secrets" in last_line
 
 

@@ -99,6 +99,23 @@ def test_failure_sensor_alerts_with_step_target_cause_and_link(
     assert lines[5] == f"Run: {DAGSTER_URL}/runs/{result.run_id}"
     assert "hunter2" not in payload["text"]
 
+    # The run shows its cause (its step did not tag it) and where the alert went.
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    assert run.tags["wehub/failure_kind"] == "network"
+    assert run.tags["wehub/failure"] == lines[4].removeprefix("Cause (network): ")
+    assert run.tags["wehub/alert"] == f"webhook http://{LOOPBACK}: ok"
+    logged = [record.message for record in instance.all_logs(result.run_id)]
+    assert f"Failure alert: webhook http://{LOOPBACK}: ok" in logged
+
+
+def test_undelivered_alert_shows_on_the_run(instance: dg.DagsterInstance) -> None:
+    result = _failed_run(instance)
+    down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{free_tcp_port()}/hook", dagster_url=DAGSTER_URL)
+    alert_on_failed_run(instance, result.dagster_run, result.get_run_failure_event(), down)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["wehub/alert"].startswith(f"webhook http://{LOOPBACK}: failed (")
+
 
 def test_failure_sensor_ignores_other_jobs(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
     _evaluate_failure_sensor(instance, _failed_run(instance, failing_other_job), receiver)

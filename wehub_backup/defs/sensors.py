@@ -11,58 +11,20 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
-
 import dagster as dg
 
-from wehub_backup.alerts.classify import classify_failure
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import AlertMessage, backup_is_stale, run_url, stale_backup_alert
 from wehub_backup.config import EgressSettings, configured_backup_target, max_backup_age
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
 from wehub_backup.defs.egress import check_egress_budget
+from wehub_backup.defs.failures import RunFailure, record_alert_delivery, run_failure_of, tag_failed_run
 from wehub_backup.defs.lifecycle import run_target
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import AlertSettings
 
-if TYPE_CHECKING:
-    from dagster_shared.error import SerializableErrorInfo
-
-
 MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
-
-
-@dataclass(frozen=True)
-class RunFailure:
-    """Where a run failed (a step key, or None when it failed outside its steps) and why."""
-
-    step_key: str | None
-    error_text: str
-    error_classes: tuple[str, ...] = ()
-
-
-def error_chain(error: SerializableErrorInfo | None) -> list[SerializableErrorInfo]:
-    """An error and the exceptions behind it, outermost first.
-
-    Dagster wraps an op's exception ("Error occurred while executing op ...") and keeps the
-    original as the cause; the original (one of ours, or a psycopg or pg_dump message) is what
-    classifies.
-    """
-    chain, pending = [], [error]
-    while pending:
-        current = pending.pop(0)
-        if current is not None:
-            chain.append(current)
-            pending += [current.cause, current.context]
-    return chain
-
-
-def run_failure_of(step_key: str | None, error: SerializableErrorInfo | None, fallback: str = "") -> RunFailure:
-    """The failure's messages without stack frames, and the class names of its chain."""
-    chain = error_chain(error)
-    text = "\n".join(part.message.strip() for part in chain)
-    return RunFailure(step_key, text or fallback, tuple(part.cls_name for part in chain if part.cls_name))
 
 
 def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:
@@ -88,21 +50,30 @@ def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) 
         run_id=run.run_id,
         failed_step=failure.step_key,
         target=run_target(run),
-        cause=classify_failure(failure.error_text, failure.error_classes),
+        cause=failure.cause(),
         run_url=run_url(dagster_url, run.run_id),
     )
 
 
-@dg.run_failure_sensor(monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts (webhook, e-mail, or the log) on every failed backup or migration run, with its failed "
+    "step, target and one-line cause; tags the run with the cause and where the alert went.",
+)
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
     """Send one alert per failed backup or migration run to the configured channels.
 
-    Runs started from the command line (``dg.execute_job``) carry no code-location origin, and
-    ``monitored_jobs`` would silently skip them; so every failed run is seen and the two jobs
-    are picked by name.
+    Every failed run is seen and the two jobs are picked by name, so a run recorded without a
+    code-location origin (by an older version of the command line) still alerts. The run shows
+    the cause (if its failed step did not already tag it) and where the alert went.
     """
-    if context.dagster_run.job_name in MONITORED_JOB_NAMES:
-        deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings.channels(), log=context.log)
+    run = context.dagster_run
+    if run.job_name in MONITORED_JOB_NAMES:
+        alert = failure_alert(context, alert_settings.dagster_url)
+        tag_failed_run(context.instance, run.run_id, alert.cause)
+        results = deliver_alert(alert, alert_settings.channels(), log=context.log)
+        record_alert_delivery(context.instance, run, results)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from wehub_backup.defs.lifecycle import (
 from wehub_backup.defs.metadata import dump_metadata, markdown_list, run_process_usage, seconds, settings_text
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
-from wehub_backup.errors import DumpFailed
+from wehub_backup.defs.failures import reported_failure, reports_failures, tag_step_failure
+from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.run.locks import TargetLock
@@ -35,6 +36,7 @@ from wehub_backup.run.targets import previous_name
 
 
 @dg.op(tags={"kind": "preflight"})
+@reports_failures
 def plan_supabase_backup(
     context: dg.OpExecutionContext,
     config: BackupConfig,
@@ -76,6 +78,7 @@ def plan_supabase_backup(
 
 
 @dg.op
+@reports_failures
 def dump_supabase_database(
     context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -84,12 +87,13 @@ def dump_supabase_database(
         dump = extract_supabase(plan, supabase.connection_info(), context.log.info,
                                 low_priority=workspace.low_priority)
     except DumpFailed as failed:
-        raise dg.Failure(description=str(failed), metadata={"egress_bytes": failed.egress_bytes}) from failed
+        raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
     context.add_output_metadata({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)})
     return dump
 
 
 @dg.op
+@reports_failures
 def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
                               vps: PostgresDatabase) -> str:
     """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
@@ -99,6 +103,7 @@ def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, 
 
 
 @dg.op
+@reports_failures
 def restore_into_staging_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
     vps: PostgresDatabase, workspace: BackupWorkspace,
@@ -117,6 +122,7 @@ def restore_into_staging_database(
 
 
 @dg.op
+@reports_failures
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
@@ -132,13 +138,14 @@ def verify_restored_database(
 
 
 @dg.op
+@reports_failures
 def promote_staging_database(
     context: dg.OpExecutionContext, config: PromoteConfig, plan: BackupPlan, dump: DumpResult,
     verified: VerificationResult, vps: PostgresDatabase,
 ) -> PromoteResult:
     """Swap the verified copy in; the previous copy stays as ``<target>__previous``."""
     if config.on_connected_sessions not in ("wait", "terminate"):
-        raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
+        raise SettingsError(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), config.on_connected_sessions,  # type: ignore[arg-type]
                      config.connected_sessions_timeout_seconds)
     if result.retired_left:
@@ -166,6 +173,7 @@ def promote_staging_database(
 
 
 @dg.op
+@reports_failures
 def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
 ) -> None:
@@ -182,6 +190,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
     run refused because another one is busy never touches that run's staging copy.
     """
     workspace: BackupWorkspace = context.resources.workspace
+    tag_step_failure(context)
     target = requested_target(context.instance.get_run_by_id(context.run_id))
     if TargetLock.holds(context.run_id):
         try:

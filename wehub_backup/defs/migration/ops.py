@@ -1,6 +1,7 @@
 """The ops of the migration job: thin wrappers around ``wehub_backup.migration``'s steps that attach metadata."""
 import dagster as dg
 
+from wehub_backup.defs.failures import reports_failures, tag_step_failure
 from wehub_backup.defs.lifecycle import default_jobs, failure_detail, finish_run, lock_on_vps, run_lock_keys, start_run
 from wehub_backup.defs.metadata import (
     dump_metadata,
@@ -20,6 +21,7 @@ from wehub_backup.pg.dump import DumpResult, dump_source
 
 
 @dg.op(tags={"kind": "preflight"})
+@reports_failures
 def plan_vps_migration(
     context: dg.OpExecutionContext,
     config: MigrationConfig,
@@ -63,6 +65,7 @@ def plan_vps_migration(
 
 
 @dg.op
+@reports_failures
 def dump_vps_database(
     context: dg.OpExecutionContext, plan: MigrationPlan, vps: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -74,6 +77,7 @@ def dump_vps_database(
 
 
 @dg.op
+@reports_failures
 def restore_into_supabase(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -93,6 +97,7 @@ def restore_into_supabase(
 
 
 @dg.op
+@reports_failures
 def verify_supabase_copy(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
     supabase: PostgresDatabase,
@@ -112,6 +117,7 @@ def verify_supabase_copy(
 
 
 @dg.op
+@reports_failures
 def cleanup_migration_files(
     context: dg.OpExecutionContext, plan: MigrationPlan, verified: MigrationVerification,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -130,5 +136,6 @@ def clean_up_failed_migration(context: dg.HookContext) -> None:
     left nothing behind.
     """
     workspace: BackupWorkspace = context.resources.workspace
+    tag_step_failure(context)
     finish_run(context.run_id, context.job_name, workspace, "failure",
                context.resources.supabase.connection_info().describe(), failure_detail(context))

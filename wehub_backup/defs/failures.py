@@ -1,0 +1,124 @@
+"""A failure's cause where the operator looks first: the step's failure event, the run's tags.
+
+Dagster wraps an op's exception ("Error occurred while executing op ...") and shows its
+traceback; the cause is a few lines down. The ops raise ``dg.Failure`` instead, whose
+description is the classified one-line cause, so the failure event states it first and the
+original exception stays attached as its cause. The run's tags carry the same line and its
+kind, so the Runs list shows why each run failed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import dagster as dg
+from dagster._utils.error import serializable_error_info_from_exc_info
+
+from wehub_backup.alerts.classify import FailureCause, classify_failure
+from wehub_backup.alerts.delivery import DeliveryResult
+from wehub_backup.defs.names import ALERT_TAG, FAILURE_KIND_TAG, FAILURE_TAG
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+FAILURE_KIND_KEY = "failure_kind"
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Where a run failed (a step key, or None when it failed outside its steps) and why."""
+
+    step_key: str | None
+    error_text: str
+    error_classes: tuple[str, ...] = ()
+
+    def cause(self) -> FailureCause:
+        return classify_failure(self.error_text, self.error_classes)
+
+
+def error_chain(error: SerializableErrorInfo | None) -> list[SerializableErrorInfo]:
+    """An error and the exceptions behind it, outermost first.
+
+    Dagster wraps an op's exception and keeps the original as the cause; the original (one of
+    ours, or a psycopg or pg_dump message) is what classifies.
+    """
+    chain, pending = [], [error]
+    while pending:
+        current = pending.pop(0)
+        if current is not None:
+            chain.append(current)
+            pending += [current.cause, current.context]
+    return chain
+
+
+def run_failure_of(step_key: str | None, error: SerializableErrorInfo | None, fallback: str = "") -> RunFailure:
+    """The failure's messages without stack frames, and the class names of its chain."""
+    chain = error_chain(error)
+    text = "\n".join(part.message.strip() for part in chain)
+    return RunFailure(step_key, text or fallback, tuple(part.cls_name for part in chain if part.cls_name))
+
+
+def cause_of(error: BaseException) -> FailureCause:
+    """The kind and one-line cause of a live exception, classified as the alerts classify it."""
+    info = serializable_error_info_from_exc_info((type(error), error, error.__traceback__))
+    return run_failure_of(None, info).cause()
+
+
+def reported_failure(error: Exception, **metadata: object) -> dg.Failure:
+    """``error`` as the step's failure: its one-line cause as the event's message, its kind as metadata."""
+    cause = cause_of(error)
+    return dg.Failure(description=cause.summary, metadata={FAILURE_KIND_KEY: str(cause.category), **metadata})
+
+
+def reports_failures(step: Callable[P, R]) -> Callable[P, R]:
+    """Decorate an op's function so that any exception fails the step with its classified cause."""
+
+    @functools.wraps(step)
+    def reporting(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return step(*args, **kwargs)
+        except dg.Failure:
+            raise
+        except Exception as error:
+            raise reported_failure(error) from error
+
+    return reporting
+
+
+def failure_tags(cause: FailureCause) -> dict[str, str]:
+    return {FAILURE_TAG: cause.summary, FAILURE_KIND_TAG: str(cause.category)}
+
+
+def tag_failed_run(instance: dg.DagsterInstance, run_id: str, cause: FailureCause) -> None:
+    """Show the cause in the Runs list, unless an earlier report (the failed step's) already did."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and FAILURE_TAG not in run.tags:
+        instance.add_run_tags(run_id, failure_tags(cause))
+
+
+def tag_step_failure(context: dg.HookContext) -> None:
+    """From a failure hook: the failed step's cause on its run."""
+    error = context.op_exception or RuntimeError(f"step {context.op.name} failed without an exception")
+    tag_failed_run(context.instance, context.run_id, cause_of(error))
+
+
+def delivery_summary(results: list[DeliveryResult]) -> str:
+    """``webhook https://hooks.example: ok; e-mail smtp.example:587: failed (timed out)``."""
+    if not results:
+        return "logged only (no alert channel configured)"
+    return "; ".join(
+        f"{result.channel}: ok" if result.delivered else f"{result.channel}: failed ({result.error})"
+        for result in results
+    )
+
+
+def record_alert_delivery(instance: dg.DagsterInstance, run: dg.DagsterRun, results: list[DeliveryResult]) -> None:
+    """The alert's delivery on the run it is about: a tag for the Runs list, an event for its log."""
+    summary = delivery_summary(results)
+    instance.add_run_tags(run.run_id, {ALERT_TAG: summary})
+    instance.report_engine_event(f"Failure alert: {summary}", run)
