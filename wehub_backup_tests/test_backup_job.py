@@ -16,6 +16,7 @@ import pytest
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
 from wehub_backup.defs.names import BACKUP_JOB, CODE_LOCATION
+from wehub_backup.units import human_bytes
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -71,6 +72,21 @@ def test_copy_equals_source_and_verification_is_recorded(
 
     left_out = result.output_for_node("plan_supabase_backup").scope.left_out
     assert {"pg_graphql", "supabase_vault", "pgrst_ddl_watch", "auth.schema_migrations"} <= {i.name for i in left_out}
+
+    # Numbers stay numbers, each with its readable form beside it; the run's summary is on the run.
+    [dump_output] = [e.step_output_data.metadata for e in result.all_events
+                     if e.is_successful_output and e.step_key == "dump_supabase_database"]
+    assert dump_output["egress_bytes"].value == dump_meta.egress_bytes
+    assert dump_output["egress_bytes (readable)"].value == (
+        f"{human_bytes(dump_meta.egress_bytes)} ({dump_meta.egress_bytes:,} bytes)")
+    assert dump_output["rows (readable)"].value == f"{dump_meta.fingerprint.total_rows:,}"
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["wehub/summary"] == (
+        f"SUCCESS; target: wehub_backup_e2e; rows verified: {verified.rows:,}; "
+        f"received from Supabase: {human_bytes(dump_meta.egress_bytes)} ({dump_meta.egress_bytes:,} bytes)")
+    logged = [record.message for record in instance.all_logs(result.run_id)]
+    assert any(message.startswith("backup_supabase_to_vps: SUCCESS (run ") and
+               f"  rows verified: {verified.rows:,}" in message for message in logged)
 
 
 def test_second_run_replaces_target_and_keeps_previous(
@@ -207,6 +223,9 @@ def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     assert run is not None
     assert (run.tags["wehub/failure"], run.tags["wehub/failure_kind"]) == (
         "missing relation vault.decrypted_secrets", "missing object")
+    assert run.tags["wehub/summary"].startswith("FAILURE; failed step: restore_into_staging_database; "
+                                                "cause: missing relation vault.decrypted_secrets; target: wehub_injected; "
+                                                "received from Supabase: ")
     assert "vault.decrypted_secrets" in last_line
 
 
