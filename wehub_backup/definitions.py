@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from wehub_backup.defs.assets import backup_copy_asset_specs
+from wehub_backup.defs.assets import backup_copy_asset_specs, egress_asset_spec
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
 from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
@@ -20,7 +20,7 @@ from wehub_backup.defs.sensors import alert_on_run_failure, backup_freshness_sen
 def build_definitions() -> dg.Definitions:
     """Assemble the code location; resources are bound to environment variables read at run time."""
     return dg.Definitions(
-        assets=backup_copy_asset_specs(),
+        assets=[*backup_copy_asset_specs(), egress_asset_spec()],
         jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
         schedules=[build_weekly_backup_schedule()],
         sensors=[alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor],

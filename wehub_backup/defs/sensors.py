@@ -15,10 +15,17 @@ import dagster as dg
 
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import AlertMessage, backup_is_stale, run_url, stale_backup_alert
-from wehub_backup.config import EgressSettings, configured_backup_target, max_backup_age
+from wehub_backup.config import (
+    BUDGET_ENV,
+    MAX_AGE_ENV,
+    TARGET_ENV,
+    EgressSettings,
+    configured_backup_target,
+    max_backup_age,
+)
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
-from wehub_backup.defs.egress import check_egress_budget
+from wehub_backup.defs.egress import WARNING_SHARE, check_egress_budget, egress_observation, egress_usage
 from wehub_backup.defs.failures import RunFailure, record_alert_delivery, run_failure_of, tag_failed_run
 from wehub_backup.defs.lifecycle import run_target
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
@@ -149,7 +156,12 @@ def check_backup_freshness(
     return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
 
 
-@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=3600,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Hourly: alerts once when the copy in the configured target ({TARGET_ENV}) is older than "
+    f"{MAX_AGE_ENV} (default 8 days), the copy's freshness policy; also when none was ever made.",
+)
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
     """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
     cursor, outcome = check_backup_freshness(
@@ -160,12 +172,17 @@ def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings:
     return dg.SkipReason(outcome)
 
 
-@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
-def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
-    """Hourly: warn once per billing cycle when Supabase egress passes 80% of the budget."""
+@dg.sensor(
+    minimum_interval_seconds=3600,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Hourly: records the billing cycle's Supabase egress (used, budget, projection) on the "
+    f"supabase_egress asset, and warns once per cycle past {WARNING_SHARE:.0%} of {BUDGET_ENV}.",
+)
+def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SensorResult:
+    """Hourly: the cycle's egress on its asset; a warning once per billing cycle past 80% of the budget."""
+    settings, now = EgressSettings.from_env(), datetime.now(UTC)
     cursor, outcome = check_egress_budget(
-        context.instance, context.cursor, alert_settings.channels(), EgressSettings.from_env(), datetime.now(UTC), context.log
+        context.instance, context.cursor, alert_settings.channels(), settings, now, context.log
     )
-    if cursor is not None:
-        context.update_cursor(cursor)
-    return dg.SkipReason(outcome)
+    observation = egress_observation(egress_usage(context.instance, settings, now))
+    return dg.SensorResult(skip_reason=outcome, cursor=cursor, asset_events=[observation])
