@@ -11,6 +11,7 @@ from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import (
     alert_settings_from_env,
     backup_workspace_from_env,
+    in_run_io_manager,
     supabase_database_from_env,
     vps_database_from_env,
 )
@@ -28,7 +29,7 @@ def build_definitions() -> dg.Definitions:
             "supabase": supabase_database_from_env(),
             "vps": vps_database_from_env(),
             "workspace": backup_workspace_from_env(),
-            "io_manager": dg.mem_io_manager,
+            "io_manager": in_run_io_manager,
             "alert_settings": alert_settings_from_env(),
         },
     )

@@ -10,12 +10,12 @@ kind, so the Runs list shows why each run failed.
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import dagster as dg
-from dagster._utils.error import serializable_error_info_from_exc_info
 
 from wehub_backup.alerts.classify import FailureCause, classify_failure
 from wehub_backup.alerts.delivery import DeliveryResult
@@ -64,15 +64,22 @@ def run_failure_of(step_key: str | None, error: SerializableErrorInfo | None, fa
 
 
 def cause_of(error: BaseException) -> FailureCause:
-    """The kind and one-line cause of a live exception, classified as the alerts classify it."""
-    info = serializable_error_info_from_exc_info((type(error), error, error.__traceback__))
-    return run_failure_of(None, info).cause()
+    """The kind and one-line cause of a live exception and those behind it, as the alerts classify them."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = "\n".join("".join(traceback.format_exception_only(part)).strip() for part in chain)
+    return RunFailure(None, text, tuple(type(part).__name__ for part in chain)).cause()
 
 
 def reported_failure(error: Exception, **metadata: object) -> dg.Failure:
     """``error`` as the step's failure: its one-line cause as the event's message, its kind as metadata."""
     cause = cause_of(error)
-    return dg.Failure(description=cause.summary, metadata={FAILURE_KIND_KEY: str(cause.category), **metadata})
+    failure = dg.Failure(description=cause.summary, metadata={FAILURE_KIND_KEY: str(cause.category), **metadata})
+    failure.__cause__ = error  # kept behind the one line, also where ``error`` was never raised
+    return failure
 
 
 def reports_failures(step: Callable[P, R]) -> Callable[P, R]:

@@ -15,6 +15,8 @@ from pydantic import Field
 from wehub_backup import config
 from wehub_backup.alerts.delivery import AlertChannels, SmtpServer
 from wehub_backup.config import SUPABASE_VARIABLES, VPS_VARIABLES, DatabaseVariables
+from wehub_backup.defs.failures import reported_failure
+from wehub_backup.errors import NotResumable
 from wehub_backup.pg.connection import ConnectionInfo, is_local_host
 from wehub_backup.pg.passfile import default_passfile
 
@@ -141,3 +143,36 @@ def alert_settings_from_env() -> AlertSettings:
         smtp_starttls=config.smtp_starttls(),
         dagster_url=env_or_default(config.DAGSTER_URL_ENV, config.DEFAULT_DAGSTER_URL),
     )
+
+
+class InRunIOManager(dg.IOManager):
+    """Hands each step's output to the next in memory, within the run that made it.
+
+    A re-execution from a failed step would start from another run's outputs: the plan, the
+    dump and its verification, whose snapshot, working files and lock ended with that run. Dagster
+    refuses such a start with a traceback when the IO manager is ``mem_io_manager``; this one lets
+    the run start and its first step refuse it in one line, before anything is changed.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        self._values[(context.step_key, context.name)] = obj
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        assert upstream is not None, "every input of the project's ops comes from an upstream step"
+        key = (upstream.step_key, upstream.name)
+        if key not in self._values:
+            step = context.step_context.step.key
+            raise reported_failure(NotResumable(
+                f"a re-execution cannot start at {step}: its inputs died with run {upstream.run_id} (snapshot, "
+                "working files, lock); re-execute all steps, or launch a new run"))
+        return self._values[key]
+
+
+@dg.io_manager(description="Step outputs in memory within their run; a re-execution from a failed step is "
+               "refused in one line (its inputs ended with their run).")
+def in_run_io_manager(_: dg.InitResourceContext) -> InRunIOManager:
+    return InRunIOManager()

@@ -225,6 +225,13 @@ OWN_ERRORS = [
         "VPS database crm was not made by wehub_backup",
     ),
     (
+        "NotResumable",
+        "a re-execution cannot start at promote_staging_database: its inputs died with run 1f0c (snapshot, "
+        "working files, lock); re-execute all steps, or launch a new run",
+        FailureCategory.CONFIG,
+        "re-execute all steps, or launch a new run",
+    ),
+    (
         "ConcurrentRun",
         "another backup or migration run for wehub_backup_test is running; this run changed nothing",
         FailureCategory.CONCURRENT_RUN,
