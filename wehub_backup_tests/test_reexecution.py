@@ -32,3 +32,25 @@ def test_reexecution_from_the_failed_step_is_refused_in_one_line(
     assert run is not None and run.tags[FAILURE_KIND_TAG] == "config"
     assert run.tags[FAILURE_TAG].startswith("a re-execution cannot start at promote_staging_database")
     assert databases_named(vps_cluster, "wehub_resume") == {"wehub_resume"}  # the copy as it was, no staging
+
+
+@pytest.mark.usefixtures("scratch_source")
+def test_reexecution_of_all_steps_that_succeeds_drops_the_failure_it_inherited(
+    instance: dg.DagsterInstance, vps_cluster: PostgresCluster
+) -> None:
+    failed = run_backup("wehub_rerun", instance, on_connected_sessions="bogus")
+    parent = instance.get_run_by_id(failed.run_id)
+    assert parent is not None and parent.tags[FAILURE_KIND_TAG] == "config"
+
+    # As the UI re-executes all steps: the parent's tags come along (here with a corrected config).
+    with dg.execute_job(dg.reconstructable(backup_job_with_resources), instance, raise_on_error=False,
+                        run_config={"ops": {"plan_supabase_backup": {"config": {"target_database": "wehub_rerun"}}}},
+                        tags=dict(parent.tags),
+                        reexecution_options=dg.ReexecutionOptions(parent_run_id=failed.run_id)) as rerun:
+        assert rerun.success
+    run = instance.get_run_by_id(rerun.run_id)
+    assert run is not None
+    inherited = f"none: inherited from run {failed.run_id}"
+    assert (run.tags[FAILURE_TAG], run.tags[FAILURE_KIND_TAG]) == (inherited, inherited)
+    assert run.tags["wehub/summary"].startswith("SUCCESS; target: wehub_rerun")
+    assert databases_named(vps_cluster, "wehub_rerun") == {"wehub_rerun"}

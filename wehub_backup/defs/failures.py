@@ -102,10 +102,15 @@ def failure_tags(cause: FailureCause) -> dict[str, str]:
 
 
 def tag_failed_run(instance: dg.DagsterInstance, run_id: str, cause: FailureCause) -> None:
-    """Show the cause in the Runs list, unless an earlier report (the failed step's) already did."""
-    run = instance.get_run_by_id(run_id)
-    if run is not None and FAILURE_TAG not in run.tags:
-        instance.add_run_tags(run_id, failure_tags(cause))
+    """Show the cause in the Runs list (over what a re-execution inherited from the run it repeats)."""
+    instance.add_run_tags(run_id, failure_tags(cause))
+
+
+def untag_inherited_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """A re-execution that succeeds: the failure tags it inherited are not its own (tags cannot be removed)."""
+    inherited = [tag for tag in (FAILURE_TAG, FAILURE_KIND_TAG, ALERT_TAG) if tag in run.tags]
+    if inherited:
+        instance.add_run_tags(run.run_id, dict.fromkeys(inherited, f"none: inherited from run {run.parent_run_id}"))
 
 
 def tag_step_failure(context: dg.HookContext) -> None:
