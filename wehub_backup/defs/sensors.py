@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 import dagster as dg
@@ -156,12 +157,14 @@ def check_backup_freshness(
     return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
 
 
-@dg.sensor(
-    minimum_interval_seconds=3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Hourly: alerts once when the copy in the configured target ({TARGET_ENV}) is older than "
-    f"{MAX_AGE_ENV} (default 8 days), the copy's freshness policy; also when none was ever made.",
-)
+def _hourly(description: str) -> Callable[[Callable[..., object]], dg.SensorDefinition]:
+    """A sensor ticking every hour, on by default."""
+    return dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING,
+                     description=description)
+
+
+@_hourly(f"Hourly: alerts once when the copy in the configured target ({TARGET_ENV}) is older than {MAX_AGE_ENV} "
+         "(default 8 days), the copy's freshness policy; also when none was ever made.")
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
     """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
     cursor, outcome = check_backup_freshness(
@@ -172,12 +175,8 @@ def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings:
     return dg.SkipReason(outcome)
 
 
-@dg.sensor(
-    minimum_interval_seconds=3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Hourly: records the billing cycle's Supabase egress (used, budget, projection) on the "
-    f"supabase_egress asset, and warns once per cycle past {WARNING_SHARE:.0%} of {BUDGET_ENV}.",
-)
+@_hourly(f"Hourly: records the billing cycle's Supabase egress (used, budget, projection) on the supabase_egress "
+         f"asset, and warns once per cycle past {WARNING_SHARE:.0%} of {BUDGET_ENV}.")
 def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SensorResult:
     """Hourly: the cycle's egress on its asset; a warning once per billing cycle past 80% of the budget."""
     settings, now = EgressSettings.from_env(), datetime.now(UTC)

@@ -24,14 +24,7 @@ from wehub_backup.defs.lifecycle import (
     requested_target,
     start_run,
 )
-from wehub_backup.defs.metadata import (
-    dump_metadata,
-    markdown_list,
-    readable,
-    run_process_usage,
-    seconds,
-    settings_text,
-)
+from wehub_backup.defs.metadata import dump_metadata, markdown_list, readable, run_process_usage, seconds, settings_text
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
