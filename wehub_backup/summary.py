@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure
+from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure, scrub_secrets
 from wehub_backup.alerts.messages import run_url
 from wehub_backup.defs.failures import run_failure_of
 from wehub_backup.units import readable_number
@@ -50,7 +50,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
             summary.step_metadata[event.step_key] = {k: v.value for k, v in event.step_output_data.metadata.items()}
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and summary.failed_step is None:
             summary.failed_step = event.step_key
-            summary.failure = failure_reason(event.step_failure_data.error)
+            summary.failure = scrub_secrets(failure_reason(event.step_failure_data.error))
             failure = run_failure_of(event.step_key, event.step_failure_data.error)
             summary.failure_kind = classify_failure(failure.error_text, failure.error_classes).category
     return summary

@@ -91,6 +91,8 @@ def dismiss_welcome(page: Page, content: Locator) -> None:
 
 
 def screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    """Keep the page's picture, and its text for the test's look for passwords."""
+    (tmp_path / f"{name}.html").write_text(page.content())
     folder = Path(os.environ.get("WEHUB_SCREENSHOTS_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"))
@@ -152,3 +154,7 @@ def test_operator_pages_in_a_real_browser(
     # The UI re-executes a command-line run as one of its own (it needs the run's code-location origin).
     relaunched = webserver(REEXECUTE, {"parentRunId": cli_run["runId"]})["launchPipelineReexecution"]
     assert relaunched["__typename"] == "LaunchRunSuccess", relaunched
+
+    shown = "\n".join(saved.read_text() for saved in tmp_path.glob("*.html"))
+    for secret in (*backup_env.passwords, storage_login.password):
+        assert secret not in shown

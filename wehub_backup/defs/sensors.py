@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
@@ -74,7 +75,8 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: Al
 
     Every failed run is seen and the two jobs are picked by name, so a run recorded without a
     code-location origin (by an older version of the command line) still alerts. The run shows
-    the cause (if its failed step did not already tag it) and where the alert went.
+    its cause (also when it failed outside its steps, where no failure hook ran) and where the
+    alert went.
     """
     run = context.dagster_run
     if run.job_name in MONITORED_JOB_NAMES:

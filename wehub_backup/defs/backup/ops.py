@@ -16,6 +16,7 @@ from wehub_backup.backup.verify import VerificationResult, verify_staging
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
+from wehub_backup.defs.failures import reported_failure, reports_failures, tag_step_failure
 from wehub_backup.defs.lifecycle import (
     default_jobs,
     failure_detail,
@@ -28,7 +29,6 @@ from wehub_backup.defs.metadata import dump_metadata, markdown_list, readable, r
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
-from wehub_backup.defs.failures import reported_failure, reports_failures, tag_step_failure
 from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult
