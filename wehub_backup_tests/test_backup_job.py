@@ -217,15 +217,18 @@ def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     # The cause comes first: the failure event's own message (not Dagster's wrapper) and the run's tags.
     [failure] = [event.step_failure_data for event in failed.all_events if event.is_step_failure]
     assert failure.error.cls_name == "Failure" and "while executing op" not in failure.error.message
-    assert failure.user_failure_data.description == "missing relation vault.decrypted_secrets"
-    assert failure.user_failure_data.metadata["failure_kind"].value == "missing object"
+    assert 'relation "vault.decrypted_secrets" does not exist' in failure.user_failure_data.description
+    assert "\n" not in failure.user_failure_data.description
+    shown = failure.user_failure_data.metadata
+    assert (shown["failure_kind"].value, shown["failure_summary"].value) == (
+        "missing object", "missing relation vault.decrypted_secrets")
     run = instance.get_run_by_id(failed.run_id)
     assert run is not None
     assert (run.tags["wehub/failure"], run.tags["wehub/failure_kind"]) == (
         "missing relation vault.decrypted_secrets", "missing object")
-    assert run.tags["wehub/summary"].startswith("FAILURE; failed step: restore_into_staging_database; "
-                                                "cause: missing relation vault.decrypted_secrets; target: wehub_injected; "
-                                                "received from Supabase: ")
+    summary = run.tags["wehub/summary"]
+    assert summary.startswith("FAILURE; failed step: restore_into_staging_database; cause: ")
+    assert 'relation "vault.decrypted_secrets" does not exist' in summary and "target: wehub_injected" in summary
     assert "vault.decrypted_secrets" in last_line
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import dagster as dg
 
-from wehub_backup.alerts.classify import FailureCause, classify_failure
+from wehub_backup.alerts.classify import FailureCause, classify_failure, scrub_secrets
 from wehub_backup.alerts.delivery import DeliveryResult
 from wehub_backup.defs.names import ALERT_TAG, FAILURE_KIND_TAG, FAILURE_TAG
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 FAILURE_KIND_KEY = "failure_kind"
+FAILURE_SUMMARY_KEY = "failure_summary"
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,13 @@ def cause_of(error: BaseException) -> FailureCause:
 
 
 def reported_failure(error: Exception, **metadata: object) -> dg.Failure:
-    """``error`` as the step's failure: its one-line cause as the event's message, its kind as metadata."""
+    """``error`` as the step's failure: its own words on one line as the event's message, its kind
+    and classified summary (what the alert says) as metadata."""
     cause = cause_of(error)
-    failure = dg.Failure(description=cause.summary, metadata={FAILURE_KIND_KEY: str(cause.category), **metadata})
+    failure = dg.Failure(
+        description=" ".join(scrub_secrets(str(error)).split()) or type(error).__name__,
+        metadata={FAILURE_KIND_KEY: str(cause.category), FAILURE_SUMMARY_KEY: cause.summary, **metadata},
+    )
     failure.__cause__ = error  # kept behind the one line, also where ``error`` was never raised
     return failure
 
