@@ -36,6 +36,7 @@ if [ "$purpose" = test ]; then
   [ -f "$share/$major/extension/pg_cron.control" ] || missing+=("postgresql-$major-cron")
   [ -f "$locales/de_DE" ] || missing+=(locales)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the browser test drives it (Playwright, no download)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

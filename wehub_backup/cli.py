@@ -3,7 +3,8 @@
 ``wehub-backup backup [--adopt] [TARGET_DB]`` mirrors ``backup_supabase_to_vps.sh [TARGET_DB]``:
 the same job the schedule and the UI launch, recorded in the instance at ``$DAGSTER_HOME``.
 ``wehub-backup migrate [--overwrite] [--new-project [--with-users]]`` mirrors ``migrate_to_supabase.sh`` the
-same way.
+same way. Each run is recorded as a run of the code location's job, like one launched from the UI:
+it is listed on the job's page and the timeline, and the UI can re-execute it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import dagster as dg
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.workspace.load import location_origin_from_module_name
 
 from wehub_backup.config import configured_backup_target, dagster_home, dagster_url
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import egress_usage, format_egress_report, last_successful_egress
 from wehub_backup.defs.migration.config import migration_run_config
-from wehub_backup.defs.names import BACKUP_JOB, LAUNCHED_BY_TAG, MIGRATION_JOB, TARGET_TAG
+from wehub_backup.defs.names import (
+    BACKUP_JOB,
+    CODE_LOCATION,
+    DEFINITIONS_MODULE,
+    LAUNCHED_BY_TAG,
+    MIGRATION_JOB,
+    REPOSITORY,
+    TARGET_TAG,
+)
 from wehub_backup.errors import SettingsError
 from wehub_backup.files import open_private, private_umask
 from wehub_backup.summary import format_summary, summarize_run
@@ -45,16 +57,43 @@ def run_migration(overwrite: bool, new_project: bool = False, with_users: bool =
 def _run_recorded(job_factory: Callable[[], dg.JobDefinition], run_config: dict, tags: dict[str, str]) -> int:
     """Execute a job in this process, recorded in the instance at $DAGSTER_HOME, and print its summary."""
     with _instance() as instance:
-        result = dg.execute_job(
-            dg.reconstructable(job_factory),
-            instance=instance,
-            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-            tags={**tags, LAUNCHED_BY_TAG: "cli"},
-            raise_on_error=False,
+        run_id = execute_as_location_run(
+            instance, dg.reconstructable(job_factory),
+            {**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            {**tags, LAUNCHED_BY_TAG: "cli"},
         )
-        summary = summarize_run(instance, result.run_id)
+        summary = summarize_run(instance, run_id)
     print(format_summary(summary, dagster_url()))
     return 0 if summary.success else 1
+
+
+def execute_as_location_run(
+    instance: dg.DagsterInstance, job: dg.ReconstructableJob, run_config: dict, tags: dict[str, str]
+) -> str:
+    """Create the run as a run of the code location's job, then execute it here; return its id.
+
+    ``dg.execute_job`` records a run without a code-location origin: the UI leaves it off the
+    job's page and cannot re-execute it. The origin is the one workspace.yaml gives the
+    webserver and the daemon (module, location and repository name), built without starting a
+    code server, so the command keeps running the job in its own process.
+    """
+    job_def = job.get_definition()
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=run_config,
+        tags={**job_def.run_tags, **tags},
+        remote_job_origin=location_job_origin(job_def.name),
+        job_code_origin=job.get_python_origin(),
+        repository_load_data=job.repository.get_definition().repository_load_data,
+    )
+    execute_run(job, run, instance)
+    return run.run_id
+
+
+def location_job_origin(job_name: str) -> RemoteJobOrigin:
+    """Where the webserver finds ``job_name``: the workspace's code location and its one repository."""
+    location = location_origin_from_module_name(DEFINITIONS_MODULE, None, None, CODE_LOCATION, sys.executable)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, REPOSITORY), job_name)
 
 
 def report_egress() -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from wehub_backup.defs.assets import backup_copy_asset_specs
+from wehub_backup.defs.assets import backup_copy_asset_specs, egress_asset_spec
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
 from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import (
     alert_settings_from_env,
     backup_workspace_from_env,
+    in_run_io_manager,
     supabase_database_from_env,
     vps_database_from_env,
 )
@@ -21,7 +22,7 @@ from wehub_backup.files import private_umask
 def build_definitions() -> dg.Definitions:
     """Assemble the code location; resources are bound to environment variables read at run time."""
     return dg.Definitions(
-        assets=backup_copy_asset_specs(),
+        assets=[*backup_copy_asset_specs(), egress_asset_spec()],
         jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
         schedules=[build_weekly_backup_schedule()],
         sensors=[alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor],
@@ -29,7 +30,7 @@ def build_definitions() -> dg.Definitions:
             "supabase": supabase_database_from_env(),
             "vps": vps_database_from_env(),
             "workspace": backup_workspace_from_env(),
-            "io_manager": dg.mem_io_manager,
+            "io_manager": in_run_io_manager,
             "alert_settings": alert_settings_from_env(),
         },
     )

@@ -83,6 +83,10 @@ class EgressBudgetError(PreflightError):
     category = FailureCategory.EGRESS_BUDGET
 
 
+class NotResumable(SettingsError):
+    """A re-execution would start at a step whose inputs (snapshot, working files, lock) ended with their run."""
+
+
 class PasswordFileError(WehubError):
     """The password file is missing, unreadable, too widely readable, or lacks the login's line."""
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure
+from wehub_backup.alerts.classify import EXCEPTION_CLASS_PREFIX, classify_failure, scrub_secrets
 from wehub_backup.alerts.messages import run_url
-from wehub_backup.defs.sensors import run_failure_of
+from wehub_backup.defs.failures import run_failure_of
+from wehub_backup.units import readable_number
 
 
 @dataclass
@@ -22,6 +24,7 @@ class RunSummary:
     failure_kind: str | None = None
     step_metadata: dict[str, dict[str, object]] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
+    started_at: datetime | None = None
 
     def value(self, step: str, key: str, default: object = None) -> object:
         return self.step_metadata.get(step, {}).get(key, default)
@@ -34,6 +37,8 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
     summary = RunSummary(run_id, run.job_name, run.status == dg.DagsterRunStatus.SUCCESS)
     started: dict[str, float] = {}
     for record in instance.all_logs(run_id):
+        if summary.started_at is None:
+            summary.started_at = datetime.fromtimestamp(record.timestamp, UTC)
         event = record.dagster_event
         if event is None or event.step_key is None:
             continue
@@ -45,7 +50,7 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
             summary.step_metadata[event.step_key] = {k: v.value for k, v in event.step_output_data.metadata.items()}
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and summary.failed_step is None:
             summary.failed_step = event.step_key
-            summary.failure = failure_reason(event.step_failure_data.error)
+            summary.failure = scrub_secrets(failure_reason(event.step_failure_data.error))
             failure = run_failure_of(event.step_key, event.step_failure_data.error)
             summary.failure_kind = classify_failure(failure.error_text, failure.error_classes).category
     return summary
@@ -65,19 +70,40 @@ def failure_reason(error: object) -> str:
 
 def format_summary(summary: RunSummary, ui_url: str) -> str:
     """Plain text for a terminal: outcome, sizes, rows, and where to look in the UI."""
-    lines = [f"{summary.job_name}: {'SUCCESS' if summary.success else 'FAILURE'} (run {summary.run_id})"]
-    if not summary.success:
-        lines.append(f"  failed step: {summary.failed_step}")
-        lines.append(f"  cause: {summary.failure}")
-        lines.append(f"  kind: {summary.failure_kind}")
-    for label, step, key in _SUMMARY_FIELDS:
-        value = summary.value(step, key)
-        if value is not None:
-            lines.append(f"  {label}: {_human(key, value)}")
+    lines = [f"{summary.job_name}: {_outcome(summary)} (run {summary.run_id})"]
+    if summary.started_at is not None:
+        lines.append(f"  started: {summary.started_at:%Y-%m-%d %H:%M:%S %Z}")
+    lines += [f"  {label}: {value}" for label, value in _figures(summary)]
     for step, seconds in summary.step_seconds.items():
         lines.append(f"  {step}: {seconds:.1f}s")
     lines.append(f"  details: {run_url(ui_url, summary.run_id)}")
     return "\n".join(lines)
+
+
+def headline(summary: RunSummary) -> str:
+    """The summary in one line, for the run's tag in the Runs list."""
+    figures = [f"{label}: {value}" for label, value in _figures(summary) if label in _HEADLINE_LABELS]
+    return "; ".join([_outcome(summary), *figures])
+
+
+def _outcome(summary: RunSummary) -> str:
+    return "SUCCESS" if summary.success else "FAILURE"
+
+
+def _figures(summary: RunSummary) -> list[tuple[str, str]]:
+    figures = []
+    if not summary.success:
+        figures += [("failed step", str(summary.failed_step)), ("cause", str(summary.failure)),
+                    ("kind", str(summary.failure_kind))]
+    for label, step, key in _SUMMARY_FIELDS:
+        value = summary.value(step, key)
+        if value is not None:
+            figures.append((label, _human(key, value)))
+    return figures
+
+
+_HEADLINE_LABELS = frozenset({"failed step", "cause", "target", "rows verified", "received from Supabase",
+                              "sent to Supabase"})
 
 
 _SUMMARY_FIELDS = (
@@ -103,6 +129,4 @@ _SUMMARY_FIELDS = (
 def _human(key: str, value: object) -> str:
     if key == "left_out" and isinstance(value, str) and value.startswith("- "):
         return "".join(f"\n    {line}" for line in value.splitlines())  # one item a line, under the label
-    if key.endswith("_bytes") and isinstance(value, int):
-        return f"{value:,} bytes ({value / 2**20:.1f} MiB)"
-    return str(value)
+    return readable_number(key, value) or str(value)

@@ -13,7 +13,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wehub_backup.defs.names import BACKUP_JOB
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+from wehub_backup.defs.names import BACKUP_JOB, CODE_LOCATION
+from wehub_backup.units import human_bytes
 from wehub_backup_tests.faults.secrets import ArgumentListSampler
 from wehub_backup_tests.faults.sources import CHECK_READING_VAULT_SQL, VAULT_EXTENSION_SQL
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -69,6 +72,21 @@ def test_copy_equals_source_and_verification_is_recorded(
 
     left_out = result.output_for_node("plan_supabase_backup").scope.left_out
     assert {"pg_graphql", "supabase_vault", "pgrst_ddl_watch", "auth.schema_migrations"} <= {i.name for i in left_out}
+
+    # Numbers stay numbers, each with its readable form beside it; the run's summary is on the run.
+    [dump_output] = [e.step_output_data.metadata for e in result.all_events
+                     if e.is_successful_output and e.step_key == "dump_supabase_database"]
+    assert dump_output["egress_bytes"].value == dump_meta.egress_bytes
+    assert dump_output["egress_bytes (readable)"].value == (
+        f"{human_bytes(dump_meta.egress_bytes)} ({dump_meta.egress_bytes:,} bytes)")
+    assert dump_output["rows (readable)"].value == f"{dump_meta.fingerprint.total_rows:,}"
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["wehub/summary"] == (
+        f"SUCCESS; target: wehub_backup_e2e; rows verified: {verified.rows:,}; "
+        f"received from Supabase: {human_bytes(dump_meta.egress_bytes)} ({dump_meta.egress_bytes:,} bytes)")
+    logged = [record.message for record in instance.all_logs(result.run_id)]
+    assert any(message.startswith("backup_supabase_to_vps: SUCCESS (run ") and
+               f"  rows verified: {verified.rows:,}" in message for message in logged)
 
 
 def test_second_run_replaces_target_and_keeps_previous(
@@ -196,6 +214,21 @@ def test_restore_error_fails_run_and_leaves_previous_target_untouched(
     assert not list(backup_env.backup_dir.glob("run-*"))
     last_line = backup_env.backup_log.read_text().splitlines()[-1]
     assert "FAILURE target=wehub_injected step=restore_into_staging_database" in last_line
+    # The cause comes first: the failure event's own message (not Dagster's wrapper) and the run's tags.
+    [failure] = [event.step_failure_data for event in failed.all_events if event.is_step_failure]
+    assert failure.error.cls_name == "Failure" and "while executing op" not in failure.error.message
+    assert 'relation "vault.decrypted_secrets" does not exist' in failure.user_failure_data.description
+    assert "\n" not in failure.user_failure_data.description
+    shown = failure.user_failure_data.metadata
+    assert (shown["failure_kind"].value, shown["failure_summary"].value) == (
+        "missing object", "missing relation vault.decrypted_secrets")
+    run = instance.get_run_by_id(failed.run_id)
+    assert run is not None
+    assert (run.tags["wehub/failure"], run.tags["wehub/failure_kind"]) == (
+        "missing relation vault.decrypted_secrets", "missing object")
+    summary = run.tags["wehub/summary"]
+    assert summary.startswith("FAILURE; failed step: restore_into_staging_database; cause: ")
+    assert 'relation "vault.decrypted_secrets" does not exist' in summary and "target: wehub_injected" in summary
     assert "vault.decrypted_secrets" in last_line
 
 
@@ -267,6 +300,13 @@ def test_command_line_runs_a_recorded_dagster_run(backup_env: BackupEnv, vps_clu
         runs = instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
         assert runs[0].tags["wehub/target"] == "wehub_from_cli"
+        # A run of the code location's job, as the UI lists and re-executes them (by location and repository).
+        origin = runs[0].remote_job_origin
+        assert origin is not None and (origin.location_name, origin.repository_origin.repository_name) == (
+            CODE_LOCATION, "__repository__")
+        listed = instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB, tags={
+            REPOSITORY_LABEL_TAG: f"__repository__@{CODE_LOCATION}"}))
+        assert [r.run_id for r in listed] == [runs[0].run_id]
     assert vps_cluster.query("SELECT count(*) FROM auth.users", dbname="wehub_from_cli")[0][0] > 0
 
     refused = subprocess.run([sys.executable, "-m", "wehub_backup.cli", "backup", "bad;name"],

@@ -13,7 +13,7 @@ import pytest
 
 from wehub_backup.config import EgressSettings
 from wehub_backup.definitions import build_definitions
-from wehub_backup.defs.assets import backup_copy_asset_key
+from wehub_backup.defs.assets import EGRESS_ASSET_KEY, backup_copy_asset_key
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import (
     FIRST_RUN_BASIS,
@@ -95,6 +95,14 @@ def test_successful_and_failed_dumps_count_and_the_command_reports_them(
 
     budget = (first + second) * 4
     monkeypatch.setenv("WEHUB_EGRESS_BUDGET_BYTES", str(budget))
+    # The sensor shows the cycle on the supabase_egress asset, the failed run's dump included.
+    ticked = egress_budget_sensor(dg.build_sensor_context(instance=instance, resources={"alert_settings": AlertSettings()}))
+    [observation] = ticked.asset_events
+    assert observation.asset_key == EGRESS_ASSET_KEY
+    shown = {name: entry.value for name, entry in observation.metadata.items()}
+    assert (shown["used_bytes"], shown["budget_bytes"], shown["used_percent"]) == (first + second, budget, 25.0)
+    assert shown["used_bytes (readable)"] == f"{human_bytes(first + second)} ({first + second:,} bytes)"
+    assert shown["runs_by_status"] == "1 failure, 1 success" and shown["projected_bytes"] >= first + second
     report = subprocess.run([sys.executable, "-m", "wehub_backup.cli", "egress"],
                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
     assert report.returncode == 0, report.stderr
@@ -194,10 +202,11 @@ def test_warning_at_eighty_percent_is_sent_once_per_cycle(
 
     monkeypatch.setenv("WEHUB_EGRESS_BUDGET_BYTES", str(int(used / 0.85)))
     context = dg.build_sensor_context(instance=instance, resources={"alert_settings": alerts})
-    outcome = egress_budget_sensor(context)
+    ticked = egress_budget_sensor(context)
+    outcome = ticked.skip_reason
     assert isinstance(outcome, dg.SkipReason) and (outcome.skip_message or "").endswith("(85%) used: warned")
     cycle_start = BillingCycle.containing(now).start
-    assert context.cursor == cycle_start.isoformat()
+    assert ticked.cursor == cycle_start.isoformat()
     [payload] = receiver.payloads
     lines = payload["text"].splitlines()
     assert lines[0] == "wehub_backup: Supabase egress at 85% of the budget"
@@ -205,8 +214,9 @@ def test_warning_at_eighty_percent_is_sent_once_per_cycle(
     assert lines[2].endswith("(85%) in 1 run(s)")
     assert lines[-1] == "Runs: http://dagster.test:3000/runs"
 
-    again = dg.build_sensor_context(instance=instance, cursor=context.cursor, resources={"alert_settings": alerts})
-    assert (egress_budget_sensor(again).skip_message or "").endswith("already warned this cycle")
+    again = dg.build_sensor_context(instance=instance, cursor=cycle_start.isoformat(), resources={"alert_settings": alerts})
+    skipped = egress_budget_sensor(again).skip_reason
+    assert skipped is not None and (skipped.skip_message or "").endswith("already warned this cycle")
     assert len(receiver.payloads) == 1
     # A cursor from the previous cycle does not silence this one.
     previous_cycle = BillingCycle.containing(cycle_start - timedelta(days=1)).start.isoformat()

@@ -121,3 +121,23 @@ def test_backup_copies_are_declared_assets(monkeypatch: pytest.MonkeyPatch) -> N
     assert {spec.key for spec in backup_copy_asset_specs()} == {testing, production, backup_copy_asset_key("wehub_weekly")}
     # A mistyped target does not stop the code location from loading: its run fails and alerts instead.
     assert {spec.key for spec in backup_copy_asset_specs({"WEHUB_BACKUP_TARGET_DB": "Wehub-Prod"})} == {testing, production}
+
+
+def test_copies_carry_dagsters_freshness_policy_of_the_configured_maximum_age() -> None:
+    windows = {spec.freshness_policy.fail_window.to_timedelta() for spec in backup_copy_asset_specs({})}
+    assert windows == {timedelta(days=8)}
+    two_days = backup_copy_asset_specs({"WEHUB_BACKUP_MAX_AGE_HOURS": "48"})
+    assert {spec.freshness_policy.fail_window.to_timedelta() for spec in two_days} == {timedelta(days=2)}
+    assert {spec.freshness_policy for spec in backup_copy_asset_specs({"WEHUB_BACKUP_MAX_AGE_HOURS": "soon"})} == {None}
+
+
+def test_launchpad_default_target_is_the_configured_one() -> None:
+    """The op's config default is read when the code location loads, as the webserver's code server does."""
+    show_default = ("from wehub_backup.definitions import defs; from wehub_backup.defs.names import BACKUP_JOB; "
+                    "schema = defs.get_job_def(BACKUP_JOB).run_config_schema.config_type; "
+                    "ops = schema.fields['ops'].config_type.fields['plan_supabase_backup'].config_type; "
+                    "print(ops.fields['config'].config_type.fields['target_database'].default_value)")
+    environment = {**os.environ, "WEHUB_BACKUP_TARGET_DB": "wehub", "SUPABASE_DB_HOST": "db.example.supabase.co"}
+    shown = subprocess.run([sys.executable, "-c", show_default], capture_output=True, text=True, timeout=120,
+                           env=environment)
+    assert shown.stdout.strip() == "wehub", shown.stderr

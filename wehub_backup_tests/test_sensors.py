@@ -12,6 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.lifecycle import run_target
 from wehub_backup.defs.resources import AlertSettings
 from wehub_backup.defs.sensors import (
@@ -19,13 +20,14 @@ from wehub_backup.defs.sensors import (
     backup_freshness_sensor,
     check_backup_freshness,
     find_run_failure,
-    last_success_time,
+    last_copy_time,
 )
 from wehub_backup_tests.harness.cluster import free_tcp_port
 from wehub_backup_tests.support.backup_runs import alert_on_failed_run
 from wehub_backup_tests.support.loopback_servers import LOOPBACK, WebhookReceiver
 
 DAGSTER_URL = "http://dagster.test:3000"
+TESTING, PRODUCTION = "wehub_backup_test", "wehub"
 LOG = logging.getLogger(__name__)
 EIGHT_DAYS = timedelta(days=8)
 
@@ -49,8 +51,9 @@ def failing_other_job() -> None:
 
 
 @dg.op
-def finish() -> None:
-    """A backup that succeeds, to give the freshness sensor a last success."""
+def finish(context) -> None:  # noqa: ANN001 - Dagster reads the annotation, which a future import turns into text
+    """A backup that succeeds, to give the freshness sensor a verified copy of the testing target."""
+    context.log_event(dg.AssetMaterialization(backup_copy_asset_key(TESTING)))
 
 
 @dg.job(name="backup_supabase_to_vps")
@@ -96,6 +99,23 @@ def test_failure_sensor_alerts_with_step_target_cause_and_link(
     assert lines[5] == f"Run: {DAGSTER_URL}/runs/{result.run_id}"
     assert "hunter2" not in payload["text"]
 
+    # The run shows its cause (its step did not tag it) and where the alert went.
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    assert run.tags["wehub/failure_kind"] == "network"
+    assert run.tags["wehub/failure"] == lines[4].removeprefix("Cause (network): ")
+    assert run.tags["wehub/alert"] == f"webhook http://{LOOPBACK}: ok"
+    logged = [record.message for record in instance.all_logs(result.run_id)]
+    assert f"Failure alert: webhook http://{LOOPBACK}: ok" in logged
+
+
+def test_undelivered_alert_shows_on_the_run(instance: dg.DagsterInstance) -> None:
+    result = _failed_run(instance)
+    down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{free_tcp_port()}/hook", dagster_url=DAGSTER_URL)
+    alert_on_failed_run(instance, result.dagster_run, result.get_run_failure_event(), down)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["wehub/alert"].startswith(f"webhook http://{LOOPBACK}: failed (")
+
 
 def test_failure_sensor_ignores_other_jobs(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
     _evaluate_failure_sensor(instance, _failed_run(instance, failing_other_job), receiver)
@@ -119,31 +139,45 @@ def test_run_target_prefers_the_tag_then_the_run_config() -> None:
     assert run_target(dg.DagsterRun(job_name="j", run_id="r3")) is None
 
 
-def _tick(instance: dg.DagsterInstance, cursor: str | None, now: datetime, receiver: WebhookReceiver) -> str:
-    cursor, _ = check_backup_freshness(instance, cursor, _settings(receiver).channels(), now, EIGHT_DAYS, LOG)
+def _tick(instance: dg.DagsterInstance, cursor: str | None, now: datetime, receiver: WebhookReceiver,
+          target: str = TESTING) -> str:
+    cursor, _ = check_backup_freshness(instance, cursor, _settings(receiver).channels(), now, EIGHT_DAYS, LOG, target)
     return cursor
 
 
 def test_freshness_alerts_once_per_stale_period(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
     assert succeeding_backup.execute_in_process(instance=instance).success
-    finished = last_success_time(instance, "backup_supabase_to_vps")
+    finished = last_copy_time(instance, TESTING)
     assert finished is not None and abs(datetime.now(UTC) - finished) < timedelta(minutes=1)
     _failed_run(instance)
-    assert last_success_time(instance, "backup_supabase_to_vps") == finished
+    assert last_copy_time(instance, TESTING) == finished
 
     cursor = _tick(instance, None, finished + timedelta(days=7), receiver)
     assert receiver.payloads == []
     cursor = _tick(instance, cursor, finished + timedelta(days=9), receiver)
     cursor = _tick(instance, cursor, finished + timedelta(days=10), receiver)
     [payload] = receiver.payloads
-    assert "no successful backup_supabase_to_vps for more than 8 days" in payload["text"]
+    assert "no successful backup_supabase_to_vps into wehub_backup_test for more than 8 days" in payload["text"]
     assert "(9 days ago)" in payload["text"]
 
     assert succeeding_backup.execute_in_process(instance=instance).success
-    newer = last_success_time(instance, "backup_supabase_to_vps")
+    newer = last_copy_time(instance, TESTING)
     assert newer is not None and newer > finished
     _tick(instance, cursor, newer + timedelta(days=9), receiver)
     assert len(receiver.payloads) == 2
+
+
+def test_freshness_is_per_target(instance: dg.DagsterInstance, receiver: WebhookReceiver) -> None:
+    """A fresh testing copy (a Launchpad click into the default target, say) leaves an old production copy overdue."""
+    watching_since = datetime.now(UTC) - timedelta(days=9)
+    assert succeeding_backup.execute_in_process(instance=instance).success
+    cursor = FreshnessCursor(watching_since=watching_since).serialize()
+
+    _tick(instance, cursor, datetime.now(UTC), receiver, TESTING)
+    assert receiver.payloads == []
+    _tick(instance, cursor, datetime.now(UTC), receiver, PRODUCTION)
+    [payload] = receiver.payloads
+    assert "no successful backup_supabase_to_vps into wehub for more than 8 days" in payload["text"]
 
 
 def test_freshness_without_any_success_counts_from_first_tick(
@@ -165,7 +199,8 @@ def test_freshness_alert_that_was_not_delivered_is_sent_on_a_later_tick(
     first = datetime(2025, 3, 2, 2, 0, tzinfo=UTC)
     down = AlertSettings(webhook_url=f"http://{LOOPBACK}:{free_tcp_port()}/hook", dagster_url=DAGSTER_URL)
     cursor = FreshnessCursor(watching_since=first).serialize()
-    cursor, outcome = check_backup_freshness(instance, cursor, down.channels(), first + timedelta(days=9), EIGHT_DAYS, LOG)
+    cursor, outcome = check_backup_freshness(instance, cursor, down.channels(), first + timedelta(days=9), EIGHT_DAYS,
+                                             LOG, TESTING)
     assert outcome.endswith("overdue, alert not delivered, will retry")
     _tick(instance, cursor, first + timedelta(days=9, hours=1), receiver)
     assert len(receiver.payloads) == 1
@@ -186,7 +221,7 @@ def test_freshness_sensor_tick_updates_cursor_and_delivers(
 
     assert isinstance(outcome, dg.SkipReason)
     assert (outcome.skip_message or "").endswith("overdue, alerted")
-    assert json.loads(context.cursor or "{}")["alerted_for"] == "never"
+    assert json.loads(context.cursor or "{}")["alerted_for"] == "wehub_backup_test@never"
     [payload] = receiver.payloads
     assert "for more than 1 day" in payload["text"]
 

@@ -88,10 +88,12 @@ class StaleBackupAlert(Alert):
     now: datetime
     max_age: timedelta
     link: str
+    target: str | None = None
 
     @property
     def title(self) -> str:
-        return f"wehub_backup: no successful {self.job_name} for more than {_human_age(self.max_age)}"
+        into = f" into {self.target}" if self.target else ""
+        return f"wehub_backup: no successful {self.job_name}{into} for more than {_human_age(self.max_age)}"
 
     @property
     def text(self) -> str:
@@ -140,8 +142,9 @@ def stale_backup_alert(
     now: datetime,
     max_age: timedelta,
     dagster_url: str | None,
+    target: str | None = None,
 ) -> StaleBackupAlert:
     """The "no successful backup since ..." alert, linking to the job's runs in the UI."""
     base = (dagster_url or DEFAULT_DAGSTER_URL).rstrip("/")
     query = urllib.parse.urlencode({"q[]": f"job:{job_name}"})
-    return StaleBackupAlert(job_name, last_success, watching_since, now, max_age, f"{base}/runs?{query}")
+    return StaleBackupAlert(job_name, last_success, watching_since, now, max_age, f"{base}/runs?{query}", target)

@@ -23,6 +23,8 @@ from dagster._core.events import EngineEventData
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import Alert
 from wehub_backup.config import BUDGET_ENV, EgressSettings
+from wehub_backup.defs.assets import EGRESS_ASSET_KEY
+from wehub_backup.defs.metadata import readable
 from wehub_backup.errors import EgressBudgetError
 from wehub_backup.units import human_bytes
 
@@ -224,6 +226,27 @@ def check_run_budget(
             raise EgressBudgetError(check.refusal())
         log.warning(f"over the egress budget, running because {FORCE_FIELD} is set: {check.refusal()}")
     return check
+
+
+def egress_observation(usage: EgressUsage) -> dg.AssetObservation:
+    """The cycle's egress as an observation of the ``supabase_egress`` asset, which plots it.
+
+    Failed runs' dumps count, as they count against the budget.
+    """
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(usage.runs_by_status().items()))
+    return dg.AssetObservation(
+        asset_key=EGRESS_ASSET_KEY,
+        description=f"Supabase egress in the billing cycle {usage.cycle.describe()}",
+        metadata=readable({
+            "cycle": usage.cycle.describe(),
+            "used_bytes": usage.used_bytes,
+            "budget_bytes": usage.budget_bytes,
+            "used_percent": dg.MetadataValue.float(round(100 * usage.used_share, 1)),
+            "projected_bytes": usage.projected_bytes,
+            "runs": len(usage.runs),
+            "runs_by_status": statuses or "(none)",
+        }),
+    )
 
 
 def format_egress_report(usage: EgressUsage, next_run_bytes: int | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,23 @@ from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint
 from wehub_backup.run.workdir import directory_bytes
+from wehub_backup.units import human_bytes, readable_number
+
+READABLE_SUFFIX = " (readable)"
+
+
+def readable(metadata: Mapping[str, object]) -> dict[str, object]:
+    """The metadata with each large number followed by its readable form.
+
+    The UI prints whole numbers as bare digits; the numbers stay (asset pages plot them, the
+    egress budget sums them) and a text entry beside each says ``42.54 MB`` or ``1,234,567``.
+    """
+    shown: dict[str, object] = {}
+    for name, value in metadata.items():
+        shown[name] = value
+        if (text := readable_number(name, value)) is not None:
+            shown[name + READABLE_SUFFIX] = text
+    return shown
 
 
 def seconds(value: float) -> dg.MetadataValue:
@@ -22,8 +40,8 @@ def markdown_list(items: list[str]) -> dg.MetadataValue:
 
 
 def table_summary(fingerprint: DatabaseFingerprint) -> dg.MetadataValue:
-    rows = [f"| {name} | {t.rows} | {t.size_bytes} |" for name, t in sorted(fingerprint.tables.items())]
-    return dg.MetadataValue.md("| table | rows | bytes |\n|---|---:|---:|\n" + "\n".join(rows))
+    rows = [f"| {name} | {t.rows:,} | {human_bytes(t.size_bytes)} |" for name, t in sorted(fingerprint.tables.items())]
+    return dg.MetadataValue.md("| table | rows | size |\n|---|---:|---:|\n" + "\n".join(rows))
 
 
 def dump_metadata(dump: DumpResult, workspace: BackupWorkspace) -> dict[str, object]:

@@ -10,27 +10,39 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from wehub_backup import config
 from wehub_backup.alerts.delivery import AlertChannels, SmtpServer
 from wehub_backup.config import SUPABASE_VARIABLES, VPS_VARIABLES, DatabaseVariables
-from wehub_backup.errors import SettingsError
+from wehub_backup.defs.failures import reported_failure
+from wehub_backup.errors import NotResumable, SettingsError
 from wehub_backup.pg.connection import ConnectionInfo, is_local_host
 from wehub_backup.pg.passfile import default_passfile
+
+
+def _variables(field: str) -> str:
+    """Which variable sets ``field`` of the ``supabase`` and the ``vps`` resource."""
+    return f"{getattr(SUPABASE_VARIABLES, field)} (supabase), {getattr(VPS_VARIABLES, field)} (vps)"
 
 
 class PostgresDatabase(dg.ConfigurableResource):
     """A PostgreSQL database this project reads from or writes to (Supabase or the VPS)."""
 
-    host: str = "localhost"
-    port: int = 5432
-    user: str
-    dbname: str
-    sslmode: str = ""
-    passfile: str = ""
-    lock_timeout_seconds: int = config.DEFAULT_LOCK_TIMEOUT_S
-    stall_timeout_seconds: int = config.DEFAULT_STALL_TIMEOUT_S
-    variables: dict[str, str] = {}
+    host: str = Field(default="localhost", description=f"Set by {_variables('host')}.")
+    port: int = Field(default=5432, description=f"Set by {_variables('port')}.")
+    user: str = Field(description=f"Set by {_variables('user')}.")
+    dbname: str = Field(description=f"Set by {_variables('name')}.")
+    sslmode: str = Field(default="", description=f"Set by {_variables('sslmode')}; empty: prefer for a local host, "
+                         "require for any other.")
+    passfile: str = Field(default="", description=f"Set by {config.PASSFILE_ENV}; empty: ~/.pgpass. "
+                          "The only place passwords live.")
+    lock_timeout_seconds: int = Field(default=config.DEFAULT_LOCK_TIMEOUT_S,
+                                      description=f"Set by {config.LOCK_TIMEOUT_ENV}: how long a session waits for a lock.")
+    stall_timeout_seconds: int = Field(default=config.DEFAULT_STALL_TIMEOUT_S,
+                                       description=f"Set by {config.STALL_TIMEOUT_ENV}: how long a dump waits for a "
+                                       "source that sends nothing.")
+    variables: dict[str, str] = Field(default={}, description="The environment variable behind each field, for refusals.")
 
     def connection_info(self) -> ConnectionInfo:
         """Resolve defaults: TLS is required for any non-local host unless set explicitly.
@@ -54,12 +66,15 @@ class PostgresDatabase(dg.ConfigurableResource):
 class BackupWorkspace(dg.ConfigurableResource):
     """Where working files and the plain-text run logs go, and how child processes run."""
 
-    backup_dir: str = config.DEFAULT_BACKUP_DIR
-    backup_log: str = config.DEFAULT_BACKUP_LOG
-    migration_log: str = config.DEFAULT_MIGRATION_LOG
-    pg_bindirs: str = ""
-    low_priority: bool = True
-    runtime_dir: str = ""
+    backup_dir: str = Field(default=config.DEFAULT_BACKUP_DIR, description=f"Set by {config.BACKUP_DIR_ENV}.")
+    backup_log: str = Field(default=config.DEFAULT_BACKUP_LOG, description=f"Set by {config.BACKUP_LOG_ENV}.")
+    migration_log: str = Field(default=config.DEFAULT_MIGRATION_LOG,
+                               description=f"Set by {config.MIGRATION_LOG_ENV}.")
+    pg_bindirs: str = Field(default="", description=f"Set by {config.PG_BINDIRS_ENV}; empty: the system's "
+                            "PostgreSQL client programs only.")
+    low_priority: bool = Field(default=True, description="pg_dump, pg_restore and psql run under nice and ionice.")
+    runtime_dir: str = Field(default="", description=f"Set by {config.RUNTIME_DIR_ENV}; empty: $XDG_RUNTIME_DIR or "
+                             "/dev/shm (the private password files of child programs, never on a disk).")
 
     def extra_bindirs(self) -> list[Path]:
         return [Path(entry) for entry in self.pg_bindirs.split(":") if entry]
@@ -110,18 +125,26 @@ def backup_workspace_from_env() -> BackupWorkspace:
     )
 
 
+def _alert_variable(field: str, when_unset: str) -> str:
+    return f"Set by {config.ALERT_STRING_VARIABLES[field]}; null (unset): {when_unset}."
+
+
 class AlertSettings(dg.ConfigurableResource):
     """The alert channels as a resource, so the UI shows which are configured (by variable name)."""
 
-    webhook_url: str | None = None
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_starttls: bool = True
-    email_from: str | None = None
-    email_to: str | None = None
-    dagster_url: str = config.DEFAULT_DAGSTER_URL
+    webhook_url: str | None = Field(default=None, description=_alert_variable("webhook_url", "no webhook"))
+    smtp_host: str | None = Field(default=None, description=_alert_variable("smtp_host", "no e-mail"))
+    smtp_port: int = Field(default=587, description=f"Set by {config.SMTP_PORT_ENV}.")
+    smtp_user: str | None = Field(default=None, description=_alert_variable("smtp_user", "no SMTP login"))
+    smtp_password: str | None = Field(default=None, description=_alert_variable("smtp_password", "no SMTP login"))
+    smtp_starttls: bool = Field(default=True, description=f"Set by {config.SMTP_STARTTLS_ENV} (read when the "
+                                "code location loads).")
+    email_from: str | None = Field(default=None, description=_alert_variable("email_from",
+                                                                             "wehub-backup@<smtp host>"))
+    email_to: str | None = Field(default=None, description=_alert_variable("email_to", "no e-mail") +
+                                 " Comma-separated.")
+    dagster_url: str = Field(default=config.DEFAULT_DAGSTER_URL, description=f"Set by {config.DAGSTER_URL_ENV}; "
+                             "the UI's address in alert links.")
 
     def channels(self) -> AlertChannels:
         """The resolved settings as the plain values delivery works with.
@@ -149,3 +172,36 @@ def alert_settings_from_env() -> AlertSettings:
         smtp_starttls=config.smtp_starttls(),
         dagster_url=env_or_default(config.DAGSTER_URL_ENV, config.DEFAULT_DAGSTER_URL),
     )
+
+
+class InRunIOManager(dg.IOManager):
+    """Hands each step's output to the next in memory, within the run that made it.
+
+    A re-execution from a failed step would start from another run's outputs: the plan, the
+    dump and its verification, whose snapshot, working files and lock ended with that run. Dagster
+    refuses such a start with a traceback when the IO manager is ``mem_io_manager``; this one lets
+    the run start and its first step refuse it in one line, before anything is changed.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        self._values[(context.step_key, context.name)] = obj
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        assert upstream is not None, "every input of the project's ops comes from an upstream step"
+        key = (upstream.step_key, upstream.name)
+        if key not in self._values:
+            step = context.step_context.step.key
+            raise reported_failure(NotResumable(
+                f"a re-execution cannot start at {step}: its inputs died with run {upstream.run_id} (snapshot, "
+                "working files, lock); re-execute all steps, or launch a new run"))
+        return self._values[key]
+
+
+@dg.io_manager(description="Step outputs in memory within their run; a re-execution from a failed step is "
+               "refused in one line (its inputs ended with their run).")
+def in_run_io_manager(_: dg.InitResourceContext) -> InRunIOManager:
+    return InRunIOManager()

@@ -9,59 +9,31 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from wehub_backup.alerts.classify import classify_failure
 from wehub_backup.alerts.delivery import AlertChannels, deliver_alert, none_delivered
 from wehub_backup.alerts.messages import AlertMessage, backup_is_stale, run_url, stale_backup_alert
-from wehub_backup.config import EgressSettings, max_backup_age
+from wehub_backup.config import (
+    BUDGET_ENV,
+    MAX_AGE_ENV,
+    TARGET_ENV,
+    EgressSettings,
+    configured_backup_target,
+    max_backup_age,
+)
+from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
-from wehub_backup.defs.egress import check_egress_budget
+from wehub_backup.defs.egress import WARNING_SHARE, check_egress_budget, egress_observation, egress_usage
+from wehub_backup.defs.failures import RunFailure, record_alert_delivery, run_failure_of, tag_failed_run
 from wehub_backup.defs.lifecycle import run_target
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import AlertSettings
 
-if TYPE_CHECKING:
-    from dagster_shared.error import SerializableErrorInfo
-
-
 MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
-
-
-@dataclass(frozen=True)
-class RunFailure:
-    """Where a run failed (a step key, or None when it failed outside its steps) and why."""
-
-    step_key: str | None
-    error_text: str
-    error_classes: tuple[str, ...] = ()
-
-
-def error_chain(error: SerializableErrorInfo | None) -> list[SerializableErrorInfo]:
-    """An error and the exceptions behind it, outermost first.
-
-    Dagster wraps an op's exception ("Error occurred while executing op ...") and keeps the
-    original as the cause; the original (one of ours, or a psycopg or pg_dump message) is what
-    classifies.
-    """
-    chain, pending = [], [error]
-    while pending:
-        current = pending.pop(0)
-        if current is not None:
-            chain.append(current)
-            pending += [current.cause, current.context]
-    return chain
-
-
-def run_failure_of(step_key: str | None, error: SerializableErrorInfo | None, fallback: str = "") -> RunFailure:
-    """The failure's messages without stack frames, and the class names of its chain."""
-    chain = error_chain(error)
-    text = "\n".join(part.message.strip() for part in chain)
-    return RunFailure(step_key, text or fallback, tuple(part.cls_name for part in chain if part.cls_name))
 
 
 def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:
@@ -87,21 +59,31 @@ def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) 
         run_id=run.run_id,
         failed_step=failure.step_key,
         target=run_target(run),
-        cause=classify_failure(failure.error_text, failure.error_classes),
+        cause=failure.cause(),
         run_url=run_url(dagster_url, run.run_id),
     )
 
 
-@dg.run_failure_sensor(monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts (webhook, e-mail, or the log) on every failed backup or migration run, with its failed "
+    "step, target and one-line cause; tags the run with the cause and where the alert went.",
+)
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
     """Send one alert per failed backup or migration run to the configured channels.
 
-    Runs started from the command line (``dg.execute_job``) carry no code-location origin, and
-    ``monitored_jobs`` would silently skip them; so every failed run is seen and the two jobs
-    are picked by name.
+    Every failed run is seen and the two jobs are picked by name, so a run recorded without a
+    code-location origin (by an older version of the command line) still alerts. The run shows
+    its cause (also when it failed outside its steps, where no failure hook ran) and where the
+    alert went.
     """
-    if context.dagster_run.job_name in MONITORED_JOB_NAMES:
-        deliver_alert(failure_alert(context, alert_settings.dagster_url), alert_settings.channels(), log=context.log)
+    run = context.dagster_run
+    if run.job_name in MONITORED_JOB_NAMES:
+        alert = failure_alert(context, alert_settings.dagster_url)
+        tag_failed_run(context.instance, run.run_id, alert.cause)
+        results = deliver_alert(alert, alert_settings.channels(), log=context.log)
+        record_alert_delivery(context.instance, run, results)
 
 
 @dataclass(frozen=True)
@@ -128,19 +110,18 @@ class FreshnessCursor:
         return json.dumps({"watching_since": self.watching_since.isoformat(), "alerted_for": self.alerted_for})
 
 
-def last_success_time(instance: dg.DagsterInstance, job_name: str) -> datetime | None:
-    """When the most recent successful run of ``job_name`` ended, from the run storage."""
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
-    )
-    if not records:
-        return None
-    record = records[0]
-    return datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), UTC)
+def last_copy_time(instance: dg.DagsterInstance, target: str) -> datetime | None:
+    """When ``target``'s verified copy was last swapped in: its asset's latest materialization.
+
+    Per target: a run into the testing copy (a Launchpad click, say) says nothing about how old
+    the production copy is.
+    """
+    event = instance.get_latest_materialization_event(backup_copy_asset_key(target))
+    return datetime.fromtimestamp(event.timestamp, UTC) if event else None
 
 
-def _stale_period(last_success: datetime | None) -> str:
-    return last_success.isoformat() if last_success else "never"
+def _stale_period(target: str, last_success: datetime | None) -> str:
+    return f"{target}@{last_success.isoformat() if last_success else 'never'}"
 
 
 def check_backup_freshness(
@@ -150,47 +131,59 @@ def check_backup_freshness(
     now: datetime,
     max_age: timedelta,
     log: logging.Logger,
+    target: str,
 ) -> tuple[str, str]:
-    """Alert once when the last successful backup is older than ``max_age``.
+    """Alert once when ``target``'s copy is older than ``max_age``: its freshness policy failing.
 
-    Returns the new cursor and a sentence for the tick. If every channel failed to deliver,
-    the period stays unreported so the next tick tries again.
+    Dagster shows the policy's state on the asset; open-source Dagster does not alert on it, so
+    this sensor does. Returns the new cursor and a sentence for the tick. If every channel
+    failed to deliver, the period stays unreported so the next tick tries again.
     """
     job_name = backup_supabase_to_vps.name
     state = FreshnessCursor.parse(cursor, now)
-    last_success = last_success_time(instance, job_name)
+    last_success = last_copy_time(instance, target)
     history = (
-        f"last successful {job_name} ended {last_success:%Y-%m-%d %H:%M %Z}"
+        f"last verified copy in {target} from {last_success:%Y-%m-%d %H:%M %Z}"
         if last_success
-        else f"no successful {job_name} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
+        else f"no verified copy in {target} since monitoring began {state.watching_since:%Y-%m-%d %H:%M %Z}"
     )
     if not backup_is_stale(last_success or state.watching_since, now, max_age):
         return state.serialize(), f"{history}: on time"
-    period = _stale_period(last_success)
+    period = _stale_period(target, last_success)
     if state.alerted_for == period:
         return state.serialize(), f"{history}: overdue, already alerted"
-    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url)
+    alert = stale_backup_alert(job_name, last_success, state.watching_since, now, max_age, settings.dagster_url,
+                               target)
     if none_delivered(deliver_alert(alert, settings, log=log)):
         return state.serialize(), f"{history}: overdue, alert not delivered, will retry"
     return replace(state, alerted_for=period).serialize(), f"{history}: overdue, alerted"
 
 
-@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+def _hourly(description: str) -> Callable[[Callable[..., object]], dg.SensorDefinition]:
+    """A sensor ticking every hour, on by default."""
+    return dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING,
+                     description=description)
+
+
+@_hourly(f"Hourly: alerts once when the copy in the configured target ({TARGET_ENV}) is older than {MAX_AGE_ENV} "
+         "(default 8 days), the copy's freshness policy; also when none was ever made.")
 def backup_freshness_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
     """Hourly: alert when no backup has succeeded within ``WEHUB_BACKUP_MAX_AGE_HOURS``."""
     cursor, outcome = check_backup_freshness(
-        context.instance, context.cursor, alert_settings.channels(), datetime.now(UTC), max_backup_age(), context.log
+        context.instance, context.cursor, alert_settings.channels(), datetime.now(UTC), max_backup_age(), context.log,
+        configured_backup_target(),
     )
     context.update_cursor(cursor)
     return dg.SkipReason(outcome)
 
 
-@dg.sensor(minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
-def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SkipReason:
-    """Hourly: warn once per billing cycle when Supabase egress passes 80% of the budget."""
+@_hourly(f"Hourly: records the billing cycle's Supabase egress (used, budget, projection) on the supabase_egress "
+         f"asset, and warns once per cycle past {WARNING_SHARE:.0%} of {BUDGET_ENV}.")
+def egress_budget_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SensorResult:
+    """Hourly: the cycle's egress on its asset; a warning once per billing cycle past 80% of the budget."""
+    settings, now = EgressSettings.from_env(), datetime.now(UTC)
     cursor, outcome = check_egress_budget(
-        context.instance, context.cursor, alert_settings.channels(), EgressSettings.from_env(), datetime.now(UTC), context.log
+        context.instance, context.cursor, alert_settings.channels(), settings, now, context.log
     )
-    if cursor is not None:
-        context.update_cursor(cursor)
-    return dg.SkipReason(outcome)
+    observation = egress_observation(egress_usage(context.instance, settings, now))
+    return dg.SensorResult(skip_reason=outcome, cursor=cursor, asset_events=[observation])

@@ -177,6 +177,8 @@ OWN_ERRORS = [
         "can create (and 2 more)",
         FailureCategory.REFUSED,
         "function public.f() is written in c",
+    ),
+    (
         "LockLost",
         "lost the run's lock on wehub: its VPS session ended (server closed the connection unexpectedly); "
         "another run may be working on wehub now, so this run stopped",
@@ -262,6 +264,13 @@ OWN_ERRORS = [
         "backup --adopt crm; or choose another target)",
         FailureCategory.FOREIGN_DATABASE,
         "VPS database crm was not made by wehub_backup",
+    ),
+    (
+        "NotResumable",
+        "a re-execution cannot start at promote_staging_database: its inputs died with run 1f0c (snapshot, "
+        "working files, lock); re-execute all steps, or launch a new run",
+        FailureCategory.CONFIG,
+        "re-execute all steps, or launch a new run",
     ),
     (
         "ConcurrentRun",

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from wehub_backup.config import PRODUCTION_TARGET, TARGET_ENV, TESTING_TARGET, configured_backup_target
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 
 
 class BackupConfig(dg.Config):
     """What to back up into: the VPS database that will hold the copy, and what to leave out."""
 
+    # The configured target, read when the code location loads: what the Launchpad pre-fills, so a
+    # click refreshes the copy the schedule refreshes (the services restart when the setting changes).
     target_database: str = Field(
-        default="wehub_backup_test",
-        description="VPS database that receives the verified copy (wehub_backup_test while testing, wehub in production).",
+        default=configured_backup_target(),
+        description=f"VPS database that receives the verified copy: {TARGET_ENV} by default "
+        f"({TESTING_TARGET} while testing, {PRODUCTION_TARGET} in production).",
     )
     excluded_schemas: list[str] = Field(
         default=list(DEFAULT_EXCLUDED_SCHEMAS), description="Supabase-internal schemas not copied."

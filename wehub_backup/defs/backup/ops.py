@@ -17,6 +17,7 @@ from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
 from wehub_backup.defs.interrupts import run_step
+from wehub_backup.defs.failures import reported_failure, reports_failures, tag_step_failure
 from wehub_backup.defs.lifecycle import (
     default_jobs,
     failure_detail,
@@ -26,10 +27,11 @@ from wehub_backup.defs.lifecycle import (
     require_run_locks,
     start_run,
 )
-from wehub_backup.defs.metadata import dump_metadata, markdown_list, run_process_usage, seconds, settings_text
+from wehub_backup.defs.metadata import dump_metadata, markdown_list, readable, run_process_usage, seconds, settings_text
 from wehub_backup.defs.names import TARGET_TAG
+from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
-from wehub_backup.errors import DumpFailed
+from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.run.locks import TargetLock
@@ -37,6 +39,7 @@ from wehub_backup.run.targets import previous_name
 
 
 @dg.op(tags={"kind": "preflight"})
+@reports_failures
 @run_step(require_run_locks)
 def plan_supabase_backup(
     context: dg.OpExecutionContext,
@@ -63,7 +66,7 @@ def plan_supabase_backup(
     if adopted:
         context.log.warning(f"adopting {', '.join(adopted)} (adopt_existing_target): the run may replace them")
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "target": plan.target,
         "source_server_version": plan.source.version,
         "vps_server_version": plan.target_server.version,
@@ -75,11 +78,12 @@ def plan_supabase_backup(
         "restore_session_settings": settings_text(plan.restore_settings),
         "copy_of": plan.copy_of,
         "adopted": markdown_list(adopted),
-    })
+    }))
     return plan
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def dump_supabase_database(
     context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
@@ -89,22 +93,24 @@ def dump_supabase_database(
         dump = extract_supabase(plan, supabase.connection_info(), context.log.info,
                                 low_priority=workspace.low_priority)
     except DumpFailed as failed:
-        raise dg.Failure(description=str(failed), metadata={"egress_bytes": failed.egress_bytes}) from failed
-    context.add_output_metadata({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)})
+        raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
+    context.add_output_metadata(readable({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)}))
     return dump
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
                               vps: PostgresDatabase) -> str:
     """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
     recreate_staging(plan, vps.connection_info())
-    context.add_output_metadata({"staging_database": plan.staging, "encoding": plan.source.encoding})
+    context.add_output_metadata(readable({"staging_database": plan.staging, "encoding": plan.source.encoding}))
     return plan.staging
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def restore_into_staging_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
@@ -113,33 +119,35 @@ def restore_into_staging_database(
     """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'."""
     restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
                                     low_priority=workspace.low_priority)
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "duration_s": seconds(restored.seconds),
         "standin_roles_created": markdown_list(restored.standin_roles_created),
         "archive_entries_left_out": restored.left_out_entries,
         "pg_restore_peak_rss_bytes": restored.pg_restore.peak_rss_bytes,
         "pg_restore_cpu_s": seconds(restored.pg_restore.cpu_seconds),
-    })
+    }))
     return restored
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
     """Row counts, content digests, sequences and object counts of staging against the snapshot."""
     verified = verify_staging(plan, dump, vps.connection_info())
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "duration_s": seconds(verified.seconds),
         "tables_verified": verified.tables,
         "rows_verified": verified.rows,
         "object_counts": dg.MetadataValue.json(verified.fingerprint.object_counts),
-    })
+    }))
     return verified
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def promote_staging_database(
     context: dg.OpExecutionContext, config: PromoteConfig, plan: BackupPlan, dump: DumpResult,
@@ -147,7 +155,7 @@ def promote_staging_database(
 ) -> PromoteResult:
     """Swap the verified copy in, under the run's lock; the previous copy stays as ``<target>__previous``."""
     if config.on_connected_sessions not in ("wait", "terminate"):
-        raise dg.Failure(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
+        raise SettingsError(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), TargetLock.of(context.run_id),
                      config.on_connected_sessions,  # type: ignore[arg-type]
                      config.connected_sessions_timeout_seconds)
@@ -159,30 +167,32 @@ def promote_staging_database(
         "sessions_terminated": result.sessions_terminated,
         "waited_s": seconds(result.waited_seconds),
     }
-    context.add_output_metadata(metadata)
+    context.add_output_metadata(readable(metadata))
     context.log_event(dg.AssetMaterialization(
         asset_key=backup_copy_asset_key(plan.target),
         description=f"Verified copy of the Supabase database in VPS database {plan.target}",
-        metadata={
+        metadata=readable({
             "egress_bytes": dump.egress_bytes,
             "artifact_bytes": dump.artifact_bytes,
             "rows": verified.rows,
             "tables": verified.tables,
             "dump_duration_s": seconds(dump.seconds),
             **metadata,
-        },
+        }),
     ))
     return result
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
 ) -> None:
     """Remove the run's working files and release the target lock; log the success line."""
     finish_run(context.run_id, context.job_name, workspace, "success", plan.target)
-    context.add_output_metadata(run_process_usage())
+    report_outcome(context, success=True)
+    context.add_output_metadata(readable(run_process_usage()))
 
 
 @dg.failure_hook(required_resource_keys={"vps", "workspace"})
@@ -193,6 +203,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
     run refused because another one is busy never touches that run's staging copy.
     """
     workspace: BackupWorkspace = context.resources.workspace
+    tag_step_failure(context)
     target = requested_target(context.instance.get_run_by_id(context.run_id))
     if TargetLock.holds(context.run_id):
         try:
@@ -200,3 +211,4 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
         except Exception as error:  # noqa: BLE001 - cleanup must not hide the original failure
             context.log.warning(f"could not drop the staging database: {error_line(error)}")
     finish_run(context.run_id, context.job_name, workspace, "failure", target, failure_detail(context))
+    report_outcome(context, success=False)

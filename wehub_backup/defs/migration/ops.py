@@ -12,9 +12,12 @@ from wehub_backup.defs.lifecycle import (
     run_lock_keys,
     start_run,
 )
+from wehub_backup.defs.failures import reports_failures, tag_step_failure
+from wehub_backup.defs.lifecycle import default_jobs, failure_detail, finish_run, lock_on_vps, run_lock_keys, start_run
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
+    readable,
     run_process_usage,
     seconds,
     settings_text,
@@ -22,6 +25,7 @@ from wehub_backup.defs.metadata import (
 )
 from wehub_backup.defs.migration.config import MIGRATION_LOCK, MigrationConfig
 from wehub_backup.defs.names import TARGET_TAG
+from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
 from wehub_backup.migration.plan import MigrationPlan, plan_migration
 from wehub_backup.migration.restore import MigrationRestore, restore_in_one_transaction
@@ -30,6 +34,7 @@ from wehub_backup.pg.dump import DumpResult, dump_source
 
 
 @dg.op(tags={"kind": "preflight"})
+@reports_failures
 @run_step(require_run_locks)
 def plan_vps_migration(
     context: dg.OpExecutionContext,
@@ -53,7 +58,7 @@ def plan_vps_migration(
         jobs=config.parallel_jobs or default_jobs(), log=context.log.warning,
         new_project=config.new_project, with_users=config.with_users,
     )
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "source_database": plan.source_database,
         "vps_server_version": plan.source.version,
         "supabase_server_version": plan.target_server.version,
@@ -69,11 +74,12 @@ def plan_vps_migration(
         "rows_carried": markdown_list([f"{c.qualified}: {c.rows}" for c in plan.carried_tables]),
         "left_out": markdown_list([str(item) for item in plan.left_out]),
         "restore_session_settings": settings_text(plan.restore_settings),
-    })
+    }))
     return plan
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def dump_vps_database(
     context: dg.OpExecutionContext, plan: MigrationPlan, vps: PostgresDatabase, workspace: BackupWorkspace
@@ -81,11 +87,12 @@ def dump_vps_database(
     """pg_dump of the app schemas from a held snapshot, fingerprinted in the same snapshot."""
     dump = dump_source(plan.dump_request(), vps.connection_info(), context.log.info,
                        low_priority=workspace.low_priority)
-    context.add_output_metadata(dump_metadata(dump, workspace))
+    context.add_output_metadata(readable(dump_metadata(dump, workspace)))
     return dump
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def restore_into_supabase(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
@@ -94,18 +101,19 @@ def restore_into_supabase(
     """Empty the app schemas and restore them in one transaction: on any error Supabase stays as it was."""
     restored = restore_in_one_transaction(plan, dump, vps.connection_info(), supabase.connection_info(),
                                           context.log.info, low_priority=workspace.low_priority)
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "bytes_sent_to_supabase": restored.bytes_sent,
         "duration_s": seconds(restored.seconds),
         "references_rewritten": restored.rewritten_references,
         "privileges_left_out": markdown_list(restored.privileges_left_out),
         "psql_peak_rss_bytes": restored.psql.peak_rss_bytes,
         "psql_cpu_s": seconds(restored.psql.cpu_seconds),
-    })
+    }))
     return restored
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def verify_supabase_copy(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
@@ -113,7 +121,7 @@ def verify_supabase_copy(
 ) -> MigrationVerification:
     """Rows and content digests, sequences and object counts against the VPS snapshot; sequences past their columns."""
     verified = verify_supabase(plan, dump, restored, supabase.connection_info())
-    context.add_output_metadata({
+    context.add_output_metadata(readable({
         "duration_s": seconds(verified.seconds),
         "tables_verified": verified.tables,
         "rows_verified": verified.rows,
@@ -121,11 +129,12 @@ def verify_supabase_copy(
         "rows_carried_verified": verified.rows_carried,
         "object_counts": dg.MetadataValue.json(verified.fingerprint.object_counts),
         "per_table": table_summary(verified.fingerprint),
-    })
+    }))
     return verified
 
 
 @dg.op
+@reports_failures
 @run_step(require_run_locks)
 def cleanup_migration_files(
     context: dg.OpExecutionContext, plan: MigrationPlan, verified: MigrationVerification,
@@ -134,7 +143,8 @@ def cleanup_migration_files(
     """Remove the run's working files and release its locks; log the success line."""
     finish_run(context.run_id, context.job_name, workspace, "success",
                supabase.connection_info().describe(), f"source={plan.source_database} rows={verified.rows}")
-    context.add_output_metadata(run_process_usage())
+    report_outcome(context, success=True)
+    context.add_output_metadata(readable(run_process_usage()))
 
 
 @dg.failure_hook(required_resource_keys={"workspace"})
@@ -145,5 +155,7 @@ def clean_up_failed_migration(context: dg.HookContext) -> None:
     left nothing behind.
     """
     workspace: BackupWorkspace = context.resources.workspace
+    tag_step_failure(context)
     finish_run(context.run_id, context.job_name, workspace, "failure",
                requested_target(context.instance.get_run_by_id(context.run_id)), failure_detail(context))
+    report_outcome(context, success=False)
