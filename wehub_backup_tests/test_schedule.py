@@ -133,8 +133,9 @@ def test_copies_carry_dagsters_freshness_policy_of_the_configured_maximum_age() 
 
 def test_launchpad_default_target_is_the_configured_one() -> None:
     """The op's config default is read when the code location loads, as the webserver's code server does."""
-    show_default = ("from wehub_backup.definitions import defs; from wehub_backup.defs.names import BACKUP_JOB; "
-                    "schema = defs.get_job_def(BACKUP_JOB).run_config_schema.config_type; "
+    show_default = ("from wehub_backup.definitions import build_definitions; "
+                    "from wehub_backup.defs.names import BACKUP_JOB; "
+                    "schema = build_definitions().get_job_def(BACKUP_JOB).run_config_schema.config_type; "
                     "ops = schema.fields['ops'].config_type.fields['plan_supabase_backup'].config_type; "
                     "print(ops.fields['config'].config_type.fields['target_database'].default_value)")
     environment = {**os.environ, "WEHUB_BACKUP_TARGET_DB": "wehub", "SUPABASE_DB_HOST": "db.example.supabase.co"}

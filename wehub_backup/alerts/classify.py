@@ -25,7 +25,8 @@ class FailureCause:
 
 _PASSWORD_ASSIGNMENT = re.compile(
     r"""(?ix)
-    \b([a-z_]*(?:password|passwd|pwd))   # password=, PGPASSWORD=, smtp_password:, "password":
+    (?<![/\\.])\b([a-z_]*(?:password|passwd|pwd))   # password=, PGPASSWORD=, smtp_password:, "password":
+                                        # (not a file name: /etc/passwd is no assignment)
     (["']?\s*[=:]\s*)
     ('[^']*'|"[^"]*"|[^\s,;&'"}]+)
     """

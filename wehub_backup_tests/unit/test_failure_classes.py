@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wehub_backup.alerts.classify import FailureCause, classify_failure
+from wehub_backup.alerts.classify import FailureCause, classify_failure, scrub_secrets
 from wehub_backup.errors import FailureCategory
 
 # Error texts as pg_dump 15, psql 15, pg_restore 15, psycopg 3 and the OS print them
@@ -417,3 +417,10 @@ def test_url_credentials_are_masked_but_host_is_kept() -> None:
         "could not connect to postgresql://postgres:hunter2@db.abcd.supabase.co:5432/postgres"
     ).summary
     assert "postgres:***@db.abcd.supabase.co:5432" in summary
+
+
+def test_a_path_named_like_a_password_is_not_masked() -> None:
+    """``'../../etc/passwd': use ...`` names a file; masking the word after it would garble the cause."""
+    summary = classify_failure("invalid target database '../../etc/passwd': use lower-case letters").summary
+    assert summary == "invalid target database '../../etc/passwd': use lower-case letters"
+    assert scrub_secrets("password: hunter2") == "password: ***"
