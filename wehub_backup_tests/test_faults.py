@@ -433,7 +433,7 @@ def test_an_interrupted_run_stops_its_pg_restore(faults: FaultEnv) -> None:
     assert not set(seen) & set(live_processes()), "pg_restore or a worker outlived its step"
     messages = [record.user_message for record in faults.instance.all_logs(result.run_id)]
     [stopped] = [message for message in messages if "stopped pg_restore (pid" in message]
-    assert stopped.endswith("and its process group: the step was interrupted (DagsterExecutionInterruptedError)")
+    assert stopped.endswith("and its process group: the step was interrupted (RunInterrupted)")
     faults.full_speed()
 
 
@@ -828,7 +828,10 @@ def test_failed_promote_keeps_both_generations(faults: FaultEnv, case: str) -> N
     assert ("on_connected_sessions: terminate" in cause) == (WAIT_ADVICE in expected), "advice for another mode"
     faults.assert_unchanged(TARGET, before)
     assert database_state(faults.vps, previous_name(TARGET)) == previous, "the older generation was lost"
-    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == []
+    # The swap runs on the lock's session: ending it ends the lock, and a run that no longer holds the
+    # lock leaves the (marked) staging copy to the next run, which may be one already working on it.
+    kept = [staging_name(TARGET)] if case == "swap session killed" else []
+    assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == kept
     assert "step=promote_staging_database cause=" in last_log_line(faults)
 
 

@@ -133,7 +133,7 @@ def test_command_line_overwrites_with_the_vps_state(env: BackupEnv, target: Post
 
     printed = capsys.readouterr().out
     assert "migrate_vps_to_supabase: SUCCESS" in printed
-    assert "rows verified: 5600" in printed and "sent to Supabase: " in printed
+    assert "rows verified: 5,600" in printed and "sent to Supabase: " in printed
     source = catalog_snapshot(vps_cluster, dbname=VPS_APP_DATABASE)["rows"]
     migrated = catalog_snapshot(target)["rows"]
     assert {t: migrated[t] for t in source} == source, "the rows added on Supabase are replaced by the VPS state"

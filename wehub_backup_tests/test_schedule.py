@@ -99,11 +99,13 @@ def test_daylight_saving_changes_neither_skip_nor_repeat_a_week() -> None:
     assert [moment.hour for moment in local if moment.date().isoformat() == "2025-03-30"] == [3]
 
 
-def test_invalid_timezone_stops_the_code_location_from_loading() -> None:
+def test_invalid_timezone_stops_the_code_location_from_loading(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="WEHUB_SCHEDULE_TIMEZONE='Europe/Berln' is not a time zone name"):
         schedule_timezone({"WEHUB_SCHEDULE_TIMEZONE": "Europe/Berln"})
 
-    environment = {**os.environ, "WEHUB_SCHEDULE_TIMEZONE": "Mars/Olympus_Mons"}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    environment = {**os.environ, "WEHUB_SCHEDULE_TIMEZONE": "Mars/Olympus_Mons", "DAGSTER_HOME": str(home)}
     # Loaded as Dagster loads the code location (the definitions are built when it is loaded).
     loading = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
                               "-m", "wehub_backup.definitions"],

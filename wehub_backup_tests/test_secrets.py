@@ -23,7 +23,7 @@ import dagster as dg
 import pytest
 
 from wehub_backup.config import child_environment
-from wehub_backup.defs.resources import AlertSettings
+from wehub_backup.defs.resources import AlertSettings, backup_workspace_from_env
 from wehub_backup.errors import PasswordFileError
 from wehub_backup.files import RUN_LOG_MODE
 from wehub_backup.pg.clients import CLIENT_PROGRAMS, choose_client
@@ -170,7 +170,9 @@ def test_files_a_run_creates_are_private_under_umask_000(
     """Working directories, the archive pg_dump writes, listings, restore lists, password files,
     the migration's scripts and the plain-text logs, each seen while the runs went on."""
     logs = (backup_env.backup_log, backup_env.migration_log)
-    with umask(0), ModeSampler([backup_env.backup_dir, *logs]) as files:
+    secrets = backup_workspace_from_env().process_config_and_initialize().runtime_root()  # the password files
+    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with umask(0), ModeSampler([backup_env.backup_dir, secrets, *logs]) as files:
         backup_and_migration(monkeypatch, backup_env, instance, project, vps_cluster, vps_app_database)
 
     names = {path.name for path in files.modes}

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from wehub_backup.errors import ToolError
+from wehub_backup.errors import RunInterrupted, ToolError
 from wehub_backup.files import PRIVATE_UMASK, open_private
 from wehub_backup.pg.clients import settings_unknown_to
 
@@ -253,7 +253,7 @@ class ToolProcess:
 def _ended_by(exc: BaseException | None) -> str:
     if exc is None:
         return "its block ended before it did"
-    if isinstance(exc, Exception):
+    if isinstance(exc, Exception) and not isinstance(exc, RunInterrupted):
         return f"the step failed beside it ({type(exc).__name__})"
     return f"the step was interrupted ({type(exc).__name__})"
 
