@@ -45,6 +45,12 @@ class WehubError(RuntimeError):
     category: FailureCategory | None = None
 
 
+def first_of(problems: list[str]) -> str:
+    """The first problem, and how many more there are: one line for the run's failure."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
+
+
 class PreflightError(WehubError):
     """Something is wrong before anything was changed; the message says what to fix."""
 
@@ -57,6 +63,20 @@ class SettingsError(PreflightError):
 
 class InvalidTarget(SettingsError):
     """The configured target database name is refused before anything is touched."""
+
+
+class MigrationRefused(PreflightError):
+    """The preflight found problems; nothing was changed. ``problems`` names every one.
+
+    The problems are of every kind (an object Supabase cannot take, a missing extension, disk
+    space), so the category says what holds for all of them: nothing was changed.
+    """
+
+    category = FailureCategory.REFUSED
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"migration refused, nothing was changed: {first_of(problems)}")
+        self.problems = problems
 
 
 class NotSuperuser(PreflightError):

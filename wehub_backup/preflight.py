@@ -23,12 +23,6 @@ def connect_or_explain(info: ConnectionInfo, role: str, dbname: str | None = Non
         raise PreflightError(f"cannot connect to {role} {info.describe(dbname)}: {error_line(error)}") from None
 
 
-def first_of(problems: list[str]) -> str:
-    """The first problem, and how many more there are: one line for the run's failure."""
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{problems[0]}{more}"
-
-
 _MONEY_SAMPLE = "SELECT (-1234567.891)::numeric::money::text"
 
 

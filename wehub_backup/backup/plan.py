@@ -8,12 +8,12 @@ from pathlib import Path
 import psycopg
 
 from wehub_backup.config import dagster_storage_database
-from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError
+from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError, first_of
 from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
 from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
 from wehub_backup.pg.dump import DumpRequest, dump_description, dump_space_needed
-from wehub_backup.preflight import connect_or_explain, first_of, money_settings, require_connection_slots
+from wehub_backup.preflight import connect_or_explain, money_settings, require_connection_slots
 from wehub_backup.run.marks import check_replaceable, source_identity
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall

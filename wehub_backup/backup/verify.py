@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass, field
 
 from wehub_backup.backup.plan import BackupPlan
-from wehub_backup.errors import VerificationFailed
+from wehub_backup.errors import VerificationFailed, first_of
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
-from wehub_backup.preflight import connect_or_explain, first_of
+from wehub_backup.preflight import connect_or_explain
 
 
 @dataclass

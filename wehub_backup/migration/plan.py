@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wehub_backup.errors import FailureCategory, PreflightError, VersionMismatch
+from wehub_backup.errors import MigrationRefused, PreflightError, VersionMismatch
 from wehub_backup.migration.checks import (
     CatalogCopy,
     Relocation,
@@ -25,27 +25,13 @@ from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpRequest, dump_space_needed
 from wehub_backup.pg.names import parse_qualified, quote_pattern
 from wehub_backup.pg.processes import Log
-from wehub_backup.preflight import connect_or_explain, first_of, money_settings
+from wehub_backup.preflight import connect_or_explain, money_settings
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.schemas import MANAGED_SCHEMAS
 from wehub_backup.supabase.scope import LeftOut
 
 # Stands in for the client of a plan that is refused anyway, so every other problem is still found.
 _NO_CLIENT = PgClient(Path("/nonexistent"), 0, "none")
-
-
-class MigrationRefused(PreflightError):
-    """The preflight found problems; nothing was changed. ``problems`` names every one.
-
-    The problems are of every kind (an object Supabase cannot take, a missing extension, disk
-    space), so the category says what holds for all of them: nothing was changed.
-    """
-
-    category = FailureCategory.REFUSED
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(f"migration refused, nothing was changed: {first_of(problems)}")
-        self.problems = problems
 
 
 @dataclass

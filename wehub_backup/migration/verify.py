@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from wehub_backup.errors import VerificationFailed
+from wehub_backup.errors import VerificationFailed, first_of
 from wehub_backup.migration import managed_tables
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import catalog_rows, read_query
@@ -16,7 +16,7 @@ from wehub_backup.migration.restore import MigrationRestore
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
-from wehub_backup.preflight import connect_or_explain, first_of
+from wehub_backup.preflight import connect_or_explain
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """The ops of the migration job: thin wrappers around ``wehub_backup.migration``'s steps that attach metadata."""
+
 import dagster as dg
 
 from wehub_backup.defs.interrupts import run_step
@@ -13,7 +14,6 @@ from wehub_backup.defs.lifecycle import (
     start_run,
 )
 from wehub_backup.defs.failures import reports_failures, tag_step_failure
-from wehub_backup.defs.lifecycle import default_jobs, failure_detail, finish_run, lock_on_vps, run_lock_keys, start_run
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
