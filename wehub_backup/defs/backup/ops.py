@@ -4,7 +4,6 @@ Ops run one after another in one process (``in_process_executor``): the source s
 the run lock and the working directory belong to that process, and die with it.
 """
 
-
 import dagster as dg
 
 from wehub_backup.backup.extract import extract_supabase
@@ -16,21 +15,27 @@ from wehub_backup.backup.verify import VerificationResult, verify_staging
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
-from wehub_backup.defs.interrupts import run_step
-from wehub_backup.defs.failures import reported_failure, reports_failures, tag_step_failure
+from wehub_backup.defs.failures import reported_failure, tag_step_failure
 from wehub_backup.defs.lifecycle import (
     default_jobs,
     failure_detail,
     finish_run,
     lock_on_vps,
     requested_target,
-    require_run_locks,
     start_run,
 )
-from wehub_backup.defs.metadata import dump_metadata, markdown_list, readable, run_process_usage, seconds, settings_text
+from wehub_backup.defs.metadata import (
+    dump_metadata,
+    markdown_list,
+    readable,
+    run_process_usage,
+    seconds,
+    settings_text,
+)
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
+from wehub_backup.defs.steps import guarded_op
 from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult
@@ -38,9 +43,7 @@ from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.targets import previous_name
 
 
-@dg.op(tags={"kind": "preflight"})
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op(tags={"kind": "preflight"})
 def plan_supabase_backup(
     context: dg.OpExecutionContext,
     config: BackupConfig,
@@ -82,9 +85,7 @@ def plan_supabase_backup(
     return plan
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def dump_supabase_database(
     context: dg.OpExecutionContext, plan: BackupPlan, supabase: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -98,9 +99,7 @@ def dump_supabase_database(
     return dump
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
                               vps: PostgresDatabase) -> str:
     """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
@@ -109,9 +108,7 @@ def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, 
     return plan.staging
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def restore_into_staging_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
     vps: PostgresDatabase, workspace: BackupWorkspace,
@@ -129,9 +126,7 @@ def restore_into_staging_database(
     return restored
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
@@ -146,9 +141,7 @@ def verify_restored_database(
     return verified
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def promote_staging_database(
     context: dg.OpExecutionContext, config: PromoteConfig, plan: BackupPlan, dump: DumpResult,
     verified: VerificationResult, vps: PostgresDatabase,
@@ -183,9 +176,7 @@ def promote_staging_database(
     return result
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
 ) -> None:

@@ -2,18 +2,16 @@
 
 import dagster as dg
 
-from wehub_backup.defs.interrupts import run_step
+from wehub_backup.defs.failures import tag_step_failure
 from wehub_backup.defs.lifecycle import (
     default_jobs,
     failure_detail,
     finish_run,
     lock_on_vps,
     requested_target,
-    require_run_locks,
     run_lock_keys,
     start_run,
 )
-from wehub_backup.defs.failures import reports_failures, tag_step_failure
 from wehub_backup.defs.metadata import (
     dump_metadata,
     markdown_list,
@@ -27,15 +25,14 @@ from wehub_backup.defs.migration.config import MIGRATION_LOCK, MigrationConfig
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
+from wehub_backup.defs.steps import guarded_op
 from wehub_backup.migration.plan import MigrationPlan, plan_migration
 from wehub_backup.migration.restore import MigrationRestore, restore_in_one_transaction
 from wehub_backup.migration.verify import MigrationVerification, verify_supabase
 from wehub_backup.pg.dump import DumpResult, dump_source
 
 
-@dg.op(tags={"kind": "preflight"})
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op(tags={"kind": "preflight"})
 def plan_vps_migration(
     context: dg.OpExecutionContext,
     config: MigrationConfig,
@@ -78,9 +75,7 @@ def plan_vps_migration(
     return plan
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def dump_vps_database(
     context: dg.OpExecutionContext, plan: MigrationPlan, vps: PostgresDatabase, workspace: BackupWorkspace
 ) -> DumpResult:
@@ -91,9 +86,7 @@ def dump_vps_database(
     return dump
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def restore_into_supabase(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, vps: PostgresDatabase,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
@@ -112,9 +105,7 @@ def restore_into_supabase(
     return restored
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def verify_supabase_copy(
     context: dg.OpExecutionContext, plan: MigrationPlan, dump: DumpResult, restored: MigrationRestore,
     supabase: PostgresDatabase,
@@ -133,9 +124,7 @@ def verify_supabase_copy(
     return verified
 
 
-@dg.op
-@reports_failures
-@run_step(require_run_locks)
+@guarded_op
 def cleanup_migration_files(
     context: dg.OpExecutionContext, plan: MigrationPlan, verified: MigrationVerification,
     supabase: PostgresDatabase, workspace: BackupWorkspace,
