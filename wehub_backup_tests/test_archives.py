@@ -103,8 +103,16 @@ def test_backup_archives_the_copy_and_it_restores_into_a_new_database(
     assert marks["archive_restored"].text() == f"wehub_backup: verified copy of {copy_of}"
     assert "archive_restored__staging" not in marks
     # A second restore into the same name needs --replace, and changes nothing without it.
-    again = run_restore(instance, archive.id, "archive_restored")
-    assert not again.success and "exists; this run changed nothing" in step_errors(again)[0]
+    restored_oid = oid_of(vps_cluster, "archive_restored")
+    capsys.readouterr()
+    assert cli_main(["restore-archive", archive.id, "archive_restored"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILURE" in printed and "VPS database archive_restored exists; this run changed nothing" in printed
+    assert oid_of(vps_cluster, "archive_restored") == restored_oid
+    assert cli_main(["restore-archive", "--replace", archive.id, "archive_restored"]) == 0
+    assert "SUCCESS" in capsys.readouterr().out
+    assert table_text(vps_cluster, "archive_restored") == table_text(supabase_cluster, scratch_source, "postgres")
+    assert oid_of(vps_cluster, "archive_restored__previous") == restored_oid
 
 
 def test_replace_keeps_previous_and_a_corrupted_archive_is_refused_first(
