@@ -64,13 +64,14 @@ read_environment_file() {
   set +a
   : "${DAGSTER_HOME:=$STATE_DIR/dagster_home}" "${PGPASSFILE:=$STATE_DIR/.pgpass}"
   : "${WEHUB_BACKUP_DIR:=/opt/supabase_backups}"
+  : "${WEHUB_ARCHIVE_DIR:=$(dirname "$WEHUB_BACKUP_DIR")/supabase_archives}"
   : "${WEHUB_BACKUP_LOG:=/var/log/supabase_backup.log}" "${WEHUB_MIGRATION_LOG:=/var/log/supabase_migration.log}"
 }
 
 create_directories() {
   install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0750 "$DESTDIR$STATE_DIR" "$DESTDIR$DAGSTER_HOME"
-  install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$DESTDIR$WEHUB_BACKUP_DIR"
-  say "directories: $STATE_DIR, $DAGSTER_HOME, $WEHUB_BACKUP_DIR (owner $SERVICE_USER)"
+  install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$DESTDIR$WEHUB_BACKUP_DIR" "$DESTDIR$WEHUB_ARCHIVE_DIR"
+  say "directories: $STATE_DIR, $DAGSTER_HOME, $WEHUB_BACKUP_DIR, $WEHUB_ARCHIVE_DIR (owner $SERVICE_USER)"
 }
 
 create_log_files() {

@@ -37,6 +37,7 @@ if [ "$purpose" = test ]; then
   [ -f "$locales/de_DE" ] || missing+=(locales)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the browser test drives it (Playwright, no download)
+  command -v rclone >/dev/null 2>&1 || missing+=(rclone)  # the off-site archive test copies through it
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -33,6 +33,7 @@ from wehub_backup.defs.names import (
     LAUNCHED_BY_TAG,
     MIGRATION_JOB,
     REPOSITORY,
+    RESTORE_ARCHIVE_JOB,
     TARGET_TAG,
 )
 from wehub_backup.errors import SettingsError
@@ -96,6 +97,26 @@ def location_job_origin(job_name: str) -> RemoteJobOrigin:
     return RemoteJobOrigin(RemoteRepositoryOrigin(location, REPOSITORY), job_name)
 
 
+def run_archive_restore(archive_id: str, target: str, replace: bool) -> int:
+    """Run the restore job (an archive -> a VPS database, verified) and print its summary."""
+    from wehub_backup.definitions import restore_archive_job_with_resources
+    from wehub_backup.defs.archive.config import restore_archive_run_config
+
+    return _run_recorded(restore_archive_job_with_resources, restore_archive_run_config(archive_id, target, replace),
+                         {TARGET_TAG: target})
+
+
+def list_archives(verify_checksums: bool) -> int:
+    """Print one line per archive, its ID first (what ``restore-archive`` takes)."""
+    from wehub_backup.config import ArchiveSettings
+    from wehub_backup.defs.archive.ops import archive_listing
+
+    directory = ArchiveSettings.from_env().directory
+    lines = archive_listing(directory, verify_checksums)
+    print("\n".join(lines) if lines else f"no archives in {directory}")
+    return 0
+
+
 def report_egress() -> int:
     """Print the billing cycle's Supabase egress against the budget, from the instance's run records."""
     with _instance() as instance:
@@ -140,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "and policies on auth/storage tables, and its storage buckets")
     migrate.add_argument("--with-users", action="store_true",
                          help="with --new-project: carry the VPS copy's users (auth.users, auth.identities) too")
+    archives = commands.add_parser("archives", help="list the archives of verified copies, one line each: ID, time, "
+                                                    "size, rows, checksum")
+    archives.add_argument("--no-verify", action="store_true", help="do not read each archive to check its SHA-256")
+    restore = commands.add_parser("restore-archive", help=f"run {RESTORE_ARCHIVE_JOB}: an archive -> a new VPS "
+                                                          "database, checksum and fingerprint verified")
+    restore.add_argument("archive_id", help="the archive's ID, as wehub-backup archives lists it")
+    restore.add_argument("database", help="the VPS database to restore into (new, unless --replace)")
+    restore.add_argument("--replace", action="store_true",
+                         help="replace DATABASE, a copy this project made of the same source, through staging -> "
+                              "verify -> swap; the old copy stays as DATABASE__previous")
     commands.add_parser("doctor", help="check this machine before the first run: programs, password file, "
                                        "directories, both databases, Dagster storage; prints what to fix")
     commands.add_parser("egress", help="Supabase egress this billing cycle: used, budget, runs, projection")
@@ -161,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_doctor()
     if args.command == "egress":
         return report_egress()
+    if args.command == "archives":
+        return list_archives(not args.no_verify)
+    if args.command == "restore-archive":
+        return run_archive_restore(args.archive_id, args.database, args.replace)
     return 2
 
 

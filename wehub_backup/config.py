@@ -256,3 +256,52 @@ def dagster_storage_from_env(environ: Mapping[str, str] = os.environ) -> Dagster
 def dagster_storage_database(environ: Mapping[str, str] = os.environ) -> str:
     """The database Dagster keeps its own runs in, which a backup must never replace."""
     return string_setting("DAGSTER_PG_DB", DEFAULT_DAGSTER_DATABASE, environ)
+
+
+ARCHIVE_DIR_ENV, DEFAULT_ARCHIVE_DIR_NAME = "WEHUB_ARCHIVE_DIR", "supabase_archives"
+ARCHIVE_KEEP_ENVS = {"daily": ("WEHUB_ARCHIVE_KEEP_DAILY", 7), "weekly": ("WEHUB_ARCHIVE_KEEP_WEEKLY", 4),
+                     "monthly": ("WEHUB_ARCHIVE_KEEP_MONTHLY", 6)}
+ARCHIVE_MIN_FREE_ENV, DEFAULT_ARCHIVE_MIN_FREE_MB = "WEHUB_ARCHIVE_MIN_FREE_MB", 1024
+ARCHIVE_ENABLED_ENV = "WEHUB_ARCHIVE"
+ARCHIVE_REMOTE_ENV = "WEHUB_ARCHIVE_REMOTE"
+ARCHIVE_RCLONE_CONFIG_ENV = "WEHUB_ARCHIVE_RCLONE_CONFIG"
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """Where the history of verified copies lives, how much of it is kept, and where it is copied off the VPS.
+
+    Read when a run needs them, so a changed environment applies to the next run.
+    """
+
+    directory: Path
+    enabled: bool = True
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 6
+    min_free_bytes: int = DEFAULT_ARCHIVE_MIN_FREE_MB * 2**20
+    remote: str = ""  # an rclone crypt remote and path (``offsite-crypt:wehub``); empty: no off-site copy
+    rclone_config: Path | None = None  # rclone's config file; None: rclone's own default
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ArchiveSettings:
+        keep = {name: whole_number(variable, default, 0, 1000, environ)
+                for name, (variable, default) in ARCHIVE_KEEP_ENVS.items()}
+        rclone_config = string_setting(ARCHIVE_RCLONE_CONFIG_ENV, "", environ)
+        return cls(
+            directory=Path(refuse_control_characters(ARCHIVE_DIR_ENV, string_setting(
+                ARCHIVE_DIR_ENV, str(default_archive_dir(environ)), environ))),
+            enabled=flag(ARCHIVE_ENABLED_ENV, True, environ),
+            keep_daily=keep["daily"], keep_weekly=keep["weekly"], keep_monthly=keep["monthly"],
+            min_free_bytes=whole_number(ARCHIVE_MIN_FREE_ENV, DEFAULT_ARCHIVE_MIN_FREE_MB, 0, None, environ) * 2**20,
+            remote=refuse_control_characters(ARCHIVE_REMOTE_ENV, string_setting(ARCHIVE_REMOTE_ENV, "", environ)),
+            rclone_config=Path(refuse_control_characters(ARCHIVE_RCLONE_CONFIG_ENV, rclone_config))
+            if rclone_config else None,
+        )
+
+
+def default_archive_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Beside the working directory (``/opt/supabase_archives`` by default): on the same disk the
+    operator sized for backups, yet outside the directory whose stale run files each run sweeps."""
+    backup_dir = Path(string_setting(BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR, environ))
+    return backup_dir.parent / DEFAULT_ARCHIVE_DIR_NAME

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from wehub_backup.defs.archive.job import list_backup_archives, restore_backup_archive
+from wehub_backup.defs.archive.ops import archives_asset_spec
 from wehub_backup.defs.assets import backup_copy_asset_specs, egress_asset_spec
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
 from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
@@ -22,8 +24,8 @@ from wehub_backup.files import private_umask
 def build_definitions() -> dg.Definitions:
     """Assemble the code location; resources are bound to environment variables read at run time."""
     return dg.Definitions(
-        assets=[*backup_copy_asset_specs(), egress_asset_spec()],
-        jobs=[backup_supabase_to_vps, migrate_vps_to_supabase],
+        assets=[*backup_copy_asset_specs(), egress_asset_spec(), archives_asset_spec()],
+        jobs=[backup_supabase_to_vps, migrate_vps_to_supabase, restore_backup_archive, list_backup_archives],
         schedules=[build_weekly_backup_schedule()],
         sensors=[alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor],
         resources={
@@ -59,3 +61,8 @@ def backup_job_with_resources() -> dg.JobDefinition:
 def migration_job_with_resources() -> dg.JobDefinition:
     """The migration job with its resources bound: what ``wehub-backup migrate`` executes (reconstructable)."""
     return build_definitions().get_job_def("migrate_vps_to_supabase")
+
+
+def restore_archive_job_with_resources() -> dg.JobDefinition:
+    """The restore job with its resources bound: what ``wehub-backup restore-archive`` executes (reconstructable)."""
+    return build_definitions().get_job_def("restore_backup_archive")

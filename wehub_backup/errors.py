@@ -190,6 +190,22 @@ class VerificationFailed(WehubError):
     category = FailureCategory.VERIFICATION_MISMATCH
 
 
+class ArchiveCorrupted(PreflightError):
+    """An archive whose bytes no longer match its manifest's SHA-256: refused before anything changes."""
+
+    category = FailureCategory.VERIFICATION_MISMATCH
+
+
+class ArchiveError(WehubError):
+    """An archive could not be made, listed or restored as asked (the message says why)."""
+
+
+class OffsiteUploadFailed(WehubError):
+    """An archive did not reach the off-site remote; the next run tries it again."""
+
+    category = FailureCategory.NETWORK
+
+
 def category_of(class_names: Iterable[str]) -> FailureCategory | None:
     """The category of the first of ``class_names`` (an error and its causes) that is one of ours and has one.
 

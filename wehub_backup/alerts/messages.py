@@ -78,6 +78,34 @@ class AlertMessage(Alert):
 
 
 @dataclass(frozen=True)
+class ArchiveAlert(Alert):
+    """A verified backup whose archive (or its off-site copy) failed: the copy itself is good."""
+
+    job_name: str
+    run_id: str
+    step: str
+    target: str
+    problem: str  # "was not archived", "not copied off-site"
+    cause: FailureCause
+    run_url: str
+
+    @property
+    def title(self) -> str:
+        return f"wehub_backup: the verified copy in {self.target} {self.problem} ({self.cause.category})"
+
+    @property
+    def text(self) -> str:
+        return "\n".join(
+            (
+                f"Job: {self.job_name} (the backup succeeded; its copy in {self.target} is verified)",
+                f"Step: {self.step}",
+                f"Cause ({self.cause.category}): {self.cause.summary}",
+                f"Run: {self.run_url}",
+            )
+        )
+
+
+@dataclass(frozen=True)
 class StaleBackupAlert(Alert):
     """No successful backup for longer than the schedule allows: a missed schedule, a stopped
     daemon or a run that keeps failing."""

@@ -51,9 +51,15 @@ def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: Ses
             timeout_seconds: float) -> PromoteResult:
     """The swap, on the session that holds the run's lock and checked on it inside the swap's
     transaction: a run whose lock went (and another run may have taken it) cannot swap."""
+    return promote_copy(plan.target, plan.copy_of, vps, lock, policy, timeout_seconds, adopt=plan.adopt)
+
+
+def promote_copy(target: str, copy_of: str, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,
+                 timeout_seconds: float, *, adopt: bool = False) -> PromoteResult:
+    """``promote`` for any verified staging copy of ``copy_of`` (a backup's, or a restored archive's)."""
     with lock.session() as session:
         return promote_staging(session, lambda: connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE),
-                               plan.target, plan.copy_of, adopt=plan.adopt, policy=policy,
+                               target, copy_of, adopt=adopt, policy=policy,
                                timeout_seconds=timeout_seconds, before_swap=lock.require_on_session)
 
 

@@ -3,6 +3,8 @@ and ``__previous`` are never touched here."""
 
 from __future__ import annotations
 
+import psycopg
+
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import create_database, drop_database
@@ -19,11 +21,16 @@ def recreate_staging(plan: BackupPlan, vps: ConnectionInfo) -> None:
     drop (naming it, with the way to adopt it) rather than guess whose it is.
     """
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-        check_replaceable(conn, plan.target, plan.copy_of, plan.adopt)
-        for leftover in (plan.staging, retired_name(plan.target)):
-            drop_database(conn, leftover)
-        create_database(conn, plan.staging, plan.source.encoding)
-        write_mark(conn, plan.staging, Mark(MarkState.UNVERIFIED, plan.copy_of))
+        recreate_marked_staging(conn, plan.target, plan.copy_of, plan.source.encoding, plan.adopt)
+
+
+def recreate_marked_staging(conn: psycopg.Connection, target: str, copy_of: str, encoding: str, adopt: bool) -> None:
+    """``recreate_staging`` for any copy of ``copy_of`` (a backup's, or an archive's being restored)."""
+    check_replaceable(conn, target, copy_of, adopt)
+    for leftover in (staging_name(target), retired_name(target)):
+        drop_database(conn, leftover)
+    create_database(conn, staging_name(target), encoding)
+    write_mark(conn, staging_name(target), Mark(MarkState.UNVERIFIED, copy_of))
 
 
 def drop_staging(vps: ConnectionInfo, target: str) -> bool:

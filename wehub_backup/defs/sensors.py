@@ -31,9 +31,10 @@ from wehub_backup.defs.egress import WARNING_SHARE, check_egress_budget, egress_
 from wehub_backup.defs.failures import RunFailure, record_alert_delivery, run_failure_of, tag_failed_run
 from wehub_backup.defs.lifecycle import run_target
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
+from wehub_backup.defs.names import RESTORE_ARCHIVE_JOB
 from wehub_backup.defs.resources import AlertSettings
 
-MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name})
+MONITORED_JOB_NAMES = frozenset({backup_supabase_to_vps.name, migrate_vps_to_supabase.name, RESTORE_ARCHIVE_JOB})
 
 
 def find_run_failure(step_failures: list[dg.DagsterEvent], run_failure: dg.DagsterEvent) -> RunFailure:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from wehub_backup.defs.archive.ops import archive_verified_copy
 from wehub_backup.defs.backup.ops import (
     clean_up_failed_backup,
     cleanup_backup_files,
@@ -19,7 +20,8 @@ from wehub_backup.defs.names import BACKUP_JOB
 
 @dg.job(
     name=BACKUP_JOB,
-    description="Copy the Supabase database into a VPS database, verify it, and only then swap it in.",
+    description="Copy the Supabase database into a VPS database, verify it, and only then swap it in; then "
+    "archive the verified copy (an archive failure alerts, the backup stays a success).",
     executor_def=dg.in_process_executor,
     hooks={clean_up_failed_backup},
     tags={"wehub/kind": "backup"},
@@ -31,4 +33,4 @@ def backup_supabase_to_vps() -> None:
     restored = restore_into_staging_database(plan, dump, staging)
     verified = verify_restored_database(plan, dump, restored)
     promoted = promote_staging_database(plan, dump, verified)
-    cleanup_backup_files(plan, promoted)
+    archive_verified_copy(plan, cleanup_backup_files(plan, promoted))
