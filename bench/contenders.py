@@ -1,4 +1,4 @@
-"""The four ways to copy the Supabase database to the VPS that the benchmark runs side by side.
+"""The five ways to copy the Supabase database to the VPS that the benchmark runs side by side.
 
 Every contender copies the same scope (the job's own ``plan_scope``: Supabase-internal
 schemas and unreadable bookkeeping tables left out), reads the source through the same
@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -86,12 +87,12 @@ def plain_dump_and_psql(attempt: Attempt) -> Details:
     return {"dump_s": dumped.seconds, "restore_s": restored.seconds, "artifact_bytes": artifact}
 
 
-def directory_dump_and_restore(attempt: Attempt) -> Details:
-    """``pg_dump -Fd -j N`` then ``pg_restore -j N``, with the tools' default compression."""
+def directory_dump_and_restore(attempt: Attempt, compression: tuple[str, ...] = ()) -> Details:
+    """``pg_dump -Fd -j N`` then ``pg_restore -j N``, with the tools' default compression or ``compression``."""
     archive = attempt.workdir / "archive"
     dumped = run_tool(
         [attempt.client.program("pg_dump"), "--format=directory", f"--jobs={attempt.jobs}", f"--file={archive}",
-         "--no-password", *attempt.scope.pg_dump_arguments()],
+         "--no-password", *compression, *attempt.scope.pg_dump_arguments()],
         attempt.source_environment(),
     )
     artifact = sum(f.stat().st_size for f in archive.iterdir())
@@ -102,6 +103,11 @@ def directory_dump_and_restore(attempt: Attempt) -> Details:
         attempt.target_environment(),
     )
     return {"dump_s": dumped.seconds, "restore_s": restored.seconds, "artifact_bytes": artifact}
+
+
+def uncompressed_directory_dump_and_restore(attempt: Attempt) -> Details:
+    """The fastest plain pipeline: ``pg_dump -Fd -j N -Z0`` (no gzip) then ``pg_restore -j N``."""
+    return directory_dump_and_restore(attempt, ("--compress=0",))
 
 
 def pgcopydb_clone(attempt: Attempt) -> Details:
@@ -149,8 +155,11 @@ def connection_uri(info: ConnectionInfo, dbname: str | None = None) -> str:
     return f"postgres://{info.user}@{host}:{info.port}/{dbname or info.dbname}?sslmode={info.sslmode}"
 
 
-def project_backup_job(attempt: Attempt) -> Details:
-    """``wehub-backup backup TARGET``: a real Dagster run, its environment set as on the VPS."""
+def project_backup_job(attempt: Attempt, copy_engine: str | None = None) -> Details:
+    """``wehub-backup backup TARGET``: a real Dagster run, its environment set as on the VPS.
+
+    ``copy_engine`` sets ``WEHUB_BACKUP_COPY_ENGINE``; without it the job runs with its default engine.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "SUPABASE_", "LOCAL_", "WEHUB_"))}
     env.update({
         "SUPABASE_DB_HOST": attempt.source.hostaddr or attempt.source.host,
@@ -169,6 +178,8 @@ def project_backup_job(attempt: Attempt) -> Details:
         "WEHUB_PG_BINDIRS": str(attempt.client.bindir),
         "DAGSTER_HOME": str(attempt.dagster_home),
     })
+    if copy_engine is not None:
+        env["WEHUB_BACKUP_COPY_ENGINE"] = copy_engine
     launched = time.time()
     finished = subprocess.run(backup_command(attempt.database), env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True)
@@ -221,10 +232,16 @@ CONTENDERS = {
                   "pg_dump -Fp -f dump.sql; psql -v ON_ERROR_STOP=1 -f dump.sql", plain_dump_and_psql),
         Contender("directory", "pg_dump -Fd -j N + pg_restore -j N",
                   "pg_dump -Fd -j N -f dir; pg_restore -j N --exit-on-error -d db dir", directory_dump_and_restore),
+        Contender("directory_z0", "pg_dump -Fd -j N -Z0 + pg_restore -j N",
+                  "pg_dump -Fd -j N -Z0 -f dir; pg_restore -j N --exit-on-error -d db dir",
+                  uncompressed_directory_dump_and_restore),
         Contender("pgcopydb", "pgcopydb clone",
                   "pgcopydb clone --table-jobs N --index-jobs N --filters f (source login: supabase_admin)", pgcopydb_clone),
         Contender("job", "wehub-backup (the Dagster job)",
                   "wehub-backup backup TARGET", project_backup_job),
+        Contender("job_archive", "wehub-backup, archive engine",
+                  "WEHUB_BACKUP_COPY_ENGINE=archive wehub-backup backup TARGET",
+                  partial(project_backup_job, copy_engine="archive")),
     )
 }
 

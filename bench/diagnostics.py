@@ -87,8 +87,14 @@ def run_all(session: Session, copy: str, log: Log) -> dict[str, object]:
         log(f"digest of a copy, {digest['label']}, {digest['sessions']} session(s): {digest['seconds']:.1f} s")
     found["import_s"] = command_seconds([sys.executable, "-c", "import wehub_backup.definitions"])
     found["python_start_s"] = command_seconds([sys.executable, "-c", "pass"])
+    found["dagster_import_s"] = command_seconds([sys.executable, "-c", "import dagster"])
+    found["storage_import_s"] = command_seconds([sys.executable, "-c", SQLITE_STORAGE_IMPORT])
     log(f"python start {found['python_start_s']:.2f} s; importing the code location {found['import_s']:.2f} s")
     return found
+
+
+# What opening the instance's SQLite storage imports (SQLAlchemy, Alembic), beside Dagster itself.
+SQLITE_STORAGE_IMPORT = "import dagster._core.storage.event_log.sqlite, dagster._core.storage.runs.sqlite"
 
 
 def newer_client() -> PgClient | None:
