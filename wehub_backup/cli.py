@@ -108,10 +108,13 @@ def run_archive_restore(archive_id: str, target: str, replace: bool) -> int:
 
 def list_archives(verify_checksums: bool) -> int:
     """Print one line per archive, its ID first (what ``restore-archive`` takes)."""
-    from wehub_backup.config import ArchiveSettings
     from wehub_backup.defs.archive.ops import archive_listing
+    from wehub_backup.defs.resources import archive_settings_from_env
 
-    directory = ArchiveSettings.from_env().directory
+    try:
+        directory = archive_settings_from_env().directory
+    except SettingsError as error:
+        raise SystemExit(f"wehub-backup: {error}") from None
     lines = archive_listing(directory, verify_checksums)
     print("\n".join(lines) if lines else f"no archives in {directory}")
     return 0

@@ -113,23 +113,34 @@ def whole_number(name: str, default: int, low: int, high: int | None = None,
         return default
     try:
         value = int(raw)
-        valid = value >= low and (high is None or value <= high)
     except ValueError:
-        valid = False
-    if not valid:
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise SettingsError(f"{name}={raw!r} must be a whole number {bounds}")
+        raise SettingsError(f"{name}={raw!r} must be a whole number {_bounds(low, high)}") from None
+    return within_bounds(name, value, low, high)
+
+
+def within_bounds(name: str, value: int, low: int, high: int | None = None) -> int:
+    """``value`` if within [low, high]; else a ``SettingsError`` naming the variable it came from."""
+    if value < low or (high is not None and value > high):
+        raise SettingsError(f"{name}={str(value)!r} must be a whole number {_bounds(low, high)}")
     return value
+
+
+def _bounds(low: int, high: int | None) -> str:
+    return f"between {low} and {high}" if high is not None else f"at least {low}"
 
 
 def flag(name: str, default: bool, environ: Mapping[str, str] = os.environ) -> bool:
     """An on/off setting; a typo is an error, not a silent ``False``."""
-    raw = environ.get(name, "").strip()
-    if not raw:
+    return on_or_off(name, environ.get(name, ""), default)
+
+
+def on_or_off(name: str, raw: str, default: bool) -> bool:
+    """The word ``raw`` that variable ``name`` holds, as a flag; empty means the default."""
+    word = raw.strip().lower()
+    if not word:
         return default
-    word = raw.lower()
     if word not in _TRUE_WORDS | _FALSE_WORDS:
-        raise SettingsError(f"{name} must be one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {raw!r}")
+        raise SettingsError(f"{name} must be one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {raw.strip()!r}")
     return word in _TRUE_WORDS
 
 
@@ -267,11 +278,15 @@ ARCHIVE_REMOTE_ENV = "WEHUB_ARCHIVE_REMOTE"
 ARCHIVE_RCLONE_CONFIG_ENV = "WEHUB_ARCHIVE_RCLONE_CONFIG"
 
 
+ARCHIVE_KEEP_MAX = 1000
+
+
 @dataclass(frozen=True)
 class ArchiveSettings:
     """Where the history of verified copies lives, how much of it is kept, and where it is copied off the VPS.
 
-    Read when a run needs them, so a changed environment applies to the next run.
+    What the ``archives`` resource (``defs/resources.py``) resolves to when a run starts, checked, for the
+    archive steps, which know nothing of Dagster.
     """
 
     directory: Path
@@ -282,22 +297,6 @@ class ArchiveSettings:
     min_free_bytes: int = DEFAULT_ARCHIVE_MIN_FREE_MB * 2**20
     remote: str = ""  # an rclone crypt remote and path (``offsite-crypt:wehub``); empty: no off-site copy
     rclone_config: Path | None = None  # rclone's config file; None: rclone's own default
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ArchiveSettings:
-        keep = {name: whole_number(variable, default, 0, 1000, environ)
-                for name, (variable, default) in ARCHIVE_KEEP_ENVS.items()}
-        rclone_config = string_setting(ARCHIVE_RCLONE_CONFIG_ENV, "", environ)
-        return cls(
-            directory=Path(refuse_control_characters(ARCHIVE_DIR_ENV, string_setting(
-                ARCHIVE_DIR_ENV, str(default_archive_dir(environ)), environ))),
-            enabled=flag(ARCHIVE_ENABLED_ENV, True, environ),
-            keep_daily=keep["daily"], keep_weekly=keep["weekly"], keep_monthly=keep["monthly"],
-            min_free_bytes=whole_number(ARCHIVE_MIN_FREE_ENV, DEFAULT_ARCHIVE_MIN_FREE_MB, 0, None, environ) * 2**20,
-            remote=refuse_control_characters(ARCHIVE_REMOTE_ENV, string_setting(ARCHIVE_REMOTE_ENV, "", environ)),
-            rclone_config=Path(refuse_control_characters(ARCHIVE_RCLONE_CONFIG_ENV, rclone_config))
-            if rclone_config else None,
-        )
 
 
 def default_archive_dir(environ: Mapping[str, str] = os.environ) -> Path:

@@ -12,6 +12,7 @@ from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import (
     alert_settings_from_env,
+    archive_store_from_env,
     backup_workspace_from_env,
     in_run_io_manager,
     supabase_database_from_env,
@@ -34,6 +35,7 @@ def build_definitions() -> dg.Definitions:
             "workspace": backup_workspace_from_env(),
             "io_manager": in_run_io_manager,
             "alert_settings": alert_settings_from_env(),
+            "archives": archive_store_from_env(),
         },
     )
 

@@ -10,6 +10,8 @@ reaches it, so a pass here means the services will start.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,14 @@ import dagster as dg
 import psycopg
 import yaml
 
+from wehub_backup.archive.offsite import Offsite
 from wehub_backup.backup.plan import require_superuser
 from wehub_backup.config import (
+    ARCHIVE_DIR_ENV,
+    ARCHIVE_MIN_FREE_ENV,
+    ARCHIVE_REMOTE_ENV,
     SUPABASE_VARIABLES,
+    ArchiveSettings,
     DagsterStorage,
     EgressSettings,
     dagster_home,
@@ -30,11 +37,19 @@ from wehub_backup.config import (
 )
 from wehub_backup.defs.resources import (
     BackupWorkspace,
+    archive_settings_from_env,
     backup_workspace_from_env,
     supabase_database_from_env,
     vps_database_from_env,
 )
-from wehub_backup.errors import PasswordFileError, PreflightError, SettingsError, VersionMismatch, WorkspaceError
+from wehub_backup.errors import (
+    PasswordFileError,
+    PreflightError,
+    SettingsError,
+    VersionMismatch,
+    WehubError,
+    WorkspaceError,
+)
 from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, read_catalog, server_info
 from wehub_backup.pg.clients import PgClient, installed_clients, newest_sufficient
 from wehub_backup.pg.connection import APPLICATION_NAME, MAINTENANCE_DATABASE, ConnectionInfo, error_line
@@ -254,6 +269,80 @@ def check_schedule_settings() -> Check:
                               f"starting on day {budget.cycle_day}")
 
 
+# --- archives ------------------------------------------------------------------------------
+
+
+def check_archives() -> list[Check]:
+    """With archives on: their settings, their directory, free space over the floor, and rclone for an
+    off-site remote. A problem here costs archives, not backups, but a run would alert about it."""
+    try:
+        settings = archive_settings_from_env()
+        offsite = Offsite.from_settings(settings)
+    except dg.DagsterInvalidConfigError as error:
+        return [failed("archive settings", f"{_config_error(error)}: fix it in {ENV_FILE_HINT}")]
+    except SettingsError as error:
+        return [failed("archive settings", f"{error}: fix it in {ENV_FILE_HINT}")]
+    if not settings.enabled:
+        return [passed("archive settings", "archives are switched off (WEHUB_ARCHIVE=off)")]
+    kept = (f"keeping the newest of {settings.keep_daily} days, {settings.keep_weekly} weeks and "
+            f"{settings.keep_monthly} months")
+    checks = [passed("archive settings", kept + (f", copied to {offsite.remote}" if offsite else ", no off-site copy")),
+              check_archive_directory(settings.directory), check_archive_space(settings)]
+    if offsite:
+        checks.append(check_rclone(offsite))
+    return checks
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or the closest of its parents that exists: where a new directory would be created."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_archive_directory(path: Path) -> Check:
+    """An archive directory this user owns with mode 0700 (archive steps refuse others), or one it can create."""
+    name = "archive directory"
+    fix = f"create it for the service user (install -d -o wehub -g wehub -m 0700 {path}) or set {ARCHIVE_DIR_ENV}"
+    existing = nearest_existing(path)
+    if existing != path:
+        if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+            return passed(name, f"{path} will be created (mode 0700)")
+        return failed(name, f"cannot create {path}: {existing} is not a directory this user can write to: {fix}")
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        return failed(name, f"{path} exists and is not a directory: {fix}")
+    if info.st_uid != os.getuid() or not os.access(path, os.W_OK | os.X_OK):
+        return failed(name, f"{path} is not this user's to write to: chown wehub:wehub {path}")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        return failed(name, f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; archives hold the whole database: "
+                            f"chmod 700 {path}")
+    return passed(name, f"{path} is private and writable")
+
+
+def check_archive_space(settings: ArchiveSettings) -> Check:
+    """Free space on the archive disk above ``WEHUB_ARCHIVE_MIN_FREE_MB``: below it every run prunes
+    the older archives for space, down to the newest."""
+    place = nearest_existing(settings.directory)
+    floor_mb, free_mb = settings.min_free_bytes // 2**20, free_bytes(place) // 2**20
+    detail = f"{free_mb} MiB free in {place}, {ARCHIVE_MIN_FREE_ENV}={floor_mb}"
+    if free_mb < floor_mb:
+        return failed("archive space", f"{detail}: each backup would prune older archives for space; free space, "
+                                       f"lower {ARCHIVE_MIN_FREE_ENV} or point {ARCHIVE_DIR_ENV} elsewhere")
+    return passed("archive space", detail)
+
+
+def check_rclone(offsite: Offsite) -> Check:
+    """rclone installed, its config file private, the remote an rclone crypt one (read locally, nothing is sent)."""
+    if shutil.which("rclone") is None:
+        return failed("rclone", f"{ARCHIVE_REMOTE_ENV} is set but rclone is not installed: apt-get install rclone")
+    try:
+        offsite.require_encrypted()
+    except WehubError as error:
+        return failed("rclone", str(error))
+    return passed("rclone", f"{offsite.remote_name} is an rclone crypt remote in {offsite.config}")
+
+
 # --- all together --------------------------------------------------------------------------
 
 
@@ -272,6 +361,7 @@ def run_checks() -> list[Check]:
     if storage:
         checks.append(check_dagster_storage(storage))
     checks.append(check_schedule_settings())
+    checks += check_archives()
     return checks
 
 

@@ -115,6 +115,30 @@ def test_backup_archives_the_copy_and_it_restores_into_a_new_database(
     assert oid_of(vps_cluster, "archive_restored__previous") == restored_oid
 
 
+def test_the_archive_is_made_under_the_runs_lock_before_cleanup(
+    archive_dir: Path, scratch_source: str, instance: dg.DagsterInstance, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("WEHUB_RUNTIME_DIR", str(runtime))
+    result = run_backup("archive_locked", instance)
+    assert result.success, step_errors(result)
+    # The archive step checks the run's lock first: without it, it would report "was not archived".
+    assert result.output_for_node("archive_verified_copy") is True
+    assert instance.get_run_by_id(result.run_id).tags[ARCHIVE_TAG].startswith("made ")
+    watched = ("promote_staging_database", "archive_verified_copy", "cleanup_backup_files")
+    order = [(event.step_key, event.event_type) for event in result.all_events
+             if event.step_key in watched and event.event_type in (dg.DagsterEventType.STEP_START,
+                                                                    dg.DagsterEventType.STEP_SUCCESS)]
+    assert order == [(step, kind) for step in watched
+                     for kind in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)]
+    [archive] = list_archives(archive_dir)
+    assert archive.manifest.run_id == result.run_id
+    # The archive's password file lived in the run's own directory, which cleanup removed.
+    assert list(runtime.iterdir()) == []
+
+
 def test_replace_keeps_previous_and_a_corrupted_archive_is_refused_first(
     archive_dir: Path, scratch_source: str, instance: dg.DagsterInstance,
     supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster,

@@ -242,8 +242,12 @@ def test_doctor_passes_on_a_good_machine(good_machine: BackupEnv, capsys: pytest
     code, checks = doctor(capsys)
     assert code == 0, checks
     assert set(checks) == {"settings", "password file", "backup directory", "backup log", "migration log", "Supabase",
-                           "VPS", "client programs", "disk space", "Dagster instance", "Dagster storage", "schedule"}
+                           "VPS", "client programs", "disk space", "Dagster instance", "Dagster storage", "schedule",
+                           "archive settings", "archive directory", "archive space"}
     assert all(line.startswith("OK") for line in checks.values())
+    archives = good_machine.backup_dir.parent / "supabase_archives"
+    assert checks["archive directory"] == f"OK {archives} will be created (mode 0700)"
+    assert not archives.exists()
     assert "storage in PostgreSQL" in checks["Dagster instance"]
     assert "superuser" in checks["VPS"] and "PostgreSQL 15" in checks["Supabase"]
 
@@ -341,3 +345,64 @@ def test_doctor_with_sqlite_storage_and_no_dagster_pg_settings(backup_env: Backu
     assert code == 0, checks
     assert checks["Dagster instance"].endswith("storage in SQLite under DAGSTER_HOME")
     assert "Dagster storage" not in checks
+
+
+def test_doctor_reports_an_archive_directory_others_can_read_and_too_little_free_space(
+    good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    archives = tmp_path / "archives"
+    archives.mkdir(mode=0o755)
+    archives.chmod(0o755)
+    monkeypatch.setenv("WEHUB_ARCHIVE_DIR", str(archives))
+    free_mb = shutil.disk_usage(archives).free // 2**20
+    monkeypatch.setenv("WEHUB_ARCHIVE_MIN_FREE_MB", str(free_mb + 10**6))
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["archive directory"] == (f"FAIL {archives} has mode 0755; archives hold the whole database: "
+                                           f"chmod 700 {archives}")
+    assert checks["archive space"].startswith("FAIL ") and f"WEHUB_ARCHIVE_MIN_FREE_MB={free_mb + 10**6}: " in (
+        checks["archive space"])
+    assert checks["archive settings"].startswith("OK") and checks["settings"].startswith("OK")
+
+    archives.rmdir()
+    archives.write_text("a file where the archive directory should be\n")
+    monkeypatch.setenv("WEHUB_ARCHIVE_MIN_FREE_MB", "0")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["archive directory"].startswith(f"FAIL {archives} exists and is not a directory: ")
+    assert checks["archive space"].startswith("OK")
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("WEHUB_ARCHIVE_KEEP_DAILY", "-1", "WEHUB_ARCHIVE_KEEP_DAILY='-1' must be a whole number between 0 and 1000"),
+    ("WEHUB_ARCHIVE_KEEP_MONTHLY", "six", 'Value stored in env variable "WEHUB_ARCHIVE_KEEP_MONTHLY" cannot be '
+                                          "coerced into an int"),
+    ("WEHUB_ARCHIVE", "maybe", "WEHUB_ARCHIVE must be one of"),
+    ("WEHUB_ARCHIVE_REMOTE", "no-colon", "WEHUB_ARCHIVE_REMOTE='no-colon' must name an rclone remote and a path"),
+])
+def test_doctor_names_a_wrong_archive_setting(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], variable: str, value: str,
+                                              expected: str) -> None:
+    monkeypatch.setenv(variable, value)
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["archive settings"].startswith(f"FAIL {expected}")
+    assert "archive directory" not in checks and checks["settings"].startswith("OK")
+
+
+def test_doctor_checks_rclone_for_an_offsite_remote(good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "rclone.conf"
+    config.write_text("[backing]\ntype = local\n\n[offsite]\ntype = crypt\nremote = backing:/nowhere\n"
+                      "password = not-obscured-not-needed-to-list\n")
+    config.chmod(0o600)
+    monkeypatch.setenv("WEHUB_ARCHIVE_RCLONE_CONFIG", str(config))
+    monkeypatch.setenv("WEHUB_ARCHIVE_REMOTE", "backing:wehub")
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["rclone"].startswith("FAIL WEHUB_ARCHIVE_REMOTE: rclone remote backing is a local remote; ")
+    monkeypatch.setenv("WEHUB_ARCHIVE_REMOTE", "offsite:wehub")
+    code, checks = doctor(capsys)
+    assert code == 0, checks
+    assert checks["rclone"] == f"OK offsite is an rclone crypt remote in {config}"
+    assert "copied to offsite:wehub" in checks["archive settings"]

@@ -1,4 +1,4 @@
-"""Connection, workspace and alert settings as Dagster resources, bound to environment variables.
+"""Connection, workspace, archive and alert settings as Dagster resources, bound to environment variables.
 
 Values are ``dg.EnvVar``s where a variable is set: read when a run starts, shown by name in the
 UI. Passwords are not settings: they live only in the libpq password file (``PGPASSFILE``).
@@ -14,7 +14,7 @@ from pydantic import Field
 
 from wehub_backup import config
 from wehub_backup.alerts.delivery import AlertChannels, SmtpServer
-from wehub_backup.config import SUPABASE_VARIABLES, VPS_VARIABLES, DatabaseVariables
+from wehub_backup.config import SUPABASE_VARIABLES, VPS_VARIABLES, ArchiveSettings, DatabaseVariables
 from wehub_backup.defs.failures import reported_failure
 from wehub_backup.errors import NotResumable, SettingsError
 from wehub_backup.pg.connection import ConnectionInfo, is_local_host
@@ -123,6 +123,77 @@ def backup_workspace_from_env() -> BackupWorkspace:
         pg_bindirs=env_or_default(config.PG_BINDIRS_ENV, ""),
         runtime_dir=env_or_default(config.RUNTIME_DIR_ENV, ""),
     )
+
+
+class ArchiveStore(dg.ConfigurableResource):
+    """Where the archives of verified copies live, how many are kept, and their off-site copy.
+
+    No secret is among them: the off-site encryption key stays in rclone's config file, named by path.
+    The values are checked by ``settings()`` when the archive step runs, so a wrong one costs the
+    archive (alerted), not the backup.
+    """
+
+    directory: str = Field(description=f"Set by {config.ARCHIVE_DIR_ENV}; unset: {config.DEFAULT_ARCHIVE_DIR_NAME} "
+                           f"beside {config.BACKUP_DIR_ENV}.")
+    enabled: str = Field(default="on", description=f"Set by {config.ARCHIVE_ENABLED_ENV}: on, or off for no archives.")
+    keep_daily: int = Field(default=config.ARCHIVE_KEEP_ENVS["daily"][1],
+                            description=f"Set by {config.ARCHIVE_KEEP_ENVS['daily'][0]}: the newest archive of each "
+                            "of the last N days is kept.")
+    keep_weekly: int = Field(default=config.ARCHIVE_KEEP_ENVS["weekly"][1],
+                             description=f"Set by {config.ARCHIVE_KEEP_ENVS['weekly'][0]}: the newest archive of "
+                             "each of the last N ISO weeks is kept.")
+    keep_monthly: int = Field(default=config.ARCHIVE_KEEP_ENVS["monthly"][1],
+                              description=f"Set by {config.ARCHIVE_KEEP_ENVS['monthly'][0]}: the newest archive of "
+                              "each of the last N months is kept.")
+    min_free_mb: int = Field(default=config.DEFAULT_ARCHIVE_MIN_FREE_MB,
+                             description=f"Set by {config.ARCHIVE_MIN_FREE_ENV}: older archives go while less is "
+                             "free on the archive disk.")
+    remote: str = Field(default="", description=f"Set by {config.ARCHIVE_REMOTE_ENV}; empty: no off-site copy. "
+                        "An rclone crypt remote and a path (offsite:wehub).")
+    rclone_config: str = Field(default="", description=f"Set by {config.ARCHIVE_RCLONE_CONFIG_ENV}; empty: "
+                               "~/.config/rclone/rclone.conf (it holds the off-site key; mode 0600).")
+
+    def settings(self) -> ArchiveSettings:
+        """The checked values the archive steps take; ``SettingsError`` names the variable of a wrong one."""
+        keep = {period: config.within_bounds(variable, getattr(self, f"keep_{period}"), 0, config.ARCHIVE_KEEP_MAX)
+                for period, (variable, _) in config.ARCHIVE_KEEP_ENVS.items()}
+        min_free_mb = config.within_bounds(config.ARCHIVE_MIN_FREE_ENV, self.min_free_mb, 0)
+        for variable, value in ((config.ARCHIVE_DIR_ENV, self.directory), (config.ARCHIVE_REMOTE_ENV, self.remote),
+                                (config.ARCHIVE_RCLONE_CONFIG_ENV, self.rclone_config)):
+            config.refuse_control_characters(variable, value)
+        if not self.directory.strip():
+            raise SettingsError(f"{config.ARCHIVE_DIR_ENV} is empty: name the archive directory, or unset it")
+        return ArchiveSettings(
+            directory=Path(self.directory.strip()),
+            enabled=config.on_or_off(config.ARCHIVE_ENABLED_ENV, self.enabled, True),
+            keep_daily=keep["daily"], keep_weekly=keep["weekly"], keep_monthly=keep["monthly"],
+            min_free_bytes=min_free_mb * 2**20,
+            remote=self.remote.strip(),
+            rclone_config=Path(self.rclone_config.strip()) if self.rclone_config.strip() else None,
+        )
+
+
+def archive_store_from_env() -> ArchiveStore:
+    """``ArchiveStore`` bound to the ``WEHUB_ARCHIVE*`` variables that are set (shown by name in the UI).
+
+    A variable set but empty keeps the default: the environment example lists them all, empty.
+    """
+    def bound(name: str, default: Any) -> Any:
+        return env_or_default(name, default) if config.string_setting(name) else default
+
+    return ArchiveStore(
+        directory=bound(config.ARCHIVE_DIR_ENV, str(config.default_archive_dir())),
+        enabled=bound(config.ARCHIVE_ENABLED_ENV, "on"),
+        **{f"keep_{period}": bound(variable, default) for period, (variable, default) in config.ARCHIVE_KEEP_ENVS.items()},
+        min_free_mb=bound(config.ARCHIVE_MIN_FREE_ENV, config.DEFAULT_ARCHIVE_MIN_FREE_MB),
+        remote=bound(config.ARCHIVE_REMOTE_ENV, ""),
+        rclone_config=bound(config.ARCHIVE_RCLONE_CONFIG_ENV, ""),
+    )
+
+
+def archive_settings_from_env() -> ArchiveSettings:
+    """The archive settings as a run would resolve them now (the command line, the doctor)."""
+    return archive_store_from_env().process_config_and_initialize().settings()
 
 
 def _alert_variable(field: str, when_unset: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from wehub_backup.config import ALERT_STRING_VARIABLES, SUPABASE_VARIABLES, VPS_VARIABLES
-from wehub_backup.defs.resources import AlertSettings, BackupWorkspace, PostgresDatabase
+from wehub_backup.defs.resources import AlertSettings, ArchiveStore, BackupWorkspace, PostgresDatabase
 from wehub_backup.defs.sensors import alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor
 
 
@@ -25,3 +25,5 @@ def test_every_resource_field_names_the_variable_that_sets_it() -> None:
     workspace = [BackupWorkspace.model_fields[f].description or "" for f in ("backup_dir", "backup_log", "pg_bindirs")]
     assert [text.split(";")[0].split(".")[0] for text in workspace] == [
         "Set by WEHUB_BACKUP_DIR", "Set by WEHUB_BACKUP_LOG", "Set by WEHUB_PG_BINDIRS"]
+    archives = {field: info.description or "" for field, info in ArchiveStore.model_fields.items()}
+    assert all(text.startswith("Set by WEHUB_ARCHIVE") for text in archives.values()), archives

@@ -1,16 +1,18 @@
-"""The archive ops: the backup job's last step, the restore job's steps, the listing.
+"""The archive ops: the backup job's archive step, the restore job's steps, the listing.
 
 **Why an archive failure does not fail the backup run.** The run's outcome says whether the
-VPS holds a verified copy; by the time the archive step runs it does (the swap has committed,
-the success line is written). Dagster has no step outcome between success and failure, and a
-failed step fails its run, which would alert as a failed backup and make the freshness sensor
-and the Runs list call a good copy bad. A separate job launched by a sensor would run without
-the run's knowledge and after its lock is gone. So ``archive_verified_copy`` is an ordinary
-last step that catches its own failure: it logs it as an error on the step, tags the run
-(``wehub/archive``), records an ``archive_failed`` engine event, and sends an alert through
-the same channels and delivery as the failure sensor (``deliver_alert``), recording where it
-went (``wehub/archive_alert``). An off-site copy that failed is reported the same way and the
-next run uploads it again.
+VPS holds a verified copy; by the time the archive step runs it does (the swap has committed).
+Dagster has no step outcome between success and failure, and a failed step fails its run, which
+would alert as a failed backup and make the freshness sensor and the Runs list call a good copy
+bad. A separate job launched by a sensor would run without the run's knowledge and without its
+lock. So ``archive_verified_copy`` is a step of the run, between the swap and the cleanup: it
+dumps the copy under the run's own lock (no other run can swap the copy away meanwhile) with the
+run's own password directory, and catches its own failure: it logs it as an error on the step,
+tags the run (``wehub/archive``), records an ``archive_failed`` engine event, and sends an alert
+through the same channels and delivery as the failure sensor (``deliver_alert``), recording
+where it went (``wehub/archive_alert``). It never fails, so the failure hook never sees it and
+``cleanup_backup_files`` always runs after it, releasing the lock and writing the success line.
+An off-site copy that failed is reported the same way and the next run uploads it again.
 """
 
 from pathlib import Path
@@ -37,16 +39,15 @@ from wehub_backup.defs.archive.config import ListArchivesConfig, RestoreArchiveC
 from wehub_backup.defs.backup.config import PromoteConfig
 from wehub_backup.defs.failures import cause_of, delivery_summary
 from wehub_backup.defs.interrupts import interruptible_step
-from wehub_backup.defs.lifecycle import default_jobs, finish_run, lock_on_vps, start_run
+from wehub_backup.defs.lifecycle import default_jobs, finish_run, lock_on_vps, require_run_locks, start_run
 from wehub_backup.defs.metadata import markdown_list, readable, seconds
 from wehub_backup.defs.names import ARCHIVE_ALERT_TAG, ARCHIVE_TAG, TARGET_TAG
-from wehub_backup.defs.resources import AlertSettings, BackupWorkspace, PostgresDatabase
+from wehub_backup.defs.resources import AlertSettings, ArchiveStore, BackupWorkspace, PostgresDatabase
 from wehub_backup.defs.steps import guarded_op
 from wehub_backup.errors import SettingsError
 from wehub_backup.pg.clients import choose_client
 from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.targets import previous_name
-from wehub_backup.run.workdir import RunDirectory, ensure_private_directory
 
 ARCHIVES_ASSET_KEY = dg.AssetKey(["vps_backup_archives"])
 
@@ -63,20 +64,22 @@ def archives_asset_spec() -> dg.AssetSpec:
     )
 
 
-@dg.op(ins={"cleaned_up": dg.In(dg.Nothing)}, tags={"kind": "archive"})
+@dg.op(ins={"promoted": dg.In(dg.Nothing)}, tags={"kind": "archive"})
 def archive_verified_copy(context: dg.OpExecutionContext, plan: BackupPlan, vps: PostgresDatabase,
-                          workspace: BackupWorkspace, alert_settings: AlertSettings) -> bool:
+                          workspace: BackupWorkspace, alert_settings: AlertSettings, archives: ArchiveStore) -> bool:
     """Archive the copy just verified and swapped in; a failure alerts but leaves the backup a success.
 
-    Returns whether the archive was made (False also when archives are switched off).
+    A plain ``dg.op``, not ``guarded_op``: a lost lock or a signal costs the archive, never the
+    verified copy's run. Returns whether the archive was made (False also when archives are off).
     """
     try:
-        settings = ArchiveSettings.from_env()
+        settings = archives.settings()
         if not settings.enabled:
             context.log.info("archives are switched off (WEHUB_ARCHIVE=off)")
             return False
         with interruptible_step():
-            cycle = _archive_under_lock(context, plan, vps, workspace, settings)
+            require_run_locks(context)
+            cycle = _archive_copy(context, plan, vps, workspace, settings)
     except Exception as error:  # noqa: BLE001 - reported below; the verified copy stands
         _report_problem(context, alert_settings, plan.target, "was not archived", error)
         return False
@@ -87,22 +90,14 @@ def archive_verified_copy(context: dg.OpExecutionContext, plan: BackupPlan, vps:
     return True
 
 
-def _archive_under_lock(context: dg.OpExecutionContext, plan: BackupPlan, vps: PostgresDatabase,
-                        workspace: BackupWorkspace, settings: ArchiveSettings) -> ArchiveCycle:
-    """The run's lock is released by then; the archive takes the target's lock again, so no other
-    run swaps the copy away under it."""
-    key, vps_info = f"{context.run_id}/archive", vps.connection_info()
-    secrets_root = ensure_private_directory(workspace.runtime_root())
-    secrets = RunDirectory.create(secrets_root, key.replace("/", "-"))
-    try:
-        lock_on_vps(vps_info, key, plan.target)
-        client = choose_client(plan.target_server.major, workspace.extra_bindirs())
-        request = ArchiveRequest(plan.target, plan.copy_of, context.run_id, client, plan.source.encoding,
-                                 plan.kept_schemas, plan.excluded_tables, plan.catalog.roles, secrets)
-        return archive_and_prune(request, vps_info, settings, context.log.info, low_priority=workspace.low_priority)
-    finally:
-        TargetLock.release(key)
-        RunDirectory.remove(secrets_root, key.replace("/", "-"))
+def _archive_copy(context: dg.OpExecutionContext, plan: BackupPlan, vps: PostgresDatabase,
+                  workspace: BackupWorkspace, settings: ArchiveSettings) -> ArchiveCycle:
+    """Dump the copy the run swapped in, while the run's lock still keeps other runs off it."""
+    client = choose_client(plan.target_server.major, workspace.extra_bindirs())
+    request = ArchiveRequest(plan.target, plan.copy_of, context.run_id, client, plan.source.encoding,
+                             plan.kept_schemas, plan.excluded_tables, plan.catalog.roles, plan.secrets_dir)
+    return archive_and_prune(request, vps.connection_info(), settings, context.log.info,
+                             low_priority=workspace.low_priority)
 
 
 def _record_archive(context: dg.OpExecutionContext, cycle: ArchiveCycle) -> None:
@@ -141,10 +136,9 @@ def _report_problem(context: dg.OpExecutionContext, alert_settings: AlertSetting
 
 @guarded_op(tags={"kind": "preflight"})
 def plan_archive_restore(context: dg.OpExecutionContext, config: RestoreArchiveConfig, vps: PostgresDatabase,
-                         workspace: BackupWorkspace) -> ArchiveRestorePlan:
+                         workspace: BackupWorkspace, archives: ArchiveStore) -> ArchiveRestorePlan:
     """Check the names, then the archive's SHA-256 while unpacking it; only then lock and check the VPS."""
-    settings = ArchiveSettings.from_env()
-    archive = check_archive_request(settings.directory, config.archive_id, config.target_database)
+    archive = check_archive_request(archives.settings().directory, config.archive_id, config.target_database)
     directories = start_run(context, workspace, config.target_database, f"archive={archive.id}")
     dump = unpack_verified(archive, directories.work)
     context.log.info(f"archive {archive.id}: SHA-256 matches its manifest")
@@ -206,9 +200,9 @@ def cleanup_archive_restore(context: dg.OpExecutionContext, plan: ArchiveRestore
 
 
 @dg.op(tags={"kind": "archive"})
-def list_archives_step(context: dg.OpExecutionContext, config: ListArchivesConfig) -> list[str]:
+def list_archives_step(context: dg.OpExecutionContext, config: ListArchivesConfig, archives: ArchiveStore) -> list[str]:
     """One line per archive, ID first (as ``wehub-backup archives`` prints them), on the archives asset too."""
-    lines = archive_listing(ArchiveSettings.from_env().directory, config.verify_checksums)
+    lines = archive_listing(archives.settings().directory, config.verify_checksums)
     for line in lines:
         context.log.info(line)
     context.log_event(dg.AssetObservation(asset_key=ARCHIVES_ASSET_KEY, metadata={

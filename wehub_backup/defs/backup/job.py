@@ -21,7 +21,8 @@ from wehub_backup.defs.names import BACKUP_JOB
 @dg.job(
     name=BACKUP_JOB,
     description="Copy the Supabase database into a VPS database, verify it, and only then swap it in; then "
-    "archive the verified copy (an archive failure alerts, the backup stays a success).",
+    "archive the verified copy under the run's lock (an archive failure alerts, the backup stays a success) "
+    "and clean up.",
     executor_def=dg.in_process_executor,
     hooks={clean_up_failed_backup},
     tags={"wehub/kind": "backup"},
@@ -33,4 +34,5 @@ def backup_supabase_to_vps() -> None:
     restored = restore_into_staging_database(plan, dump, staging)
     verified = verify_restored_database(plan, dump, restored)
     promoted = promote_staging_database(plan, dump, verified)
-    archive_verified_copy(plan, cleanup_backup_files(plan, promoted))
+    archived = archive_verified_copy(plan, promoted=promoted)
+    cleanup_backup_files(plan, promoted, archived=archived)

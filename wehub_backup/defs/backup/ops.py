@@ -176,11 +176,13 @@ def promote_staging_database(
     return result
 
 
-@guarded_op
+@guarded_op(ins={"archived": dg.In(dg.Nothing)})
 def cleanup_backup_files(
     context: dg.OpExecutionContext, plan: BackupPlan, promoted: PromoteResult, workspace: BackupWorkspace
 ) -> None:
-    """Remove the run's working files and release the target lock; log the success line."""
+    """Remove the run's working files and release the target lock; log the success line.
+
+    Runs after the archive step (``archived``), which never fails: the lock covers the archive's dump too."""
     finish_run(context.run_id, context.job_name, workspace, "success", plan.target)
     report_outcome(context, success=True)
     context.add_output_metadata(readable(run_process_usage()))
