@@ -1,0 +1,274 @@
+"""The stream engine end to end: rows by COPY from the held snapshot into staging, real clusters and runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+import pytest
+
+from wehub_backup.definitions import build_definitions
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.run.targets import previous_name, staging_name
+from wehub_backup_tests.faults.evidence import database_state, step_failure, wait_for_run_sessions_to_end
+from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.support.backup_runs import databases_named, step_errors
+from wehub_backup_tests.support.environment import BackupEnv
+
+LOAD_STEP = "restore_into_staging_database"
+# Names pg_dump patterns and SQL must both take literally.
+ODD_TABLES = ('Odd "Name".with.dots', "spaces and * stars?", "MixedCase")
+STREAMED_SCHEMA = "Streamed.Schema"
+STREAMED_SQL = f"""
+CREATE SCHEMA "{STREAMED_SCHEMA}";
+CREATE TABLE "{STREAMED_SCHEMA}"."Odd ""Name"".with.dots" (id serial PRIMARY KEY, v text);
+INSERT INTO "{STREAMED_SCHEMA}"."Odd ""Name"".with.dots" (v) SELECT 'odd ' || i FROM generate_series(1, 200) i;
+CREATE TABLE "{STREAMED_SCHEMA}"."spaces and * stars?" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at timestamptz, span interval, price numeric, f float8, tags text[]);
+INSERT INTO "{STREAMED_SCHEMA}"."spaces and * stars?" (at, span, price, f, tags)
+  SELECT '2024-01-01'::timestamptz + i * interval '1 hour', i * interval '1 minute', i / 7.0, i / 3.0,
+         ARRAY['a' || i, 'b']
+  FROM generate_series(1, 300) i;
+CREATE TABLE "{STREAMED_SCHEMA}"."MixedCase" (id int PRIMARY KEY, a int NOT NULL,
+  doubled int GENERATED ALWAYS AS (a * 2) STORED);
+INSERT INTO "{STREAMED_SCHEMA}"."MixedCase" (id, a) SELECT i, i FROM generate_series(1, 100) i;
+CREATE TABLE "{STREAMED_SCHEMA}".wide (id serial PRIMARY KEY, body text NOT NULL);
+INSERT INTO "{STREAMED_SCHEMA}".wide (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 20000) i;
+CREATE TABLE "{STREAMED_SCHEMA}".documents (id int PRIMARY KEY, blob oid);
+INSERT INTO "{STREAMED_SCHEMA}".documents VALUES (1, lo_from_bytea(0, 'a large object, streamed around'));
+"""
+
+
+def run_stream_backup(target: str, instance: dg.DagsterInstance, engine: str = "stream") -> dg.ExecuteInProcessResult:
+    run_config = backup_run_config(target)
+    run_config["ops"]["plan_supabase_backup"]["config"]["copy_engine"] = engine
+    return build_definitions().get_job_def(BACKUP_JOB).execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False)
+
+
+def load_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    [output] = [event.step_output_data.metadata for event in result.all_events
+                if event.is_successful_output and event.step_key == LOAD_STEP]
+    return {name: entry.value for name, entry in output.items()}
+
+
+def contents(cluster: PostgresCluster, dbname: str, schema: str) -> dict[str, list[tuple]]:
+    """Every table of ``schema``, its rows as text in order."""
+    tables = [row[0] for row in cluster.query(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+        (schema,), dbname=dbname)]
+    return {table: cluster.query(f"SELECT r::text FROM {table} AS r ORDER BY r::text", dbname=dbname)
+            for table in tables}
+
+
+@pytest.fixture
+def streamed_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    """The Supabase-shaped source with a schema of tables the stream engine finds hard."""
+    supabase_cluster.execute(STREAMED_SQL, user=APP_OWNER)
+    yield STREAMED_SCHEMA
+    supabase_cluster.execute(f'SELECT lo_unlink(blob) FROM "{STREAMED_SCHEMA}".documents;'
+                             f'DROP SCHEMA "{STREAMED_SCHEMA}" CASCADE', user=APP_OWNER)
+
+
+def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, streamed_source: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # the larger tables go in page ranges
+    first = run_stream_backup("wehub_stream", instance)
+    assert first.success, step_errors(first)
+
+    plan = first.output_for_node("plan_supabase_backup")
+    assert plan.copy_engine == "stream"
+    metadata = load_metadata(first)
+    restored = first.output_for_node(LOAD_STEP)
+    assert restored.stream.ranges > len(restored.stream.binary_tables + restored.stream.text_tables)
+    assert metadata["egress_bytes"] == restored.copy_egress_bytes > restored.stream.bytes > 0
+    assert metadata["rows_copied"] == restored.stream.rows >= 100_000
+    assert metadata["copy_workers"] >= 1 and metadata["copy_retries"] == 0
+    assert {"pre-data_s", "copy_s", "data_s", "post-data_s"} <= set(metadata)
+    binary = restored.stream.binary_tables
+    assert f'"{STREAMED_SCHEMA}"' not in " ".join(restored.stream.text_tables) or binary
+    assert f"{STREAMED_SCHEMA}.MixedCase" in binary and f"{STREAMED_SCHEMA}.wide" in binary
+    # The dump carried no streamed rows: its archive is the schema, sequences and large objects.
+    dump = first.output_for_node("dump_supabase_database")
+    assert dump.artifact_bytes < 2_000_000 < restored.stream.bytes
+
+    assert contents(vps_cluster, "wehub_stream", STREAMED_SCHEMA) == contents(
+        supabase_cluster, "postgres", STREAMED_SCHEMA)
+    generated = vps_cluster.query(f'SELECT count(*) FROM "{STREAMED_SCHEMA}"."MixedCase" WHERE doubled = a * 2',
+                                  dbname="wehub_stream")
+    assert generated == [(100,)]
+    large_object = f'SELECT convert_from(lo_get(blob), \'UTF8\') FROM "{STREAMED_SCHEMA}".documents'
+    assert vps_cluster.query(large_object, dbname="wehub_stream") == [("a large object, streamed around",)]
+    sequence = f"SELECT last_value FROM \"{STREAMED_SCHEMA}\".\"Odd \"\"Name\"\".with.dots_id_seq\""
+    assert vps_cluster.query(sequence, dbname="wehub_stream") == supabase_cluster.query(sequence) == [(200,)]
+    events = "SELECT count(*), sum(id) FROM public.events"
+    assert vps_cluster.query(events, dbname="wehub_stream") == supabase_cluster.query(events)
+    assert not list(backup_env.backup_dir.glob("run-*"))
+
+    second = run_stream_backup("wehub_stream", instance)
+    assert second.success, step_errors(second)
+    assert databases_named(vps_cluster, "wehub_stream") == {"wehub_stream", previous_name("wehub_stream")}
+    assert not supabase_cluster.query("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                                      (APPLICATION_NAME,))
+
+
+def test_bad_engine_value_is_refused_in_one_line_before_anything_changes(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, vps_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", "streaming")
+    from_setting = run_stream_backup("wehub_stream_bad", instance, engine="")
+    from_config = run_stream_backup("wehub_stream_bad", instance, engine="fast")
+
+    for result, cause in ((from_setting, "WEHUB_BACKUP_COPY_ENGINE must be 'stream' or 'archive', not 'streaming'"),
+                          (from_config, "copy_engine (the run's config) must be 'stream' or 'archive', not 'fast'")):
+        assert not result.success
+        step, message = step_failure(result)
+        assert step == "plan_supabase_backup"
+        assert message == f"{cause}; nothing was changed"
+    assert not databases_named(vps_cluster, "wehub_stream_bad")
+    assert not list(backup_env.backup_dir.glob("run-*"))
+
+
+@pytest.fixture
+def blob_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+                backup_env: BackupEnv) -> Iterator[str]:
+    """A source of incompressible bytea (4 MB) and a table of plain rows, alone in its database."""
+    name = recreate_source(supabase_cluster, "stream_blobs", blobs_sql(256, 16384) + (
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 4) FROM generate_series(1, 40000) i;"))
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    yield name
+    drop_source(supabase_cluster, name)
+
+
+def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
+    blob_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    result = run_stream_backup("wehub_stream_blobs", instance)
+    assert result.success, step_errors(result)
+    restored = result.output_for_node(LOAD_STEP)
+    assert restored.stream.binary_tables == ["public.blobs", "public.notes"]
+    data_bytes = supabase_cluster.query(
+        "SELECT (SELECT sum(octet_length(data)) FROM public.blobs) + (SELECT sum(octet_length(body) + 4) "
+        "FROM public.notes)", dbname=blob_source)[0][0]
+    assert data_bytes < restored.copy_egress_bytes < 1.1 * data_bytes
+    assert contents(vps_cluster, "wehub_stream_blobs", "public") == contents(supabase_cluster, blob_source, "public")
+
+
+def test_source_and_vps_of_different_major_versions_copy_in_text(
+    backup_env_pg17: BackupEnv, instance: dg.DagsterInstance, supabase17_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    result = run_stream_backup("wehub_stream_17", instance)
+    assert result.success, step_errors(result)
+    restored = result.output_for_node(LOAD_STEP)
+    assert restored.stream.text_tables and not restored.stream.binary_tables
+    for query in ("SELECT count(*), sum(id) FROM public.events", "SELECT * FROM public.weird_values ORDER BY 1"):
+        as_text = f"SELECT r::text FROM ({query}) AS r"
+        assert vps_cluster.query(as_text, dbname="wehub_stream_17") == supabase17_cluster.query(as_text), query
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+                 backup_env: BackupEnv) -> Iterator[str]:
+    """A source whose one table takes a while to copy, in several ranges."""
+    name = recreate_source(supabase_cluster, "stream_faults", (
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 16) FROM generate_series(1, 60000) i;"))
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "8")
+    yield name
+    drop_source(supabase_cluster, name)
+
+
+def copying_backends(cluster: PostgresCluster) -> list[int]:
+    return [row[0] for row in cluster.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY (SELECT%%' "
+        "AND state = 'active'", (APPLICATION_NAME,))]
+
+
+def snapshot_backend(cluster: PostgresCluster) -> int | None:
+    """The run's session that holds the snapshot: the oldest transaction of the run on the source."""
+    rows = cluster.query("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL "
+                         "ORDER BY xact_start LIMIT 1", (APPLICATION_NAME,))
+    return rows[0][0] if rows else None
+
+
+class OnceCopying:
+    """Runs ``fault`` (once) as soon as a copy worker is reading from the source."""
+
+    def __init__(self, cluster: PostgresCluster, fault: Callable[[], object]) -> None:
+        self.cluster, self.fault, self.fired = cluster, fault, threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> OnceCopying:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.01):
+            if copying_backends(self.cluster):
+                self.fault()
+                self.fired.set()
+                return
+
+
+def test_a_worker_whose_connection_drops_copies_its_range_again(
+    fault_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    def cut_one_worker() -> None:
+        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (copying_backends(supabase_cluster)[0],))
+
+    with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
+        result = run_stream_backup("wehub_stream_faults", instance)
+    assert watcher.fired.is_set()
+    assert result.success, step_errors(result)
+    assert result.output_for_node(LOAD_STEP).stream.retries >= 1
+    retried = [event.message for event in result.all_events
+               if event.message and "connection lost" in event.message and "attempt 2 of 3" in event.message]
+    assert retried, "the retry was not logged"
+    assert contents(vps_cluster, "wehub_stream_faults", "public") == contents(supabase_cluster, fault_source, "public")
+
+
+def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
+    fault_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    target = "wehub_stream_lost"
+    for _ in range(2):  # a target and its __previous
+        made = run_stream_backup(target, instance, engine="archive")
+        assert made.success, step_errors(made)
+    before = {name: database_state(vps_cluster, name) for name in (target, previous_name(target))}
+
+    def cut_snapshot_session() -> None:
+        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (snapshot_backend(supabase_cluster),))
+
+    with OnceCopying(supabase_cluster, cut_snapshot_session) as watcher:
+        result = run_stream_backup(target, instance)
+    assert watcher.fired.is_set()
+    assert not result.success
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP
+    assert cause.startswith("the run's snapshot session on the source was lost") and "\n" not in cause
+    wait_for_run_sessions_to_end(vps_cluster)
+    assert staging_name(target) not in databases_named(vps_cluster, target)
+    assert {name: database_state(vps_cluster, name) for name in before} == before
+    wait_for_run_sessions_to_end(supabase_cluster)
