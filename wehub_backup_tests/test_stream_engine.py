@@ -60,7 +60,7 @@ def load_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
 def contents(cluster: PostgresCluster, dbname: str, schema: str) -> dict[str, list[tuple]]:
     """Every table of ``schema``, its rows as text in order."""
     tables = [row[0] for row in cluster.query(
-        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+        "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = %s ORDER BY 1",
         (schema,), dbname=dbname)]
     return {table: cluster.query(f"SELECT r::text FROM {table} AS r ORDER BY r::text", dbname=dbname)
             for table in tables}

@@ -58,6 +58,7 @@ def plan_supabase_backup(
 ) -> BackupPlan:
     """Check names, connections, versions, privileges, disk space and that the target's databases
     are this project's copies; nothing is changed yet."""
+    engine = copy_engine(config.copy_engine, workspace.copy_engine)
     directories = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
