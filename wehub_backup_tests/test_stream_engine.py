@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -12,13 +13,15 @@ from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import database_state, step_failure, wait_for_run_sessions_to_end
 from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
-from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.faults.relay import FaultRelay
+from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
-from wehub_backup_tests.support.environment import BackupEnv
+from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv
 
 LOAD_STEP = "restore_into_staging_database"
 # Names pg_dump patterns and SQL must both take literally.
@@ -166,8 +169,9 @@ def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
 
 def test_source_and_vps_of_different_major_versions_copy_in_text(
     backup_env_pg17: BackupEnv, instance: dg.DagsterInstance, supabase17_cluster: PostgresCluster,
-    vps_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))  # pg_restore 17's script into 15
     result = run_stream_backup("wehub_stream_17", instance)
     assert result.success, step_errors(result)
     restored = result.output_for_node(LOAD_STEP)
@@ -181,15 +185,23 @@ def test_source_and_vps_of_different_major_versions_copy_in_text(
 
 
 @pytest.fixture
-def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
-                 backup_env: BackupEnv) -> Iterator[str]:
-    """A source whose one table takes a while to copy, in several ranges."""
+def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
+                 tmp_path: Path) -> Iterator[str]:
+    """A source whose one table (about 16 MB, in ranges of 4 MB) takes seconds to copy: the run
+    reaches it through a relay that paces each connection."""
     name = recreate_source(supabase_cluster, "stream_faults", (
         "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
-        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 16) FROM generate_series(1, 60000) i;"))
-    monkeypatch.setenv("SUPABASE_DB_NAME", name)
-    monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "8")
-    yield name
+        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 40000) i;"))
+    with FaultRelay(supabase_cluster.port, bytes_per_second=4_000_000) as relay:
+        monkeypatch.setenv("SUPABASE_DB_HOST", LOOPBACK)
+        monkeypatch.setenv("SUPABASE_DB_PORT", str(relay.port))
+        monkeypatch.setenv("PGPASSFILE", str(write_private_passfile(tmp_path / "relay.pgpass", [
+            PassEntry(LOOPBACK, str(relay.port), "*", APP_OWNER, backup_env.supabase_password),
+            PassEntry(backup_env.local_host, str(backup_env.local_port), "*", VPS_SUPERUSER,
+                      backup_env.local_password)])))
+        monkeypatch.setenv("SUPABASE_DB_NAME", name)
+        monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "4")
+        yield name
     drop_source(supabase_cluster, name)
 
 
@@ -207,11 +219,12 @@ def snapshot_backend(cluster: PostgresCluster) -> int | None:
 
 
 class OnceCopying:
-    """Runs ``fault`` (once) as soon as a copy worker is reading from the source."""
+    """Runs ``fault`` (once, given their pids) as soon as copy workers are reading from the source."""
 
-    def __init__(self, cluster: PostgresCluster, fault: Callable[[], object]) -> None:
+    def __init__(self, cluster: PostgresCluster, fault: Callable[[list[int]], object]) -> None:
         self.cluster, self.fault, self.fired = cluster, fault, threading.Event()
         self._done = threading.Event()
+        self.error: Exception | None = None
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> OnceCopying:
@@ -224,26 +237,30 @@ class OnceCopying:
 
     def _watch(self) -> None:
         while not self._done.wait(0.01):
-            if copying_backends(self.cluster):
-                self.fault()
-                self.fired.set()
-                return
+            try:
+                if copying := copying_backends(self.cluster):
+                    self.fault(copying)
+                    self.fired.set()
+                    return
+            except Exception as error:  # noqa: BLE001 - shown by the test's assertion
+                self.error = error
+                raise
 
 
 def test_a_worker_whose_connection_drops_copies_its_range_again(
     fault_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster,
 ) -> None:
-    def cut_one_worker() -> None:
-        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (copying_backends(supabase_cluster)[0],))
+    def cut_one_worker(workers: list[int]) -> None:
+        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (workers[0],))
 
     with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
         result = run_stream_backup("wehub_stream_faults", instance)
-    assert watcher.fired.is_set()
+    assert watcher.fired.is_set(), watcher.error
     assert result.success, step_errors(result)
     assert result.output_for_node(LOAD_STEP).stream.retries >= 1
-    retried = [event.message for event in result.all_events
-               if event.message and "connection lost" in event.message and "attempt 2 of 3" in event.message]
+    retried = [record.user_message for record in instance.all_logs(result.run_id)
+               if "connection lost" in record.user_message and "(attempt 2 of 3)" in record.user_message]
     assert retried, "the retry was not logged"
     assert contents(vps_cluster, "wehub_stream_faults", "public") == contents(supabase_cluster, fault_source, "public")
 
@@ -258,12 +275,12 @@ def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
         assert made.success, step_errors(made)
     before = {name: database_state(vps_cluster, name) for name in (target, previous_name(target))}
 
-    def cut_snapshot_session() -> None:
+    def cut_snapshot_session(workers: list[int]) -> None:
         supabase_cluster.query("SELECT pg_terminate_backend(%s)", (snapshot_backend(supabase_cluster),))
 
     with OnceCopying(supabase_cluster, cut_snapshot_session) as watcher:
         result = run_stream_backup(target, instance)
-    assert watcher.fired.is_set()
+    assert watcher.fired.is_set(), watcher.error
     assert not result.success
     step, cause = step_failure(result)
     assert step == LOAD_STEP

@@ -215,16 +215,20 @@ class _Copy:
             for name, value in self.staging_settings.items():  # money read in the source's locale
                 dst.execute("SELECT set_config(%s, %s, false)", (name, value))
             with src.cursor() as out_cursor, dst.cursor() as in_cursor:
-                with out_cursor.copy(read) as out, in_cursor.copy(write) as into:
-                    for block in out:
-                        if self.stopping.is_set():
-                            raise psycopg.OperationalError("the copy was stopped")
-                        received += len(block)
-                        into.write(block)
-                rows = in_cursor.rowcount
+                # The source's COPY ends (or fails) inside the staging one: rows cut short never commit.
+                with in_cursor.copy(write) as into:
+                    with out_cursor.copy(read) as out:
+                        for block in out:
+                            if self.stopping.is_set():
+                                raise psycopg.OperationalError("the copy was stopped")
+                            received += len(block)
+                            into.write(block)
+                    sent = out_cursor.rowcount
+                if sent < 0 or in_cursor.rowcount != sent:
+                    raise psycopg.OperationalError(f"the source sent {sent} rows, staging took {in_cursor.rowcount}")
+            src.rollback()  # the source still answers: what it sent was all of the range
             dst.commit()
-            src.rollback()
-        return rows, received
+        return sent, received
 
     def _import_snapshot(self, src: psycopg.Connection) -> None:
         """The run's snapshot, first in the worker's transaction; settings as pg_dump's."""
