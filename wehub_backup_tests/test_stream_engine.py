@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from wehub_backup.definitions import build_definitions
@@ -187,12 +188,12 @@ def test_source_and_vps_of_different_major_versions_copy_in_text(
 @pytest.fixture
 def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
                  tmp_path: Path) -> Iterator[str]:
-    """A source whose one table (about 16 MB, in ranges of 4 MB) takes seconds to copy: the run
+    """A source whose one table (about 12 MB, in ranges of 4 MB) takes seconds to copy: the run
     reaches it through a relay that paces each connection."""
     name = recreate_source(supabase_cluster, "stream_faults", (
         "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
         "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 40000) i;"))
-    with FaultRelay(supabase_cluster.port, bytes_per_second=4_000_000) as relay:
+    with FaultRelay(supabase_cluster.port, bytes_per_second=1_500_000) as relay:
         monkeypatch.setenv("SUPABASE_DB_HOST", LOOPBACK)
         monkeypatch.setenv("SUPABASE_DB_PORT", str(relay.port))
         monkeypatch.setenv("PGPASSFILE", str(write_private_passfile(tmp_path / "relay.pgpass", [
@@ -205,8 +206,9 @@ def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPa
     drop_source(supabase_cluster, name)
 
 
-def copying_backends(cluster: PostgresCluster) -> list[int]:
-    return [row[0] for row in cluster.query(
+def copying_backends(conn: psycopg.Connection) -> list[int]:
+    """The run's copy workers reading from the source now."""
+    return [row[0] for row in conn.execute(
         "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY (SELECT%%' "
         "AND state = 'active'", (APPLICATION_NAME,))]
 
@@ -236,15 +238,16 @@ class OnceCopying:
         self._thread.join(10)
 
     def _watch(self) -> None:
-        while not self._done.wait(0.01):
-            try:
-                if copying := copying_backends(self.cluster):
-                    self.fault(copying)
-                    self.fired.set()
-                    return
-            except Exception as error:  # noqa: BLE001 - shown by the test's assertion
-                self.error = error
-                raise
+        try:
+            with self.cluster.connect() as conn:
+                while not self._done.wait(0.01):
+                    if copying := copying_backends(conn):
+                        self.fault(copying)
+                        self.fired.set()
+                        return
+        except Exception as error:  # noqa: BLE001 - shown by the test's assertion
+            self.error = error
+            raise
 
 
 def test_a_worker_whose_connection_drops_copies_its_range_again(
