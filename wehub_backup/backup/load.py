@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
+
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
@@ -72,7 +74,6 @@ def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionIn
     streamed), then indexes, constraints and triggers (post-data), which build faster over
     loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens."""
     phases: dict[str, float] = {}
-    before = held.relay.counters.received_from_server
     try:
         _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
         workers = copy_workers(held, vps, plan.jobs)
@@ -84,10 +85,10 @@ def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionIn
             streamed = _timed(phases, "copy", lambda: stream_into_staging(
                 held, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
                 plan.restore_settings, log))
-        except Exception as error:
+        except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
-        copy_egress = held.relay.counters.received_from_server - before
+        copy_egress = held.copied_bytes
         held.close()
     _timed(phases, "data", lambda: restore(["--section=data"]))
     tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))

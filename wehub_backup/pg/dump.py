@@ -21,11 +21,11 @@ from wehub_backup.pg.catalog import DatabaseCatalog
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
-from wehub_backup.preflight import free_connection_slots
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
+from wehub_backup.preflight import free_connection_slots
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
 
@@ -71,12 +71,29 @@ class HeldSnapshot:
     source: ConnectionInfo  # the source reached through the relay
     tables: list[StreamedTable]
     workdir: Path
+    dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
     _resources: ExitStack = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        _HELD[self.workdir] = self
+        threading.Thread(target=self._keep_alive, name="held-snapshot", daemon=True).start()
+
+    def _keep_alive(self) -> None:
+        """Between the dump and the copy the session would sit idle, and the relay would take that
+        silence for a stalled source: it answers a query now and then (a source that stopped does
+        not, and the relay's watchdog still cuts it)."""
+        interval = max(0.5, min(30.0, self.source.stall_timeout_s / 4))
+        while not self._closed.wait(interval):
+            if not self.alive():
+                return
 
     def alive(self) -> bool:
         """Whether the snapshot session still answers (its snapshot can still be imported)."""
         with self._lock:
+            if self._closed.is_set():
+                return False
             try:
                 self.session.execute("SELECT 1")
             except psycopg.Error:
@@ -90,14 +107,20 @@ class HeldSnapshot:
             free, limit = free_connection_slots(self.session)
         return free - 1, limit
 
+    @property
+    def copied_bytes(self) -> int:
+        """What the source has sent since the dump ended: the copy's egress."""
+        return self.relay.counters.received_from_server - self.dumped_bytes
+
     def failure(self, error: BaseException) -> DumpFailed:
-        """``error`` of a copy as the run's cause, with the egress received so far: a stall, the
+        """``error`` of a copy as the run's cause, with the copy's egress so far: a stall, the
         snapshot session gone, or the error's own line."""
-        return _dump_failure(self.relay, error, None if self.alive() else SNAPSHOT_LOST)
+        return _dump_failure(self.relay, error, None if self.alive() else SNAPSHOT_LOST, self.dumped_bytes)
 
     def close(self) -> None:
         """End the snapshot's transaction, its session and the relay; closing twice is harmless."""
         _HELD.pop(self.workdir, None)
+        self._closed.set()
         with self._lock:
             self._resources.close()
 
@@ -153,14 +176,16 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
         result = DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
                             time.monotonic() - started, fingerprint, sequences_after, tool_run)
         if request.hold_snapshot:
-            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, request.workdir, resources.pop_all())
-            _HELD[request.workdir] = result.held
+            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, request.workdir, result.egress_bytes,
+                                       resources.pop_all())
     return result
 
 
-def _dump_failure(relay: ByteCountingRelay, error: BaseException, cause: str | None = None) -> DumpFailed:
-    """The failure of a dump or a copy, with what the source had sent by then."""
-    received = relay.counters.received_from_server
+def _dump_failure(relay: ByteCountingRelay, error: BaseException, cause: str | None = None,
+                  counted_bytes: int = 0) -> DumpFailed:
+    """The failure of a dump or a copy, with what the source had sent by then beyond ``counted_bytes``
+    (the dump's, when a copy fails: its step has recorded them)."""
+    received = relay.counters.received_from_server - counted_bytes
     if relay.stalled_for:
         return SourceStalled(_stall_cause(relay.stalled_for), received)
     if cause:

@@ -22,7 +22,7 @@ from psycopg import sql
 from wehub_backup.errors import NotEnoughConnections
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
 from wehub_backup.pg.names import quote_pattern
-from wehub_backup.preflight import free_connection_slots
+from wehub_backup.preflight import connect_or_explain, free_connection_slots
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
@@ -142,7 +142,7 @@ class StreamResult:
 def copy_workers(held: HeldSnapshot, vps: ConnectionInfo, jobs: int) -> int:
     """``jobs``, or fewer when the source or the VPS has fewer connection slots free; one at least."""
     source_free, source_limit = held.free_source_slots()
-    with vps.connect(MAINTENANCE_DATABASE) as conn:
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         vps_free, vps_limit = free_connection_slots(conn)
     workers = min(jobs, source_free, vps_free)
     if workers < 1:

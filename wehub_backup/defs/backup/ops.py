@@ -44,8 +44,8 @@ from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult, close_held_snapshot
 from wehub_backup.run.locks import TargetLock
-from wehub_backup.run.workdir import RunDirectory
 from wehub_backup.run.targets import previous_name
+from wehub_backup.run.workdir import RunDirectory
 
 
 @guarded_op(tags={"kind": "preflight"})
