@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 import psycopg
@@ -16,6 +17,7 @@ from wehub_backup.defs.egress import egress_usage
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.pg.connection import APPLICATION_NAME
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import database_state, step_failure, wait_for_run_sessions_to_end
 from wehub_backup_tests.faults.relay import FaultRelay
@@ -195,9 +197,14 @@ def test_source_and_vps_of_different_major_versions_copy_in_text(
 # --- faults ----------------------------------------------------------------------------------
 
 
+class FaultSource(NamedTuple):
+    name: str
+    relay: FaultRelay  # between the run and the source
+
+
 @pytest.fixture
 def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
-                 tmp_path: Path) -> Iterator[str]:
+                 tmp_path: Path) -> Iterator[FaultSource]:
     """A source whose one table (about 12 MB, in ranges of 4 MB) takes seconds to copy: the run
     reaches it through a relay that paces each connection."""
     name = recreate_source(supabase_cluster, "stream_faults", (
@@ -212,7 +219,7 @@ def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPa
                       backup_env.local_password)])))
         monkeypatch.setenv("SUPABASE_DB_NAME", name)
         monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "4")
-        yield name
+        yield FaultSource(name, relay)
     drop_source(supabase_cluster, name)
 
 
@@ -260,12 +267,19 @@ class OnceCopying:
             raise
 
 
+@pytest.mark.parametrize("side", ["source", "staging"])
 def test_a_worker_whose_connection_drops_copies_its_range_again(
-    fault_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    side: str, fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster,
 ) -> None:
     def cut_one_worker(workers: list[int]) -> None:
-        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (workers[0],))
+        if side == "source":
+            supabase_cluster.query("SELECT pg_terminate_backend(%s)", (workers[0],))
+            return
+        [(writer,)] = vps_cluster.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY %%FROM STDIN%%' "
+            "LIMIT 1", (APPLICATION_NAME,))
+        vps_cluster.query("SELECT pg_terminate_backend(%s)", (writer,))
 
     with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
         result = run_stream_backup("wehub_stream_faults", instance)
@@ -275,11 +289,12 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
     retried = [record.user_message for record in instance.all_logs(result.run_id)
                if "connection lost" in record.user_message and "(attempt 2 of 3)" in record.user_message]
     assert retried, "the retry was not logged"
-    assert contents(vps_cluster, "wehub_stream_faults", "public") == contents(supabase_cluster, fault_source, "public")
+    source_rows = contents(supabase_cluster, fault_source.name, "public")
+    assert contents(vps_cluster, "wehub_stream_faults", "public") == source_rows
 
 
 def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
-    fault_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster,
 ) -> None:
     target = "wehub_stream_lost"
@@ -302,3 +317,40 @@ def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
     assert staging_name(target) not in databases_named(vps_cluster, target)
     assert {name: database_state(vps_cluster, name) for name in before} == before
     wait_for_run_sessions_to_end(supabase_cluster)
+
+
+def test_a_source_that_stops_sending_mid_copy_fails_as_stalled(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_STALL_TIMEOUT_SECONDS", "3")
+    with OnceCopying(supabase_cluster, lambda workers: fault_source.relay.stop_forwarding(20)) as watcher:
+        result = run_stream_backup("wehub_stream_stalled", instance)
+    assert watcher.fired.is_set(), watcher.error
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP
+    assert cause.startswith("no data from the source for 3 s on an open connection"), cause
+    assert not databases_named(vps_cluster, "wehub_stream_stalled")
+
+
+# --- the plan of a copy, without a server ------------------------------------------------------
+
+
+def table(name: str, size_bytes: int) -> StreamedTable:
+    return StreamedTable(1, "s", name, size_bytes, 8192, ("id",), True)
+
+
+def test_large_tables_go_first_and_in_page_ranges_whose_last_is_open() -> None:
+    small, large = table("small", 8192), table("large", 10 * 8192)
+    ranges = copy_ranges([small, large], range_bytes=4 * 8192, source_major=15)
+    assert [(r.table.name, r.first_page, r.end_page, r.whole) for r in ranges] == [
+        ("large", 0, 4, False), ("large", 4, 8, False), ("large", 8, None, False), ("small", 0, None, True)]
+    assert ranges[1].where().as_string() == " WHERE ctid >= '(4,0)'::tid AND ctid < '(8,0)'::tid"
+    assert ranges[2].where().as_string() == " WHERE ctid >= '(8,0)'::tid"
+    # Before TID range scans, each table is read whole.
+    assert all(r.whole for r in copy_ranges([large], range_bytes=4 * 8192, source_major=13))
+
+
+def test_streamed_tables_are_left_out_of_the_dump_by_exact_name() -> None:
+    odd = StreamedTable(1, 'My "Schema".x', "a*b?.c", 0, 8192, ("id",), True)
+    assert exclude_table_data_arguments([odd]) == ['--exclude-table-data="My ""Schema"".x"."a*b?.c"']
