@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from wehub_backup.definitions import build_definitions
+from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import egress_usage
 from wehub_backup.defs.names import BACKUP_JOB
@@ -177,6 +178,9 @@ def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
     # The budget counts both steps' egress: the schema dump's and the copy's.
     dump = result.output_for_node("dump_supabase_database")
     assert egress_usage(instance).used_bytes == dump.egress_bytes + restored.copy_egress_bytes
+    [materialization] = instance.fetch_materializations(backup_copy_asset_key("wehub_stream_blobs"), limit=5).records
+    assert materialization.asset_materialization.metadata["egress_bytes"].value == \
+        dump.egress_bytes + restored.copy_egress_bytes
     assert contents(vps_cluster, "wehub_stream_blobs", "public") == contents(supabase_cluster, blob_source, "public")
 
 

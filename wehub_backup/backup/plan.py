@@ -8,7 +8,6 @@ from pathlib import Path
 import psycopg
 
 from wehub_backup.config import (
-    COPY_ENGINES,
     COPY_RANGE_ENV,
     DEFAULT_COPY_ENGINE,
     DEFAULT_COPY_RANGE_MB,
@@ -87,9 +86,9 @@ def plan_backup(
     copy_engine: str = DEFAULT_COPY_ENGINE,
     range_bytes: int = DEFAULT_COPY_RANGE_MB * 2**20,
 ) -> BackupPlan:
-    """Check everything that can be checked without changing anything, and decide the scope."""
-    if copy_engine not in COPY_ENGINES:
-        raise SettingsError(f"copy engine must be 'stream' or 'archive', not {copy_engine!r}; nothing was changed")
+    """Check everything that can be checked without changing anything, and decide the scope.
+
+    ``copy_engine`` is one of ``config.COPY_ENGINES``, as ``config.copy_engine`` chose it."""
     if range_bytes < 1:
         raise SettingsError(f"{COPY_RANGE_ENV} must be at least 1 (MB), not {range_bytes // 2**20}")
     forbidden = {dagster_storage_database(): "Dagster's storage database"}

@@ -149,6 +149,11 @@ class DumpResult:
     pg_dump: ToolRun
     held: HeldSnapshot | None = field(default=None, repr=False)  # with ``hold_snapshot``, until the copy closes it
 
+    @property
+    def run_egress_bytes(self) -> int:
+        """What the source sent for the whole copy: the dump's bytes, and the stream engine's COPY after it."""
+        return self.egress_bytes + (self.held.copied_bytes if self.held else 0)
+
 
 def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_priority: bool = True,
                 progress_dir: Path | None = None) -> DumpResult:

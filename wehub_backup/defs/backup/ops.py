@@ -177,7 +177,7 @@ def promote_staging_database(
         asset_key=backup_copy_asset_key(plan.target),
         description=f"Verified copy of the Supabase database in VPS database {plan.target}",
         metadata=readable({
-            "egress_bytes": dump.egress_bytes,
+            "egress_bytes": dump.run_egress_bytes,
             "artifact_bytes": dump.artifact_bytes,
             "rows": verified.rows,
             "tables": verified.tables,
