@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -336,6 +338,18 @@ def test_a_source_that_stops_sending_mid_copy_fails_as_stalled(
     assert cause.startswith("no data from the source for 3 s on an open connection"), cause
     assert not databases_named(vps_cluster, "wehub_stream_stalled")
 
+
+def test_an_interrupt_mid_copy_closes_the_snapshot_and_drops_staging(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    with OnceCopying(supabase_cluster, lambda workers: os.kill(os.getpid(), signal.SIGINT)) as watcher:
+        result = run_stream_backup("wehub_stream_interrupted", instance)
+    assert watcher.fired.is_set(), watcher.error
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP and "interrupted by SIGINT" in cause, cause
+    wait_for_run_sessions_to_end(supabase_cluster)  # the snapshot's session and the workers' are gone
+    assert not databases_named(vps_cluster, "wehub_stream_interrupted")
 
 # --- the plan of a copy, without a server ------------------------------------------------------
 

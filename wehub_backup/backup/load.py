@@ -88,8 +88,8 @@ def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionIn
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
-        copy_egress = held.copied_bytes
         held.close()
+    copy_egress = held.copied_bytes  # closed: the relay counts no more
     _timed(phases, "data", lambda: restore(["--section=data"]))
     tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress)

@@ -164,19 +164,10 @@ class _Copy:
     staging_settings: dict[str, str]
     log: Callable[[str], None]
     result: StreamResult
+    # Set to stop every worker at its next block: data flows while a copy runs, and a source that
+    # stops sending is cut by the relay's stall watchdog, so each worker sees it soon.
     stopping: threading.Event = field(default_factory=threading.Event)
-    active: set[psycopg.Connection] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def stop(self) -> None:
-        """Stop every worker: the flag for those between blocks, a cancel for those waiting on a server."""
-        self.stopping.set()
-        with self.lock:
-            for conn in list(self.active):
-                try:
-                    conn.cancel()
-                except psycopg.Error:
-                    pass
 
     def copy(self, task: CopyRange) -> None:
         """One range, again from the start after a dropped connection, up to ``COPY_ATTEMPTS`` times."""
@@ -205,7 +196,8 @@ class _Copy:
             columns, table_name, task.where(), fmt)
         write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table_name, columns, fmt)
         received = 0
-        with _Session(self, self.held.source) as src, _Session(self, self.staging, self.staging_db) as dst:
+        with self.held.source.connect(autocommit=False) as src, \
+                self.staging.connect(self.staging_db, autocommit=False) as dst:
             self._import_snapshot(src)
             for statement in _SESSION_SETTINGS:
                 dst.execute(statement)
@@ -239,29 +231,6 @@ class _Copy:
             src.execute(statement)
 
 
-class _Session:
-    """A worker's connection, registered while open so that a stop can cancel what it waits for."""
-
-    def __init__(self, copy: _Copy, info: ConnectionInfo, dbname: str | None = None) -> None:
-        self._copy, self._info, self._dbname = copy, info, dbname
-
-    def __enter__(self) -> psycopg.Connection:
-        self.conn = self._info.connect(self._dbname, autocommit=False)
-        with self._copy.lock:
-            self._copy.active.add(self.conn)
-        return self.conn
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._copy.lock:
-            self._copy.active.discard(self.conn)
-        if not self.conn.closed:
-            try:
-                self.conn.rollback()
-            except psycopg.Error:
-                pass
-        self.conn.close()
-
-
 def stream_into_staging(held: HeldSnapshot, staging: ConnectionInfo, staging_db: str, tasks: list[CopyRange],
                         workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None]) -> StreamResult:
@@ -282,7 +251,7 @@ def stream_into_staging(held: HeldSnapshot, staging: ConnectionInfo, staging_db:
         except BaseException:
             for future in futures:
                 future.cancel()
-            job.stop()
+            job.stopping.set()
             raise
     if not held.alive():  # the workers that had imported the snapshot could finish; the run must not
         raise psycopg.OperationalError("the snapshot session closed during the copy")
