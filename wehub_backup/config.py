@@ -44,6 +44,12 @@ PG_BINDIRS_ENV = "WEHUB_PG_BINDIRS"
 LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S = "WEHUB_LOCK_TIMEOUT_SECONDS", 300
 STALL_TIMEOUT_ENV, DEFAULT_STALL_TIMEOUT_S = "WEHUB_STALL_TIMEOUT_SECONDS", 300
 RUNTIME_DIR_ENV = "WEHUB_RUNTIME_DIR"
+# How the backup carries rows: ``archive`` (pg_dump to a directory archive, then pg_restore) or
+# ``stream`` (COPY from the held snapshot straight into staging), and the size above which a
+# streamed table is copied in page ranges, each its own transaction.
+COPY_ENGINE_ENV, DEFAULT_COPY_ENGINE = "WEHUB_BACKUP_COPY_ENGINE", "archive"
+COPY_ENGINES = ("stream", "archive")
+COPY_RANGE_ENV, DEFAULT_COPY_RANGE_MB = "WEHUB_BACKUP_COPY_RANGE_MB", 256
 TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
 TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
 TESTING_TARGET = "wehub_backup_test"
@@ -98,6 +104,14 @@ def _describe_character(char: str) -> str:
         return f"a byte that is not UTF-8 (0x{ord(char) - 0xDC00:02x})"
     name = unicodedata.name(char, "")
     return f"the control character U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def copy_engine(configured: str, setting: str) -> str:
+    """The engine a backup run uses: its op config's ``copy_engine`` if set, else the setting."""
+    value, origin = (configured, "copy_engine (the run's config)") if configured.strip() else (setting, COPY_ENGINE_ENV)
+    if value.strip() not in COPY_ENGINES:
+        raise SettingsError(f"{origin} must be 'stream' or 'archive', not {value!r}; nothing was changed")
+    return value.strip()
 
 
 def string_setting(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:

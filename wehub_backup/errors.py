@@ -171,6 +171,12 @@ class SourceStalled(DumpFailed):
     category = FailureCategory.NETWORK
 
 
+class SnapshotLost(DumpFailed):
+    """The session holding the run's exported snapshot on the source went away during the copy."""
+
+    category = FailureCategory.NETWORK
+
+
 class LockConflict(WehubError):
     """Another session's lock kept the dump from a table: held past the lock timeout, or asked
     for while the dump held the table (the dump gave way rather than deadlock)."""

@@ -113,6 +113,7 @@ _SUMMARY_FIELDS = (
     ("tables verified", "verify_restored_database", "tables_verified"),
     ("rows verified", "verify_restored_database", "rows_verified"),
     ("received from Supabase", "dump_supabase_database", "egress_bytes"),
+    ("received from Supabase by the copy", "restore_into_staging_database", "egress_bytes"),
     ("dump size", "dump_supabase_database", "artifact_bytes"),
     ("previous copy", "promote_staging_database", "previous_kept_as"),
     ("source database", "plan_vps_migration", "source_database"),

@@ -1,21 +1,30 @@
-"""Load: restore the archive into staging; any error at all fails the step."""
+"""Load: restore the archive into staging (with the stream engine, the schema around a parallel COPY
+of the rows from the held snapshot); any error at all fails the step."""
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import psycopg
 
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
-from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
+from wehub_backup.pg.stream import StreamResult, copy_ranges, copy_workers, stream_into_staging
 from wehub_backup.pg.toc import archive_listing, left_out_count
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
 from wehub_backup.supabase.scope import filter_archive_listing
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,6 +33,9 @@ class RestoreResult:
     standin_roles_created: list[str]
     pg_restore: ToolRun
     left_out_entries: int
+    stream: StreamResult | None = None  # the stream engine's copy
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # pre-data, copy, data, post-data
+    copy_egress_bytes: int = 0  # what the copy received from the source (the dump's bytes are the dump's)
 
 
 def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, log: Log,
@@ -43,18 +55,60 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         filtered = filter_archive_listing(archive_listing(plan.client, dump.archive, env, listing_path),
                                           plan.scope)
         write_private_text(list_path, filtered)
-        tool_run = _run_restore(plan, dump.archive, list_path, env, log, low_priority)
+        restore = functools.partial(_run_restore, plan, dump.archive, list_path, env, log, low_priority)
+        if dump.held is None:
+            result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
+        else:
+            result = _restore_around_copy(plan, dump.held, vps, restore, log)
+            result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
-    return RestoreResult(time.monotonic() - started, created, tool_run, left_out_count(filtered))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionInfo,
+                         restore: Callable[[list[str]], ToolRun], log: Log) -> RestoreResult:
+    """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
+    then what the archive carries (sequences' positions, large objects, rows of tables not
+    streamed), then indexes, constraints and triggers (post-data), which build faster over
+    loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens."""
+    phases: dict[str, float] = {}
+    try:
+        _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
+        workers = copy_workers(held, vps, plan.jobs)
+        same_major = plan.source.major == plan.target_server.major
+        tasks = copy_ranges(held.tables, plan.range_bytes, plan.source.major)
+        log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
+            f"({'binary where the types allow' if same_major else 'text: the servers differ in major version'})")
+        try:
+            streamed = _timed(phases, "copy", lambda: stream_into_staging(
+                held, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
+                plan.restore_settings, log))
+        except psycopg.Error as error:
+            raise held.failure(error) from error
+    finally:
+        held.close()
+    copy_egress = held.copied_bytes  # closed: the relay counts no more
+    _timed(phases, "data", lambda: restore(["--section=data"]))
+    tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
+    return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress)
+
+
+def _timed(phases: dict[str, float], name: str, step: Callable[[], T]) -> T:
+    started = time.monotonic()
+    try:
+        return step()
+    finally:
+        phases[name] = time.monotonic() - started
 
 
 def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str, str], log: Log,
-                 low_priority: bool) -> ToolRun:
+                 low_priority: bool, section: list[str]) -> ToolRun:
     """Parallel pg_restore straight into staging, or, when the tools are newer than the VPS
     server, pg_restore's script through psql (a newer pg_restore sets parameters an older
     server rejects, and an older pg_restore cannot read the newer archive)."""
-    common = ["--no-tablespaces", "--no-security-labels", f"--use-list={list_path}", str(archive)]
+    common = ["--no-tablespaces", "--no-security-labels", *section, f"--use-list={list_path}", str(archive)]
     if plan.client.major <= plan.target_server.major:
         argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
                 "--exit-on-error", "--no-password", "--verbose", *common]

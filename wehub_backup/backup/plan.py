@@ -7,8 +7,13 @@ from pathlib import Path
 
 import psycopg
 
-from wehub_backup.config import dagster_storage_database
-from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError, first_of
+from wehub_backup.config import (
+    COPY_RANGE_ENV,
+    DEFAULT_COPY_ENGINE,
+    DEFAULT_COPY_RANGE_MB,
+    dagster_storage_database,
+)
+from wehub_backup.errors import NotEnoughSpace, NotSuperuser, PreflightError, SettingsError, first_of
 from wehub_backup.pg.catalog import DatabaseCatalog, ServerInfo, available_extensions, read_catalog, server_info
 from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
@@ -18,6 +23,9 @@ from wehub_backup.run.marks import check_replaceable, source_identity
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.scope import CopyScope, dependents_on_left_out, plan_scope
+
+# What the stream engine's dump of the schema, the sequences and the large objects may need on disk.
+SCHEMA_DUMP_SPACE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -36,6 +44,12 @@ class BackupPlan:
     copy_of: str  # the source, as the copies' marks name it
     adopt: bool = False  # accept databases without the project's mark (an operator's explicit choice)
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
+    copy_engine: str = DEFAULT_COPY_ENGINE  # "archive": pg_dump to disk, then pg_restore; "stream": COPY into staging
+    range_bytes: int = DEFAULT_COPY_RANGE_MB * 2**20  # the stream engine copies a larger table in page ranges
+
+    @property
+    def streams(self) -> bool:
+        return self.copy_engine == "stream"
 
     @property
     def staging(self) -> str:
@@ -50,9 +64,11 @@ class BackupPlan:
         return self.scope.excluded_tables
 
     def dump_request(self) -> DumpRequest:
-        """The whole database but what the scope leaves out, large objects included."""
+        """The whole database but what the scope leaves out, large objects included; with the stream
+        engine, without the rows the copy carries, and the snapshot held for that copy."""
         return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.kept_schemas,
-                           self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True)
+                           self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True,
+                           hold_snapshot=self.streams)
 
 
 def plan_backup(
@@ -67,8 +83,14 @@ def plan_backup(
     extra_bindirs: list[Path],
     jobs: int,
     adopt: bool = False,
+    copy_engine: str = DEFAULT_COPY_ENGINE,
+    range_bytes: int = DEFAULT_COPY_RANGE_MB * 2**20,
 ) -> BackupPlan:
-    """Check everything that can be checked without changing anything, and decide the scope."""
+    """Check everything that can be checked without changing anything, and decide the scope.
+
+    ``copy_engine`` is one of ``config.COPY_ENGINES``, as ``config.copy_engine`` chose it."""
+    if range_bytes < 1:
+        raise SettingsError(f"{COPY_RANGE_ENV} must be at least 1 (MB), not {range_bytes // 2**20}")
     forbidden = {dagster_storage_database(): "Dagster's storage database"}
     if _same_server(source, vps):
         forbidden[source.dbname] = "the source database itself (source and VPS are the same server)"
@@ -89,11 +111,13 @@ def plan_backup(
     if unrestorable:
         raise PreflightError(f"{first_of(unrestorable)}: make it available on the VPS (an extension package) "
                              "or leave the dependent out too (excluded_tables)")
-    shortfall = space_shortfall(workdir.parent, dump_space_needed(catalog, client.major), dump_description(client.major))
+    needed, purpose = (SCHEMA_DUMP_SPACE, "the schema dump") if copy_engine == "stream" \
+        else (dump_space_needed(catalog, client.major), dump_description(client.major))
+    shortfall = space_shortfall(workdir.parent, needed, purpose)
     if shortfall:
         raise NotEnoughSpace(shortfall)
     return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, secrets_dir, jobs,
-                      source_identity(source), adopt, restore_settings)
+                      source_identity(source), adopt, restore_settings, copy_engine, range_bytes)
 
 
 def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:

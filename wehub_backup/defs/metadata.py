@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from wehub_backup.backup.load import RestoreResult
 from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint
@@ -55,6 +56,22 @@ def dump_metadata(dump: DumpResult, workspace: BackupWorkspace) -> dict[str, obj
         "pg_dump_cpu_s": seconds(dump.pg_dump.cpu_seconds),
         "backup_dir_bytes": directory_bytes(Path(workspace.backup_dir)),
         "per_table": table_summary(dump.fingerprint),
+    }
+
+
+def stream_metadata(restored: RestoreResult) -> dict[str, object]:
+    """The stream engine's copy: its egress (counted in the budget), rows, bytes, phases, workers, formats."""
+    assert restored.stream is not None
+    return {
+        "egress_bytes": restored.copy_egress_bytes,
+        "rows_copied": restored.stream.rows,
+        "copy_data_bytes": restored.stream.bytes,
+        "copy_workers": restored.stream.workers,
+        "copy_ranges": restored.stream.ranges,
+        "copy_retries": restored.stream.retries,
+        **{f"{phase}_s": seconds(value) for phase, value in restored.phase_seconds.items()},
+        "binary_copy_tables": markdown_list(restored.stream.binary_tables),
+        "text_copy_tables": markdown_list(restored.stream.text_tables),
     }
 
 

@@ -76,6 +76,11 @@ class BackupWorkspace(dg.ConfigurableResource):
     runtime_dir: str = Field(default="", description=f"Set by {config.RUNTIME_DIR_ENV}; empty: $XDG_RUNTIME_DIR or "
                              "/dev/shm (the private password files of child programs, never on a disk).")
 
+    copy_engine: str = Field(default=config.DEFAULT_COPY_ENGINE, description=f"Set by {config.COPY_ENGINE_ENV}: "
+                             "'archive' (pg_dump to disk, then pg_restore) or 'stream' (COPY straight into staging).")
+    copy_range_mb: int = Field(default=config.DEFAULT_COPY_RANGE_MB, description=f"Set by {config.COPY_RANGE_ENV}: "
+                               "the stream engine copies a table larger than this in page ranges.")
+
     def extra_bindirs(self) -> list[Path]:
         return [Path(entry) for entry in self.pg_bindirs.split(":") if entry]
 
@@ -122,6 +127,8 @@ def backup_workspace_from_env() -> BackupWorkspace:
         migration_log=env_or_default(config.MIGRATION_LOG_ENV, config.DEFAULT_MIGRATION_LOG),
         pg_bindirs=env_or_default(config.PG_BINDIRS_ENV, ""),
         runtime_dir=env_or_default(config.RUNTIME_DIR_ENV, ""),
+        copy_engine=env_or_default(config.COPY_ENGINE_ENV, config.DEFAULT_COPY_ENGINE),
+        copy_range_mb=env_or_default(config.COPY_RANGE_ENV, config.DEFAULT_COPY_RANGE_MB),
     )
 
 

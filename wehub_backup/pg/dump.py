@@ -7,21 +7,25 @@ migration from the VPS database.
 from __future__ import annotations
 
 import re
+import threading
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
 from wehub_backup.config import STALL_TIMEOUT_ENV
-from wehub_backup.errors import DumpFailed, LockConflict, SourceStalled, ToolError
+from wehub_backup.errors import DumpFailed, LockConflict, SnapshotLost, SourceStalled, ToolError
 from wehub_backup.pg.catalog import DatabaseCatalog
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
-from wehub_backup.pg.relay import relayed_connection
+from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
+from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
+from wehub_backup.preflight import free_connection_slots
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
 
@@ -45,6 +49,93 @@ class DumpRequest:
     excluded_tables: list[tuple[str, str]]
     pg_dump_arguments: list[str]
     large_objects: bool
+    # The stream engine's dump: the tables' rows are left out of the archive (they are copied
+    # from the snapshot, which stays held after the dump for that copy).
+    hold_snapshot: bool = False
+
+
+# The held snapshots of this process by their run's working directory, so a failed or interrupted
+# run closes its own whichever step it stopped in.
+_HELD: dict[Path, HeldSnapshot] = {}
+
+
+@dataclass(eq=False)
+class HeldSnapshot:
+    """A dump's exported snapshot kept open for the stream engine's copy: the snapshot's name, the
+    session whose transaction keeps it alive, the relay every source connection passes (so the
+    copy's bytes count as egress, and a stall is noticed), and the tables whose rows are copied."""
+
+    snapshot: str
+    session: psycopg.Connection
+    relay: ByteCountingRelay
+    source: ConnectionInfo  # the source reached through the relay
+    tables: list[StreamedTable]
+    workdir: Path
+    dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
+    _resources: ExitStack = field(repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        _HELD[self.workdir] = self
+        threading.Thread(target=self._keep_alive, name="held-snapshot", daemon=True).start()
+
+    def _keep_alive(self) -> None:
+        """Between the dump and the copy the session would sit idle, and the relay would take that
+        silence for a stalled source: it answers a query now and then (a source that stopped does
+        not, and the relay's watchdog still cuts it)."""
+        interval = max(0.5, min(30.0, self.source.stall_timeout_s / 4))
+        while not self._closed.wait(interval):
+            if not self.alive():
+                return
+
+    def alive(self) -> bool:
+        """Whether the snapshot session still answers (its snapshot can still be imported)."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            try:
+                self.session.execute("SELECT 1")
+            except psycopg.Error:
+                return False
+        return True
+
+    def free_source_slots(self) -> tuple[int, str]:
+        """The source's free connection slots with this session kept open, and the limit that decides them."""
+        with self._lock:
+            self.session.execute("SELECT pg_stat_clear_snapshot()")  # fresh figures inside the old transaction
+            free, limit = free_connection_slots(self.session)
+        return free - 1, limit
+
+    @property
+    def copied_bytes(self) -> int:
+        """What the source has sent since the dump ended: the copy's egress."""
+        return self.relay.counters.received_from_server - self.dumped_bytes
+
+    def failure(self, error: BaseException) -> DumpFailed:
+        """``error`` of a copy as the run's cause, with the copy's egress so far: a stall, the
+        snapshot session gone, or the error's own line."""
+        return _dump_failure(self.relay, error, None if self.alive() else SNAPSHOT_LOST, self.dumped_bytes)
+
+    def close(self) -> None:
+        """End the snapshot's transaction, its session and the relay; closing twice is harmless."""
+        _HELD.pop(self.workdir, None)
+        self._closed.set()
+        with self._lock:
+            self._resources.close()
+
+
+SNAPSHOT_LOST = ("the run's snapshot session on the source was lost (the connection that holds the snapshot the "
+                 "copy reads ended): nothing was swapped in; run the backup again")
+
+
+def close_held_snapshot(workdir: Path) -> bool:
+    """Close the snapshot a run in ``workdir`` still holds (its failure or interrupt); whether there was one."""
+    held = _HELD.get(workdir)
+    if held is None:
+        return False
+    held.close()
+    return True
 
 
 @dataclass
@@ -56,6 +147,12 @@ class DumpResult:
     fingerprint: DatabaseFingerprint
     sequences_after: dict[str, int]
     pg_dump: ToolRun
+    held: HeldSnapshot | None = field(default=None, repr=False)  # with ``hold_snapshot``, until the copy closes it
+
+    @property
+    def run_egress_bytes(self) -> int:
+        """What the source sent for the whole copy: the dump's bytes, and the stream engine's COPY after it."""
+        return self.egress_bytes + (self.held.copied_bytes if self.held else 0)
 
 
 def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_priority: bool = True,
@@ -68,19 +165,37 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
     workers stream, so verifying costs no second pass over the data. A failure is a
     ``DumpFailed`` that still reports what the source had sent by then; with ``progress_dir`` the
     figure is also kept there as it grows, for the next run to record if this one is killed.
+    With ``hold_snapshot`` the snapshot's session and the relay stay open in ``DumpResult.held``
+    (registered under the working directory for ``close_held_snapshot``).
     """
     archive = request.workdir / "archive"
     started = time.monotonic()
-    with relayed_connection(source, source.stall_timeout_s, progress_dir) as (relayed, relay):
+    with ExitStack() as resources:
+        relayed, relay = resources.enter_context(relayed_connection(source, source.stall_timeout_s, progress_dir))
         try:
-            tool_run, fingerprint, sequences_after = _dump_from_snapshot(request, relayed, archive, log, low_priority)
+            snap = resources.enter_context(relayed.connect(autocommit=False))
+            tool_run, fingerprint, sequences_after, snapshot, tables = _dump_from_snapshot(
+                request, snap, relayed, archive, log, low_priority)
         except Exception as error:
-            received = relay.counters.received_from_server
-            if relay.stalled_for:
-                raise SourceStalled(_stall_cause(relay.stalled_for), received) from error
-            raise DumpFailed(error_line(error), received) from error
-    return DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
-                      time.monotonic() - started, fingerprint, sequences_after, tool_run)
+            raise _dump_failure(relay, error) from error
+        result = DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
+                            time.monotonic() - started, fingerprint, sequences_after, tool_run)
+        if request.hold_snapshot:
+            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, request.workdir, result.egress_bytes,
+                                       resources.pop_all())
+    return result
+
+
+def _dump_failure(relay: ByteCountingRelay, error: BaseException, cause: str | None = None,
+                  counted_bytes: int = 0) -> DumpFailed:
+    """The failure of a dump or a copy, with what the source had sent by then beyond ``counted_bytes``
+    (the dump's, when a copy fails: its step has recorded them)."""
+    received = relay.counters.received_from_server - counted_bytes
+    if relay.stalled_for:
+        return SourceStalled(_stall_cause(relay.stalled_for), received)
+    if cause:
+        return SnapshotLost(cause, received)
+    return DumpFailed(error_line(error), received)
 
 
 def _stall_cause(seconds: float) -> str:
@@ -89,38 +204,41 @@ def _stall_cause(seconds: float) -> str:
             f"{STALL_TIMEOUT_ENV}")
 
 
-def _dump_from_snapshot(plan: DumpRequest, source: ConnectionInfo, archive: Path, log: Log,
-                        low_priority: bool) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int]]:
+def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: ConnectionInfo, archive: Path, log: Log,
+                        low_priority: bool
+                        ) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int], str, list[StreamedTable]]:
     """Export a snapshot with the dumped tables locked, run pg_dump in it, and fingerprint it
-    meanwhile on the same session."""
-    with source.connect(autocommit=False) as snap:
-        snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        snap.read_only = True
-        snapshot, tables = export_locked_snapshot(snap, plan.schemas, plan.excluded_tables, source.lock_timeout_s, log)
-        sequences_before = sequence_positions(snap, plan.schemas, plan.excluded_tables)
-        argv = [
-            plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
-            f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
-            f"--lock-wait-timeout={round(min(source.lock_timeout_s, PG_DUMP_LOCK_WAIT_S) * 1000)}",
-            *_compression_arguments(plan.client), *plan.pg_dump_arguments,
-        ]
-        with source.tool_environment(plan.secrets_dir / "source.pgpass") as env, \
-                ToolProcess(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority) as pg_dump:
-            try:
-                tool_run, fingerprint = run_beside(
-                    pg_dump.finish,
-                    lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
-                                                 large_objects=plan.large_objects),
-                    "pg-tool", on_failure=pg_dump.stop_because,
-                )
-            except ToolError as error:
-                conflict = _lock_conflict(snap, tables, error)
-                if conflict is None:
-                    raise
-                raise LockConflict(conflict) from error
-        sequences_after = sequence_positions(snap, plan.schemas, plan.excluded_tables)
+    meanwhile on the same session; with ``hold_snapshot``, the tables to stream are read in the
+    snapshot and their rows left out of the archive, and the transaction stays open."""
+    snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    snap.read_only = True
+    snapshot, tables = export_locked_snapshot(snap, plan.schemas, plan.excluded_tables, source.lock_timeout_s, log)
+    streamed = streamed_tables(snap, plan.schemas, plan.excluded_tables) if plan.hold_snapshot else []
+    sequences_before = sequence_positions(snap, plan.schemas, plan.excluded_tables)
+    argv = [
+        plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
+        f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
+        f"--lock-wait-timeout={round(min(source.lock_timeout_s, PG_DUMP_LOCK_WAIT_S) * 1000)}",
+        *_compression_arguments(plan.client), *plan.pg_dump_arguments, *exclude_table_data_arguments(streamed),
+    ]
+    with source.tool_environment(plan.secrets_dir / "source.pgpass") as env, \
+            ToolProcess(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority) as pg_dump:
+        try:
+            tool_run, fingerprint = run_beside(
+                pg_dump.finish,
+                lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
+                                             large_objects=plan.large_objects),
+                "pg-tool", on_failure=pg_dump.stop_because,
+            )
+        except ToolError as error:
+            conflict = _lock_conflict(snap, tables, error)
+            if conflict is None:
+                raise
+            raise LockConflict(conflict) from error
+    sequences_after = sequence_positions(snap, plan.schemas, plan.excluded_tables)
+    if not plan.hold_snapshot:
         snap.rollback()
-    return tool_run, fingerprint, sequences_after
+    return tool_run, fingerprint, sequences_after, snapshot, streamed
 
 
 def _lock_conflict(snap: psycopg.Connection, tables: list[DumpedTable], error: ToolError) -> str | None:

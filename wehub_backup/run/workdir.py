@@ -61,7 +61,7 @@ class RunDirectory:
     def create(cls, root: Path, run_id: str) -> Path:
         """Lock the directory under a name ``stale`` ignores, then give it its name: a run
         starting at the same moment never sees it unlocked and takes it for a dead run's."""
-        path = ensure_directory(root) / f"run-{run_id}"
+        path = cls.path(ensure_directory(root), run_id)
         hidden = ensure_directory(root / f".run-{run_id}")
         fd = os.open(hidden / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,12 +70,17 @@ class RunDirectory:
         return path
 
     @staticmethod
+    def path(root: Path, run_id: str) -> Path:
+        """The run's directory under ``root`` (whether or not it exists)."""
+        return root / f"run-{run_id}"
+
+    @staticmethod
     def run_id_of(path: Path) -> str:
         return path.name.removeprefix(".").removeprefix("run-")
 
     @classmethod
     def remove(cls, root: Path, run_id: str) -> None:
-        path = root / f"run-{run_id}"
+        path = cls.path(root, run_id)
         shutil.rmtree(path, ignore_errors=True)
         fd = cls._locks.pop(path, None)
         if fd is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from wehub_backup.config import PRODUCTION_TARGET, TARGET_ENV, TESTING_TARGET, configured_backup_target
+from wehub_backup.config import COPY_ENGINE_ENV, PRODUCTION_TARGET, TARGET_ENV, TESTING_TARGET, configured_backup_target
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 
 
@@ -26,6 +26,9 @@ class BackupConfig(dg.Config):
         default=list(DEFAULT_EXCLUDED_TABLES), description="schema.table names not copied (service bookkeeping)."
     )
     parallel_jobs: int = Field(default=0, description="pg_dump/pg_restore workers; 0 sizes them to the CPU count (max 4).")
+    copy_engine: str = Field(
+        default="", description=f"'stream' or 'archive' for this run; empty: {COPY_ENGINE_ENV} ('archive' when unset)."
+    )
     force_over_budget: bool = Field(
         default=False,
         description="Run even if the expected Supabase egress would exceed WEHUB_EGRESS_BUDGET_BYTES this billing cycle.",

@@ -4,6 +4,8 @@ Ops run one after another in one process (``in_process_executor``): the source s
 the run lock and the working directory belong to that process, and die with it.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from wehub_backup.backup.extract import extract_supabase
@@ -12,6 +14,7 @@ from wehub_backup.backup.plan import BackupPlan, check_vps_databases, plan_backu
 from wehub_backup.backup.promote import PromoteResult, promote
 from wehub_backup.backup.stage import drop_staging, recreate_staging
 from wehub_backup.backup.verify import VerificationResult, verify_staging
+from wehub_backup.config import copy_engine
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
@@ -31,6 +34,7 @@ from wehub_backup.defs.metadata import (
     run_process_usage,
     seconds,
     settings_text,
+    stream_metadata,
 )
 from wehub_backup.defs.names import TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
@@ -38,9 +42,10 @@ from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
 from wehub_backup.defs.steps import guarded_op
 from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
-from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.dump import DumpResult, close_held_snapshot
 from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.targets import previous_name
+from wehub_backup.run.workdir import RunDirectory
 
 
 @guarded_op(tags={"kind": "preflight"})
@@ -53,6 +58,7 @@ def plan_supabase_backup(
 ) -> BackupPlan:
     """Check names, connections, versions, privileges, disk space and that the target's databases
     are this project's copies; nothing is changed yet."""
+    engine = copy_engine(config.copy_engine, workspace.copy_engine)
     directories = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
@@ -60,7 +66,7 @@ def plan_supabase_backup(
         secrets_dir=directories.secrets, excluded_schemas=config.excluded_schemas,
         excluded_tables=config.excluded_tables,
         extra_bindirs=workspace.extra_bindirs(), jobs=config.parallel_jobs or default_jobs(),
-        adopt=config.adopt_existing_target,
+        adopt=config.adopt_existing_target, copy_engine=engine, range_bytes=workspace.copy_range_mb * 2**20,
     )
     budget = check_run_budget(context.instance, context.job_name, plan.catalog.first_dump_egress,
                               config.force_over_budget, context.log)
@@ -71,6 +77,7 @@ def plan_supabase_backup(
     context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
     context.add_output_metadata(readable({
         "target": plan.target,
+        "copy_engine": plan.copy_engine,
         "source_server_version": plan.source.version,
         "vps_server_version": plan.target_server.version,
         "pg_dump": f"{plan.client.version} ({plan.client.bindir})",
@@ -113,15 +120,20 @@ def restore_into_staging_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
     vps: PostgresDatabase, workspace: BackupWorkspace,
 ) -> RestoreResult:
-    """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'."""
-    restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
-                                    low_priority=workspace.low_priority)
+    """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'. With the stream
+    engine, the rows come by COPY from the dump's held snapshot, and their bytes count as egress here."""
+    try:
+        restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
+                                        low_priority=workspace.low_priority)
+    except DumpFailed as failed:
+        raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
     context.add_output_metadata(readable({
         "duration_s": seconds(restored.seconds),
         "standin_roles_created": markdown_list(restored.standin_roles_created),
         "archive_entries_left_out": restored.left_out_entries,
         "pg_restore_peak_rss_bytes": restored.pg_restore.peak_rss_bytes,
         "pg_restore_cpu_s": seconds(restored.pg_restore.cpu_seconds),
+        **(stream_metadata(restored) if restored.stream else {}),
     }))
     return restored
 
@@ -165,7 +177,7 @@ def promote_staging_database(
         asset_key=backup_copy_asset_key(plan.target),
         description=f"Verified copy of the Supabase database in VPS database {plan.target}",
         metadata=readable({
-            "egress_bytes": dump.egress_bytes,
+            "egress_bytes": dump.run_egress_bytes,
             "artifact_bytes": dump.artifact_bytes,
             "rows": verified.rows,
             "tables": verified.tables,
@@ -190,7 +202,8 @@ def cleanup_backup_files(
 
 @dg.failure_hook(required_resource_keys={"vps", "workspace"})
 def clean_up_failed_backup(context: dg.HookContext) -> None:
-    """On failure: drop the unverified staging copy, remove working files, log the cause.
+    """On failure: close a snapshot the run still holds on the source, drop the unverified staging
+    copy, remove working files, log the cause.
 
     The staging database is dropped only by the run that holds the target's lock, so a
     run refused because another one is busy never touches that run's staging copy.
@@ -198,6 +211,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
     workspace: BackupWorkspace = context.resources.workspace
     tag_step_failure(context)
     target = requested_target(context.instance.get_run_by_id(context.run_id))
+    close_held_snapshot(RunDirectory.path(Path(workspace.backup_dir), context.run_id))
     if TargetLock.holds(context.run_id):
         try:
             drop_staging(context.resources.vps.connection_info(), target)

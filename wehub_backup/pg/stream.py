@@ -1,0 +1,259 @@
+"""The stream engine's copy: rows from the run's held snapshot straight into staging by COPY.
+
+Each worker imports the snapshot into a source session of its own (through the dump's relay,
+so its bytes count as egress) and pipes ``COPY (SELECT ...) TO STDOUT`` into ``COPY ... FROM
+STDIN`` on staging, block by block, never parsing a row: nothing is written to disk. A table
+larger than the range size is copied in page ranges (a TID range scan), each its own staging
+transaction, so a dropped connection costs one range again, not the whole table.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from wehub_backup.errors import NotEnoughConnections
+from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.pg.names import quote_pattern
+from wehub_backup.preflight import connect_or_explain, free_connection_slots
+
+if TYPE_CHECKING:
+    from wehub_backup.pg.dump import HeldSnapshot
+
+# Attempts at one range whose source or staging connection dropped; the held snapshot makes a
+# second reading of the same rows exact.
+COPY_ATTEMPTS = 3
+# TID range scans (``ctid >= '(a,0)'``) read only the pages asked for since PostgreSQL 14; an
+# older source reads each table whole.
+TID_RANGE_SCAN_SINCE = 14
+# The first user-defined OID: types below it are built in, the same on every server of a major version.
+FIRST_USER_OID = 16384
+
+# The tables whose rows the copy carries, as the snapshot sees them: ordinary tables of the kept
+# schemas (partitions, not their parents) that an extension does not own, with their non-generated
+# columns and whether every one of those can travel in binary (a built-in type with binary I/O that
+# holds no OID of a catalog object, unlike the reg* types). A table without such a column keeps its
+# rows in the archive.
+_STREAMED_TABLES = """
+SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('block_size')::int,
+       array_agg(a.attname::text ORDER BY a.attnum),
+       bool_and(t.oid < %(first_user_oid)s AND t.typsend::oid <> 0 AND t.typreceive::oid <> 0
+                AND t.typname !~ '^_?reg')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.relkind = 'r' AND n.nspname = ANY(%(schemas)s) AND NOT (n.nspname || '.' || c.relname) = ANY(%(excluded)s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+GROUP BY c.oid, n.nspname, c.relname
+ORDER BY pg_relation_size(c.oid) DESC, n.nspname, c.relname"""
+# Output both sides read the same way, as pg_dump sets it: names schema-qualified, no lossy floats.
+_SESSION_SETTINGS = ("SELECT pg_catalog.set_config('search_path', '', false)", "SET DateStyle = 'ISO'",
+                     "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3", "SET row_security = off")
+
+
+@dataclass(frozen=True)
+class StreamedTable:
+    oid: int
+    schema: str
+    name: str
+    size_bytes: int
+    block_size: int
+    columns: tuple[str, ...]  # the non-generated ones: staging computes the generated ones itself
+    binary_io: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def streamed_tables(conn: psycopg.Connection, schemas: list[str],
+                    excluded_tables: list[tuple[str, str]]) -> list[StreamedTable]:
+    """The tables whose rows the stream engine copies, largest first, read in ``conn``'s snapshot."""
+    rows = conn.execute(_STREAMED_TABLES, {"schemas": schemas, "first_user_oid": FIRST_USER_OID,
+                                           "excluded": [f"{s}.{t}" for s, t in excluded_tables]}).fetchall()
+    return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary))
+            for oid, schema, name, size, block, columns, binary in rows]
+
+
+def exclude_table_data_arguments(tables: list[StreamedTable]) -> list[str]:
+    """pg_dump arguments leaving the streamed tables' rows out of the archive (exact-name patterns)."""
+    return [f"--exclude-table-data={quote_pattern(t.schema)}.{quote_pattern(t.name)}" for t in tables]
+
+
+@dataclass(frozen=True)
+class CopyRange:
+    """One staging transaction's worth of a table: pages [first_page, end_page), or the whole table."""
+
+    table: StreamedTable
+    first_page: int = 0
+    end_page: int | None = None  # None: to the table's end (rows added since its size was read included)
+    whole: bool = True
+
+    def describe(self) -> str:
+        if self.whole:
+            return self.table.qualified
+        end = f"{self.end_page}" if self.end_page is not None else "end"
+        return f"{self.table.qualified} pages {self.first_page}-{end}"
+
+    def where(self) -> sql.Composable:
+        if self.whole:
+            return sql.SQL("")
+        lower = sql.SQL(" WHERE ctid >= {}::tid").format(sql.Literal(f"({self.first_page},0)"))
+        if self.end_page is None:
+            return lower
+        return lower + sql.SQL(" AND ctid < {}::tid").format(sql.Literal(f"({self.end_page},0)"))
+
+
+def copy_ranges(tables: list[StreamedTable], range_bytes: int, source_major: int) -> list[CopyRange]:
+    """The copy's work, largest tables first; a table over ``range_bytes`` in page ranges of that size."""
+    ranges: list[CopyRange] = []
+    for table in sorted(tables, key=lambda t: t.size_bytes, reverse=True):
+        if table.size_bytes <= range_bytes or source_major < TID_RANGE_SCAN_SINCE:
+            ranges.append(CopyRange(table))
+            continue
+        step = max(1, range_bytes // table.block_size)
+        pages = table.size_bytes // table.block_size
+        starts = list(range(0, pages, step))
+        ranges += [CopyRange(table, start, start + step, whole=False) for start in starts[:-1]]
+        ranges.append(CopyRange(table, starts[-1], None, whole=False))
+    return ranges
+
+
+@dataclass
+class StreamResult:
+    seconds: float
+    workers: int
+    ranges: int = 0
+    rows: int = 0
+    bytes: int = 0  # COPY data received from the source (without the protocol's framing)
+    retries: int = 0
+    binary_tables: list[str] = field(default_factory=list)
+    text_tables: list[str] = field(default_factory=list)
+
+
+def copy_workers(held: HeldSnapshot, vps: ConnectionInfo, jobs: int) -> int:
+    """``jobs``, or fewer when the source or the VPS has fewer connection slots free; one at least."""
+    source_free, source_limit = held.free_source_slots()
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        vps_free, vps_limit = free_connection_slots(conn)
+    workers = min(jobs, source_free, vps_free)
+    if workers < 1:
+        where, free, limit = ("the Supabase source", source_free, source_limit) if source_free < 1 \
+            else ("the VPS server", vps_free, vps_limit)
+        raise NotEnoughConnections(f"{where} has no free connection slot for a copy worker ({max(free, 0)} free: "
+                                   f"{limit}): close sessions there or raise its max_connections")
+    return workers
+
+
+@dataclass
+class _Copy:
+    """What every worker shares: where rows come from and go, and the flag that stops them all."""
+
+    held: HeldSnapshot
+    staging: ConnectionInfo
+    staging_db: str
+    binary: Callable[[StreamedTable], bool]
+    staging_settings: dict[str, str]
+    log: Callable[[str], None]
+    result: StreamResult
+    # Set to stop every worker at its next block: data flows while a copy runs, and a source that
+    # stops sending is cut by the relay's stall watchdog, so each worker sees it soon.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def copy(self, task: CopyRange) -> None:
+        """One range, again from the start after a dropped connection, up to ``COPY_ATTEMPTS`` times."""
+        for attempt in range(1, COPY_ATTEMPTS + 1):
+            try:
+                rows, received = self._copy_once(task)
+                break
+            except psycopg.OperationalError as error:
+                if self.stopping.is_set() or attempt == COPY_ATTEMPTS or self.held.relay.stalled_for \
+                        or not self.held.alive():
+                    raise
+                self.log(f"copy of {task.describe()}: connection lost ({error_line(error)}); its staging "
+                         f"transaction was rolled back, copying it again (attempt {attempt + 1} of {COPY_ATTEMPTS})")
+                with self.lock:
+                    self.result.retries += 1
+        with self.lock:
+            self.result.rows += rows
+            self.result.bytes += received
+
+    def _copy_once(self, task: CopyRange) -> tuple[int, int]:
+        table, binary = task.table, self.binary(task.table)
+        fmt = sql.SQL("binary" if binary else "text")
+        table_name = sql.Identifier(table.schema, table.name)
+        columns = sql.SQL(", ").join(sql.Identifier(column) for column in table.columns)
+        read = sql.SQL("COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})").format(
+            columns, table_name, task.where(), fmt)
+        write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table_name, columns, fmt)
+        received = 0
+        with self.held.source.connect(autocommit=False) as src, \
+                self.staging.connect(self.staging_db, autocommit=False) as dst:
+            self._import_snapshot(src)
+            for statement in _SESSION_SETTINGS:
+                dst.execute(statement)
+            # The bytes go through as the source sends them: staging reads them in the same encoding.
+            encoding = src.execute("SHOW client_encoding").fetchone()[0]
+            dst.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
+            for name, value in self.staging_settings.items():  # money read in the source's locale
+                dst.execute("SELECT set_config(%s, %s, false)", (name, value))
+            with src.cursor() as out_cursor, dst.cursor() as in_cursor:
+                # The source's COPY ends (or fails) inside the staging one: rows cut short never commit.
+                with in_cursor.copy(write) as into:
+                    with out_cursor.copy(read) as out:
+                        for block in out:
+                            if self.stopping.is_set():
+                                raise psycopg.OperationalError("the copy was stopped")
+                            received += len(block)
+                            into.write(block)
+                    sent = out_cursor.rowcount
+                if sent < 0 or in_cursor.rowcount != sent:
+                    raise psycopg.OperationalError(f"the source sent {sent} rows, staging took {in_cursor.rowcount}")
+            src.rollback()  # the source still answers: what it sent was all of the range
+            dst.commit()
+        return sent, received
+
+    def _import_snapshot(self, src: psycopg.Connection) -> None:
+        """The run's snapshot, first in the worker's transaction; settings as pg_dump's."""
+        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        src.read_only = True
+        src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.held.snapshot)))
+        for statement in _SESSION_SETTINGS:
+            src.execute(statement)
+
+
+def stream_into_staging(held: HeldSnapshot, staging: ConnectionInfo, staging_db: str, tasks: list[CopyRange],
+                        workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
+                        log: Callable[[str], None]) -> StreamResult:
+    """Copy every range with ``workers`` parallel workers; the first failure stops them all and is raised."""
+    started = time.monotonic()
+    result = StreamResult(0.0, workers, len(tasks))
+    for table in {task.table for task in tasks}:
+        (result.binary_tables if binary(table) else result.text_tables).append(table.qualified)
+    result.binary_tables.sort()
+    result.text_tables.sort()
+    job = _Copy(held, staging, staging_db, binary, staging_settings, log, result)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
+        futures = [pool.submit(job.copy, task) for task in tasks]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            job.stopping.set()
+            raise
+    if not held.alive():  # the workers that had imported the snapshot could finish; the run must not
+        raise psycopg.OperationalError("the snapshot session closed during the copy")
+    result.seconds = time.monotonic() - started
+    return result

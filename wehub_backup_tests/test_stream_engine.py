@@ -1,0 +1,374 @@
+"""The stream engine end to end: rows by COPY from the held snapshot into staging, real clusters and runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import dagster as dg
+import psycopg
+import pytest
+
+from wehub_backup.definitions import build_definitions
+from wehub_backup.defs.assets import backup_copy_asset_key
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.egress import egress_usage
+from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments
+from wehub_backup.run.targets import previous_name, staging_name
+from wehub_backup_tests.faults.evidence import database_state, step_failure, wait_for_run_sessions_to_end
+from wehub_backup_tests.faults.relay import FaultRelay
+from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.support.backup_runs import databases_named, step_errors
+from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv
+
+LOAD_STEP = "restore_into_staging_database"
+# Names pg_dump patterns and SQL must both take literally.
+ODD_TABLES = ('Odd "Name".with.dots', "spaces and * stars?", "MixedCase")
+STREAMED_SCHEMA = "Streamed.Schema"
+STREAMED_SQL = f"""
+CREATE SCHEMA "{STREAMED_SCHEMA}";
+CREATE TABLE "{STREAMED_SCHEMA}"."Odd ""Name"".with.dots" (id serial PRIMARY KEY, v text);
+INSERT INTO "{STREAMED_SCHEMA}"."Odd ""Name"".with.dots" (v) SELECT 'odd ' || i FROM generate_series(1, 200) i;
+CREATE TABLE "{STREAMED_SCHEMA}"."spaces and * stars?" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at timestamptz, span interval, price numeric, f float8, tags text[]);
+INSERT INTO "{STREAMED_SCHEMA}"."spaces and * stars?" (at, span, price, f, tags)
+  SELECT '2024-01-01'::timestamptz + i * interval '1 hour', i * interval '1 minute', i / 7.0, i / 3.0,
+         ARRAY['a' || i, 'b']
+  FROM generate_series(1, 300) i;
+CREATE TABLE "{STREAMED_SCHEMA}"."MixedCase" (id int PRIMARY KEY, a int NOT NULL,
+  doubled int GENERATED ALWAYS AS (a * 2) STORED);
+INSERT INTO "{STREAMED_SCHEMA}"."MixedCase" (id, a) SELECT i, i FROM generate_series(1, 100) i;
+CREATE TABLE "{STREAMED_SCHEMA}".wide (id serial PRIMARY KEY, body text NOT NULL);
+INSERT INTO "{STREAMED_SCHEMA}".wide (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 20000) i;
+CREATE TYPE "{STREAMED_SCHEMA}".mood AS ENUM ('calm', 'very calm');
+CREATE TABLE "{STREAMED_SCHEMA}".moods (id int PRIMARY KEY, mood "{STREAMED_SCHEMA}".mood);
+INSERT INTO "{STREAMED_SCHEMA}".moods
+  SELECT i, (CASE WHEN i % 2 = 0 THEN 'calm' ELSE 'very calm' END)::"{STREAMED_SCHEMA}".mood
+  FROM generate_series(1, 50) i;
+CREATE TABLE "{STREAMED_SCHEMA}".documents (id int PRIMARY KEY, blob oid);
+INSERT INTO "{STREAMED_SCHEMA}".documents VALUES (1, lo_from_bytea(0, 'a large object, streamed around'));
+"""
+
+
+def run_stream_backup(target: str, instance: dg.DagsterInstance, engine: str = "stream") -> dg.ExecuteInProcessResult:
+    run_config = backup_run_config(target)
+    run_config["ops"]["plan_supabase_backup"]["config"]["copy_engine"] = engine
+    return build_definitions().get_job_def(BACKUP_JOB).execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False)
+
+
+def load_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    [output] = [event.step_output_data.metadata for event in result.all_events
+                if event.is_successful_output and event.step_key == LOAD_STEP]
+    return {name: entry.value for name, entry in output.items()}
+
+
+def contents(cluster: PostgresCluster, dbname: str, schema: str) -> dict[str, list[tuple]]:
+    """Every table of ``schema``, its rows as text in order."""
+    tables = [row[0] for row in cluster.query(
+        "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+        (schema,), dbname=dbname)]
+    return {table: cluster.query(f"SELECT r::text FROM {table} AS r ORDER BY r::text", dbname=dbname)
+            for table in tables}
+
+
+@pytest.fixture
+def streamed_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    """The Supabase-shaped source with a schema of tables the stream engine finds hard."""
+    supabase_cluster.execute(STREAMED_SQL, user=APP_OWNER)
+    yield STREAMED_SCHEMA
+    supabase_cluster.execute(f'SELECT lo_unlink(blob) FROM "{STREAMED_SCHEMA}".documents;'
+                             f'DROP SCHEMA "{STREAMED_SCHEMA}" CASCADE', user=APP_OWNER)
+
+
+def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, streamed_source: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # the larger tables go in page ranges
+    first = run_stream_backup("wehub_stream", instance)
+    assert first.success, step_errors(first)
+
+    plan = first.output_for_node("plan_supabase_backup")
+    assert plan.copy_engine == "stream"
+    metadata = load_metadata(first)
+    restored = first.output_for_node(LOAD_STEP)
+    assert restored.stream.ranges > len(restored.stream.binary_tables + restored.stream.text_tables)
+    assert metadata["egress_bytes"] == restored.copy_egress_bytes > restored.stream.bytes > 0
+    assert metadata["rows_copied"] == restored.stream.rows >= 100_000
+    assert metadata["copy_workers"] >= 1 and metadata["copy_retries"] == 0
+    assert {"pre-data_s", "copy_s", "data_s", "post-data_s"} <= set(metadata)
+    # Same major version: binary for built-in types, text for a table with an enum (its OIDs differ).
+    binary, text = restored.stream.binary_tables, restored.stream.text_tables
+    assert {f"{STREAMED_SCHEMA}.{name}" for name in (*ODD_TABLES, "wide")} <= set(binary)
+    assert f"{STREAMED_SCHEMA}.moods" in text and f"{STREAMED_SCHEMA}.moods" not in binary
+    # The dump carried no streamed rows: its archive is the schema, sequences and large objects.
+    dump = first.output_for_node("dump_supabase_database")
+    assert dump.artifact_bytes < 2_000_000 < restored.stream.bytes
+
+    assert contents(vps_cluster, "wehub_stream", STREAMED_SCHEMA) == contents(
+        supabase_cluster, "postgres", STREAMED_SCHEMA)
+    generated = vps_cluster.query(f'SELECT count(*) FROM "{STREAMED_SCHEMA}"."MixedCase" WHERE doubled = a * 2',
+                                  dbname="wehub_stream")
+    assert generated == [(100,)]
+    large_object = f'SELECT convert_from(lo_get(blob), \'UTF8\') FROM "{STREAMED_SCHEMA}".documents'
+    assert vps_cluster.query(large_object, dbname="wehub_stream") == [("a large object, streamed around",)]
+    sequence = f"SELECT last_value FROM \"{STREAMED_SCHEMA}\".\"Odd \"\"Name\"\".with.dots_id_seq\""
+    assert vps_cluster.query(sequence, dbname="wehub_stream") == supabase_cluster.query(sequence) == [(200,)]
+    events = "SELECT count(*), sum(id) FROM public.events"
+    assert vps_cluster.query(events, dbname="wehub_stream") == supabase_cluster.query(events)
+    assert not list(backup_env.backup_dir.glob("run-*"))
+
+    second = run_stream_backup("wehub_stream", instance)
+    assert second.success, step_errors(second)
+    assert databases_named(vps_cluster, "wehub_stream") == {"wehub_stream", previous_name("wehub_stream")}
+    assert not supabase_cluster.query("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                                      (APPLICATION_NAME,))
+
+
+def test_bad_engine_value_is_refused_in_one_line_before_anything_changes(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, vps_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", "streaming")
+    from_setting = run_stream_backup("wehub_stream_bad", instance, engine="")
+    from_config = run_stream_backup("wehub_stream_bad", instance, engine="fast")
+
+    for result, cause in ((from_setting, "WEHUB_BACKUP_COPY_ENGINE must be 'stream' or 'archive', not 'streaming'"),
+                          (from_config, "copy_engine (the run's config) must be 'stream' or 'archive', not 'fast'")):
+        assert not result.success
+        step, message = step_failure(result)
+        assert step == "plan_supabase_backup"
+        assert message == f"{cause}; nothing was changed"
+    assert not databases_named(vps_cluster, "wehub_stream_bad")
+    assert not list(backup_env.backup_dir.glob("run-*"))
+
+
+@pytest.fixture
+def blob_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+                backup_env: BackupEnv) -> Iterator[str]:
+    """A source of incompressible bytea (4 MB) and a table of plain rows, alone in its database."""
+    name = recreate_source(supabase_cluster, "stream_blobs", blobs_sql(256, 16384) + (
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 4) FROM generate_series(1, 40000) i;"))
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    yield name
+    drop_source(supabase_cluster, name)
+
+
+def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
+    blob_source: str, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    result = run_stream_backup("wehub_stream_blobs", instance)
+    assert result.success, step_errors(result)
+    restored = result.output_for_node(LOAD_STEP)
+    assert restored.stream.binary_tables == ["public.blobs", "public.notes"]
+    data_bytes = supabase_cluster.query(
+        "SELECT (SELECT sum(octet_length(data)) FROM public.blobs) + (SELECT sum(octet_length(body) + 4) "
+        "FROM public.notes)", dbname=blob_source)[0][0]
+    assert data_bytes < restored.copy_egress_bytes < 1.1 * data_bytes
+    # The budget counts both steps' egress: the schema dump's and the copy's.
+    dump = result.output_for_node("dump_supabase_database")
+    assert egress_usage(instance).used_bytes == dump.egress_bytes + restored.copy_egress_bytes
+    [materialization] = instance.fetch_materializations(backup_copy_asset_key("wehub_stream_blobs"), limit=5).records
+    assert materialization.asset_materialization.metadata["egress_bytes"].value == \
+        dump.egress_bytes + restored.copy_egress_bytes
+    assert contents(vps_cluster, "wehub_stream_blobs", "public") == contents(supabase_cluster, blob_source, "public")
+
+
+def test_source_and_vps_of_different_major_versions_copy_in_text(
+    backup_env_pg17: BackupEnv, instance: dg.DagsterInstance, supabase17_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))  # pg_restore 17's script into 15
+    result = run_stream_backup("wehub_stream_17", instance)
+    assert result.success, step_errors(result)
+    restored = result.output_for_node(LOAD_STEP)
+    assert restored.stream.text_tables and not restored.stream.binary_tables
+    for query in ("SELECT count(*), sum(id) FROM public.events", "SELECT * FROM public.weird_values ORDER BY 1"):
+        as_text = f"SELECT r::text FROM ({query}) AS r"
+        assert vps_cluster.query(as_text, dbname="wehub_stream_17") == supabase17_cluster.query(as_text), query
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+class FaultSource(NamedTuple):
+    name: str
+    relay: FaultRelay  # between the run and the source
+
+
+@pytest.fixture
+def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
+                 tmp_path: Path) -> Iterator[FaultSource]:
+    """A source whose one table (about 12 MB, in ranges of 4 MB) takes seconds to copy: the run
+    reaches it through a relay that paces each connection."""
+    name = recreate_source(supabase_cluster, "stream_faults", (
+        "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 40000) i;"))
+    with FaultRelay(supabase_cluster.port, bytes_per_second=1_500_000) as relay:
+        monkeypatch.setenv("SUPABASE_DB_HOST", LOOPBACK)
+        monkeypatch.setenv("SUPABASE_DB_PORT", str(relay.port))
+        monkeypatch.setenv("PGPASSFILE", str(write_private_passfile(tmp_path / "relay.pgpass", [
+            PassEntry(LOOPBACK, str(relay.port), "*", APP_OWNER, backup_env.supabase_password),
+            PassEntry(backup_env.local_host, str(backup_env.local_port), "*", VPS_SUPERUSER,
+                      backup_env.local_password)])))
+        monkeypatch.setenv("SUPABASE_DB_NAME", name)
+        monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "4")
+        yield FaultSource(name, relay)
+    drop_source(supabase_cluster, name)
+
+
+def copying_backends(conn: psycopg.Connection) -> list[int]:
+    """The run's copy workers reading from the source now."""
+    return [row[0] for row in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY (SELECT%%' "
+        "AND state = 'active'", (APPLICATION_NAME,))]
+
+
+def snapshot_backend(cluster: PostgresCluster) -> int | None:
+    """The run's session that holds the snapshot: the oldest transaction of the run on the source."""
+    rows = cluster.query("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL "
+                         "ORDER BY xact_start LIMIT 1", (APPLICATION_NAME,))
+    return rows[0][0] if rows else None
+
+
+class OnceCopying:
+    """Runs ``fault`` (once, given their pids) as soon as copy workers are reading from the source."""
+
+    def __init__(self, cluster: PostgresCluster, fault: Callable[[list[int]], object]) -> None:
+        self.cluster, self.fault, self.fired = cluster, fault, threading.Event()
+        self._done = threading.Event()
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> OnceCopying:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        try:
+            with self.cluster.connect() as conn:
+                while not self._done.wait(0.01):
+                    if copying := copying_backends(conn):
+                        self.fault(copying)
+                        self.fired.set()
+                        return
+        except Exception as error:  # noqa: BLE001 - shown by the test's assertion
+            self.error = error
+            raise
+
+
+@pytest.mark.parametrize("side", ["source", "staging"])
+def test_a_worker_whose_connection_drops_copies_its_range_again(
+    side: str, fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    def cut_one_worker(workers: list[int]) -> None:
+        if side == "source":
+            supabase_cluster.query("SELECT pg_terminate_backend(%s)", (workers[0],))
+            return
+        [(writer,)] = vps_cluster.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY %%FROM STDIN%%' "
+            "LIMIT 1", (APPLICATION_NAME,))
+        vps_cluster.query("SELECT pg_terminate_backend(%s)", (writer,))
+
+    with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
+        result = run_stream_backup("wehub_stream_faults", instance)
+    assert watcher.fired.is_set(), watcher.error
+    assert result.success, step_errors(result)
+    assert result.output_for_node(LOAD_STEP).stream.retries >= 1
+    retried = [record.user_message for record in instance.all_logs(result.run_id)
+               if "connection lost" in record.user_message and "(attempt 2 of 3)" in record.user_message]
+    assert retried, "the retry was not logged"
+    source_rows = contents(supabase_cluster, fault_source.name, "public")
+    assert contents(vps_cluster, "wehub_stream_faults", "public") == source_rows
+
+
+def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    target = "wehub_stream_lost"
+    for _ in range(2):  # a target and its __previous
+        made = run_stream_backup(target, instance, engine="archive")
+        assert made.success, step_errors(made)
+    before = {name: database_state(vps_cluster, name) for name in (target, previous_name(target))}
+
+    def cut_snapshot_session(workers: list[int]) -> None:
+        supabase_cluster.query("SELECT pg_terminate_backend(%s)", (snapshot_backend(supabase_cluster),))
+
+    with OnceCopying(supabase_cluster, cut_snapshot_session) as watcher:
+        result = run_stream_backup(target, instance)
+    assert watcher.fired.is_set(), watcher.error
+    assert not result.success
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP
+    assert cause.startswith("the run's snapshot session on the source was lost") and "\n" not in cause
+    wait_for_run_sessions_to_end(vps_cluster)
+    assert staging_name(target) not in databases_named(vps_cluster, target)
+    assert {name: database_state(vps_cluster, name) for name in before} == before
+    wait_for_run_sessions_to_end(supabase_cluster)
+
+
+def test_a_source_that_stops_sending_mid_copy_fails_as_stalled(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEHUB_STALL_TIMEOUT_SECONDS", "3")
+    with OnceCopying(supabase_cluster, lambda workers: fault_source.relay.stop_forwarding(20)) as watcher:
+        result = run_stream_backup("wehub_stream_stalled", instance)
+    assert watcher.fired.is_set(), watcher.error
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP
+    assert cause.startswith("no data from the source for 3 s on an open connection"), cause
+    assert not databases_named(vps_cluster, "wehub_stream_stalled")
+
+
+def test_an_interrupt_mid_copy_closes_the_snapshot_and_drops_staging(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    with OnceCopying(supabase_cluster, lambda workers: os.kill(os.getpid(), signal.SIGINT)) as watcher:
+        result = run_stream_backup("wehub_stream_interrupted", instance)
+    assert watcher.fired.is_set(), watcher.error
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP and "interrupted by SIGINT" in cause, cause
+    wait_for_run_sessions_to_end(supabase_cluster)  # the snapshot's session and the workers' are gone
+    assert not databases_named(vps_cluster, "wehub_stream_interrupted")
+
+# --- the plan of a copy, without a server ------------------------------------------------------
+
+
+def table(name: str, size_bytes: int) -> StreamedTable:
+    return StreamedTable(1, "s", name, size_bytes, 8192, ("id",), True)
+
+
+def test_large_tables_go_first_and_in_page_ranges_whose_last_is_open() -> None:
+    small, large = table("small", 8192), table("large", 10 * 8192)
+    ranges = copy_ranges([small, large], range_bytes=4 * 8192, source_major=15)
+    assert [(r.table.name, r.first_page, r.end_page, r.whole) for r in ranges] == [
+        ("large", 0, 4, False), ("large", 4, 8, False), ("large", 8, None, False), ("small", 0, None, True)]
+    assert ranges[1].where().as_string() == " WHERE ctid >= '(4,0)'::tid AND ctid < '(8,0)'::tid"
+    assert ranges[2].where().as_string() == " WHERE ctid >= '(8,0)'::tid"
+    # Before TID range scans, each table is read whole.
+    assert all(r.whole for r in copy_ranges([large], range_bytes=4 * 8192, source_major=13))
+
+
+def test_streamed_tables_are_left_out_of_the_dump_by_exact_name() -> None:
+    odd = StreamedTable(1, 'My "Schema".x', "a*b?.c", 0, 8192, ("id",), True)
+    assert exclude_table_data_arguments([odd]) == ['--exclude-table-data="My ""Schema"".x"."a*b?.c"']
