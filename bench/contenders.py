@@ -1,4 +1,4 @@
-"""The five ways to copy the Supabase database to the VPS that the benchmark runs side by side.
+"""The ways to copy the Supabase database to the VPS that the benchmark runs side by side.
 
 Every contender copies the same scope (the job's own ``plan_scope``: Supabase-internal
 schemas and unreadable bookkeeping tables left out), reads the source through the same
@@ -173,6 +173,7 @@ def project_backup_job(attempt: Attempt, copy_engine: str | None = None) -> Deta
         "LOCAL_DB_NAME": "postgres",
         "PGPASSFILE": str(attempt.passfile),
         "WEHUB_BACKUP_DIR": str(attempt.workdir),
+        "WEHUB_ARCHIVE": "off",  # the archive of the verified copy is the job's own extra, not part of a copy
         "WEHUB_BACKUP_LOG": str(attempt.dagster_home / "supabase_backup.log"),
         "WEHUB_MIGRATION_LOG": str(attempt.dagster_home / "supabase_migration.log"),
         "WEHUB_PG_BINDIRS": str(attempt.client.bindir),
@@ -214,7 +215,8 @@ def job_details(dagster_home: Path, launched: float, ended: float) -> Details:
         "before_first_step_s": min(starts) - launched,
         "after_last_step_s": ended - max(ends),
         "between_steps_s": (max(ends) - min(starts)) - sum(steps.values()),
-        "egress_bytes": summary.value("dump_supabase_database", "egress_bytes"),
+        "egress_bytes": (summary.value("dump_supabase_database", "egress_bytes") or 0)
+        + (summary.value("restore_into_staging_database", "egress_bytes") or 0),
         "artifact_bytes": summary.value("dump_supabase_database", "artifact_bytes"),
         "dump_s": summary.value("dump_supabase_database", "duration_s"),
         "restore_s": summary.value("restore_into_staging_database", "duration_s"),
@@ -239,9 +241,9 @@ CONTENDERS = {
                   "pgcopydb clone --table-jobs N --index-jobs N --filters f (source login: supabase_admin)", pgcopydb_clone),
         Contender("job", "wehub-backup (the Dagster job)",
                   "wehub-backup backup TARGET", project_backup_job),
-        Contender("job_archive", "wehub-backup, archive engine",
-                  "WEHUB_BACKUP_COPY_ENGINE=archive wehub-backup backup TARGET",
-                  partial(project_backup_job, copy_engine="archive")),
+        Contender("job_stream", "wehub-backup, stream engine",
+                  "WEHUB_BACKUP_COPY_ENGINE=stream wehub-backup backup TARGET",
+                  partial(project_backup_job, copy_engine="stream")),
     )
 }
 

@@ -38,14 +38,15 @@ FIRST_USER_OID = 16384
 
 # The tables whose rows the copy carries, as the snapshot sees them: ordinary tables of the kept
 # schemas (partitions, not their parents) that an extension does not own, with their non-generated
-# columns and whether every one of those can travel in binary (a built-in type with binary I/O that
-# holds no OID of a catalog object, unlike the reg* types). A table without such a column keeps its
-# rows in the archive.
+# columns and whether binary COPY suits them: every column of a built-in type with binary I/O that
+# holds no OID of a catalog object (unlike the reg* types), and one of them bytea, whose text form
+# (hex) is twice its size. Without bytea, text is what pg_dump sends and no larger: binary frames
+# every value with four bytes of length, more than the digits of a small number take.
 _STREAMED_TABLES = """
 SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('block_size')::int,
        array_agg(a.attname::text ORDER BY a.attnum),
        bool_and(t.oid < %(first_user_oid)s AND t.typsend::oid <> 0 AND t.typreceive::oid <> 0
-                AND t.typname !~ '^_?reg')
+                AND t.typname !~ '^_?reg') AND bool_or(t.oid = 'bytea'::regtype)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 JOIN pg_type t ON t.oid = a.atttypid
@@ -67,7 +68,7 @@ class StreamedTable:
     size_bytes: int
     block_size: int
     columns: tuple[str, ...]  # the non-generated ones: staging computes the generated ones itself
-    binary_io: bool
+    binary_io: bool  # binary COPY reads it the same way and sends fewer bytes (see _STREAMED_TABLES)
 
     @property
     def qualified(self) -> str:
