@@ -18,7 +18,7 @@ from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import StreamResult, copy_ranges, copy_workers, stream_into_staging
+from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, copy_workers, stream_into_staging
 from wehub_backup.pg.toc import archive_listing, left_out_count
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
@@ -82,9 +82,11 @@ def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionIn
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
             f"({'binary where the types allow' if same_major else 'text: the servers differ in major version'})")
         try:
-            streamed = _timed(phases, "copy", lambda: stream_into_staging(
-                held, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                plan.restore_settings, log))
+            with held.source.tool_environment(plan.secrets_dir / "copy.pgpass") as env:
+                reader = SourceReader(plan.client.program("psql"), env, plan.source.encoding)
+                streamed = _timed(phases, "copy", lambda: stream_into_staging(
+                    held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
+                    plan.restore_settings, log))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:

@@ -1,17 +1,20 @@
 """The stream engine's copy: rows from the run's held snapshot straight into staging by COPY.
 
-Each worker imports the snapshot into a source session of its own (through the dump's relay,
-so its bytes count as egress) and pipes ``COPY (SELECT ...) TO STDOUT`` into ``COPY ... FROM
-STDIN`` on staging, block by block, never parsing a row: nothing is written to disk. A table
+For each range a worker starts psql on the source (through the dump's relay, so its bytes count
+as egress), which imports the snapshot and writes ``COPY (SELECT ...) TO STDOUT`` to a pipe; the
+worker feeds the pipe into ``COPY ... FROM STDIN`` on staging in large blocks, never parsing a
+row: nothing is written to disk. A table
 larger than the range size is copied in page ranges (a TID range scan), each its own staging
 transaction, so a dropped connection costs one range again, not the whole table.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,7 +59,7 @@ WHERE c.relkind = 'r' AND n.nspname = ANY(%(schemas)s) AND NOT (n.nspname || '.'
 GROUP BY c.oid, n.nspname, c.relname
 ORDER BY pg_relation_size(c.oid) DESC, n.nspname, c.relname"""
 # Output both sides read the same way, as pg_dump sets it: names schema-qualified, no lossy floats.
-_SESSION_SETTINGS = ("SELECT pg_catalog.set_config('search_path', '', false)", "SET DateStyle = 'ISO'",
+_SESSION_SETTINGS = ("SET search_path = ''", "SET DateStyle = 'ISO'",
                      "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3", "SET row_security = off")
 
 
@@ -159,6 +162,7 @@ class _Copy:
     """What every worker shares: where rows come from and go, and the flag that stops them all."""
 
     held: HeldSnapshot
+    reader: SourceReader
     staging: ConnectionInfo
     staging_db: str
     binary: Callable[[StreamedTable], bool]
@@ -189,6 +193,7 @@ class _Copy:
             self.result.bytes += received
 
     def _copy_once(self, task: CopyRange) -> tuple[int, int]:
+        """One range in one staging transaction, committed only when the source's psql ended cleanly."""
         table, binary = task.table, self.binary(task.table)
         fmt = sql.SQL("binary" if binary else "text")
         table_name = sql.Identifier(table.schema, table.name)
@@ -197,43 +202,90 @@ class _Copy:
             columns, table_name, task.where(), fmt)
         write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table_name, columns, fmt)
         received = 0
-        with self.held.source.connect(autocommit=False) as src, \
-                self.staging.connect(self.staging_db, autocommit=False) as dst:
-            self._import_snapshot(src)
+        with self.staging.connect(self.staging_db, autocommit=False) as dst:
             for statement in _SESSION_SETTINGS:
                 dst.execute(statement)
             # The bytes go through as the source sends them: staging reads them in the same encoding.
-            encoding = src.execute("SHOW client_encoding").fetchone()[0]
-            dst.execute("SELECT set_config('client_encoding', %s, false)", (encoding,))
+            dst.execute("SELECT set_config('client_encoding', %s, false)", (self.reader.encoding,))
             for name, value in self.staging_settings.items():  # money read in the source's locale
                 dst.execute("SELECT set_config(%s, %s, false)", (name, value))
-            with src.cursor() as out_cursor, dst.cursor() as in_cursor:
-                # The source's COPY ends (or fails) inside the staging one: rows cut short never commit.
-                with in_cursor.copy(write) as into:
-                    with out_cursor.copy(read) as out:
-                        for block in out:
-                            if self.stopping.is_set():
-                                raise psycopg.OperationalError("the copy was stopped")
-                            received += len(block)
-                            into.write(block)
-                    sent = out_cursor.rowcount
-                if sent < 0 or in_cursor.rowcount != sent:
-                    raise psycopg.OperationalError(f"the source sent {sent} rows, staging took {in_cursor.rowcount}")
-            src.rollback()  # the source still answers: what it sent was all of the range
+            with dst.cursor() as in_cursor:
+                with in_cursor.copy(write) as into, self.reader.open(self.held.snapshot, read.as_string(dst)) as out:
+                    for block in out.blocks():
+                        if self.stopping.is_set():
+                            raise psycopg.OperationalError("the copy was stopped")
+                        received += len(block)
+                        into.write(block)
+                    # The source's COPY must have ended cleanly inside the staging one: rows cut short never commit.
+                    out.check()
+                rows = in_cursor.rowcount
             dst.commit()
-        return sent, received
-
-    def _import_snapshot(self, src: psycopg.Connection) -> None:
-        """The run's snapshot, first in the worker's transaction; settings as pg_dump's."""
-        src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        src.read_only = True
-        src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.held.snapshot)))
-        for statement in _SESSION_SETTINGS:
-            src.execute(statement)
+        return rows, received
 
 
-def stream_into_staging(held: HeldSnapshot, staging: ConnectionInfo, staging_db: str, tasks: list[CopyRange],
-                        workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
+@dataclass(frozen=True)
+class SourceReader:
+    """How a worker reads a range from the source: psql in the run's snapshot, through the relay.
+
+    The rows travel from psql's output to staging's COPY in large blocks, parsed by neither side:
+    read through psycopg, each row would be one Python call (the copy was bound by it).
+    """
+
+    psql: str
+    environment: dict[str, str]  # libpq's variables for the relayed source, the password in a private file
+    encoding: str  # the source database's: psql sends in it, staging reads in it
+
+    def open(self, snapshot: str, copy_statement: str) -> RangeReader:
+        statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                      f"SET TRANSACTION SNAPSHOT '{snapshot}'", "SET client_min_messages = warning",
+                      *_SESSION_SETTINGS, copy_statement]
+        argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
+                *(part for statement in statements for part in ("-c", statement))]
+        return RangeReader(argv, {**self.environment, "PGCLIENTENCODING": self.encoding})
+
+
+class RangeReader:
+    """One psql process writing one range's COPY data to a pipe; killed if the copy stops early."""
+
+    BLOCK = 1 << 20
+    EXIT_WAIT_S = 60
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._argv, self._env = argv, env
+
+    def __enter__(self) -> RangeReader:
+        self._process = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+        return self
+
+    def blocks(self) -> Iterator[bytes]:
+        assert self._process.stdout is not None
+        descriptor = self._process.stdout.fileno()
+        while block := os.read(descriptor, self.BLOCK):
+            yield block
+
+    def check(self) -> None:
+        """Raise unless psql ended with success: a dropped connection or an error is a failed range."""
+        try:
+            code = self._process.wait(self.EXIT_WAIT_S)
+        except subprocess.TimeoutExpired as error:
+            raise psycopg.OperationalError(f"psql did not exit within {self.EXIT_WAIT_S} s of its COPY's end") from error
+        if code != 0:
+            assert self._process.stderr is not None
+            lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise psycopg.OperationalError(lines[-1] if lines else f"psql exited with code {code}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
+                        tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None]) -> StreamResult:
     """Copy every range with ``workers`` parallel workers; the first failure stops them all and is raised."""
     started = time.monotonic()
@@ -242,7 +294,7 @@ def stream_into_staging(held: HeldSnapshot, staging: ConnectionInfo, staging_db:
         (result.binary_tables if binary(table) else result.text_tables).append(table.qualified)
     result.binary_tables.sort()
     result.text_tables.sort()
-    job = _Copy(held, staging, staging_db, binary, staging_settings, log, result)
+    job = _Copy(held, reader, staging, staging_db, binary, staging_settings, log, result)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:
