@@ -221,6 +221,8 @@ def job_details(dagster_home: Path, launched: float, ended: float) -> Details:
         "dump_s": summary.value("dump_supabase_database", "duration_s"),
         "restore_s": summary.value("restore_into_staging_database", "duration_s"),
         "verify_s": summary.value("verify_restored_database", "duration_s"),
+        "load_phase_s": {phase: summary.value("restore_into_staging_database", f"{phase}_s")
+                         for phase in ("pre-data", "copy", "data", "post-data")},
         "pg_dump_peak_rss_bytes": summary.value("dump_supabase_database", "pg_dump_peak_rss_bytes"),
         "pg_restore_peak_rss_bytes": summary.value("restore_into_staging_database", "pg_restore_peak_rss_bytes"),
         "pg_dump_cpu_s": summary.value("dump_supabase_database", "pg_dump_cpu_s"),
