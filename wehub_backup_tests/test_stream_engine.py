@@ -280,8 +280,9 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
     vps_cluster: PostgresCluster,
 ) -> None:
     def cut_one_worker(workers: list[int]) -> None:
-        if side == "source":
-            supabase_cluster.query("SELECT pg_terminate_backend(%s)", (workers[0],))
+        if side == "source":  # cut on the way, while the relay still paces what the server sent
+            [(port,)] = supabase_cluster.query("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (workers[0],))
+            fault_source.relay.cut_client_of(port)
             return
         [(writer,)] = vps_cluster.query(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY %%FROM STDIN%%' "

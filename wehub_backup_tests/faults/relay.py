@@ -26,6 +26,8 @@ class FaultRelay(ByteCountingRelay):
         self.bytes_per_second = bytes_per_second
         self.forwarding = threading.Event()
         self.forwarding.set()
+        self._serving = threading.local()  # the client connection the current thread relays
+        self._clients_by_server_port: dict[int, socket.socket] = {}
 
     def stop_forwarding(self, for_seconds: float) -> None:
         """Hold every byte back for ``for_seconds``, connections open: a stalled source as a
@@ -48,6 +50,27 @@ class FaultRelay(ByteCountingRelay):
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def cut_client_of(self, server_port: int) -> None:
+        """Drop the one relayed connection whose server side is ``server_port`` (a backend's
+        ``client_port``) on its client's side: what the server sent and the relay still paces is lost."""
+        with self._lock:
+            client = self._clients_by_server_port[server_port]
+        try:
+            client.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _serve(self, client: socket.socket) -> None:
+        self._serving.client = client
+        super()._serve(client)
+
+    def _connect_upstream(self) -> socket.socket:
+        server = super()._connect_upstream()
+        if server.family == socket.AF_INET:
+            with self._lock:
+                self._clients_by_server_port[server.getsockname()[1]] = self._serving.client
+        return server
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
         super()._pump(source, _PacedSocket(sink, self), counter)  # type: ignore[arg-type]
