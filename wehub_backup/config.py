@@ -50,6 +50,14 @@ RUNTIME_DIR_ENV = "WEHUB_RUNTIME_DIR"
 COPY_ENGINE_ENV, DEFAULT_COPY_ENGINE = "WEHUB_BACKUP_COPY_ENGINE", "archive"
 COPY_ENGINES = ("stream", "archive")
 COPY_RANGE_ENV, DEFAULT_COPY_RANGE_MB = "WEHUB_BACKUP_COPY_RANGE_MB", 256
+# A backup copies everything (``full``), or starts from the current verified copy and fetches only
+# the chunks that changed (``incremental``, with the stream engine); an incremental run is full
+# after this many days since the last full copy. The daily schedule runs incremental backups
+# on the days the weekly full one does not run, unless it is turned off.
+BACKUP_MODE_ENV, DEFAULT_BACKUP_MODE = "WEHUB_BACKUP_MODE", "full"
+BACKUP_MODES = ("full", "incremental")
+FULL_EVERY_DAYS_ENV, DEFAULT_FULL_EVERY_DAYS = "WEHUB_BACKUP_FULL_EVERY_DAYS", 7
+DAILY_INCREMENTAL_ENV = "WEHUB_BACKUP_DAILY_INCREMENTAL"
 TIMEZONE_ENV, DEFAULT_TIMEZONE = "WEHUB_SCHEDULE_TIMEZONE", "UTC"
 TARGET_ENV = "WEHUB_BACKUP_TARGET_DB"
 TESTING_TARGET = "wehub_backup_test"
@@ -108,9 +116,19 @@ def _describe_character(char: str) -> str:
 
 def copy_engine(configured: str, setting: str) -> str:
     """The engine a backup run uses: its op config's ``copy_engine`` if set, else the setting."""
-    value, origin = (configured, "copy_engine (the run's config)") if configured.strip() else (setting, COPY_ENGINE_ENV)
-    if value.strip() not in COPY_ENGINES:
-        raise SettingsError(f"{origin} must be 'stream' or 'archive', not {value!r}; nothing was changed")
+    return _run_choice("copy_engine", configured, COPY_ENGINE_ENV, setting, COPY_ENGINES)
+
+
+def backup_mode(configured: str, setting: str) -> str:
+    """The mode a backup run asks for: its op config's ``mode`` if set, else the setting."""
+    return _run_choice("mode", configured, BACKUP_MODE_ENV, setting, BACKUP_MODES)
+
+
+def _run_choice(field: str, configured: str, variable: str, setting: str, choices: tuple[str, ...]) -> str:
+    value, origin = (configured, f"{field} (the run's config)") if configured.strip() else (setting, variable)
+    if value.strip() not in choices:
+        allowed = " or ".join(f"'{choice}'" for choice in choices)
+        raise SettingsError(f"{origin} must be {allowed}, not {value!r}; nothing was changed")
     return value.strip()
 
 

@@ -8,7 +8,7 @@ from wehub_backup.defs.archive.job import list_backup_archives, restore_backup_a
 from wehub_backup.defs.archive.ops import archives_asset_spec
 from wehub_backup.defs.assets import backup_copy_asset_specs, egress_asset_spec
 from wehub_backup.defs.backup.job import backup_supabase_to_vps
-from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
+from wehub_backup.defs.backup.schedule import build_daily_incremental_schedule, build_weekly_backup_schedule
 from wehub_backup.defs.migration.job import migrate_vps_to_supabase
 from wehub_backup.defs.resources import (
     alert_settings_from_env,
@@ -27,7 +27,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*backup_copy_asset_specs(), egress_asset_spec(), archives_asset_spec()],
         jobs=[backup_supabase_to_vps, migrate_vps_to_supabase, restore_backup_archive, list_backup_archives],
-        schedules=[build_weekly_backup_schedule()],
+        schedules=[build_weekly_backup_schedule(), build_daily_incremental_schedule()],
         sensors=[alert_on_run_failure, backup_freshness_sensor, egress_budget_sensor],
         resources={
             "supabase": supabase_database_from_env(),

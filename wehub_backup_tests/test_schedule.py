@@ -60,7 +60,8 @@ def test_target_is_read_from_the_environment_when_the_schedule_fires(monkeypatch
     production = run_request(schedule)
 
     for request, target in ((testing, "wehub_backup_test"), (production, "wehub")):
-        assert request.run_config == {"ops": {"plan_supabase_backup": {"config": {"target_database": target}}}}
+        assert request.run_config == {"ops": {"plan_supabase_backup": {"config": {"target_database": target,
+                                                                                 "mode": "full"}}}}
         assert request.tags["wehub/target"] == target
         assert request.tags["wehub/launched_by"] == "schedule"
         assert dg.validate_run_config(job, request.run_config)["ops"]["plan_supabase_backup"]["config"][

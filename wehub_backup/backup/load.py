@@ -6,17 +6,19 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import psycopg
 
+from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
-from wehub_backup.pg.dump import DumpResult, HeldSnapshot
+from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, copy_workers, stream_into_staging
 from wehub_backup.pg.toc import archive_listing, left_out_count
@@ -36,6 +38,7 @@ class RestoreResult:
     stream: StreamResult | None = None  # the stream engine's copy
     phase_seconds: dict[str, float] = field(default_factory=dict)  # pre-data, copy, data, post-data
     copy_egress_bytes: int = 0  # what the copy received from the source (the dump's bytes are the dump's)
+    increment: IncrementalCopy | None = None  # an incremental run's chunks compared and copied
 
 
 def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, log: Log,
@@ -59,7 +62,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         if dump.held is None:
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
         else:
-            result = _restore_around_copy(plan, dump.held, vps, restore, log)
+            result = _restore_around_copy(plan, dump, vps, restore, log)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
@@ -67,26 +70,40 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     return result
 
 
-def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionInfo,
+def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo,
                          restore: Callable[[list[str]], ToolRun], log: Log) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
     then what the archive carries (sequences' positions, large objects, rows of tables not
     streamed), then indexes, constraints and triggers (post-data), which build faster over
-    loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens."""
+    loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens.
+    An incremental run takes its unchanged rows from the current copy on the VPS instead."""
+    held = dump.held
+    assert held is not None
     phases: dict[str, float] = {}
+    increment = None
     try:
         _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
         workers = copy_workers(held, vps, plan.jobs)
         same_major = plan.source.major == plan.target_server.major
-        tasks = copy_ranges(held.tables, plan.range_bytes, plan.source.major)
+        if plan.base is None:
+            tasks = copy_ranges(held.tables, plan.range_bytes, plan.source.major)
+        else:
+            increment = incremental_tasks(held.tables, plan.base, dump.fingerprint, plan.range_bytes,
+                                          plan.source.major)
+            tasks = increment.tasks
+            log(increment.describe())
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
             f"({'binary where the types allow' if same_major else 'text: the servers differ in major version'})")
         try:
-            with held.source.tool_environment(plan.secrets_dir / "copy.pgpass") as env:
-                reader = SourceReader(plan.client.program("psql"), env, plan.source.encoding)
+            with ExitStack() as environments:
+                env = environments.enter_context(held.source.tool_environment(plan.secrets_dir / "copy.pgpass"))
+                psql = plan.client.program("psql")
+                reader = SourceReader(psql, env, plan.source.encoding)
+                copy_reader = None if plan.base is None else SourceReader(psql, environments.enter_context(
+                    vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding)
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    plan.restore_settings, log))
+                    plan.restore_settings, log, copy_reader))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
@@ -94,7 +111,7 @@ def _restore_around_copy(plan: BackupPlan, held: HeldSnapshot, vps: ConnectionIn
     copy_egress = held.copied_bytes  # closed: the relay counts no more
     _timed(phases, "data", lambda: restore(["--section=data"]))
     tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
-    return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress)
+    return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
 
 
 def _timed(phases: dict[str, float], name: str, step: Callable[[], T]) -> T:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 
+from wehub_backup.backup.increment import FULL, INCREMENTAL, IncrementBase, choose_mode, read_increment_base
 from wehub_backup.config import (
     COPY_RANGE_ENV,
     DEFAULT_COPY_ENGINE,
@@ -46,10 +48,15 @@ class BackupPlan:
     restore_settings: dict[str, str] = field(default_factory=dict)  # for the restore's sessions
     copy_engine: str = DEFAULT_COPY_ENGINE  # "archive": pg_dump to disk, then pg_restore; "stream": COPY into staging
     range_bytes: int = DEFAULT_COPY_RANGE_MB * 2**20  # the stream engine copies a larger table in page ranges
+    mode: str = FULL  # "incremental": staging from the current copy, only changed chunks from the source
+    mode_reason: str = ""
+    base: IncrementBase | None = None  # the current copy an incremental run builds on
+    manifest_file: Path | None = None  # the record of the target's verified copy (run/manifest.py)
 
     @property
     def streams(self) -> bool:
-        return self.copy_engine == "stream"
+        """Whether rows come by COPY from a held snapshot: the stream engine, and every incremental run."""
+        return self.copy_engine == "stream" or self.base is not None
 
     @property
     def staging(self) -> str:
@@ -68,7 +75,7 @@ class BackupPlan:
         engine, without the rows the copy carries, and the snapshot held for that copy."""
         return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.kept_schemas,
                            self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True,
-                           hold_snapshot=self.streams)
+                           hold_snapshot=self.streams, chunked=self.base.chunked() if self.base else {})
 
 
 def plan_backup(
@@ -118,6 +125,16 @@ def plan_backup(
         raise NotEnoughSpace(shortfall)
     return BackupPlan(target, catalog.server, target_server, catalog, scope, client, workdir, secrets_dir, jobs,
                       source_identity(source), adopt, restore_settings, copy_engine, range_bytes)
+
+
+def plan_mode(plan: BackupPlan, vps: ConnectionInfo, requested: str, manifest_file: Path, adopted: bool,
+              full_every: timedelta) -> None:
+    """Decide full or incremental under the target's lock; an incremental run reads the current
+    copy it builds on here (on the VPS: no egress)."""
+    decision, manifest = choose_mode(requested, manifest_file, vps, plan.target, plan.copy_of, adopted, full_every)
+    plan.mode, plan.mode_reason, plan.manifest_file = decision.mode, decision.reason, manifest_file
+    if decision.mode == INCREMENTAL and manifest is not None:
+        plan.base = read_increment_base(vps, plan.target, manifest, plan.kept_schemas, plan.excluded_tables)
 
 
 def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:

@@ -22,6 +22,7 @@ from wehub_backup.errors import TargetBusy
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import (
     Blocker,
+    database_oid,
     describe_blockers,
     drop_database,
     find_blockers,
@@ -30,6 +31,7 @@ from wehub_backup.pg.databases import (
 )
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.locks import TargetLock
+from wehub_backup.run.manifest import record_copy
 from wehub_backup.run.marks import Mark, MarkState, check_replaceable, read_marks, write_mark
 from wehub_backup.run.targets import generation_names, previous_name, retired_name, staging_name
 from wehub_backup.threads import run_beside
@@ -50,8 +52,15 @@ class PromoteResult:
 def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,
             timeout_seconds: float) -> PromoteResult:
     """The swap, on the session that holds the run's lock and checked on it inside the swap's
-    transaction: a run whose lock went (and another run may have taken it) cannot swap."""
-    return promote_copy(plan.target, plan.copy_of, vps, lock, policy, timeout_seconds, adopt=plan.adopt)
+    transaction: a run whose lock went (and another run may have taken it) cannot swap. The new
+    copy's record follows, for the incremental runs that will build on it."""
+    result = promote_copy(plan.target, plan.copy_of, vps, lock, policy, timeout_seconds, adopt=plan.adopt)
+    if plan.manifest_file is not None:
+        with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+            oid = database_oid(conn, plan.target)
+        if oid is not None:
+            record_copy(plan.manifest_file, plan.copy_of, oid, plan.mode, plan.base.manifest if plan.base else None)
+    return result
 
 
 def promote_copy(target: str, copy_of: str, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,

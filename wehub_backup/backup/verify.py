@@ -11,6 +11,7 @@ from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
 from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.manifest import forget_copy
 
 
 @dataclass
@@ -29,5 +30,7 @@ def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> V
                                     large_objects=True)
     problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)
     if problems:
+        if plan.manifest_file is not None:  # the next run must not build on what this one could not verify
+            forget_copy(plan.manifest_file)
         raise VerificationFailed(f"verification failed: {first_of(problems)}")
     return VerificationResult(time.monotonic() - started, len(copy.tables), copy.total_rows, copy)

@@ -25,6 +25,7 @@ from wehub_backup.alerts.messages import Alert
 from wehub_backup.config import BUDGET_ENV, EgressSettings
 from wehub_backup.defs.assets import EGRESS_ASSET_KEY
 from wehub_backup.defs.metadata import readable
+from wehub_backup.defs.names import MODE_TAG
 from wehub_backup.errors import EgressBudgetError
 from wehub_backup.units import human_bytes
 
@@ -162,12 +163,15 @@ def egress_usage(
     return EgressUsage(cycle, now, settings.budget_bytes, tuple(sorted(runs, key=lambda r: r.measured_at)))
 
 
-def last_successful_egress(instance: dg.DagsterInstance, job_name: str) -> int | None:
-    """What the most recent successful run of ``job_name`` received: the best guess for the next one."""
+def last_successful_egress(instance: dg.DagsterInstance, job_name: str, mode: str = "full") -> int | None:
+    """What the most recent successful run of ``job_name`` in ``mode`` received: the best guess for
+    the next one (a run without a mode tag was full: incremental runs came later)."""
     successes = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=5
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20
     )
     for record in successes:
+        if record.dagster_run.tags.get(MODE_TAG, "full") != mode:
+            continue
         measured = recorded_egress(instance, record.dagster_run.run_id)
         if measured:
             return sum(egress_bytes for egress_bytes, _ in measured)
@@ -197,14 +201,21 @@ class BudgetCheck:
 
 
 FIRST_RUN_BASIS = "the source database's size, its bytea data twice"
+# Before the first incremental run, what one is expected to cost: the share of a full copy the
+# incremental targets allow for a day of an app's changes.
+FIRST_INCREMENTAL_SHARE = 20
+FIRST_INCREMENTAL_BASIS = f"1/{FIRST_INCREMENTAL_SHARE} of a full copy (no incremental run yet)"
 
 
-def estimate_run_egress(instance: dg.DagsterInstance, job_name: str, first_run_bytes: int) -> tuple[int, str]:
-    """The coming dump's egress: the last successful run's, else ``first_run_bytes`` (from the
-    catalog: ``DatabaseCatalog.first_dump_egress``)."""
-    last = last_successful_egress(instance, job_name)
+def estimate_run_egress(instance: dg.DagsterInstance, job_name: str, first_run_bytes: int,
+                        mode: str = "full") -> tuple[int, str]:
+    """The coming run's egress: the last successful run's of the same mode, else one estimated from
+    ``first_run_bytes`` (from the catalog: ``DatabaseCatalog.first_dump_egress``)."""
+    last = last_successful_egress(instance, job_name, mode)
     if last is not None:
-        return last, "like the last successful run"
+        return last, "like the last successful run" if mode == "full" else f"like the last successful {mode} run"
+    if mode == "incremental":
+        return first_run_bytes // FIRST_INCREMENTAL_SHARE, FIRST_INCREMENTAL_BASIS
     return first_run_bytes, FIRST_RUN_BASIS
 
 
@@ -214,12 +225,13 @@ def check_run_budget(
     first_run_bytes: int,
     force: bool,
     log: logging.Logger | dg.DagsterLogManager = _LOG,
+    mode: str = "full",
 ) -> BudgetCheck:
     """Refuse a run whose expected egress would exceed the budget, unless it is forced.
 
     Called before the run changes anything, so a refused run leaves the copy as it was.
     """
-    estimate, basis = estimate_run_egress(instance, job_name, first_run_bytes)
+    estimate, basis = estimate_run_egress(instance, job_name, first_run_bytes, mode)
     check = BudgetCheck(egress_usage(instance), estimate, basis)
     if check.over_budget:
         if not force:

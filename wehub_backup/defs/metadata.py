@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from wehub_backup.backup.increment import IncrementalCopy, chunk_digest_bytes
 from wehub_backup.backup.load import RestoreResult
 from wehub_backup.defs.resources import BackupWorkspace
 from wehub_backup.pg.dump import DumpResult
@@ -65,6 +66,7 @@ def stream_metadata(restored: RestoreResult) -> dict[str, object]:
     return {
         "egress_bytes": restored.copy_egress_bytes,
         "rows_copied": restored.stream.rows,
+        "rows_from_current_copy": restored.stream.rows_from_copy,
         "copy_data_bytes": restored.stream.bytes,
         "copy_workers": restored.stream.workers,
         "copy_ranges": restored.stream.ranges,
@@ -73,6 +75,22 @@ def stream_metadata(restored: RestoreResult) -> dict[str, object]:
         "binary_copy_tables": markdown_list(restored.stream.binary_tables),
         "text_copy_tables": markdown_list(restored.stream.text_tables),
     }
+
+
+def increment_metadata(increment: IncrementalCopy) -> dict[str, object]:
+    """What an incremental copy compared and fetched: the chunks, and the tables kept or copied whole."""
+    return {
+        "chunks_compared": increment.chunks_compared,
+        "chunks_copied": increment.chunks_copied,
+        "tables_unchanged": len(increment.tables_kept),
+        "tables_copied_whole": markdown_list(increment.tables_copied_whole),
+    }
+
+
+def chunk_digest_metadata(fingerprint: DatabaseFingerprint) -> dict[str, object]:
+    """How many chunk digests the source sent, and about how many bytes they took (part of the dump's egress)."""
+    return {"chunk_digests": sum(len(chunks) for chunks in fingerprint.chunks.values()),
+            "chunk_digest_bytes": chunk_digest_bytes(fingerprint)}
 
 
 def settings_text(settings: dict[str, str]) -> str:

@@ -80,6 +80,11 @@ class BackupWorkspace(dg.ConfigurableResource):
                              "'archive' (pg_dump to disk, then pg_restore) or 'stream' (COPY straight into staging).")
     copy_range_mb: int = Field(default=config.DEFAULT_COPY_RANGE_MB, description=f"Set by {config.COPY_RANGE_ENV}: "
                                "the stream engine copies a table larger than this in page ranges.")
+    backup_mode: str = Field(default=config.DEFAULT_BACKUP_MODE, description=f"Set by {config.BACKUP_MODE_ENV}: "
+                             "'full', or 'incremental' (only the chunks that changed since the verified copy).")
+    full_every_days: int = Field(default=config.DEFAULT_FULL_EVERY_DAYS, description=f"Set by "
+                                 f"{config.FULL_EVERY_DAYS_ENV}: an incremental run is full once the last full "
+                                 "copy is this many days old.")
 
     def extra_bindirs(self) -> list[Path]:
         return [Path(entry) for entry in self.pg_bindirs.split(":") if entry]
@@ -129,6 +134,8 @@ def backup_workspace_from_env() -> BackupWorkspace:
         runtime_dir=env_or_default(config.RUNTIME_DIR_ENV, ""),
         copy_engine=env_or_default(config.COPY_ENGINE_ENV, config.DEFAULT_COPY_ENGINE),
         copy_range_mb=env_or_default(config.COPY_RANGE_ENV, config.DEFAULT_COPY_RANGE_MB),
+        backup_mode=env_or_default(config.BACKUP_MODE_ENV, config.DEFAULT_BACKUP_MODE),
+        full_every_days=env_or_default(config.FULL_EVERY_DAYS_ENV, config.DEFAULT_FULL_EVERY_DAYS),
     )
 
 

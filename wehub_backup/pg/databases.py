@@ -14,6 +14,12 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def database_oid(conn: psycopg.Connection, name: str) -> int | None:
+    """The database's OID (it stays through renames), or None where there is no such database."""
+    row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row[0] if row else None
+
+
 def drop_database(conn: psycopg.Connection, name: str) -> bool:
     """Drop a database this project owns (staging or the oldest generation), sessions and all."""
     if not database_exists(conn, name):

@@ -18,6 +18,7 @@ import psycopg
 from wehub_backup.config import STALL_TIMEOUT_ENV
 from wehub_backup.errors import DumpFailed, LockConflict, SnapshotLost, SourceStalled, ToolError
 from wehub_backup.pg.catalog import DatabaseCatalog
+from wehub_backup.pg.chunks import ChunkBounds
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
@@ -52,6 +53,8 @@ class DumpRequest:
     # The stream engine's dump: the tables' rows are left out of the archive (they are copied
     # from the snapshot, which stays held after the dump for that copy).
     hold_snapshot: bool = False
+    # An incremental run's tables to digest chunk by chunk, cut where the current copy's chunks are.
+    chunked: dict[str, ChunkBounds] = field(default_factory=dict)
 
 
 # The held snapshots of this process by their run's working directory, so a failed or interrupted
@@ -227,7 +230,7 @@ def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: Con
             tool_run, fingerprint = run_beside(
                 pg_dump.finish,
                 lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
-                                             large_objects=plan.large_objects),
+                                             large_objects=plan.large_objects, chunked=plan.chunked),
                 "pg-tool", on_failure=pg_dump.stop_because,
             )
         except ToolError as error:

@@ -9,11 +9,13 @@ false mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+
+from wehub_backup.pg.chunks import ChunkBounds, chunk_keys
 
 # Text output of values must not depend on session settings that may differ between servers
 # (a role's search_path, say: reg* values print schema-qualified only outside it).
@@ -96,6 +98,10 @@ class TableFingerprint:
     digest: str
     size_bytes: int = 0
 
+    def same_rows(self, other: TableFingerprint | None) -> bool:
+        """Whether ``other`` counts and digests the same rows (their size on disk aside)."""
+        return other is not None and (self.rows, self.digest) == (other.rows, other.digest)
+
 
 @dataclass
 class DatabaseFingerprint:
@@ -105,10 +111,17 @@ class DatabaseFingerprint:
     sequences: dict[str, int] = field(default_factory=dict)
     object_counts: dict[str, int] = field(default_factory=dict)
     large_objects: TableFingerprint | None = None  # count and digest, where the copy carries them
+    chunks: dict[str, dict[int, TableFingerprint]] = field(default_factory=dict)  # tables cut as asked
 
     @property
     def total_rows(self) -> int:
         return sum(t.rows for t in self.tables.values())
+
+
+def summed(parts: Iterable[TableFingerprint], size_bytes: int = 0) -> TableFingerprint:
+    """The fingerprint of rows split in parts (a table's chunks): counts and digests add up."""
+    parts = list(parts)
+    return TableFingerprint(sum(p.rows for p in parts), str(sum(int(p.digest) for p in parts)), size_bytes)
 
 
 def set_stable_output(conn: psycopg.Connection) -> None:
@@ -122,6 +135,7 @@ def fingerprint_database(
     sequences: dict[str, int] | None = None,
     *,
     large_objects: bool = False,
+    chunked: Mapping[str, ChunkBounds] | None = None,
 ) -> DatabaseFingerprint:
     """Fingerprint the kept schemas of the database ``conn`` is connected to.
 
@@ -129,7 +143,8 @@ def fingerprint_database(
     in any session on the restored copy. Sequence positions are read here unless the caller
     has them already (the backup reads them before pg_dump starts: they move outside
     transactions). Large objects belong to no schema; ``large_objects`` adds them (the
-    backup copies them, the migration leaves them out).
+    backup copies them, the migration leaves them out). A table of ``chunked`` whose primary key is
+    still the one its bounds were cut by is digested chunk by chunk (``chunks``), its digest their sum.
     """
     set_stable_output(conn)
     params = {"schemas": schemas, "excluded": _qualified(excluded_tables)}
@@ -138,9 +153,15 @@ def fingerprint_database(
     result = DatabaseFingerprint(sequences=sequences)
     for kind, query in _OBJECT_COUNTS.items():
         result.object_counts[kind] = conn.execute(query.format(scope=_RELATION_SCOPE), params).fetchone()[0]
+    keys = chunk_keys(conn, schemas) if chunked else {}
     for schema, table, size in _leaf_tables(conn, params):
-        rows, digest = table_digest(conn, schema, table)
-        result.tables[f"{schema}.{table}"] = TableFingerprint(rows, digest, size)
+        name = f"{schema}.{table}"
+        bounds = (chunked or {}).get(name)
+        if bounds is not None and keys.get(name) == bounds.key:
+            result.chunks[name] = chunk_digests(conn, schema, table, bounds)
+            result.tables[name] = summed(result.chunks[name].values(), size)
+        else:
+            result.tables[name] = TableFingerprint(*table_digest(conn, schema, table), size)
     if large_objects:
         rows, digest = conn.execute(_LARGE_OBJECTS).fetchone()
         result.large_objects = TableFingerprint(rows, str(digest))
@@ -185,22 +206,41 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str, *, columns: 
     partitioning, the same on every PostgreSQL version), summed exactly as numeric:
     order-independent, and a changed row goes unnoticed with a chance of about 2^-64. (A
     second, differently seeded hash took 40% more time for a margin no accidental
-    corruption needs; backup manifests make do with a 32-bit CRC.) Columns go in name
-    order, so a copy whose physical column order differs (a partition attached with its
-    own layout) compares equal; strings are hashed by their bytes (collation "C"), and
-    types whose hash would differ between servers (enums and others hashed by OID) go in
-    as text. ``columns`` and ``where`` narrow it to the rows and columns a copy carries of a
-    table that also holds others (the users a migration adds to a project's ``auth.users``).
+    corruption needs; backup manifests make do with a 32-bit CRC.) ``columns`` and ``where``
+    narrow it to the rows and columns a copy carries of a table that also holds others (the
+    users a migration adds to a project's ``auth.users``).
+    """
+    rows, digest = conn.execute(
+        sql.SQL("SELECT count(*), coalesce(sum({hash}), 0) FROM {}.{} AS t WHERE {}").format(
+            sql.Identifier(schema), sql.Identifier(table), where, hash=row_hash(conn, schema, table, columns))
+    ).fetchone()
+    return rows, str(digest)
+
+
+def chunk_digests(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds) -> dict[int, TableFingerprint]:
+    """Row count and digest of each chunk of the table that holds rows: the same sums as
+    ``table_digest``, grouped, so a table's chunks add up to its digest."""
+    rows = conn.execute(
+        sql.SQL("SELECT {bucket}, count(*), sum({hash}) FROM {}.{} AS t GROUP BY 1").format(
+            sql.Identifier(schema), sql.Identifier(table), bucket=bounds.bucket(),
+            hash=row_hash(conn, schema, table))
+    ).fetchall()
+    return {chunk: TableFingerprint(count, str(digest)) for chunk, count, digest in rows}
+
+
+def row_hash(conn: psycopg.Connection, schema: str, table: str, columns: Collection[str] | None = None) -> sql.Composable:
+    """The 64-bit hash of a row ``t`` of the table that the digests sum.
+
+    Columns go in name order, so a copy whose physical column order differs (a partition
+    attached with its own layout) compares equal; strings are hashed by their bytes (collation
+    "C"), and types whose hash would differ between servers (enums and others hashed by OID) go
+    in as text.
     """
     inputs = sorted(column for column in conn.execute(_COLUMN_HASH_INPUTS, {
         "schema": schema, "table": table, "binary": list(_BINARY_HASHED_TYPES), "strings": list(_STRING_TYPES),
     }).fetchall() if columns is None or column[0] in columns)
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in inputs))
-    rows, digest = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)), 0) FROM {}.{} AS t WHERE {}").format(
-            sql.Identifier(schema), sql.Identifier(table), where, row=row)
-    ).fetchone()
-    return rows, str(digest)
+    return sql.SQL("hash_record_extended({}, 0)").format(row)
 
 
 def _hash_input(name: str, base_type: str, binary: bool, string: bool, is_domain: bool) -> sql.Composable:

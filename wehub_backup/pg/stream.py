@@ -49,7 +49,8 @@ _STREAMED_TABLES = """
 SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('block_size')::int,
        array_agg(a.attname::text ORDER BY a.attnum),
        bool_and(t.oid < %(first_user_oid)s AND t.typsend::oid <> 0 AND t.typreceive::oid <> 0
-                AND t.typname !~ '^_?reg') AND bool_or(t.oid = 'bytea'::regtype)
+                AND t.typname !~ '^_?reg') AND bool_or(t.oid = 'bytea'::regtype),
+       array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 JOIN pg_type t ON t.oid = a.atttypid
@@ -72,6 +73,7 @@ class StreamedTable:
     block_size: int
     columns: tuple[str, ...]  # the non-generated ones: staging computes the generated ones itself
     binary_io: bool  # binary COPY reads it the same way and sends fewer bytes (see _STREAMED_TABLES)
+    definition: tuple[str, ...] = ()  # the copied columns with their types: a copy of it takes the same rows
 
     @property
     def qualified(self) -> str:
@@ -83,8 +85,8 @@ def streamed_tables(conn: psycopg.Connection, schemas: list[str],
     """The tables whose rows the stream engine copies, largest first, read in ``conn``'s snapshot."""
     rows = conn.execute(_STREAMED_TABLES, {"schemas": schemas, "first_user_oid": FIRST_USER_OID,
                                            "excluded": [f"{s}.{t}" for s, t in excluded_tables]}).fetchall()
-    return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary))
-            for oid, schema, name, size, block, columns, binary in rows]
+    return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary), tuple(definition))
+            for oid, schema, name, size, block, columns, binary, definition in rows]
 
 
 def exclude_table_data_arguments(tables: list[StreamedTable]) -> list[str]:
@@ -94,20 +96,29 @@ def exclude_table_data_arguments(tables: list[StreamedTable]) -> list[str]:
 
 @dataclass(frozen=True)
 class CopyRange:
-    """One staging transaction's worth of a table: pages [first_page, end_page), or the whole table."""
+    """One staging transaction's worth of a table: pages [first_page, end_page), the rows a
+    condition selects (an incremental copy's chunks), or the whole table; read from the source's
+    snapshot, or ``from_copy``: from the current copy on the VPS."""
 
     table: StreamedTable
     first_page: int = 0
     end_page: int | None = None  # None: to the table's end (rows added since its size was read included)
     whole: bool = True
+    selection: sql.Composable | None = field(default=None, compare=False)
+    from_copy: bool = False
+    label: str = ""  # what ``selection`` selects, in words
 
     def describe(self) -> str:
+        if self.selection is not None:
+            return f"{self.table.qualified} {self.label}"
         if self.whole:
             return self.table.qualified
         end = f"{self.end_page}" if self.end_page is not None else "end"
         return f"{self.table.qualified} pages {self.first_page}-{end}"
 
     def where(self) -> sql.Composable:
+        if self.selection is not None:
+            return sql.SQL(" WHERE ") + self.selection
         if self.whole:
             return sql.SQL("")
         lower = sql.SQL(" WHERE ctid >= {}::tid").format(sql.Literal(f"({self.first_page},0)"))
@@ -138,6 +149,8 @@ class StreamResult:
     ranges: int = 0
     rows: int = 0
     bytes: int = 0  # COPY data received from the source (without the protocol's framing)
+    rows_from_copy: int = 0  # an incremental copy's unchanged rows, read from the current copy on the VPS
+    bytes_from_copy: int = 0
     retries: int = 0
     binary_tables: list[str] = field(default_factory=list)
     text_tables: list[str] = field(default_factory=list)
@@ -163,6 +176,7 @@ class _Copy:
 
     held: HeldSnapshot
     reader: SourceReader
+    copy_reader: SourceReader | None  # the current copy on the VPS, for an incremental copy's unchanged rows
     staging: ConnectionInfo
     staging_db: str
     binary: Callable[[StreamedTable], bool]
@@ -189,8 +203,12 @@ class _Copy:
                 with self.lock:
                     self.result.retries += 1
         with self.lock:
-            self.result.rows += rows
-            self.result.bytes += received
+            if task.from_copy:
+                self.result.rows_from_copy += rows
+                self.result.bytes_from_copy += received
+            else:
+                self.result.rows += rows
+                self.result.bytes += received
 
     def _copy_once(self, task: CopyRange) -> tuple[int, int]:
         """One range in one staging transaction, committed only when the source's psql ended cleanly."""
@@ -202,6 +220,8 @@ class _Copy:
             columns, table_name, task.where(), fmt)
         write = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(table_name, columns, fmt)
         received = 0
+        reader, snapshot = (self.copy_reader, None) if task.from_copy else (self.reader, self.held.snapshot)
+        assert reader is not None
         with self.staging.connect(self.staging_db, autocommit=False) as dst:
             for statement in _SESSION_SETTINGS:
                 dst.execute(statement)
@@ -210,7 +230,7 @@ class _Copy:
             for name, value in self.staging_settings.items():  # money read in the source's locale
                 dst.execute("SELECT set_config(%s, %s, false)", (name, value))
             with dst.cursor() as in_cursor:
-                with in_cursor.copy(write) as into, self.reader.open(self.held.snapshot, read.as_string(dst)) as out:
+                with in_cursor.copy(write) as into, reader.open(snapshot, read.as_string(dst)) as out:
                     for block in out.blocks():
                         if self.stopping.is_set():
                             raise psycopg.OperationalError("the copy was stopped")
@@ -235,10 +255,11 @@ class SourceReader:
     environment: dict[str, str]  # libpq's variables for the relayed source, the password in a private file
     encoding: str  # the source database's: psql sends in it, staging reads in it
 
-    def open(self, snapshot: str, copy_statement: str) -> RangeReader:
+    def open(self, snapshot: str | None, copy_statement: str) -> RangeReader:
+        """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given."""
         statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                      f"SET TRANSACTION SNAPSHOT '{snapshot}'", "SET client_min_messages = warning",
-                      *_SESSION_SETTINGS, copy_statement]
+                      *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
+                      "SET client_min_messages = warning", *_SESSION_SETTINGS, copy_statement]
         argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
                 *(part for statement in statements for part in ("-c", statement))]
         return RangeReader(argv, {**self.environment, "PGCLIENTENCODING": self.encoding})
@@ -286,7 +307,7 @@ class RangeReader:
 
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
-                        log: Callable[[str], None]) -> StreamResult:
+                        log: Callable[[str], None], copy_reader: SourceReader | None = None) -> StreamResult:
     """Copy every range with ``workers`` parallel workers; the first failure stops them all and is raised."""
     started = time.monotonic()
     result = StreamResult(0.0, workers, len(tasks))
@@ -294,7 +315,7 @@ def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: Conne
         (result.binary_tables if binary(table) else result.text_tables).append(table.qualified)
     result.binary_tables.sort()
     result.text_tables.sort()
-    job = _Copy(held, reader, staging, staging_db, binary, staging_settings, log, result)
+    job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from wehub_backup.config import COPY_ENGINE_ENV, PRODUCTION_TARGET, TARGET_ENV, TESTING_TARGET, configured_backup_target
+from wehub_backup.config import (
+    BACKUP_MODE_ENV,
+    COPY_ENGINE_ENV,
+    PRODUCTION_TARGET,
+    TARGET_ENV,
+    TESTING_TARGET,
+    configured_backup_target,
+)
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 
 
@@ -28,6 +35,10 @@ class BackupConfig(dg.Config):
     parallel_jobs: int = Field(default=0, description="pg_dump/pg_restore workers; 0 sizes them to the CPU count (max 4).")
     copy_engine: str = Field(
         default="", description=f"'stream' or 'archive' for this run; empty: {COPY_ENGINE_ENV} ('archive' when unset)."
+    )
+    mode: str = Field(
+        default="", description=f"'full' or 'incremental' for this run; empty: {BACKUP_MODE_ENV} ('full' when unset). "
+        "An incremental run is full when the current copy cannot be built on (see the README's incremental backups).",
     )
     force_over_budget: bool = Field(
         default=False,
@@ -53,10 +64,13 @@ class PromoteConfig(dg.Config):
     )
 
 
-def backup_run_config(target: str, adopt: bool = False) -> dict:
-    """Run config of one backup into ``target``: the only setting a scheduled run needs (adopting
-    a database the project did not mark is an operator's one-off choice, never the schedule's)."""
+def backup_run_config(target: str, adopt: bool = False, mode: str = "") -> dict:
+    """Run config of one backup into ``target``, in ``mode`` if given (else the configured one): the
+    settings a scheduled run needs (adopting a database the project did not mark is an operator's
+    one-off choice, never the schedule's)."""
     config: dict = {"target_database": target}
     if adopt:
         config["adopt_existing_target"] = True
+    if mode:
+        config["mode"] = mode
     return {"ops": {"plan_supabase_backup": {"config": config}}}

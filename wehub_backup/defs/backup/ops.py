@@ -4,17 +4,18 @@ Ops run one after another in one process (``in_process_executor``): the source s
 the run lock and the working directory belong to that process, and die with it.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from wehub_backup.backup.extract import extract_supabase
 from wehub_backup.backup.load import RestoreResult, restore_into_staging
-from wehub_backup.backup.plan import BackupPlan, check_vps_databases, plan_backup
+from wehub_backup.backup.plan import BackupPlan, check_vps_databases, plan_backup, plan_mode
 from wehub_backup.backup.promote import PromoteResult, promote
 from wehub_backup.backup.stage import drop_staging, recreate_staging
 from wehub_backup.backup.verify import VerificationResult, verify_staging
-from wehub_backup.config import copy_engine
+from wehub_backup.config import FULL_EVERY_DAYS_ENV, backup_mode, copy_engine, within_bounds
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import BackupConfig, PromoteConfig
 from wehub_backup.defs.egress import check_run_budget
@@ -28,7 +29,9 @@ from wehub_backup.defs.lifecycle import (
     start_run,
 )
 from wehub_backup.defs.metadata import (
+    chunk_digest_metadata,
     dump_metadata,
+    increment_metadata,
     markdown_list,
     readable,
     run_process_usage,
@@ -36,7 +39,7 @@ from wehub_backup.defs.metadata import (
     settings_text,
     stream_metadata,
 )
-from wehub_backup.defs.names import TARGET_TAG
+from wehub_backup.defs.names import MODE_TAG, TARGET_TAG
 from wehub_backup.defs.outcome import report_outcome
 from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
 from wehub_backup.defs.steps import guarded_op
@@ -44,6 +47,7 @@ from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
 from wehub_backup.pg.dump import DumpResult, close_held_snapshot
 from wehub_backup.run.locks import TargetLock
+from wehub_backup.run.manifest import manifest_path
 from wehub_backup.run.targets import previous_name
 from wehub_backup.run.workdir import RunDirectory
 
@@ -59,6 +63,8 @@ def plan_supabase_backup(
     """Check names, connections, versions, privileges, disk space and that the target's databases
     are this project's copies; nothing is changed yet."""
     engine = copy_engine(config.copy_engine, workspace.copy_engine)
+    requested_mode = backup_mode(config.mode, workspace.backup_mode)
+    full_every = timedelta(days=within_bounds(FULL_EVERY_DAYS_ENV, workspace.full_every_days, 1))
     directories = start_run(context, workspace, config.target_database)
     vps_info = vps.connection_info()
     plan = plan_backup(
@@ -69,15 +75,24 @@ def plan_supabase_backup(
         adopt=config.adopt_existing_target, copy_engine=engine, range_bytes=workspace.copy_range_mb * 2**20,
     )
     budget = check_run_budget(context.instance, context.job_name, plan.catalog.first_dump_egress,
-                              config.force_over_budget, context.log)
+                              config.force_over_budget, context.log, requested_mode)
     lock_on_vps(vps_info, context.run_id, plan.target)
     adopted = check_vps_databases(plan, vps_info)
     if adopted:
         context.log.warning(f"adopting {', '.join(adopted)} (adopt_existing_target): the run may replace them")
-    context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target})
+    plan_mode(plan, vps_info, requested_mode, manifest_path(Path(workspace.backup_dir), plan.target),
+              bool(adopted), full_every)
+    context.log.info(f"{plan.mode} backup: {plan.mode_reason}")
+    if plan.mode != requested_mode:  # an incremental run that must be full costs a full run's egress
+        budget = check_run_budget(context.instance, context.job_name, plan.catalog.first_dump_egress,
+                                  config.force_over_budget, context.log, plan.mode)
+    context.instance.add_run_tags(context.run_id, {TARGET_TAG: plan.target, MODE_TAG: plan.mode})
     context.add_output_metadata(readable({
         "target": plan.target,
-        "copy_engine": plan.copy_engine,
+        "mode": plan.mode,
+        "mode_reason": plan.mode_reason,
+        "copy_engine": "stream" if plan.streams else plan.copy_engine,
+        **({"current_copy_read_s": seconds(plan.base.seconds)} if plan.base else {}),
         "source_server_version": plan.source.version,
         "vps_server_version": plan.target_server.version,
         "pg_dump": f"{plan.client.version} ({plan.client.bindir})",
@@ -102,7 +117,8 @@ def dump_supabase_database(
                                 low_priority=workspace.low_priority)
     except DumpFailed as failed:
         raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
-    context.add_output_metadata(readable({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace)}))
+    context.add_output_metadata(readable({"egress_bytes": dump.egress_bytes, **dump_metadata(dump, workspace),
+                                          **(chunk_digest_metadata(dump.fingerprint) if plan.base else {})}))
     return dump
 
 
@@ -134,6 +150,7 @@ def restore_into_staging_database(
         "pg_restore_peak_rss_bytes": restored.pg_restore.peak_rss_bytes,
         "pg_restore_cpu_s": seconds(restored.pg_restore.cpu_seconds),
         **(stream_metadata(restored) if restored.stream else {}),
+        **(increment_metadata(restored.increment) if restored.increment else {}),
     }))
     return restored
 
@@ -177,6 +194,7 @@ def promote_staging_database(
         asset_key=backup_copy_asset_key(plan.target),
         description=f"Verified copy of the Supabase database in VPS database {plan.target}",
         metadata=readable({
+            "mode": plan.mode,
             "egress_bytes": dump.run_egress_bytes,
             "artifact_bytes": dump.artifact_bytes,
             "rows": verified.rows,

@@ -1,0 +1,189 @@
+"""Incremental backups: staging built from the current verified copy, with only what changed fetched.
+
+The run reads the current copy on the VPS first (at no egress): each table's definition, its
+chunk bounds and the count and digest of every chunk, or of the whole table where it has no
+usable key. The source computes the same chunk digests in the run's snapshot, beside the dump
+of the schema, and their sums are its table digests, so the verification is the full one of
+every run. The copy then takes each unchanged chunk from the current copy and each changed one
+from the snapshot; a table that is new or whose columns changed comes whole from the source.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from wehub_backup.config import FULL_EVERY_DAYS_ENV
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_bounds, chunk_keys
+from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
+from wehub_backup.pg.databases import database_oid
+from wehub_backup.pg.fingerprint import (
+    DatabaseFingerprint,
+    TableFingerprint,
+    chunk_digests,
+    set_stable_output,
+    summed,
+    table_digest,
+)
+from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
+from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.manifest import CopyManifest, read_manifest
+
+FULL, INCREMENTAL = "full", "incremental"
+
+
+@dataclass(frozen=True)
+class CopiedTable:
+    """A table of the current copy as the incremental run compares it with the source."""
+
+    definition: tuple[str, ...]
+    whole: TableFingerprint
+    bounds: ChunkBounds | None = None  # None: no usable key, compared whole
+    chunks: dict[int, TableFingerprint] = field(default_factory=dict)
+
+
+@dataclass
+class IncrementBase:
+    """The current verified copy an incremental run starts from, read on the VPS."""
+
+    manifest: CopyManifest
+    tables: dict[str, CopiedTable]
+    seconds: float
+
+    def chunked(self) -> dict[str, ChunkBounds]:
+        """Each keyed table's bounds: the source cuts its chunks at the same keys."""
+        return {name: table.bounds for name, table in self.tables.items() if table.bounds is not None}
+
+
+@dataclass(frozen=True)
+class ModeDecision:
+    mode: str
+    reason: str  # why: what was asked, or what made an incremental run full
+
+
+def decide_mode(requested: str, manifest: CopyManifest | None, target_oid: int | None, copy_of: str,
+                adopted: bool, full_every: timedelta, now: datetime | None = None) -> ModeDecision:
+    """Incremental only when asked and the current copy can be trusted as its base: recorded as
+    verified, of this source, still the same database, and its full copy recent enough."""
+    if requested == FULL:
+        return ModeDecision(FULL, "a full copy was asked for")
+    now = now or datetime.now(UTC)
+    if adopted or target_oid is None:
+        why = "the target was adopted" if adopted else "there is no copy yet"
+    elif manifest is None:
+        why = "no record of a verified copy (first incremental run, or the last verification failed)"
+    elif manifest.source != copy_of:
+        why = f"the recorded copy is of {manifest.source}, not of {copy_of}"
+    elif manifest.database_oid != target_oid:
+        why = "the target is not the database the record was written for (replaced since)"
+    elif manifest.full_age(now) >= full_every:
+        why = (f"the last full copy is {manifest.full_age(now).days} days old ({FULL_EVERY_DAYS_ENV}="
+               f"{full_every.days})")
+    else:
+        return ModeDecision(INCREMENTAL, f"building on the copy verified at {manifest.verified_at}")
+    return ModeDecision(FULL, f"full instead of incremental: {why}")
+
+
+def target_oid(vps: ConnectionInfo, target: str) -> int | None:
+    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+        return database_oid(conn, target)
+
+
+def choose_mode(requested: str, manifest_file: Path, vps: ConnectionInfo, target: str, copy_of: str,
+                adopted: bool, full_every: timedelta) -> tuple[ModeDecision, CopyManifest | None]:
+    """The run's mode, from its request and the record of the current copy (run under the target's lock)."""
+    manifest = read_manifest(manifest_file)
+    oid = target_oid(vps, target) if requested == INCREMENTAL else None
+    return decide_mode(requested, manifest, oid, copy_of, adopted, full_every), manifest
+
+
+def read_increment_base(vps: ConnectionInfo, target: str, manifest: CopyManifest, schemas: list[str],
+                        excluded_tables: list[tuple[str, str]]) -> IncrementBase:
+    """Read the current copy's tables: definition, chunk bounds and digests (or a whole digest)."""
+    started = time.monotonic()
+    with connect_or_explain(vps, "the VPS server", target) as conn:
+        set_stable_output(conn)
+        keys = chunk_keys(conn, schemas)
+        tables = {table.qualified: _copied_table(conn, table, keys.get(table.qualified))
+                  for table in streamed_tables(conn, schemas, excluded_tables)}
+    return IncrementBase(manifest, tables, time.monotonic() - started)
+
+
+def _copied_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> CopiedTable:
+    if key is None:
+        return CopiedTable(table.definition, TableFingerprint(*table_digest(conn, table.schema, table.name)))
+    bounds = chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
+    chunks = chunk_digests(conn, table.schema, table.name, bounds)
+    return CopiedTable(table.definition, summed(chunks.values()), bounds, chunks)
+
+
+# A result row as the server sends it: its type, length and field count, and each field's length.
+_DATA_ROW_BYTES, _FIELD_BYTES = 7, 4
+
+
+def chunk_digest_bytes(fingerprint: DatabaseFingerprint) -> int:
+    """About what the source sent for the chunk digests: each chunk's row (number, count, digest) as text."""
+    return sum(_DATA_ROW_BYTES + 3 * _FIELD_BYTES + len(str(number)) + len(str(chunk.rows)) + len(chunk.digest)
+               for chunks in fingerprint.chunks.values() for number, chunk in chunks.items())
+
+
+@dataclass
+class IncrementalCopy:
+    """What an incremental copy does, for its log and metadata."""
+
+    tasks: list[CopyRange]
+    chunks_compared: int = 0
+    chunks_copied: int = 0
+    tables_kept: list[str] = field(default_factory=list)  # every row from the current copy
+    tables_copied_whole: list[str] = field(default_factory=list)  # new, redefined, or unkeyed and changed
+
+    def describe(self) -> str:
+        return (f"incremental copy: {self.chunks_copied} of {self.chunks_compared} chunks changed; "
+                f"{len(self.tables_kept)} tables unchanged, {len(self.tables_copied_whole)} copied whole "
+                "(new, redefined, or without a usable key and changed)")
+
+
+def incremental_tasks(tables: list[StreamedTable], base: IncrementBase, source: DatabaseFingerprint,
+                      range_bytes: int, source_major: int) -> IncrementalCopy:
+    """The copy's work: per table, its unchanged chunks from the current copy and its changed ones
+    from the snapshot; whole from the source where the table is new, redefined, or cannot be cut."""
+    plan = IncrementalCopy([])
+    for table in tables:
+        copied = base.tables.get(table.qualified)
+        source_chunks = source.chunks.get(table.qualified)
+        if copied is None or copied.definition != table.definition:
+            plan.tables_copied_whole.append(table.qualified)
+            plan.tasks += copy_ranges([table], range_bytes, source_major)
+        elif copied.bounds is not None and source_chunks is not None:
+            _chunk_tasks(plan, table, copied, source_chunks)
+        elif copied.whole.same_rows(source.tables.get(table.qualified)):
+            plan.tables_kept.append(table.qualified)
+            plan.tasks.append(CopyRange(table, from_copy=True))
+        else:
+            plan.tables_copied_whole.append(table.qualified)
+            plan.tasks += copy_ranges([table], range_bytes, source_major)
+    return plan
+
+
+def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTable,
+                 source_chunks: dict[int, TableFingerprint]) -> None:
+    """A changed chunk comes from the snapshot; every other row from the copy (the two conditions
+    are each other's negation, so every row is taken exactly once)."""
+    assert copied.bounds is not None
+    numbers = source_chunks.keys() | copied.chunks.keys()
+    changed = {n for n in numbers if source_chunks.get(n) != copied.chunks.get(n)}
+    plan.chunks_compared += len(numbers)
+    plan.chunks_copied += len(changed)
+    fetched = copied.bounds.selection(changed)
+    if changed:
+        plan.tasks.append(CopyRange(table, whole=False, selection=fetched, label=f"{len(changed)} changed chunks"))
+    if numbers - changed:
+        plan.tasks.append(CopyRange(table, whole=False, selection=sql.SQL("NOT ") + fetched, from_copy=True,
+                                    label="unchanged rows from the copy"))
+    if not changed:
+        plan.tables_kept.append(table.qualified)

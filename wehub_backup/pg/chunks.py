@@ -1,0 +1,126 @@
+"""Chunks of a table: key ranges both servers cut the same way, for an incremental copy.
+
+A chunk is the rows between two values of the table's primary key. The boundaries come from
+the current copy on the VPS (read there, at no egress) and go to the source as a parameter, so
+``width_bucket`` puts each row in the same chunk on both sides; the count and digest sum of
+each chunk then say, for a few bytes, which chunks changed. Rows whose keys lie beyond the
+last boundary (an app's new rows) fall in the last chunk, and those below the first in chunk 0:
+every row is in exactly one chunk, on either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+# Key types whose order is the same on every server: numbers, dates and times, uuids, and
+# strings compared by their bytes (collation "C", never the server's locale).
+_ORDERED_KEY_TYPES = ("int2", "int4", "int8", "numeric", "date", "timestamp", "timestamptz", "uuid")
+_STRING_KEY_TYPES = ("text", "varchar", "bpchar")
+# What a chunk should hold: small enough that a changed row costs little egress again, large
+# enough that the chunks' digests (a few dozen bytes each) cost next to nothing.
+CHUNK_BYTES = 128 * 1024
+MIN_CHUNK_ROWS = 64
+# A copy selects its chunks by key ranges written into its statement (an argument of psql);
+# runs of changed chunks beyond this many are merged across the smallest gaps.
+MAX_RANGES = 256
+
+# Tables with a one-column primary key of an ordered type, read in the session's snapshot.
+_CHUNK_KEYS = """
+SELECT n.nspname || '.' || c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       base.typname = ANY(%(strings)s)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE i.indisprimary AND i.indnatts = 1 AND c.relkind = 'r' AND n.nspname = ANY(%(schemas)s)
+  AND base.typname = ANY(%(types)s)"""
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    """The column a table is cut by, its type as both servers spell it, and whether it is a string."""
+
+    column: str
+    type: str
+    string: bool
+
+    def expression(self) -> sql.Composable:
+        column = sql.Identifier(self.column)
+        return sql.SQL('{} COLLATE "C"').format(column) if self.string else column
+
+    def value(self, text: str) -> sql.Composable:
+        return sql.SQL("{}::{}").format(sql.Literal(text), sql.SQL(self.type))
+
+
+def chunk_keys(conn: psycopg.Connection, schemas: list[str]) -> dict[str, ChunkKey]:
+    """The chunk key of every table of ``schemas`` that has one, by qualified name (one round trip)."""
+    rows = conn.execute(_CHUNK_KEYS, {"schemas": schemas, "strings": list(_STRING_KEY_TYPES),
+                                      "types": list(_ORDERED_KEY_TYPES + _STRING_KEY_TYPES)}).fetchall()
+    return {name: ChunkKey(column, type_name, string) for name, column, type_name, string in rows}
+
+
+@dataclass(frozen=True)
+class ChunkBounds:
+    """Where a table's chunks start: chunk ``i`` (1 <= i < n) holds keys in [bounds[i-1], bounds[i]),
+    chunk 0 the keys below the first bound, chunk n those from the last on."""
+
+    key: ChunkKey
+    bounds: tuple[str, ...]  # the keys' text, in the key's order
+
+    @property
+    def chunks(self) -> int:
+        return len(self.bounds) + 1
+
+    def bucket(self) -> sql.Composable:
+        """The chunk of the row at hand, the same number on both servers."""
+        if not self.bounds:
+            return sql.SQL("0")
+        return sql.SQL("width_bucket({}, {}::text[]::{}[])").format(
+            self.key.expression(), sql.Literal(list(self.bounds)), sql.SQL(self.key.type))
+
+    def selection(self, chunks: Iterable[int]) -> sql.Composable:
+        """A condition true for the rows of ``chunks`` (runs merged up to ``MAX_RANGES`` key ranges)."""
+        ranges = [self._key_range(first, last) for first, last in merged_runs(sorted(set(chunks)), MAX_RANGES)]
+        return sql.SQL("({})").format(sql.SQL(" OR ").join(ranges)) if ranges else sql.SQL("false")
+
+    def _key_range(self, first: int, last: int) -> sql.Composable:
+        conditions = []
+        if first > 0:
+            conditions.append(sql.SQL("{} >= {}").format(self.key.expression(), self.key.value(self.bounds[first - 1])))
+        if last < len(self.bounds):
+            conditions.append(sql.SQL("{} < {}").format(self.key.expression(), self.key.value(self.bounds[last])))
+        return sql.SQL("({})").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("true")
+
+
+def merged_runs(chunks: list[int], limit: int) -> list[tuple[int, int]]:
+    """Sorted ``chunks`` as runs (first, last) of consecutive numbers, at most ``limit`` of them:
+    beyond it, the runs with the smallest gaps between them are joined (the gap is copied too)."""
+    runs: list[list[int]] = []
+    for chunk in chunks:
+        if runs and runs[-1][1] == chunk - 1:
+            runs[-1][1] = chunk
+        else:
+            runs.append([chunk, chunk])
+    while len(runs) > limit:
+        gap = min(range(len(runs) - 1), key=lambda i: runs[i + 1][0] - runs[i][1])
+        runs[gap][1] = runs.pop(gap + 1)[1]
+    return [(first, last) for first, last in runs]
+
+
+def chunk_bounds(conn: psycopg.Connection, schema: str, table: str, key: ChunkKey, table_bytes: int) -> ChunkBounds:
+    """Bounds cutting the table, as ``conn`` sees it, into chunks of about ``CHUNK_BYTES``."""
+    rows = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
+    per_chunk = max(MIN_CHUNK_ROWS, rows * CHUNK_BYTES // table_bytes if table_bytes else rows)
+    if rows <= per_chunk:
+        return ChunkBounds(key, ())
+    bounds = conn.execute(sql.SQL(
+        "SELECT k::text AS bound FROM (SELECT k, row_number() OVER (ORDER BY k) AS i FROM (SELECT {key} AS k FROM {t}) s)"
+        " r WHERE i > 1 AND (i - 1) % {n} = 0 ORDER BY i").format(
+        key=key.expression(), t=sql.Identifier(schema, table), n=sql.Literal(per_chunk))).fetchall()
+    return ChunkBounds(key, tuple(bound for (bound,) in bounds))

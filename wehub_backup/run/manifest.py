@@ -1,0 +1,64 @@
+"""The record of the verified copy a target holds, which an incremental backup builds on.
+
+An incremental run starts its staging database from the current copy and fetches only what
+changed, so it must know that copy is one the project verified, of this source, and when the
+last full copy was made. The record says so, for the very database it was written for: the
+target's OID is in it, so a copy put there any other way (restored from an archive, or
+replaced by hand) has no record and gets a full copy. A failed verification forgets the
+record, so the run after it is full as well.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from wehub_backup.files import write_private_text
+from wehub_backup.run.workdir import ensure_private_directory
+
+MANIFEST_DIRECTORY = "copies"
+
+
+@dataclass(frozen=True)
+class CopyManifest:
+    """What is known of a verified copy: its source, its database, when it was verified, and when the
+    last full copy it builds on was made."""
+
+    source: str
+    database_oid: int
+    verified_at: str  # ISO 8601, UTC
+    full_at: str
+    mode: str  # "full" or "incremental": how this copy was made
+
+    def full_age(self, now: datetime) -> timedelta:
+        return now - datetime.fromisoformat(self.full_at)
+
+
+def manifest_path(backup_dir: Path, target: str) -> Path:
+    return backup_dir / MANIFEST_DIRECTORY / f"{target}.json"
+
+
+def read_manifest(path: Path) -> CopyManifest | None:
+    """The record at ``path``, or None when there is none or it cannot be read as one."""
+    try:
+        return CopyManifest(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def record_copy(path: Path, source: str, database_oid: int, mode: str, previous: CopyManifest | None,
+                now: datetime | None = None) -> CopyManifest:
+    """Write the record of a copy just swapped in; an incremental one keeps its full copy's date."""
+    stamp = (now or datetime.now(UTC)).isoformat()
+    full_at = previous.full_at if mode == "incremental" and previous is not None else stamp
+    manifest = CopyManifest(source, database_oid, stamp, full_at, mode)
+    ensure_private_directory(path.parent)
+    write_private_text(path, json.dumps(asdict(manifest), indent=2) + "\n")
+    return manifest
+
+
+def forget_copy(path: Path) -> None:
+    """Drop the record: the copy can no longer be trusted as the base of an incremental run."""
+    path.unlink(missing_ok=True)

@@ -1,0 +1,224 @@
+"""Incremental backups end to end: staging from the current copy, only changed chunks from the source."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
+from wehub_backup.definitions import build_definitions
+from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
+from wehub_backup.pg.chunks import merged_runs
+from wehub_backup.run.manifest import CopyManifest, manifest_path, read_manifest
+from wehub_backup.run.targets import previous_name, staging_name
+from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.harness.supabase_like import APP_OWNER
+from wehub_backup_tests.support.backup_runs import databases_named, step_errors
+from wehub_backup_tests.support.environment import BackupEnv
+
+SCHEMA = "Incr Schema"
+LOAD_STEP, PLAN_STEP, DUMP_STEP = "restore_into_staging_database", "plan_supabase_backup", "dump_supabase_database"
+INCREMENTAL_SQL = f"""
+CREATE SCHEMA "{SCHEMA}";
+CREATE TABLE "{SCHEMA}".items (id bigint PRIMARY KEY, body text NOT NULL, at timestamptz NOT NULL);
+INSERT INTO "{SCHEMA}".items SELECT i, repeat(md5(i::text), 3), '2024-01-01'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 30000) i;
+CREATE TABLE "{SCHEMA}"."Coded Rows" (code text PRIMARY KEY, v int);
+INSERT INTO "{SCHEMA}"."Coded Rows" SELECT 'c' || lpad(i::text, 6, '0') || (CASE WHEN i % 3 = 0 THEN 'Z' ELSE 'a' END),
+  i FROM generate_series(1, 8000) i;
+CREATE TABLE "{SCHEMA}".unkeyed (v int, w text);
+INSERT INTO "{SCHEMA}".unkeyed SELECT i, 'w' || i FROM generate_series(1, 500) i;
+CREATE TABLE "{SCHEMA}".still (v int);
+INSERT INTO "{SCHEMA}".still SELECT generate_series(1, 100);
+CREATE TABLE "{SCHEMA}".stamped (at timestamptz PRIMARY KEY, n numeric);
+INSERT INTO "{SCHEMA}".stamped SELECT '2024-01-01'::timestamptz + i * interval '1 second', i / 7.0
+  FROM generate_series(1, 6000) i;
+"""
+CONTENTS_TABLES = ("items", '"Coded Rows"', "unkeyed", "still", "stamped")
+
+
+@pytest.fixture
+def incremental_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
+    supabase_cluster.execute(INCREMENTAL_SQL, user=APP_OWNER)
+    yield SCHEMA
+    supabase_cluster.execute(f'DROP SCHEMA "{SCHEMA}" CASCADE', user=APP_OWNER)
+
+
+def run_backup(target: str, instance: dg.DagsterInstance, mode: str) -> dg.ExecuteInProcessResult:
+    return build_definitions().get_job_def(BACKUP_JOB).execute_in_process(
+        run_config=backup_run_config(target, mode=mode), instance=instance, raise_on_error=False)
+
+
+def step_metadata(result: dg.ExecuteInProcessResult, step: str) -> dict[str, object]:
+    [output] = [event.step_output_data.metadata for event in result.all_events
+                if event.is_successful_output and event.step_key == step]
+    return {name: entry.value for name, entry in output.items()}
+
+
+def run_egress(result: dg.ExecuteInProcessResult) -> int:
+    return result.output_for_node(DUMP_STEP).egress_bytes + result.output_for_node(LOAD_STEP).copy_egress_bytes
+
+
+def table_rows(cluster: PostgresCluster, dbname: str, table: str) -> list[tuple]:
+    return cluster.query(f'SELECT r::text FROM "{SCHEMA}".{table} AS r ORDER BY 1', dbname=dbname)
+
+
+def assert_same_contents(supabase: PostgresCluster, vps: PostgresCluster, target: str) -> None:
+    for table in CONTENTS_TABLES:
+        assert table_rows(vps, target, table) == table_rows(supabase, "postgres", table), table
+
+
+def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
+    target = "wehub_incr_same"
+    full = run_backup(target, instance, FULL)
+    assert full.success, step_errors(full)
+    manifest = read_manifest(manifest_path(backup_env.backup_dir, target))
+    assert manifest is not None and manifest.mode == FULL and manifest.full_at == manifest.verified_at
+    assert (manifest_path(backup_env.backup_dir, target).stat().st_mode & 0o777) == 0o600
+
+    again = run_backup(target, instance, INCREMENTAL)
+    assert again.success, step_errors(again)
+    plan = step_metadata(again, PLAN_STEP)
+    assert plan["mode"] == INCREMENTAL, plan["mode_reason"]
+    assert again.dagster_run.tags[MODE_TAG] == INCREMENTAL
+    load = step_metadata(again, LOAD_STEP)
+    assert load["chunks_copied"] == 0 < load["chunks_compared"]
+    assert load["rows_copied"] == 0 and load["rows_from_current_copy"] >= 44_600
+    assert load["tables_unchanged"] >= len(CONTENTS_TABLES)
+    dump = step_metadata(again, DUMP_STEP)
+    assert dump["chunk_digests"] >= load["chunks_compared"] - 5 and dump["chunk_digest_bytes"] > 0
+    # The schema, the digests and the source's own tables: a small share of what the full run cost.
+    assert run_egress(again) < run_egress(full) * 0.2
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+    assert databases_named(vps_cluster, target) == {target, previous_name(target)}
+    after = read_manifest(manifest_path(backup_env.backup_dir, target))
+    assert after is not None and after.mode == INCREMENTAL and after.full_at == manifest.full_at
+    assert after.database_oid != manifest.database_oid  # the new copy is a new database; __previous is the old
+
+
+def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
+    target = "wehub_incr_changes"
+    assert run_backup(target, instance, FULL).success
+    supabase_cluster.execute(f"""
+        INSERT INTO "{SCHEMA}".items SELECT i, 'new ' || i, now() FROM generate_series(30001, 30200) i;
+        UPDATE "{SCHEMA}".items SET body = 'updated' WHERE id > 29900 AND id <= 30000;
+        DELETE FROM "{SCHEMA}".items WHERE id IN (5, 15000);
+        INSERT INTO "{SCHEMA}".items VALUES (0, 'below every bound', now());
+        UPDATE "{SCHEMA}"."Coded Rows" SET v = -v WHERE code = 'c004000a';
+        INSERT INTO "{SCHEMA}"."Coded Rows" VALUES ('B before lower case', 1), ('zzz', 2);
+        UPDATE "{SCHEMA}".unkeyed SET w = 'changed' WHERE v = 7;
+        UPDATE "{SCHEMA}".stamped SET n = 0 WHERE at = '2024-01-01 00:50:00+00';
+        ALTER TABLE "{SCHEMA}".still ADD COLUMN note text DEFAULT 'added';
+        CREATE TABLE "{SCHEMA}".fresh (id int PRIMARY KEY);
+        INSERT INTO "{SCHEMA}".fresh SELECT generate_series(1, 10);
+    """, user=APP_OWNER)
+
+    result = run_backup(target, instance, INCREMENTAL)
+    assert result.success, step_errors(result)
+    load = step_metadata(result, LOAD_STEP)
+    assert step_metadata(result, PLAN_STEP)["mode"] == INCREMENTAL
+    # items: the first and last chunks, the deleted row's; Coded: two ends and one middle; stamped: one.
+    assert 4 <= load["chunks_copied"] <= 10 < load["chunks_compared"]
+    whole = str(load["tables_copied_whole"])
+    assert all(name in whole for name in ("unkeyed", "still", "fresh")) and "items" not in whole
+    assert load["rows_copied"] < 16_000 and load["rows_from_current_copy"] > 40_000
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+    assert table_rows(vps_cluster, target, "fresh") == table_rows(supabase_cluster, "postgres", "fresh")
+    assert vps_cluster.query(f'SELECT count(*) FROM "{SCHEMA}".still WHERE note = %s', ("added",),
+                             dbname=target) == [(100,)]
+    # Indexes and constraints came with the schema (post-data), as in a full copy.
+    assert vps_cluster.query(f"""SELECT count(*) FROM pg_indexes WHERE schemaname = %s""", (SCHEMA,),
+                             dbname=target) == supabase_cluster.query(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = %s", (SCHEMA,))
+
+
+def test_a_copy_that_changes_under_the_run_fails_verification_and_the_next_run_is_full(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
+    """The rows an incremental run keeps come from the current copy: a write there after the run
+    read its digests must not make a copy that differs from the source pass as verified."""
+    target = "wehub_incr_race"
+    assert run_backup(target, instance, FULL).success
+    before = table_rows(vps_cluster, target, "items")
+    tamper = threading.Thread(target=_write_when_staging_appears, args=(vps_cluster, target), daemon=True)
+    tamper.start()
+    raced = run_backup(target, instance, INCREMENTAL)
+    tamper.join(60)
+    assert not raced.success
+    assert any("verification failed" in error and "items" in error for error in step_errors(raced))
+    assert read_manifest(manifest_path(backup_env.backup_dir, target)) is None
+    assert staging_name(target) not in databases_named(vps_cluster, target)
+
+    vps_cluster.execute(f'UPDATE "{SCHEMA}".items SET body = repeat(md5(id::text), 3) WHERE id = 20000',
+                        dbname=target)
+    assert table_rows(vps_cluster, target, "items") == before
+    next_run = run_backup(target, instance, INCREMENTAL)
+    assert next_run.success, step_errors(next_run)
+    assert step_metadata(next_run, PLAN_STEP)["mode"] == FULL
+    assert "no record of a verified copy" in str(step_metadata(next_run, PLAN_STEP)["mode_reason"])
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+
+
+def _write_when_staging_appears(vps: PostgresCluster, target: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if vps.query("SELECT 1 FROM pg_database WHERE datname = %s", (staging_name(target),)):
+            vps.execute(f"UPDATE \"{SCHEMA}\".items SET body = 'written on the copy' WHERE id = 20000", dbname=target)
+            return
+        time.sleep(0.005)
+
+
+def test_a_copy_without_a_record_of_this_database_gets_a_full_copy(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, incremental_source: str,
+) -> None:
+    target = "wehub_incr_record"
+    first = run_backup(target, instance, INCREMENTAL)  # no copy yet
+    assert first.success, step_errors(first)
+    assert step_metadata(first, PLAN_STEP)["mode"] == FULL
+    path = manifest_path(backup_env.backup_dir, target)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "database_oid": record["database_oid"] + 1}))
+    second = run_backup(target, instance, INCREMENTAL)
+    assert second.success, step_errors(second)
+    assert "not the database the record was written for" in str(step_metadata(second, PLAN_STEP)["mode_reason"])
+
+
+def test_mode_decision() -> None:
+    now = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+    week = timedelta(days=7)
+    fresh = CopyManifest("u@h/db", 42, (now - timedelta(days=1)).isoformat(), (now - timedelta(days=3)).isoformat(),
+                         INCREMENTAL)
+    assert decide_mode(INCREMENTAL, fresh, 42, "u@h/db", False, week, now).mode == INCREMENTAL
+    assert decide_mode(FULL, fresh, 42, "u@h/db", False, week, now).mode == FULL
+    for manifest, oid, source, adopted, why in (
+        (None, 42, "u@h/db", False, "no record"),
+        (fresh, None, "u@h/db", False, "no copy yet"),
+        (fresh, 43, "u@h/db", False, "not the database"),
+        (fresh, 42, "other@h/db", False, "not of other@h/db"),
+        (fresh, 42, "u@h/db", True, "adopted"),
+        (CopyManifest("u@h/db", 42, now.isoformat(), (now - week).isoformat(), INCREMENTAL), 42, "u@h/db", False,
+         "7 days old"),
+    ):
+        decision = decide_mode(INCREMENTAL, manifest, oid, source, adopted, week, now)
+        assert decision.mode == FULL and why in decision.reason, decision
+
+
+def test_changed_chunk_runs_are_merged_across_the_smallest_gaps() -> None:
+    assert merged_runs([1, 2, 3, 7, 9, 10], 10) == [(1, 3), (7, 7), (9, 10)]
+    assert merged_runs([1, 2, 3, 7, 9, 10], 2) == [(1, 3), (7, 10)]
+    assert merged_runs([0, 100, 101, 200], 1) == [(0, 200)]
+    assert merged_runs([], 3) == []
