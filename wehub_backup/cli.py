@@ -22,7 +22,7 @@ from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.workspace.load import location_origin_from_module_name
 
-from wehub_backup.config import configured_backup_target, dagster_home, dagster_url
+from wehub_backup.config import BACKUP_MODES, configured_backup_target, dagster_home, dagster_url
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import egress_usage, format_egress_report, last_successful_egress
 from wehub_backup.defs.migration.config import migration_run_config
@@ -41,11 +41,12 @@ from wehub_backup.files import open_private, private_umask
 from wehub_backup.summary import format_summary, summarize_run
 
 
-def run_backup(target: str, adopt: bool = False) -> int:
-    """Run the backup job against ``target`` and print its summary; the exit code says how it went."""
+def run_backup(target: str, adopt: bool = False, mode: str = "") -> int:
+    """Run the backup job against ``target`` (in ``mode``, else the configured one) and print its
+    summary; the exit code says how it went."""
     from wehub_backup.definitions import backup_job_with_resources
 
-    return _run_recorded(backup_job_with_resources, backup_run_config(target, adopt), {TARGET_TAG: target})
+    return _run_recorded(backup_job_with_resources, backup_run_config(target, adopt, mode), {TARGET_TAG: target})
 
 
 def run_migration(overwrite: bool, new_project: bool = False, with_users: bool = False) -> int:
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let this run replace TARGET_DB (and drop its __staging/__previous/__retired) although "
                              "they are not marked as this project's copies of this source, e.g. copies made before "
                              "copies were marked")
+    backup.add_argument("--mode", choices=BACKUP_MODES, default="",
+                        help="full, or incremental: only the chunks changed since the verified copy (full when "
+                             "that copy cannot be built on); default: $WEHUB_BACKUP_MODE or full")
     migrate = commands.add_parser("migrate", help=f"run {MIGRATION_JOB}: the VPS database ($LOCAL_DB_NAME) -> "
                                                   "Supabase, in one transaction, verified")
     migrate.add_argument("--overwrite", action="store_true",
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "backup":
-        return run_backup(args.target, args.adopt)
+        return run_backup(args.target, args.adopt, args.mode)
     if args.command == "migrate":
         if args.with_users and not args.new_project:
             parser.error("--with-users carries users into a new project: add --new-project")

@@ -14,6 +14,7 @@ import pytest
 from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.backup.config import backup_run_config
+from wehub_backup.defs.egress import FIRST_INCREMENTAL_BASIS, estimate_run_egress
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import merged_runs
 from wehub_backup.run.manifest import CopyManifest, manifest_path, read_manifest
@@ -101,6 +102,9 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     assert run_egress(again) < run_egress(full) * 0.2
     assert_same_contents(supabase_cluster, vps_cluster, target)
     assert databases_named(vps_cluster, target) == {target, previous_name(target)}
+    # The budget expects each mode's run to cost what the last one of that mode did.
+    assert estimate_run_egress(instance, BACKUP_JOB, 10**9, INCREMENTAL)[0] == run_egress(again)
+    assert estimate_run_egress(instance, BACKUP_JOB, 10**9, FULL)[0] == run_egress(full)
     after = read_manifest(manifest_path(backup_env.backup_dir, target))
     assert after is not None and after.mode == INCREMENTAL and after.full_at == manifest.full_at
     assert after.database_oid != manifest.database_oid  # the new copy is a new database; __previous is the old
@@ -140,9 +144,8 @@ def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     assert vps_cluster.query(f'SELECT count(*) FROM "{SCHEMA}".still WHERE note = %s', ("added",),
                              dbname=target) == [(100,)]
     # Indexes and constraints came with the schema (post-data), as in a full copy.
-    assert vps_cluster.query(f"""SELECT count(*) FROM pg_indexes WHERE schemaname = %s""", (SCHEMA,),
-                             dbname=target) == supabase_cluster.query(
-        "SELECT count(*) FROM pg_indexes WHERE schemaname = %s", (SCHEMA,))
+    indexes = "SELECT count(*) FROM pg_indexes WHERE schemaname = %s"
+    assert vps_cluster.query(indexes, (SCHEMA,), dbname=target) == supabase_cluster.query(indexes, (SCHEMA,))
 
 
 def test_a_copy_that_changes_under_the_run_fails_verification_and_the_next_run_is_full(
@@ -186,6 +189,7 @@ def test_a_copy_without_a_record_of_this_database_gets_a_full_copy(
     backup_env: BackupEnv, instance: dg.DagsterInstance, incremental_source: str,
 ) -> None:
     target = "wehub_incr_record"
+    assert estimate_run_egress(instance, BACKUP_JOB, 10**9, INCREMENTAL) == (10**9 // 20, FIRST_INCREMENTAL_BASIS)
     first = run_backup(target, instance, INCREMENTAL)  # no copy yet
     assert first.success, step_errors(first)
     assert step_metadata(first, PLAN_STEP)["mode"] == FULL

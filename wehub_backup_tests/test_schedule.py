@@ -16,7 +16,7 @@ from dagster._utils.schedules import cron_string_iterator
 from wehub_backup.config import schedule_timezone
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.assets import backup_copy_asset_key, backup_copy_asset_specs
-from wehub_backup.defs.backup.schedule import build_weekly_backup_schedule
+from wehub_backup.defs.backup.schedule import build_daily_incremental_schedule, build_weekly_backup_schedule
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.errors import SettingsError
 
@@ -145,3 +145,27 @@ def test_launchpad_default_target_is_the_configured_one() -> None:
     shown = subprocess.run([sys.executable, "-c", show_default], capture_output=True, text=True, timeout=120,
                            env=environment)
     assert shown.stdout.strip() == "wehub", shown.stderr
+
+
+def test_daily_incremental_schedule_runs_the_other_six_days_and_can_be_left_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_HOST", "db.example.supabase.co")
+    defs = build_definitions()
+    daily = defs.resolve_schedule_def("daily_incremental_backup_schedule")
+    assert daily.default_status == dg.DefaultScheduleStatus.RUNNING and daily.job_name == BACKUP_JOB
+    request = run_request(daily)
+    config = request.run_config["ops"]["plan_supabase_backup"]["config"]
+    assert config == {"target_database": "wehub_backup_test", "mode": "incremental"}
+    assert dg.validate_run_config(defs.get_job_def(BACKUP_JOB), request.run_config)
+    # With the weekly full copy, one run a day at 02:00, never two on the same day.
+    weekly = defs.resolve_schedule_def("weekly_backup_schedule")
+    monday = datetime(2025, 6, 2, 0, 0, tzinfo=UTC)
+    both = sorted(ticks(daily, monday, 12) + ticks(weekly, monday, 2))[:14]
+    assert [moment.date() for moment in both] == [(monday + timedelta(days=day)).date() for day in range(14)]
+    assert {moment.hour for moment in both} == {2}
+    assert [moment.weekday() for moment in ticks(weekly, monday, 2)] == [6, 6]
+
+    off = build_daily_incremental_schedule({"WEHUB_BACKUP_DAILY_INCREMENTAL": "off"})
+    assert off.default_status == dg.DefaultScheduleStatus.STOPPED
+    with pytest.raises(SettingsError, match="WEHUB_BACKUP_DAILY_INCREMENTAL"):
+        build_daily_incremental_schedule({"WEHUB_BACKUP_DAILY_INCREMENTAL": "sometimes"})
