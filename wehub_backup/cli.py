@@ -128,7 +128,8 @@ def report_egress() -> int:
             usage = egress_usage(instance)
         except SettingsError as error:
             raise SystemExit(f"wehub-backup: {error}") from None
-        print(format_egress_report(usage, last_successful_egress(instance, BACKUP_JOB)))
+        print(format_egress_report(usage, last_successful_egress(instance, BACKUP_JOB),
+                                   last_successful_egress(instance, BACKUP_JOB, "incremental")))
     return 0
 
 

@@ -14,11 +14,17 @@ import pytest
 from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.backup.config import backup_run_config
-from wehub_backup.defs.egress import FIRST_INCREMENTAL_BASIS, estimate_run_egress
+from wehub_backup.defs.egress import (
+    FIRST_INCREMENTAL_BASIS,
+    egress_usage,
+    estimate_run_egress,
+    format_egress_report,
+)
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import merged_runs
 from wehub_backup.run.manifest import CopyManifest, manifest_path, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
+from wehub_backup.units import human_bytes
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
@@ -105,6 +111,11 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     # The budget expects each mode's run to cost what the last one of that mode did.
     assert estimate_run_egress(instance, BACKUP_JOB, 10**9, INCREMENTAL)[0] == run_egress(again)
     assert estimate_run_egress(instance, BACKUP_JOB, 10**9, FULL)[0] == run_egress(full)
+    usage = egress_usage(instance)
+    assert usage.by_mode() == (f"1 full ({human_bytes(run_egress(full))}), "
+                               f"1 incremental ({human_bytes(run_egress(again))})")
+    report = format_egress_report(usage, run_egress(full), run_egress(again))
+    assert f"  next incremental run: about {human_bytes(run_egress(again))}" in report
     after = read_manifest(manifest_path(backup_env.backup_dir, target))
     assert after is not None and after.mode == INCREMENTAL and after.full_at == manifest.full_at
     assert after.database_oid != manifest.database_oid  # the new copy is a new database; __previous is the old

@@ -76,6 +76,7 @@ class RunEgress:
     status: dg.DagsterRunStatus
     egress_bytes: int
     measured_at: datetime
+    mode: str = "full"  # a backup run's mode (runs of other jobs and untagged runs count as full)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,22 @@ class EgressUsage:
             return self.used_bytes
         return round(self.used_bytes * self.cycle.length.total_seconds() / elapsed)
 
+    @property
+    def run_count(self) -> int:
+        """Runs, not measurements: a stream engine run records its dump's egress and its copy's."""
+        return len({run.run_id for run in self.runs})
+
     def runs_by_status(self) -> Counter[str]:
-        return Counter(run.status.value.lower() for run in self.runs)
+        return Counter(run.status.value.lower() for run in {run.run_id: run for run in self.runs}.values())
+
+    def by_mode(self) -> str:
+        """Runs and egress per backup mode, e.g. ``1 full (412.00 MB), 6 incremental (9.10 MB)``."""
+        runs: dict[str, set[str]] = {}
+        sizes: Counter[str] = Counter()
+        for run in self.runs:
+            runs.setdefault(run.mode, set()).add(run.run_id)
+            sizes[run.mode] += run.egress_bytes
+        return ", ".join(f"{len(ids)} {mode} ({human_bytes(sizes[mode])})" for mode, ids in sorted(runs.items()))
 
 
 def recorded_egress(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int, datetime]]:
@@ -159,7 +174,7 @@ def egress_usage(
         run = record.dagster_run
         for egress_bytes, measured_at in recorded_egress(instance, run.run_id):
             if cycle.start <= measured_at <= now:
-                runs.append(RunEgress(run.run_id, run.status, egress_bytes, measured_at))
+                runs.append(RunEgress(run.run_id, run.status, egress_bytes, measured_at, run.tags.get(MODE_TAG, "full")))
     return EgressUsage(cycle, now, settings.budget_bytes, tuple(sorted(runs, key=lambda r: r.measured_at)))
 
 
@@ -255,14 +270,16 @@ def egress_observation(usage: EgressUsage) -> dg.AssetObservation:
             "budget_bytes": usage.budget_bytes,
             "used_percent": dg.MetadataValue.float(round(100 * usage.used_share, 1)),
             "projected_bytes": usage.projected_bytes,
-            "runs": len(usage.runs),
+            "runs": usage.run_count,
             "runs_by_status": statuses or "(none)",
+            "runs_by_mode": usage.by_mode() or "(none)",
         }),
     )
 
 
-def format_egress_report(usage: EgressUsage, next_run_bytes: int | None) -> str:
-    """What ``wehub-backup egress`` prints: used, budget, share, runs and the projection."""
+def format_egress_report(usage: EgressUsage, next_run_bytes: int | None, next_incremental_bytes: int | None = None) -> str:
+    """What ``wehub-backup egress`` prints: used, budget, share, runs by status and mode, the projection,
+    and what the next full run (and, once one ran, the next incremental run) is expected to cost."""
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(usage.runs_by_status().items()))
     next_run = (
         f"about {human_bytes(next_run_bytes)} ({next_run_bytes:,} bytes), as the last successful backup"
@@ -274,10 +291,13 @@ def format_egress_report(usage: EgressUsage, next_run_bytes: int | None) -> str:
         f"  used:       {usage.used_bytes:,} bytes ({human_bytes(usage.used_bytes)})",
         f"  budget:     {usage.budget_bytes:,} bytes ({human_bytes(usage.budget_bytes)}, {BUDGET_ENV})",
         f"  percentage: {usage.used_share:.1%} of the budget",
-        f"  runs:       {len(usage.runs)}" + (f" ({statuses})" if statuses else ""),
+        f"  runs:       {usage.run_count}" + (f" ({statuses})" if statuses else ""),
+        *([f"  by mode:    {usage.by_mode()}"] if usage.runs else []),
         f"  projection: {usage.projected_bytes:,} bytes ({human_bytes(usage.projected_bytes)}) by "
         f"{usage.cycle.end:%Y-%m-%d}, at this cycle's rate so far",
         f"  next run:   {next_run}",
+        *([f"  next incremental run: about {human_bytes(next_incremental_bytes)} ({next_incremental_bytes:,} bytes), "
+           "as the last successful incremental backup"] if next_incremental_bytes is not None else []),
     ))
 
 
@@ -298,7 +318,7 @@ class EgressBudgetAlert(Alert):
         return "\n".join((
             f"Billing cycle: {usage.cycle.describe()}",
             f"Used: {human_bytes(usage.used_bytes)} of {human_bytes(usage.budget_bytes)} "
-            f"({usage.used_share:.0%}) in {len(usage.runs)} run(s)",
+            f"({usage.used_share:.0%}) in {usage.run_count} run(s)",
             f"Projection to the cycle's end at this rate: {human_bytes(usage.projected_bytes)}",
             f"Backups that would exceed the budget are refused ({FORCE_FIELD}: true overrides).",
             f"Runs: {self.link}",
