@@ -301,6 +301,33 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
     assert contents(vps_cluster, "wehub_stream_faults", "public") == source_rows
 
 
+def test_an_incremental_run_whose_source_connection_drops_copies_its_changed_chunks_again(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    target = "wehub_stream_incr_faults"
+    made = run_stream_backup(target, instance, engine="archive")
+    assert made.success, step_errors(made)
+    supabase_cluster.execute("UPDATE public.notes SET body = upper(body) WHERE id > 25000", dbname=fault_source.name)
+
+    def cut_one_worker(workers: list[int]) -> None:
+        [(port,)] = supabase_cluster.query("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (workers[0],))
+        fault_source.relay.cut_client_of(port)
+
+    run_config = backup_run_config(target, mode="incremental")
+    with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
+        result = build_definitions().get_job_def(BACKUP_JOB).execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False)
+    assert watcher.fired.is_set(), watcher.error
+    assert result.success, step_errors(result)
+    restored = result.output_for_node(LOAD_STEP)
+    assert result.output_for_node("plan_supabase_backup").mode == "incremental"
+    assert restored.stream.retries >= 1
+    assert 0 < restored.increment.chunks_copied < restored.increment.chunks_compared
+    assert 0 < restored.stream.rows < 20_000 and restored.stream.rows_from_copy >= 20_000
+    assert contents(vps_cluster, target, "public") == contents(supabase_cluster, fault_source.name, "public")
+
+
 def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
     fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster,
