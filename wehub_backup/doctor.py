@@ -26,14 +26,22 @@ from wehub_backup.config import (
     ARCHIVE_DIR_ENV,
     ARCHIVE_MIN_FREE_ENV,
     ARCHIVE_REMOTE_ENV,
+    BACKUP_MODE_ENV,
+    DAILY_INCREMENTAL_ENV,
+    DEFAULT_BACKUP_MODE,
+    DEFAULT_FULL_EVERY_DAYS,
+    FULL_EVERY_DAYS_ENV,
     SUPABASE_VARIABLES,
     ArchiveSettings,
     DagsterStorage,
     EgressSettings,
+    backup_mode,
     dagster_home,
     dagster_storage_from_env,
+    flag,
     schedule_timezone,
     string_setting,
+    whole_number,
 )
 from wehub_backup.defs.resources import (
     BackupWorkspace,
@@ -259,13 +267,19 @@ def check_dagster_storage(storage: DagsterStorage) -> Check:
 
 
 def check_schedule_settings() -> Check:
-    """The schedule's time zone and the egress budget parse, so the code location loads and runs plan."""
+    """The schedules' time zone, the backup modes and the egress budget parse, so the code location
+    loads and runs plan."""
     try:
         zone = schedule_timezone()
+        daily = flag(DAILY_INCREMENTAL_ENV, True)
+        mode = backup_mode("", string_setting(BACKUP_MODE_ENV, DEFAULT_BACKUP_MODE))
+        full_every = whole_number(FULL_EVERY_DAYS_ENV, DEFAULT_FULL_EVERY_DAYS, 1)
         budget = EgressSettings.from_env()
     except SettingsError as error:
         return failed("schedule", f"{error}: fix it in {ENV_FILE_HINT}")
-    return passed("schedule", f"weekly in {zone}; egress budget {human_bytes(budget.budget_bytes)} per cycle "
+    incremental = "daily incremental Monday to Saturday" if daily else "no daily incremental"
+    return passed("schedule", f"weekly full in {zone}, {incremental} (full at least every {full_every} days; "
+                              f"other runs {mode}); egress budget {human_bytes(budget.budget_bytes)} per cycle "
                               f"starting on day {budget.cycle_day}")
 
 

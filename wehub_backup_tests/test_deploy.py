@@ -318,6 +318,23 @@ def test_doctor_rejects_an_unknown_time_zone_and_example_passwords(
     assert "CHANGE_ME" in checks["password file"] and checks["password file"].startswith("FAIL")
 
 
+@pytest.mark.parametrize(("variable", "value", "cause"), [
+    ("WEHUB_BACKUP_MODE", "sometimes", "WEHUB_BACKUP_MODE must be 'full' or 'incremental', not 'sometimes'"),
+    ("WEHUB_BACKUP_FULL_EVERY_DAYS", "0", "WEHUB_BACKUP_FULL_EVERY_DAYS='0' must be a whole number"),
+    ("WEHUB_BACKUP_DAILY_INCREMENTAL", "maybe", "WEHUB_BACKUP_DAILY_INCREMENTAL must be one of"),
+])
+def test_doctor_names_a_wrong_backup_mode_setting(
+    good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    variable: str, value: str, cause: str,
+) -> None:
+    code, checks = doctor(capsys)
+    assert checks["schedule"].startswith("OK weekly full in ") and "daily incremental Monday to Saturday" in checks["schedule"]
+    monkeypatch.setenv(variable, value)
+    code, checks = doctor(capsys)
+    assert code == 1
+    assert checks["schedule"].startswith("FAIL") and cause in checks["schedule"]
+
+
 WRONG_SETTINGS = {
     "not-a-number": ("LOCAL_DB_PORT", "5432x",
                      'Value stored in env variable "LOCAL_DB_PORT" cannot be coerced into an int: '
