@@ -54,11 +54,6 @@ class DumpRequest:
     hold_snapshot: bool = False
 
 
-# The held snapshots of this process by their run's working directory, so a failed or interrupted
-# run closes its own whichever step it stopped in.
-_HELD: dict[Path, HeldSnapshot] = {}
-
-
 @dataclass(eq=False)
 class HeldSnapshot:
     """A dump's exported snapshot kept open for the stream engine's copy: the snapshot's name, the
@@ -70,14 +65,12 @@ class HeldSnapshot:
     relay: ByteCountingRelay
     source: ConnectionInfo  # the source reached through the relay
     tables: list[StreamedTable]
-    workdir: Path
     dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
     _resources: ExitStack = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _closed: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
-        _HELD[self.workdir] = self
         threading.Thread(target=self._keep_alive, name="held-snapshot", daemon=True).start()
 
     def _keep_alive(self) -> None:
@@ -119,7 +112,6 @@ class HeldSnapshot:
 
     def close(self) -> None:
         """End the snapshot's transaction, its session and the relay; closing twice is harmless."""
-        _HELD.pop(self.workdir, None)
         self._closed.set()
         with self._lock:
             self._resources.close()
@@ -127,15 +119,6 @@ class HeldSnapshot:
 
 SNAPSHOT_LOST = ("the run's snapshot session on the source was lost (the connection that holds the snapshot the "
                  "copy reads ended): nothing was swapped in; run the backup again")
-
-
-def close_held_snapshot(workdir: Path) -> bool:
-    """Close the snapshot a run in ``workdir`` still holds (its failure or interrupt); whether there was one."""
-    held = _HELD.get(workdir)
-    if held is None:
-        return False
-    held.close()
-    return True
 
 
 @dataclass
@@ -166,7 +149,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
     ``DumpFailed`` that still reports what the source had sent by then; with ``progress_dir`` the
     figure is also kept there as it grows, for the next run to record if this one is killed.
     With ``hold_snapshot`` the snapshot's session and the relay stay open in ``DumpResult.held``
-    (registered under the working directory for ``close_held_snapshot``).
+    (the caller's to close, or to leave to its run's lifecycle).
     """
     archive = request.workdir / "archive"
     started = time.monotonic()
@@ -181,7 +164,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
         result = DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
                             time.monotonic() - started, fingerprint, sequences_after, tool_run)
         if request.hold_snapshot:
-            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, request.workdir, result.egress_bytes,
+            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, result.egress_bytes,
                                        resources.pop_all())
     return result
 
