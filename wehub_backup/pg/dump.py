@@ -25,7 +25,6 @@ from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
-from wehub_backup.preflight import free_connection_slots
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
 
@@ -92,13 +91,6 @@ class HeldSnapshot:
             except psycopg.Error:
                 return False
         return True
-
-    def free_source_slots(self) -> tuple[int, str]:
-        """The source's free connection slots with this session kept open, and the limit that decides them."""
-        with self._lock:
-            self.session.execute("SELECT pg_stat_clear_snapshot()")  # fresh figures inside the old transaction
-            free, limit = free_connection_slots(self.session)
-        return free - 1, limit
 
     @property
     def copied_bytes(self) -> int:

@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from wehub_backup.errors import NotEnoughConnections
-from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.names import quote_pattern
-from wehub_backup.preflight import connect_or_explain, free_connection_slots
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
@@ -141,20 +139,6 @@ class StreamResult:
     retries: int = 0
     binary_tables: list[str] = field(default_factory=list)
     text_tables: list[str] = field(default_factory=list)
-
-
-def copy_workers(held: HeldSnapshot, vps: ConnectionInfo, jobs: int) -> int:
-    """``jobs``, or fewer when the source or the VPS has fewer connection slots free; one at least."""
-    source_free, source_limit = held.free_source_slots()
-    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-        vps_free, vps_limit = free_connection_slots(conn)
-    workers = min(jobs, source_free, vps_free)
-    if workers < 1:
-        where, free, limit = ("the Supabase source", source_free, source_limit) if source_free < 1 \
-            else ("the VPS server", vps_free, vps_limit)
-        raise NotEnoughConnections(f"{where} has no free connection slot for a copy worker ({max(free, 0)} free: "
-                                   f"{limit}): close sessions there or raise its max_connections")
-    return workers
 
 
 @dataclass
