@@ -57,7 +57,10 @@ class DumpRequest:
 class HeldSnapshot:
     """A dump's exported snapshot kept open for the stream engine's copy: the snapshot's name, the
     session whose transaction keeps it alive, the relay every source connection passes (so the
-    copy's bytes count as egress, and a stall is noticed), and the tables whose rows are copied."""
+    copy's bytes count as egress, and a stall is noticed), and the tables whose rows are copied.
+
+    Between the dump and the copy, and while the copy runs, the session sits idle: the relay lets
+    it rest (a stall counts on it only while a statement of its own is unanswered)."""
 
     snapshot: str
     session: psycopg.Connection
@@ -66,25 +69,16 @@ class HeldSnapshot:
     tables: list[StreamedTable]
     dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
     _resources: ExitStack = field(repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the session, one thread at a time
+    _closed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        threading.Thread(target=self._keep_alive, name="held-snapshot", daemon=True).start()
-
-    def _keep_alive(self) -> None:
-        """Between the dump and the copy the session would sit idle, and the relay would take that
-        silence for a stalled source: it answers a query now and then (a source that stopped does
-        not, and the relay's watchdog still cuts it)."""
-        interval = max(0.5, min(30.0, self.source.stall_timeout_s / 4))
-        while not self._closed.wait(interval):
-            if not self.alive():
-                return
+        self.relay.let_rest(self.session)
 
     def alive(self) -> bool:
         """Whether the snapshot session still answers (its snapshot can still be imported)."""
         with self._lock:
-            if self._closed.is_set():
+            if self._closed:
                 return False
             try:
                 self.session.execute("SELECT 1")
@@ -104,8 +98,8 @@ class HeldSnapshot:
 
     def close(self) -> None:
         """End the snapshot's transaction, its session and the relay; closing twice is harmless."""
-        self._closed.set()
         with self._lock:
+            self._closed = True
             self._resources.close()
 
 
