@@ -298,16 +298,28 @@ def _wall_target(summary: Summary) -> str:
     return "\n- ".join(texts)
 
 
+# The steps that copy and check the data; the breakdown names the others only together.
+MAIN_STEPS = ("dump_supabase_database", "restore_into_staging_database", "verify_restored_database")
+
+
+def _step_breakdown(summary: Summary, key: str) -> str:
+    """How one of the job's contenders spent its median run: the main steps one after another (the
+    load step's phases where the engine has them), the others together, and what lies outside any step."""
+    run = summary.median_run(key)
+    steps, phases = run["details"]["step_s"], run["details"].get("load_phase_s") or {}
+    phase_text = ", ".join(f"{name} {seconds(value)}" for name, value in phases.items() if value is not None)
+    dump, load = ("the schema dump", "the load step") if key == "job_stream" else ("dump", "restore")
+    return (f"the steps run one after another (run {run['repetition']}, the median): {dump} "
+            f"{seconds(steps.get(MAIN_STEPS[0]))}, {load} {seconds(steps.get(MAIN_STEPS[1]))}"
+            + (f" ({phase_text})" if phase_text else "")
+            + f", verification {seconds(steps.get(MAIN_STEPS[2]))}, the four other steps "
+            f"{seconds(sum(v for k, v in steps.items() if k not in MAIN_STEPS))}, outside any step "
+            f"{seconds(run['seconds'] - sum(steps.values()))}")
+
+
 def _stream_reasons(summary: Summary) -> str:
     """Why the stream engine's copy is slower here than the fastest tool, in this run's own figures."""
-    details = summary.median_run("job_stream")["details"]
-    steps, phases = details["step_s"], details.get("load_phase_s") or {}
-    phase_text = ", ".join(f"{name} {seconds(value)}" for name, value in phases.items() if value is not None)
-    return (f"Why: its steps run one after another: the schema dump {seconds(steps.get('dump_supabase_database'))}, "
-            f"the load step {seconds(steps.get('restore_into_staging_database'))}"
-            + (f" ({phase_text})" if phase_text else "")
-            + f", verification {seconds(steps.get('verify_restored_database'))}, outside any step "
-            f"{seconds(summary.median_run('job_stream')['seconds'] - sum(steps.values()))}. Indexes and constraints are "
+    return (f"Why: {_step_breakdown(summary, 'job_stream')}. Indexes and constraints are "
             "built after every row is in, where pgcopydb builds a table's indexes while other tables still copy, "
             "and the digests of staging are taken after the copy instead of beside it")
 
@@ -319,15 +331,11 @@ def _wall_reasons(summary: Summary, fastest: str) -> str:
     chosen = dumps.get("no compression (the job's choice with pg_dump 15)")
     gzip1 = dumps.get("gzip level 1")
     relayed = dumps.get("no compression, through the relay")
-    run = summary.median_run("job")
-    steps = run["details"]["step_s"]
-    main = ("dump_supabase_database", "restore_into_staging_database", "verify_restored_database")
+    steps = summary.median_run("job")["details"]["step_s"]
+    copy_s = steps.get(MAIN_STEPS[0], 0) + steps.get(MAIN_STEPS[1], 0)
     pieces = [
-        f"the steps run one after another (run {run['repetition']}, the median): dump "
-        f"{seconds(steps.get(main[0]))}, restore {seconds(steps.get(main[1]))}, verification {seconds(steps.get(main[2]))}, "
-        f"the four other steps {seconds(sum(v for k, v in steps.items() if k not in main))}, outside any step "
-        f"{seconds(run['seconds'] - sum(steps.values()))}",
-        f"the copy itself (the dump step, with the source side of the verification beside it, and the restore step) took {seconds(steps.get(main[0], 0) + steps.get(main[1], 0))} "
+        _step_breakdown(summary, "job"),
+        f"the copy itself (the dump step, with the source side of the verification beside it, and the restore step) took {seconds(copy_s)} "
         f"against {fastest}'s {seconds(summary.wall(fastest))}: the rest is what makes the job a verified, "
         "metered, recorded backup (verification, planning and swapping, Dagster)",
     ]

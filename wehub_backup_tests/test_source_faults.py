@@ -26,8 +26,9 @@ from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.relay import relayed_connection
 from wehub_backup_tests.faults.evidence import leftovers, step_failure
 from wehub_backup_tests.faults.process import Watcher
+from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
-from wehub_backup_tests.harness.cluster import PostgresCluster
+from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, run_backup, step_errors
 from wehub_backup_tests.support.environment import BackupEnv
@@ -284,6 +285,25 @@ def test_a_source_that_stops_sending_fails_the_dump_after_the_stall_timeout(
     assert failure_category(result) == FailureCategory.NETWORK
     source_faults.assert_unchanged(TARGET, before)
     assert leftovers(source_faults.vps, TARGET, source_faults.env.backup_dir) == []
+
+
+def test_a_session_the_relay_lets_rest_may_idle_but_not_go_unanswered(
+        backup_env: BackupEnv, supabase_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """The held snapshot's session idles between the dump and the copy: that is no stall. A statement
+    of its own that the source leaves unanswered is one."""
+    with FaultRelay(supabase_cluster.port) as source:
+        passfile = write_private_passfile(tmp_path / "fault.pgpass", [
+            PassEntry(LOOPBACK, str(source.port), "*", APP_OWNER, backup_env.supabase_password)])
+        info = ConnectionInfo(LOOPBACK, source.port, APP_OWNER, "postgres", "disable", passfile)
+        with relayed_connection(info, stall_timeout=1.0) as (relayed, relay), relayed.connect() as session:
+            relay.let_rest(session)
+            time.sleep(2.5)
+            assert session.execute("SELECT 1").fetchone() == (1,) and relay.stalled_for is None
+            source.stop_forwarding(10)
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError):
+                session.execute("SELECT 1")
+            assert relay.stalled_for == 1.0 and time.monotonic() - started < 5
 
 
 def test_the_relay_reaches_a_server_by_its_socket_directory(supabase_cluster: PostgresCluster, tmp_path: Path) -> None:

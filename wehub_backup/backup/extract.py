@@ -6,6 +6,7 @@ from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, dump_source
 from wehub_backup.pg.processes import Log
+from wehub_backup.run.workdir import RunDirectory
 
 
 def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
@@ -14,5 +15,10 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
     The egress figure is what crossed the wire; a dump that fails still reports what it had
     received by then (``DumpFailed.egress_bytes``), as the budget must count it, and a dump
     killed outright leaves the figure in the working directory for the next run to record.
+    With the stream engine the snapshot stays held for the load step, and is kept under the
+    run's working directory: the run's end closes it if the load does not.
     """
-    return dump_source(plan.dump_request(), supabase, log, low_priority=low_priority, progress_dir=plan.workdir)
+    dump = dump_source(plan.dump_request(), supabase, log, low_priority=low_priority, progress_dir=plan.workdir)
+    if dump.held is not None:
+        RunDirectory.keep_open(plan.workdir, dump.held)
+    return dump

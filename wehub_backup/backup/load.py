@@ -20,7 +20,7 @@ from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, copy_workers, stream_into_staging
+from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
 from wehub_backup.pg.toc import archive_listing, left_out_count
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
@@ -83,7 +83,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     increment = None
     try:
         _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
-        workers = copy_workers(held, vps, plan.jobs)
+        workers = plan.jobs  # the plan made sure the source and the VPS have the slots for them
         same_major = plan.source.major == plan.target_server.major
         if plan.base is None:
             tasks = copy_ranges(held.tables, plan.range_bytes, plan.source.major)

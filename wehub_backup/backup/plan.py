@@ -105,13 +105,11 @@ def plan_backup(
     with connect_or_explain(source, "the Supabase source") as conn:
         catalog = read_catalog(conn)
         client = choose_client(catalog.server.major, extra_bindirs)
-        require_connection_slots(conn, "the Supabase source", jobs + 2,
-                                 f"pg_dump --jobs={jobs} opens {jobs + 1}, the run's snapshot session 1 more",
-                                 "lower parallel_jobs (Supabase's free session pooler allows 15 clients)")
+        require_source_slots(conn, jobs, copy_engine)
         with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as vps_conn:
             target_server = server_info(vps_conn)
             require_superuser(target_server)
-            require_vps_slots(vps_conn, client, target_server, jobs)
+            require_vps_slots(vps_conn, client, target_server, jobs, copy_engine)
             scope = plan_scope(catalog, available_extensions(vps_conn), excluded_schemas, excluded_tables)
             restore_settings = money_settings(conn, vps_conn, scope.kept_schemas(catalog.schemas), "the VPS server")
         unrestorable = dependents_on_left_out(conn, scope)
@@ -145,11 +143,29 @@ def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:
         return check_replaceable(conn, plan.target, plan.copy_of, plan.adopt)
 
 
-def require_vps_slots(conn: psycopg.Connection, client: PgClient, vps_server: ServerInfo, jobs: int) -> None:
-    """The restore's sessions and the run's lock session must fit on the VPS (see ``load._run_restore``)."""
-    restore, how = (jobs + 1, f"pg_restore --jobs={jobs} opens up to {jobs + 1}") \
+def require_source_slots(conn: psycopg.Connection, jobs: int, copy_engine: str) -> None:
+    """pg_dump's sessions and the run's snapshot session must fit on the source; the stream engine's
+    ``jobs`` copy workers read after the dump, beside the snapshot session, so they fit where pg_dump did.
+
+    The only check of the source's slots: the copy starts its ``jobs`` workers without asking again."""
+    how = f"pg_dump --jobs={jobs} opens {jobs + 1}"
+    if copy_engine == "stream":
+        how += f" and the copy's workers {jobs} after it"
+    require_connection_slots(conn, "the Supabase source", jobs + 2, f"{how}, the run's snapshot session 1 more",
+                             "lower parallel_jobs (Supabase's free session pooler allows 15 clients)")
+
+
+def require_vps_slots(conn: psycopg.Connection, client: PgClient, vps_server: ServerInfo, jobs: int,
+                      copy_engine: str) -> None:
+    """The restore's sessions and the run's lock session must fit on the VPS; with the stream engine, so
+    must its ``jobs`` copy workers, which write between the restore's sections (see ``load``).
+
+    The only check of the VPS's slots: the copy starts its ``jobs`` workers without asking again."""
+    sessions, how = (jobs + 1, f"pg_restore --jobs={jobs} opens up to {jobs + 1}") \
         if client.major <= vps_server.major else (1, "psql restores the script in 1")
-    require_connection_slots(conn, "the VPS server", restore + 1, f"{how}, the run's lock session 1 more",
+    if copy_engine == "stream":
+        sessions, how = max(sessions, jobs), f"{how} and the copy's workers {jobs} between its sections"
+    require_connection_slots(conn, "the VPS server", sessions + 1, f"{how}, the run's lock session 1 more",
                              "close sessions there, raise its max_connections, or lower parallel_jobs")
 
 

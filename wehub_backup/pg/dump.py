@@ -26,7 +26,6 @@ from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
-from wehub_backup.preflight import free_connection_slots
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
 
@@ -57,58 +56,38 @@ class DumpRequest:
     chunked: dict[str, ChunkBounds] = field(default_factory=dict)
 
 
-# The held snapshots of this process by their run's working directory, so a failed or interrupted
-# run closes its own whichever step it stopped in.
-_HELD: dict[Path, HeldSnapshot] = {}
-
-
 @dataclass(eq=False)
 class HeldSnapshot:
     """A dump's exported snapshot kept open for the stream engine's copy: the snapshot's name, the
     session whose transaction keeps it alive, the relay every source connection passes (so the
-    copy's bytes count as egress, and a stall is noticed), and the tables whose rows are copied."""
+    copy's bytes count as egress, and a stall is noticed), and the tables whose rows are copied.
+
+    Between the dump and the copy, and while the copy runs, the session sits idle: the relay lets
+    it rest (a stall counts on it only while a statement of its own is unanswered)."""
 
     snapshot: str
     session: psycopg.Connection
     relay: ByteCountingRelay
     source: ConnectionInfo  # the source reached through the relay
     tables: list[StreamedTable]
-    workdir: Path
     dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
     _resources: ExitStack = field(repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the session, one thread at a time
+    _closed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        _HELD[self.workdir] = self
-        threading.Thread(target=self._keep_alive, name="held-snapshot", daemon=True).start()
-
-    def _keep_alive(self) -> None:
-        """Between the dump and the copy the session would sit idle, and the relay would take that
-        silence for a stalled source: it answers a query now and then (a source that stopped does
-        not, and the relay's watchdog still cuts it)."""
-        interval = max(0.5, min(30.0, self.source.stall_timeout_s / 4))
-        while not self._closed.wait(interval):
-            if not self.alive():
-                return
+        self.relay.let_rest(self.session)
 
     def alive(self) -> bool:
         """Whether the snapshot session still answers (its snapshot can still be imported)."""
         with self._lock:
-            if self._closed.is_set():
+            if self._closed:
                 return False
             try:
                 self.session.execute("SELECT 1")
             except psycopg.Error:
                 return False
         return True
-
-    def free_source_slots(self) -> tuple[int, str]:
-        """The source's free connection slots with this session kept open, and the limit that decides them."""
-        with self._lock:
-            self.session.execute("SELECT pg_stat_clear_snapshot()")  # fresh figures inside the old transaction
-            free, limit = free_connection_slots(self.session)
-        return free - 1, limit
 
     @property
     def copied_bytes(self) -> int:
@@ -122,23 +101,13 @@ class HeldSnapshot:
 
     def close(self) -> None:
         """End the snapshot's transaction, its session and the relay; closing twice is harmless."""
-        _HELD.pop(self.workdir, None)
-        self._closed.set()
         with self._lock:
+            self._closed = True
             self._resources.close()
 
 
 SNAPSHOT_LOST = ("the run's snapshot session on the source was lost (the connection that holds the snapshot the "
                  "copy reads ended): nothing was swapped in; run the backup again")
-
-
-def close_held_snapshot(workdir: Path) -> bool:
-    """Close the snapshot a run in ``workdir`` still holds (its failure or interrupt); whether there was one."""
-    held = _HELD.get(workdir)
-    if held is None:
-        return False
-    held.close()
-    return True
 
 
 @dataclass
@@ -169,7 +138,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
     ``DumpFailed`` that still reports what the source had sent by then; with ``progress_dir`` the
     figure is also kept there as it grows, for the next run to record if this one is killed.
     With ``hold_snapshot`` the snapshot's session and the relay stay open in ``DumpResult.held``
-    (registered under the working directory for ``close_held_snapshot``).
+    (the caller's to close, or to leave to its run's lifecycle).
     """
     archive = request.workdir / "archive"
     started = time.monotonic()
@@ -184,7 +153,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
         result = DumpResult(archive, directory_bytes(archive), relay.counters.received_from_server,
                             time.monotonic() - started, fingerprint, sequences_after, tool_run)
         if request.hold_snapshot:
-            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, request.workdir, result.egress_bytes,
+            result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, result.egress_bytes,
                                        resources.pop_all())
     return result
 

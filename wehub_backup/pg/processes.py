@@ -156,8 +156,8 @@ class ToolProcess:
         try:
             self.tail: deque[str] = deque(maxlen=40)
             self.errors: list[str] = []
-            self.reader = threading.Thread(target=_read_lines, args=(self.process, self.tail, self.errors, on_line),
-                                           daemon=True)
+            self.reader = threading.Thread(target=read_stderr_lines,
+                                           args=(self.process, self.tail, self.errors, on_line), daemon=True)
             self.reader.start()
             self.peak_rss = _TreeRss(self.process.pid)
         except BaseException:  # an interrupt before the block that stops it has begun
@@ -326,10 +326,11 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def _read_lines(child: subprocess.Popen, tail: deque[str], errors: list[str],
-                on_line: Callable[[str], None] | None) -> None:
-    """The last lines, and the first error lines apart: a parallel pg_restore goes on printing
-    progress after a worker's error, which would push the error out of the tail."""
+def read_stderr_lines(child: subprocess.Popen, tail: deque[str], errors: list[str],
+                      on_line: Callable[[str], None] | None) -> None:
+    """Read ``child``'s stderr to its end, in a thread of its own while the child runs (a child
+    that filled the pipe would stop): the last lines, and the first error lines apart (a parallel
+    pg_restore goes on printing progress after a worker's error, which would push the error out of the tail)."""
     assert child.stderr is not None
     for raw in child.stderr:
         line = raw.decode("utf-8", "replace").rstrip()

@@ -6,7 +6,11 @@ goes through this relay, so the figure recorded for a run is measured on the wir
 
 The relay also notices a source that stops sending: a stopped backend or a proxy that no
 longer forwards keeps its TCP connection open and acknowledged, so neither libpq nor TCP
-keepalives ever give up; the relay's watchdog cuts the connections instead.
+keepalives ever give up; the relay's watchdog cuts the connections instead. It counts the
+server's silence only while a connection waits for the server: always, for a client that
+exists to run its queries (pg_dump, psql), as the relay cannot see where an answer ends (the
+bytes may be TLS); for a session its owner lets rest between statements (``let_rest``), only
+while the server has not answered bytes the client sent.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 from wehub_backup.pg.connection import ConnectionInfo
 
@@ -34,12 +40,25 @@ class TrafficCounters:
     sent_to_server: int = 0
 
 
+@dataclass(eq=False)
+class _Exchange:
+    """One relayed connection as the stall watchdog sees it."""
+
+    client_port: int  # the relayed client's own port, by which its owner names it (``let_rest``)
+    opened_at: float
+    unanswered_since: float | None = None  # the client's first bytes since the server last sent
+
+    def waiting_since(self, may_rest: bool) -> float | None:
+        """Since when the connection waits for the server; None while it rests."""
+        return self.unanswered_since if may_rest else self.opened_at
+
+
 class ByteCountingRelay:
     """Accepts connections on 127.0.0.1 and relays each to ``upstream``, counting both directions.
 
     ``upstream_host`` is a host name or address, or a server's socket directory. With
     ``stall_timeout``, every relayed connection is cut once the server has sent nothing on any
-    of them for that many seconds while one is open, and ``stalled_for`` says so.
+    of them for that many seconds while one waits for it, and ``stalled_for`` says so.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, connect_timeout: float = 15.0,
@@ -50,6 +69,8 @@ class ByteCountingRelay:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._exchanges: dict[socket.socket, _Exchange] = {}  # by each of its two sockets
+        self._resting_ports: set[int] = set()
         self._closed = threading.Event()
         self._last_received = time.monotonic()
         self.counters = TrafficCounters()
@@ -82,16 +103,35 @@ class ByteCountingRelay:
                 _close_quietly(sock)
             self._sockets.clear()
 
+    def let_rest(self, session: psycopg.Connection) -> None:
+        """Let ``session`` (connected through this relay) sit idle between its statements: the
+        server's silence counts on it only while a statement it sent is unanswered."""
+        with socket.fromfd(session.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            port = sock.getsockname()[1]
+        with self._lock:
+            self._resting_ports.add(port)
+
     def _watch(self) -> None:
-        """Cut every connection once the server has been silent for the stall timeout."""
+        """Cut every connection once the server has been silent for the stall timeout towards one
+        that waits for it."""
         assert self._stall_timeout
         while not self._closed.wait(min(1.0, self._stall_timeout / 4)):
             with self._lock:
-                if self._sockets and time.monotonic() - self._last_received >= self._stall_timeout:
+                silence = self._silence()
+                if silence is not None and silence >= self._stall_timeout:
                     self.stalled_for = self._stall_timeout
                     for sock in self._sockets:
                         _shutdown_quietly(sock)
                     return
+
+    def _silence(self) -> float | None:
+        """How long the server has sent nothing while a connection waited for it (None: none waits);
+        under ``_lock``."""
+        starts = [since for exchange in set(self._exchanges.values())
+                  if (since := exchange.waiting_since(exchange.client_port in self._resting_ports)) is not None]
+        if not starts:
+            return None
+        return time.monotonic() - max(self._last_received, min(starts))
 
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
@@ -106,6 +146,7 @@ class ByteCountingRelay:
             _close_quietly(client)
             return
         try:
+            client_port = client.getpeername()[1]
             server = self._connect_upstream()
         except OSError:
             _close_quietly(client)
@@ -114,12 +155,15 @@ class ByteCountingRelay:
         with self._lock:
             self._sockets.update((client, server))
             self._last_received = time.monotonic()  # a new connection's silence counts from now
+            self._exchanges[client] = self._exchanges[server] = _Exchange(client_port, self._last_received)
         upstream = threading.Thread(target=self._pump, args=(client, server, "sent_to_server"), daemon=True)
         upstream.start()
         self._pump(server, client, "received_from_server")
         upstream.join()
         with self._lock:
             self._sockets.difference_update((client, server))
+            for sock in (client, server):
+                self._exchanges.pop(sock, None)
 
     def _connect_upstream(self) -> socket.socket:
         host, port = self._upstream
@@ -140,14 +184,19 @@ class ByteCountingRelay:
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
         buffer = bytearray(_CHUNK)
         view = memoryview(buffer)
+        from_server = counter == "received_from_server"
+        with self._lock:
+            exchange = self._exchanges[source]
         try:
             while True:
                 size = source.recv_into(buffer)
                 if not size:
                     break
-                from_server = counter == "received_from_server"
-                if from_server:
-                    self._last_received = time.monotonic()
+                with self._lock:
+                    if from_server:
+                        self._last_received, exchange.unanswered_since = time.monotonic(), None
+                    elif exchange.unanswered_since is None:
+                        exchange.unanswered_since = time.monotonic()
                 sink.sendall(view[:size])
                 with self._lock:
                     setattr(self.counters, counter, getattr(self.counters, counter) + size)

@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,10 +23,9 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from wehub_backup.errors import NotEnoughConnections
-from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
+from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.names import quote_pattern
-from wehub_backup.preflight import connect_or_explain, free_connection_slots
+from wehub_backup.pg.processes import read_stderr_lines
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
@@ -156,20 +156,6 @@ class StreamResult:
     text_tables: list[str] = field(default_factory=list)
 
 
-def copy_workers(held: HeldSnapshot, vps: ConnectionInfo, jobs: int) -> int:
-    """``jobs``, or fewer when the source or the VPS has fewer connection slots free; one at least."""
-    source_free, source_limit = held.free_source_slots()
-    with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-        vps_free, vps_limit = free_connection_slots(conn)
-    workers = min(jobs, source_free, vps_free)
-    if workers < 1:
-        where, free, limit = ("the Supabase source", source_free, source_limit) if source_free < 1 \
-            else ("the VPS server", vps_free, vps_limit)
-        raise NotEnoughConnections(f"{where} has no free connection slot for a copy worker ({max(free, 0)} free: "
-                                   f"{limit}): close sessions there or raise its max_connections")
-    return workers
-
-
 @dataclass
 class _Copy:
     """What every worker shares: where rows come from and go, and the flag that stops them all."""
@@ -266,17 +252,25 @@ class SourceReader:
 
 
 class RangeReader:
-    """One psql process writing one range's COPY data to a pipe; killed if the copy stops early."""
+    """One psql process writing one range's COPY data to a pipe; killed if the copy stops early.
+
+    Its stderr is read meanwhile, as every client program's is (``read_stderr_lines``): a psql
+    that filled that pipe would stop before its COPY ended.
+    """
 
     BLOCK = 1 << 20
     EXIT_WAIT_S = 60
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self._argv, self._env = argv, env
+        self._stderr_tail: deque[str] = deque(maxlen=1)
 
     def __enter__(self) -> RangeReader:
         self._process = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
+        self._stderr = threading.Thread(target=read_stderr_lines, args=(self._process, self._stderr_tail, [], None),
+                                        name="psql-stderr", daemon=True)
+        self._stderr.start()
         return self
 
     def blocks(self) -> Iterator[bytes]:
@@ -292,17 +286,17 @@ class RangeReader:
         except subprocess.TimeoutExpired as error:
             raise psycopg.OperationalError(f"psql did not exit within {self.EXIT_WAIT_S} s of its COPY's end") from error
         if code != 0:
-            assert self._process.stderr is not None
-            lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
-            raise psycopg.OperationalError(lines[-1] if lines else f"psql exited with code {code}")
+            self._stderr.join(self.EXIT_WAIT_S)  # its last line, written before it exited
+            last_line = self._stderr_tail[-1] if self._stderr_tail else None
+            raise psycopg.OperationalError(last_line or f"psql exited with code {code}")
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
-        for stream in (self._process.stdout, self._process.stderr):
-            if stream is not None:
-                stream.close()
+        self._stderr.join(self.EXIT_WAIT_S)  # it closes the stderr pipe at its end
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,

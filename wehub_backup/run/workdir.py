@@ -8,6 +8,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import Protocol
 
 from wehub_backup.errors import WorkspaceError
 from wehub_backup.files import make_directories
@@ -47,15 +48,24 @@ def ensure_private_directory(path: Path) -> Path:
     return path
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class RunDirectory:
     """A run's private directory under a root, flock-ed while the run's process is alive.
 
     Each run has two: its working files under the backup directory, and its password files
     under the runtime root. A run killed with SIGKILL cannot clean up after itself; the next
     run finds its directories unlocked and removes them.
+
+    What a run keeps open from one step to a later one (the stream engine's snapshot on the
+    source) is kept under its directory too, and closed when the run ends, whichever step it
+    stopped in: its process goes on after a failed or interrupted run, and so would the resource.
     """
 
     _locks: dict[Path, int] = {}
+    _kept_open: dict[Path, list[Closable]] = {}
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> Path:
@@ -79,7 +89,20 @@ class RunDirectory:
         return path.name.removeprefix(".").removeprefix("run-")
 
     @classmethod
+    def keep_open(cls, path: Path, resource: Closable) -> None:
+        """Close ``resource`` (closing twice must be harmless) at the latest when the run's directory ``path`` goes."""
+        cls._kept_open.setdefault(path, []).append(resource)
+
+    @classmethod
+    def close_kept_open(cls, root: Path, run_id: str) -> None:
+        """Close what the run keeps open under its directory below ``root``, newest first."""
+        for resource in reversed(cls._kept_open.pop(cls.path(root, run_id), [])):
+            resource.close()
+
+    @classmethod
     def remove(cls, root: Path, run_id: str) -> None:
+        """Close what the run keeps open under the directory, then remove it and release its lock."""
+        cls.close_kept_open(root, run_id)
         path = cls.path(root, run_id)
         shutil.rmtree(path, ignore_errors=True)
         fd = cls._locks.pop(path, None)

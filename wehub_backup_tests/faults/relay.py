@@ -26,8 +26,8 @@ class FaultRelay(ByteCountingRelay):
         self.bytes_per_second = bytes_per_second
         self.forwarding = threading.Event()
         self.forwarding.set()
-        self._serving = threading.local()  # the client connection the current thread relays
-        self._clients_by_server_port: dict[int, socket.socket] = {}
+        self._serving = threading.local()  # the connection the current thread relays: its client, its server port
+        self._clients_by_server_port: dict[int, socket.socket] = {}  # the open connections'
 
     def stop_forwarding(self, for_seconds: float) -> None:
         """Hold every byte back for ``for_seconds``, connections open: a stalled source as a
@@ -53,23 +53,32 @@ class FaultRelay(ByteCountingRelay):
 
     def cut_client_of(self, server_port: int) -> None:
         """Drop the one relayed connection whose server side is ``server_port`` (a backend's
-        ``client_port``) on its client's side: what the server sent and the relay still paces is lost."""
+        ``client_port``) on its client's side: what the server sent and the relay still paces is lost.
+        A connection that has closed meanwhile is left as it is."""
         with self._lock:
-            client = self._clients_by_server_port[server_port]
+            client = self._clients_by_server_port.get(server_port)
+        if client is None:
+            return
         try:
             client.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
     def _serve(self, client: socket.socket) -> None:
-        self._serving.client = client
-        super()._serve(client)
+        """Relay one connection, known by its server port (``cut_client_of``) until it closes."""
+        self._serving.client, self._serving.server_port = client, None
+        try:
+            super()._serve(client)
+        finally:
+            with self._lock:
+                self._clients_by_server_port.pop(self._serving.server_port, None)
 
     def _connect_upstream(self) -> socket.socket:
         server = super()._connect_upstream()
         if server.family == socket.AF_INET:
+            self._serving.server_port = server.getsockname()[1]
             with self._lock:
-                self._clients_by_server_port[server.getsockname()[1]] = self._serving.client
+                self._clients_by_server_port[self._serving.server_port] = self._serving.client
         return server
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:

@@ -45,7 +45,7 @@ from wehub_backup.defs.resources import BackupWorkspace, PostgresDatabase
 from wehub_backup.defs.steps import guarded_op
 from wehub_backup.errors import DumpFailed, SettingsError
 from wehub_backup.pg.connection import error_line
-from wehub_backup.pg.dump import DumpResult, close_held_snapshot
+from wehub_backup.pg.dump import DumpResult
 from wehub_backup.run.locks import TargetLock
 from wehub_backup.run.manifest import manifest_path
 from wehub_backup.run.targets import previous_name
@@ -229,7 +229,7 @@ def clean_up_failed_backup(context: dg.HookContext) -> None:
     workspace: BackupWorkspace = context.resources.workspace
     tag_step_failure(context)
     target = requested_target(context.instance.get_run_by_id(context.run_id))
-    close_held_snapshot(RunDirectory.path(Path(workspace.backup_dir), context.run_id))
+    RunDirectory.close_kept_open(Path(workspace.backup_dir), context.run_id)
     if TargetLock.holds(context.run_id):
         try:
             drop_staging(context.resources.vps.connection_info(), target)
