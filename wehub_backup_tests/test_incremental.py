@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import psycopg
 import pytest
 
 from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
@@ -32,6 +33,7 @@ from wehub_backup_tests.support.environment import BackupEnv
 
 SCHEMA = "Incr Schema"
 LOAD_STEP, PLAN_STEP, DUMP_STEP = "restore_into_staging_database", "plan_supabase_backup", "dump_supabase_database"
+STAGE_STEP = "recreate_staging_database"
 INCREMENTAL_SQL = f"""
 CREATE SCHEMA "{SCHEMA}";
 CREATE TABLE "{SCHEMA}".items (id bigint PRIMARY KEY, body text NOT NULL, at timestamptz NOT NULL);
@@ -48,12 +50,25 @@ CREATE TABLE "{SCHEMA}".stamped (at timestamptz PRIMARY KEY, n numeric);
 INSERT INTO "{SCHEMA}".stamped SELECT '2024-01-01'::timestamptz + i * interval '1 second', i / 7.0
   FROM generate_series(1, 6000) i;
 """
-CONTENTS_TABLES = ("items", '"Coded Rows"', "unkeyed", "still", "stamped")
+# An app's triggers and a materialized view: a file copy's rows are replaced with them held still,
+# and its views refreshed afterwards.
+APP_SQL = f"""
+CREATE TABLE "{SCHEMA}".audit (n bigserial PRIMARY KEY, item bigint, what text);
+CREATE FUNCTION "{SCHEMA}".stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.body := NEW.body || ' (stamped)'; RETURN NEW; END $$;
+CREATE FUNCTION "{SCHEMA}".audited() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO "{SCHEMA}".audit (item, what) VALUES (coalesce(NEW.id, OLD.id), TG_OP); RETURN NULL; END $$;
+CREATE TRIGGER stamp BEFORE INSERT ON "{SCHEMA}".items FOR EACH ROW EXECUTE FUNCTION "{SCHEMA}".stamp();
+CREATE TRIGGER audited AFTER INSERT OR UPDATE OR DELETE ON "{SCHEMA}".items
+  FOR EACH ROW EXECUTE FUNCTION "{SCHEMA}".audited();
+CREATE MATERIALIZED VIEW "{SCHEMA}".item_count AS SELECT count(*) AS n FROM "{SCHEMA}".items;
+"""
+CONTENTS_TABLES = ("items", '"Coded Rows"', "unkeyed", "still", "stamped", "audit")
 
 
 @pytest.fixture
 def incremental_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
-    supabase_cluster.execute(INCREMENTAL_SQL, user=APP_OWNER)
+    supabase_cluster.execute(INCREMENTAL_SQL + APP_SQL, user=APP_OWNER)
     yield SCHEMA
     supabase_cluster.execute(f'DROP SCHEMA "{SCHEMA}" CASCADE', user=APP_OWNER)
 
@@ -100,7 +115,9 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     assert again.dagster_run.tags[MODE_TAG] == INCREMENTAL
     load = step_metadata(again, LOAD_STEP)
     assert load["chunks_copied"] == 0 < load["chunks_compared"]
-    assert load["rows_copied"] == 0 and load["rows_from_current_copy"] >= 44_600
+    # Staging was a file copy of the current copy: nothing was written into it.
+    assert step_metadata(again, STAGE_STEP)["made_from"] == "a file copy of the current copy"
+    assert load["rows_copied"] == 0 and load["rows_from_current_copy"] == 0
     assert load["tables_unchanged"] >= len(CONTENTS_TABLES)
     dump = step_metadata(again, DUMP_STEP)
     assert dump["chunk_digests"] >= load["chunks_compared"] - 5 and dump["chunk_digest_bytes"] > 0
@@ -145,6 +162,9 @@ def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     assert result.success, step_errors(result)
     load = step_metadata(result, LOAD_STEP)
     assert step_metadata(result, PLAN_STEP)["mode"] == INCREMENTAL
+    # A new table and a new column: staging is built from the schema up, unchanged rows copied from the copy.
+    assert step_metadata(result, STAGE_STEP)["not_a_file_copy_because"] == (
+        "the schema changed since the current copy was made")
     # items: the first and last chunks, the deleted row's; Coded: two ends and one middle; stamped: one.
     assert 4 <= load["chunks_copied"] <= 10 < load["chunks_compared"]
     whole = str(load["tables_copied_whole"])
@@ -159,21 +179,82 @@ def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     assert vps_cluster.query(indexes, (SCHEMA,), dbname=target) == supabase_cluster.query(indexes, (SCHEMA,))
 
 
-def test_a_copy_that_changes_under_the_run_fails_verification_and_the_next_run_is_full(
+def test_into_a_file_copy_only_changed_rows_are_written_with_the_app_triggers_held(
     backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster, incremental_source: str,
 ) -> None:
+    target = "wehub_incr_in_place"
+    assert run_backup(target, instance, FULL).success
+    supabase_cluster.execute(f"""
+        INSERT INTO "{SCHEMA}".items SELECT i, 'new ' || i, now() FROM generate_series(30001, 30300) i;
+        UPDATE "{SCHEMA}".items SET body = 'updated' WHERE id > 29950 AND id <= 30000;
+        DELETE FROM "{SCHEMA}".items WHERE id IN (7, 12000);
+        UPDATE "{SCHEMA}".unkeyed SET w = 'changed' WHERE v = 9;
+        UPDATE "{SCHEMA}"."Coded Rows" SET v = 0 WHERE code = 'c000001a';
+    """, user=APP_OWNER)
+
+    result = run_backup(target, instance, INCREMENTAL)
+    assert result.success, step_errors(result)
+    assert step_metadata(result, STAGE_STEP)["made_from"] == "a file copy of the current copy"
+    load = step_metadata(result, LOAD_STEP)
+    assert load["rows_from_current_copy"] == 0 and 0 < load["rows_copied"] < 8_000
+    assert 3 <= load["chunks_copied"] < load["chunks_compared"] // 4
+    assert "unkeyed" in str(load["tables_copied_whole"])
+    # The rows as the source holds them: its triggers ran there once, and not again in staging.
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+    assert vps_cluster.query(f'SELECT count(*) FROM "{SCHEMA}".items WHERE body LIKE %s', ("%(stamped) (stamped)",),
+                             dbname=target) == [(0,)]
+    sequence = f'SELECT last_value FROM "{SCHEMA}".audit_n_seq'
+    assert vps_cluster.query(sequence, dbname=target) == supabase_cluster.query(sequence)
+    # The materialized view was refreshed over the new rows, as a restore refreshes it.
+    assert vps_cluster.query(f'SELECT n FROM "{SCHEMA}".item_count', dbname=target) == vps_cluster.query(
+        f'SELECT count(*) FROM "{SCHEMA}".items', dbname=target) == [(30_298,)]
+    assert databases_named(vps_cluster, target) == {target, previous_name(target)}
+
+
+def test_a_session_on_the_current_copy_makes_staging_from_the_schema_up(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
+    target = "wehub_incr_busy"
+    assert run_backup(target, instance, FULL).success
+    supabase_cluster.execute(f'UPDATE "{SCHEMA}".items SET body = \'x\' WHERE id = 3', user=APP_OWNER)
+    session = vps_cluster.connect(dbname=target)  # an application's, on the copy until staging is made
+    closer = threading.Thread(target=_close_once, args=(session, lambda: _staging_exists(vps_cluster, target)),
+                              daemon=True)
+    closer.start()
+    result = run_backup(target, instance, INCREMENTAL)
+    closer.join(60)
+    assert session.closed
+    assert result.success, step_errors(result)
+    assert "the current copy is in use" in str(step_metadata(result, STAGE_STEP)["not_a_file_copy_because"])
+    assert step_metadata(result, LOAD_STEP)["rows_from_current_copy"] > 30_000
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+
+
+@pytest.mark.parametrize("staging", ["file copy", "from the schema up"])
+def test_a_copy_that_changes_under_the_run_fails_verification_and_the_next_run_is_full(
+    staging: str, backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
     """The rows an incremental run keeps come from the current copy: a write there after the run
-    read its digests must not make a copy that differs from the source pass as verified."""
+    read its digests must not make a copy that differs from the source pass as verified. Into a
+    file copy the write lands before the copy is made (during the dump); into staging built from
+    the schema up, before the unchanged rows are copied (once staging exists)."""
     target = "wehub_incr_race"
     assert run_backup(target, instance, FULL).success
+    if staging == "from the schema up":
+        supabase_cluster.execute(f'ALTER TABLE "{SCHEMA}".still ADD COLUMN note text', user=APP_OWNER)
     before = table_rows(vps_cluster, target, "items")
-    tamper = threading.Thread(target=_write_when_staging_appears, args=(vps_cluster, target), daemon=True)
+    # The plan has read the copy's digests once the dump writes its archive (the run's working directory).
+    when = (lambda: any(backup_env.backup_dir.glob("run-*/archive"))) if staging == "file copy" \
+        else (lambda: _staging_exists(vps_cluster, target))
+    tamper = threading.Thread(target=_write_to_the_copy_once, args=(vps_cluster, target, when), daemon=True)
     tamper.start()
     raced = run_backup(target, instance, INCREMENTAL)
     tamper.join(60)
     assert not raced.success
-    assert any("verification failed" in error and "items" in error for error in step_errors(raced))
+    assert any("verification failed: table Incr Schema." in error for error in step_errors(raced))
     assert read_manifest(manifest_path(backup_env.backup_dir, target)) is None
     assert staging_name(target) not in databases_named(vps_cluster, target)
 
@@ -187,13 +268,27 @@ def test_a_copy_that_changes_under_the_run_fails_verification_and_the_next_run_i
     assert_same_contents(supabase_cluster, vps_cluster, target)
 
 
-def _write_when_staging_appears(vps: PostgresCluster, target: str) -> None:
-    deadline = time.monotonic() + 60
+def _close_once(session: psycopg.Connection, when: Callable[[], bool]) -> None:
+    _wait_for(when)
+    session.close()
+
+
+def _write_to_the_copy_once(vps: PostgresCluster, target: str, when: Callable[[], bool]) -> None:
+    if _wait_for(when):
+        vps.execute(f"UPDATE \"{SCHEMA}\".items SET body = 'written on the copy' WHERE id = 20000", dbname=target)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if vps.query("SELECT 1 FROM pg_database WHERE datname = %s", (staging_name(target),)):
-            vps.execute(f"UPDATE \"{SCHEMA}\".items SET body = 'written on the copy' WHERE id = 20000", dbname=target)
-            return
+        if condition():
+            return True
         time.sleep(0.005)
+    return False
+
+
+def _staging_exists(vps: PostgresCluster, target: str) -> bool:
+    return bool(vps.query("SELECT 1 FROM pg_database WHERE datname = %s", (staging_name(target),)))
 
 
 def test_a_copy_without_a_record_of_this_database_gets_a_full_copy(
@@ -216,7 +311,7 @@ def test_mode_decision() -> None:
     now = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
     week = timedelta(days=7)
     fresh = CopyManifest("u@h/db", 42, (now - timedelta(days=1)).isoformat(), (now - timedelta(days=3)).isoformat(),
-                         INCREMENTAL)
+                         INCREMENTAL, "digest")
     assert decide_mode(INCREMENTAL, fresh, 42, "u@h/db", False, week, now).mode == INCREMENTAL
     assert decide_mode(FULL, fresh, 42, "u@h/db", False, week, now).mode == FULL
     for manifest, oid, source, adopted, why in (
@@ -225,7 +320,7 @@ def test_mode_decision() -> None:
         (fresh, 43, "u@h/db", False, "not the database"),
         (fresh, 42, "other@h/db", False, "not of other@h/db"),
         (fresh, 42, "u@h/db", True, "adopted"),
-        (CopyManifest("u@h/db", 42, now.isoformat(), (now - week).isoformat(), INCREMENTAL), 42, "u@h/db", False,
+        (CopyManifest("u@h/db", 42, now.isoformat(), (now - week).isoformat(), INCREMENTAL, "digest"), 42, "u@h/db", False,
          "7 days old"),
     ):
         decision = decide_mode(INCREMENTAL, manifest, oid, source, adopted, week, now)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.config import child_environment
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, dump_source
 from wehub_backup.pg.processes import Log
+from wehub_backup.pg.toc import TOC_ENTRY, archive_listing, schema_digest
 from wehub_backup.run.workdir import RunDirectory
+from wehub_backup.supabase.scope import filter_archive_listing
 
 
 def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, low_priority: bool = True) -> DumpResult:
@@ -21,4 +24,17 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
     dump = dump_source(plan.dump_request(), supabase, log, low_priority=low_priority, progress_dir=plan.workdir)
     if dump.held is not None:
         RunDirectory.keep_open(plan.workdir, dump.held)
+    describe_schema(plan, dump)
     return dump
+
+
+def describe_schema(plan: BackupPlan, dump: DumpResult) -> None:
+    """The digest of the schema the copy will have, and whether the archive carries any table's rows:
+    recorded with the copy, they tell the next incremental run whether its staging can be a file copy
+    of this one (``stage.in_place_refusal``)."""
+    env = child_environment()
+    listing = filter_archive_listing(archive_listing(plan.client, dump.archive, env, plan.workdir / "schema.listing"),
+                                     plan.scope)
+    dump.schema_digest = schema_digest(plan.client, dump.archive, listing, env, plan.workdir / "schema.sql")
+    dump.archive_rows = any(entry["rest"].startswith("TABLE DATA ")
+                            for entry in map(TOC_ENTRY.match, listing.splitlines()) if entry)

@@ -26,6 +26,7 @@ from wehub_backup.pg.fingerprint import (
     DatabaseFingerprint,
     TableFingerprint,
     chunk_digests,
+    large_object_fingerprint,
     set_stable_output,
     summed,
     table_digest,
@@ -54,6 +55,8 @@ class IncrementBase:
     manifest: CopyManifest
     tables: dict[str, CopiedTable]
     seconds: float
+    encoding: str = ""
+    large_objects: TableFingerprint | None = None
 
     def chunked(self) -> dict[str, ChunkBounds]:
         """Each keyed table's bounds: the source cuts its chunks at the same keys."""
@@ -111,7 +114,10 @@ def read_increment_base(vps: ConnectionInfo, target: str, manifest: CopyManifest
         keys = chunk_keys(conn, schemas)
         tables = {table.qualified: _copied_table(conn, table, keys.get(table.qualified))
                   for table in streamed_tables(conn, schemas, excluded_tables)}
-    return IncrementBase(manifest, tables, time.monotonic() - started)
+        [encoding] = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                  "WHERE datname = current_database()").fetchone()
+        large_objects = large_object_fingerprint(conn)
+    return IncrementBase(manifest, tables, time.monotonic() - started, encoding, large_objects)
 
 
 def _copied_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> CopiedTable:
@@ -149,31 +155,38 @@ class IncrementalCopy:
 
 
 def incremental_tasks(tables: list[StreamedTable], base: IncrementBase, source: DatabaseFingerprint,
-                      range_bytes: int, source_major: int) -> IncrementalCopy:
-    """The copy's work: per table, its unchanged chunks from the current copy and its changed ones
-    from the snapshot; whole from the source where the table is new, redefined, or cannot be cut."""
+                      range_bytes: int, source_major: int, *, in_place: bool = False) -> IncrementalCopy:
+    """The copy's work: per table, its changed chunks from the snapshot, and (into an empty staging)
+    its unchanged ones from the current copy; whole from the source where the table is new,
+    redefined, or cannot be cut and changed. ``in_place``: staging is a file copy of the current copy,
+    so a changed range replaces the rows staging holds there, and unchanged rows stay as they are."""
     plan = IncrementalCopy([])
+
+    def whole_from_source(table: StreamedTable) -> None:
+        plan.tables_copied_whole.append(table.qualified)
+        plan.tasks += [CopyRange(table, replaces=True)] if in_place \
+            else copy_ranges([table], range_bytes, source_major)
+
     for table in tables:
         copied = base.tables.get(table.qualified)
         source_chunks = source.chunks.get(table.qualified)
         if copied is None or copied.definition != table.definition:
-            plan.tables_copied_whole.append(table.qualified)
-            plan.tasks += copy_ranges([table], range_bytes, source_major)
+            whole_from_source(table)
         elif copied.bounds is not None and source_chunks is not None:
-            _chunk_tasks(plan, table, copied, source_chunks)
+            _chunk_tasks(plan, table, copied, source_chunks, in_place)
         elif copied.whole.same_rows(source.tables.get(table.qualified)):
             plan.tables_kept.append(table.qualified)
-            plan.tasks.append(CopyRange(table, from_copy=True))
+            if not in_place:
+                plan.tasks.append(CopyRange(table, from_copy=True))
         else:
-            plan.tables_copied_whole.append(table.qualified)
-            plan.tasks += copy_ranges([table], range_bytes, source_major)
+            whole_from_source(table)
     return plan
 
 
 def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTable,
-                 source_chunks: dict[int, TableFingerprint]) -> None:
+                 source_chunks: dict[int, TableFingerprint], in_place: bool) -> None:
     """A changed chunk comes from the snapshot; every other row from the copy (the two conditions
-    are each other's negation, so every row is taken exactly once)."""
+    are each other's negation, so every row is taken exactly once), or stays where it is."""
     assert copied.bounds is not None
     numbers = source_chunks.keys() | copied.chunks.keys()
     changed = {n for n in numbers if source_chunks.get(n) != copied.chunks.get(n)}
@@ -181,8 +194,9 @@ def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTabl
     plan.chunks_copied += len(changed)
     fetched = copied.bounds.selection(changed)
     if changed:
-        plan.tasks.append(CopyRange(table, whole=False, selection=fetched, label=f"{len(changed)} changed chunks"))
-    if numbers - changed:
+        plan.tasks.append(CopyRange(table, whole=False, selection=fetched, label=f"{len(changed)} changed chunks",
+                                    replaces=in_place))
+    if numbers - changed and not in_place:
         plan.tasks.append(CopyRange(table, whole=False, selection=sql.SQL("NOT ") + fetched, from_copy=True,
                                     label="unchanged rows from the copy"))
     if not changed:

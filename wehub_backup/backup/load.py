@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks
 from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.backup.stage import StagingDatabase
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
-from wehub_backup.pg.toc import archive_listing, left_out_count
+from wehub_backup.pg.toc import archive_listing, left_out_count, only_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
 from wehub_backup.supabase.scope import filter_archive_listing
@@ -41,13 +43,15 @@ class RestoreResult:
     increment: IncrementalCopy | None = None  # an incremental run's chunks compared and copied
 
 
-def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, log: Log,
+def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo, log: Log,
                          *, low_priority: bool = True) -> RestoreResult:
     """Restore the archive into staging; any error at all fails the step.
 
     Supabase's roles come first as NOLOGIN stand-ins, so owners, grants and RLS policies
     restore as they are; entries a vanilla server cannot hold are commented out of the
-    restore list (and reported), never silently dropped by ``errors ignored``.
+    restore list (and reported), never silently dropped by ``errors ignored``. Into a staging
+    database that is a file copy of the current copy (``staged.from_copy``) only the changed
+    rows are written, and of the archive only sequence positions and materialized views' data.
     """
     started = time.monotonic()
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
@@ -61,6 +65,10 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         restore = functools.partial(_run_restore, plan, dump.archive, list_path, env, log, low_priority)
         if dump.held is None:
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
+        elif staged.from_copy:
+            changes_list = write_private_text(plan.workdir / "changes.list", only_entries(filtered, CHANGED_STATE))
+            result = _restore_around_copy(plan, dump, vps, restore, log, functools.partial(
+                _run_restore, plan, dump.archive, changes_list, env, log, low_priority, []))
         else:
             result = _restore_around_copy(plan, dump, vps, restore, log)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
@@ -70,26 +78,36 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
     return result
 
 
+# What of the archive a file copy of the current copy still needs: nothing else can differ when
+# the schema is the same (see ``stage.in_place_refusal``).
+CHANGED_STATE = ("SEQUENCE SET", "MATERIALIZED VIEW DATA")
+
+
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo,
-                         restore: Callable[[list[str]], ToolRun], log: Log) -> RestoreResult:
+                         restore: Callable[[list[str]], ToolRun], log: Log,
+                         in_place: Callable[[], ToolRun] | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
     then what the archive carries (sequences' positions, large objects, rows of tables not
     streamed), then indexes, constraints and triggers (post-data), which build faster over
     loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens.
-    An incremental run takes its unchanged rows from the current copy on the VPS instead."""
+    An incremental run takes its unchanged rows from the current copy on the VPS instead; into a
+    file copy of that copy (``in_place``), it writes only the changed rows, with triggers and
+    foreign keys held (they fired on the source already), then the sequences and the
+    materialized views (``in_place`` runs those entries)."""
     held = dump.held
     assert held is not None
     phases: dict[str, float] = {}
     increment = None
     try:
-        _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
+        if in_place is None:
+            _timed(phases, "pre-data", lambda: restore(["--section=pre-data"]))
         workers = plan.jobs  # the plan made sure the source and the VPS have the slots for them
         same_major = plan.source.major == plan.target_server.major
         if plan.base is None:
             tasks = copy_ranges(held.tables, plan.range_bytes, plan.source.major)
         else:
             increment = incremental_tasks(held.tables, plan.base, dump.fingerprint, plan.range_bytes,
-                                          plan.source.major)
+                                          plan.source.major, in_place=in_place is not None)
             tasks = increment.tasks
             log(increment.describe())
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
@@ -99,19 +117,39 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
                 env = environments.enter_context(held.source.tool_environment(plan.secrets_dir / "copy.pgpass"))
                 psql = plan.client.program("psql")
                 reader = SourceReader(psql, env, plan.source.encoding)
-                copy_reader = None if plan.base is None else SourceReader(psql, environments.enter_context(
+                copy_reader = None if plan.base is None or in_place else SourceReader(psql, environments.enter_context(
                     vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding)
+                settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    plan.restore_settings, log, copy_reader))
+                    settings, log, copy_reader))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
         held.close()
     copy_egress = held.copied_bytes  # closed: the relay counts no more
-    _timed(phases, "data", lambda: restore(["--section=data"]))
-    tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
+    if in_place is not None:
+        unpopulate_materialized_views(vps, plan.staging, plan.kept_schemas)
+        tool_run = _timed(phases, "data", in_place)
+    else:
+        _timed(phases, "data", lambda: restore(["--section=data"]))
+        tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
+
+
+# A file copy's rows are replaced as they are: its triggers and foreign keys (triggers too) stay
+# still, as pg_restore's data section never fires them (the VPS login is a superuser).
+HELD_TRIGGERS = {"session_replication_role": "replica"}
+
+
+def unpopulate_materialized_views(vps: ConnectionInfo, database: str, schemas: list[str]) -> None:
+    """Empty the file copy's materialized views: the archive's data entries refresh those that hold
+    data on the source, after the rows they read are in; the others stay unpopulated, as there."""
+    with connect_or_explain(vps, "the VPS server", database) as conn:
+        views = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname = ANY(%s)", (schemas,)).fetchall()
+        for schema, name in views:
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {} WITH NO DATA").format(sql.Identifier(schema, name)))
 
 
 def _timed(phases: dict[str, float], name: str, step: Callable[[], T]) -> T:

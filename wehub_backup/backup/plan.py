@@ -132,6 +132,11 @@ def plan_mode(plan: BackupPlan, vps: ConnectionInfo, requested: str, manifest_fi
     decision, manifest = choose_mode(requested, manifest_file, vps, plan.target, plan.copy_of, adopted, full_every)
     plan.mode, plan.mode_reason, plan.manifest_file = decision.mode, decision.reason, manifest_file
     if decision.mode == INCREMENTAL and manifest is not None:
+        with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
+            require_connection_slots(conn, "the VPS server", 2 * plan.jobs + 1,
+                                     f"the incremental copy's {plan.jobs} workers hold 2 each (staging and the "
+                                     "current copy), the run's lock session 1 more",
+                                     "close sessions there, raise its max_connections, or lower parallel_jobs")
         plan.base = read_increment_base(vps, plan.target, manifest, plan.kept_schemas, plan.excluded_tables)
 
 

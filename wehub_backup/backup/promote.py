@@ -50,7 +50,7 @@ class PromoteResult:
 
 
 def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,
-            timeout_seconds: float) -> PromoteResult:
+            timeout_seconds: float, schema_digest: str = "") -> PromoteResult:
     """The swap, on the session that holds the run's lock and checked on it inside the swap's
     transaction: a run whose lock went (and another run may have taken it) cannot swap. The new
     copy's record follows, for the incremental runs that will build on it."""
@@ -59,7 +59,8 @@ def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: Ses
         with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
             oid = database_oid(conn, plan.target)
         if oid is not None:
-            record_copy(plan.manifest_file, plan.copy_of, oid, plan.mode, plan.base.manifest if plan.base else None)
+            record_copy(plan.manifest_file, plan.copy_of, oid, plan.mode, schema_digest,
+                        plan.base.manifest if plan.base else None)
     return result
 
 

@@ -120,6 +120,8 @@ class DumpResult:
     sequences_after: dict[str, int]
     pg_dump: ToolRun
     held: HeldSnapshot | None = field(default=None, repr=False)  # with ``hold_snapshot``, until the copy closes it
+    schema_digest: str = ""  # of the schema script the copy restores (the backup's extract step sets it)
+    archive_rows: bool = False  # whether the archive carries rows of any table the copy restores
 
     @property
     def run_egress_bytes(self) -> int:

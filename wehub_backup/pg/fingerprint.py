@@ -163,9 +163,14 @@ def fingerprint_database(
         else:
             result.tables[name] = TableFingerprint(*table_digest(conn, schema, table), size)
     if large_objects:
-        rows, digest = conn.execute(_LARGE_OBJECTS).fetchone()
-        result.large_objects = TableFingerprint(rows, str(digest))
+        result.large_objects = large_object_fingerprint(conn)
     return result
+
+
+def large_object_fingerprint(conn: psycopg.Connection) -> TableFingerprint:
+    """Count and digest of the database's large objects, each by its OID and content."""
+    rows, digest = conn.execute(_LARGE_OBJECTS).fetchone()
+    return TableFingerprint(rows, str(digest))
 
 
 # Each large object by its OID (pg_dump keeps it) and content; lo_get needs SELECT on it, as pg_dump does.

@@ -107,6 +107,7 @@ class CopyRange:
     selection: sql.Composable | None = field(default=None, compare=False)
     from_copy: bool = False
     label: str = ""  # what ``selection`` selects, in words
+    replaces: bool = False  # staging already holds these rows' old versions (a file copy): delete them first
 
     def describe(self) -> str:
         if self.selection is not None:
@@ -215,6 +216,8 @@ class _Copy:
             dst.execute("SELECT set_config('client_encoding', %s, false)", (self.reader.encoding,))
             for name, value in self.staging_settings.items():  # money read in the source's locale
                 dst.execute("SELECT set_config(%s, %s, false)", (name, value))
+            if task.replaces:  # in the same transaction: a failed attempt leaves the old rows
+                dst.execute(sql.SQL("DELETE FROM ONLY {}{}").format(table_name, task.where()))
             with dst.cursor() as in_cursor:
                 with in_cursor.copy(write) as into, reader.open(snapshot, read.as_string(dst)) as out:
                     for block in out.blocks():

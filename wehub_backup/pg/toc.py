@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
+from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.processes import run_tool
 
@@ -42,6 +44,37 @@ _LEFT_OUT_ENTRY = re.compile(r"^;\d+;")
 def left_out_count(listing: str) -> int:
     """Entries of a restore list that are commented out (``;<id>;``): what ``pg_restore -L`` skips."""
     return sum(1 for line in listing.splitlines() if _LEFT_OUT_ENTRY.match(line))
+
+
+# Lines of a restore script that differ between two dumps of the same schema: comments (they name
+# the server and pg_dump versions and the dump IDs) and psql's per-script \restrict key.
+_SCRIPT_NOISE = re.compile(r"^(--|\\(un)?restrict )")
+# Large objects are compared by their fingerprint: a schema-only dump of a database leaves them out.
+_LARGE_OBJECT_ENTRY = re.compile(r"\b(LARGE OBJECT|BLOBS?)\b")
+
+
+def only_entries(listing: str, kinds: tuple[str, ...]) -> str:
+    """A restore list of only the listing's entries of these types (the others commented out)."""
+    lines = []
+    for line in listing.splitlines():
+        entry = TOC_ENTRY.match(line)
+        lines.append(f";{line}" if entry and not entry["rest"].startswith(tuple(f"{kind} " for kind in kinds)) else line)
+    return "\n".join(lines) + "\n"
+
+
+def schema_digest(client: PgClient, archive: Path, listing: str, env: dict[str, str], path: Path) -> str:
+    """SHA-256 of the archive's schema as the SQL a restore runs (the listing's entries, large objects
+    aside), without the lines that differ between two dumps of the same schema: two dumps whose
+    digests are equal hold the same objects, owners, grants and comments."""
+    kept = "\n".join(f";{line}" if TOC_ENTRY.match(line) and _LARGE_OBJECT_ENTRY.search(line) else line
+                     for line in listing.splitlines()) + "\n"
+    list_path = path.with_suffix(".list")
+    write_private_text(list_path, kept)
+    run_tool([client.program("pg_restore"), "--schema-only", f"--use-list={list_path}", f"--file={path}",
+              str(archive)], env)
+    script = "\n".join(line for line in path.read_text(encoding="utf-8").splitlines()
+                       if line.strip() and not _SCRIPT_NOISE.match(line))
+    return hashlib.sha256(script.encode()).hexdigest()
 
 
 def archive_listing(client: PgClient, archive: Path, env: dict[str, str], listing_path: Path) -> str:

@@ -31,6 +31,7 @@ class CopyManifest:
     verified_at: str  # ISO 8601, UTC
     full_at: str
     mode: str  # "full" or "incremental": how this copy was made
+    schema_digest: str  # of the schema script it was restored from: an unchanged schema lets staging be a file copy
 
     def full_age(self, now: datetime) -> timedelta:
         return now - datetime.fromisoformat(self.full_at)
@@ -48,12 +49,12 @@ def read_manifest(path: Path) -> CopyManifest | None:
         return None
 
 
-def record_copy(path: Path, source: str, database_oid: int, mode: str, previous: CopyManifest | None,
-                now: datetime | None = None) -> CopyManifest:
+def record_copy(path: Path, source: str, database_oid: int, mode: str, schema_digest: str,
+                previous: CopyManifest | None, now: datetime | None = None) -> CopyManifest:
     """Write the record of a copy just swapped in; an incremental one keeps its full copy's date."""
     stamp = (now or datetime.now(UTC)).isoformat()
     full_at = previous.full_at if mode == "incremental" and previous is not None else stamp
-    manifest = CopyManifest(source, database_oid, stamp, full_at, mode)
+    manifest = CopyManifest(source, database_oid, stamp, full_at, mode, schema_digest)
     ensure_private_directory(path.parent)
     write_private_text(path, json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest

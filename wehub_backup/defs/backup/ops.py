@@ -13,7 +13,7 @@ from wehub_backup.backup.extract import extract_supabase
 from wehub_backup.backup.load import RestoreResult, restore_into_staging
 from wehub_backup.backup.plan import BackupPlan, check_vps_databases, plan_backup, plan_mode
 from wehub_backup.backup.promote import PromoteResult, promote
-from wehub_backup.backup.stage import drop_staging, recreate_staging
+from wehub_backup.backup.stage import StagingDatabase, drop_staging, recreate_staging
 from wehub_backup.backup.verify import VerificationResult, verify_staging
 from wehub_backup.config import FULL_EVERY_DAYS_ENV, backup_mode, copy_engine, within_bounds
 from wehub_backup.defs.assets import backup_copy_asset_key
@@ -124,22 +124,27 @@ def dump_supabase_database(
 
 @guarded_op
 def recreate_staging_database(context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult,
-                              vps: PostgresDatabase) -> str:
-    """Drop and recreate ``<target>__staging``; the target itself is never dropped."""
-    recreate_staging(plan, vps.connection_info())
-    context.add_output_metadata(readable({"staging_database": plan.staging, "encoding": plan.source.encoding}))
-    return plan.staging
+                              vps: PostgresDatabase) -> StagingDatabase:
+    """Drop and recreate ``<target>__staging`` (for an incremental run, as a file copy of the current
+    copy where it can be); the target itself is never dropped."""
+    staged = recreate_staging(plan, dump, vps.connection_info(), context.log.info)
+    context.add_output_metadata(readable({
+        "staging_database": staged.name, "encoding": plan.source.encoding,
+        **({"made_from": "a file copy of the current copy" if staged.from_copy else "empty"} if plan.base else {}),
+        **({"not_a_file_copy_because": staged.refusal} if staged.refusal else {}),
+    }))
+    return staged
 
 
 @guarded_op
 def restore_into_staging_database(
-    context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: str,
+    context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, staging: StagingDatabase,
     vps: PostgresDatabase, workspace: BackupWorkspace,
 ) -> RestoreResult:
     """pg_restore with --exit-on-error: one error fails the run, nothing is 'ignored'. With the stream
     engine, the rows come by COPY from the dump's held snapshot, and their bytes count as egress here."""
     try:
-        restored = restore_into_staging(plan, dump, vps.connection_info(), context.log.info,
+        restored = restore_into_staging(plan, dump, staging, vps.connection_info(), context.log.info,
                                         low_priority=workspace.low_priority)
     except DumpFailed as failed:
         raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
@@ -180,7 +185,7 @@ def promote_staging_database(
         raise SettingsError(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), TargetLock.of(context.run_id),
                      config.on_connected_sessions,  # type: ignore[arg-type]
-                     config.connected_sessions_timeout_seconds)
+                     config.connected_sessions_timeout_seconds, dump.schema_digest)
     if result.retired_left:
         context.log.warning(f"could not drop the oldest copy {result.retired_left} after the swap; the next run drops it")
     metadata = {
