@@ -63,6 +63,14 @@ CREATE TRIGGER audited AFTER INSERT OR UPDATE OR DELETE ON "{SCHEMA}".items
   FOR EACH ROW EXECUTE FUNCTION "{SCHEMA}".audited();
 CREATE MATERIALIZED VIEW "{SCHEMA}".item_count AS SELECT count(*) AS n FROM "{SCHEMA}".items;
 """
+# A day of an app's changes: new rows, updates of recent ones, a few deletes.
+APP_DAY = f"""
+INSERT INTO "{SCHEMA}".items SELECT i, 'new ' || i, now() FROM generate_series(30001, 30300) i;
+UPDATE "{SCHEMA}".items SET body = 'updated' WHERE id > 29950 AND id <= 30000;
+DELETE FROM "{SCHEMA}".items WHERE id IN (7, 12000);
+UPDATE "{SCHEMA}".unkeyed SET w = 'changed' WHERE v = 9;
+UPDATE "{SCHEMA}"."Coded Rows" SET v = 0 WHERE code = 'c000001a';
+"""
 CONTENTS_TABLES = ("items", '"Coded Rows"', "unkeyed", "still", "stamped", "audit")
 
 
@@ -90,6 +98,17 @@ def run_egress(result: dg.ExecuteInProcessResult) -> int:
 
 def table_rows(cluster: PostgresCluster, dbname: str, table: str) -> list[tuple]:
     return cluster.query(f'SELECT r::text FROM "{SCHEMA}".{table} AS r ORDER BY 1', dbname=dbname)
+
+
+def incremental_after(target: str, instance: dg.DagsterInstance, source: PostgresCluster,
+                      changes: str) -> dg.ExecuteInProcessResult:
+    """A full copy, then the app's ``changes`` on the source, then a successful incremental run."""
+    assert run_backup(target, instance, FULL).success
+    source.execute(changes, user=APP_OWNER)
+    result = run_backup(target, instance, INCREMENTAL)
+    assert result.success, step_errors(result)
+    assert step_metadata(result, PLAN_STEP)["mode"] == INCREMENTAL
+    return result
 
 
 def assert_same_contents(supabase: PostgresCluster, vps: PostgresCluster, target: str) -> None:
@@ -143,25 +162,16 @@ def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     vps_cluster: PostgresCluster, incremental_source: str,
 ) -> None:
     target = "wehub_incr_changes"
-    assert run_backup(target, instance, FULL).success
-    supabase_cluster.execute(f"""
-        INSERT INTO "{SCHEMA}".items SELECT i, 'new ' || i, now() FROM generate_series(30001, 30200) i;
-        UPDATE "{SCHEMA}".items SET body = 'updated' WHERE id > 29900 AND id <= 30000;
-        DELETE FROM "{SCHEMA}".items WHERE id IN (5, 15000);
+    result = incremental_after(target, instance, supabase_cluster, APP_DAY + f"""
         INSERT INTO "{SCHEMA}".items VALUES (0, 'below every bound', now());
         UPDATE "{SCHEMA}"."Coded Rows" SET v = -v WHERE code = 'c004000a';
         INSERT INTO "{SCHEMA}"."Coded Rows" VALUES ('B before lower case', 1), ('zzz', 2);
-        UPDATE "{SCHEMA}".unkeyed SET w = 'changed' WHERE v = 7;
         UPDATE "{SCHEMA}".stamped SET n = 0 WHERE at = '2024-01-01 00:50:00+00';
         ALTER TABLE "{SCHEMA}".still ADD COLUMN note text DEFAULT 'added';
         CREATE TABLE "{SCHEMA}".fresh (id int PRIMARY KEY);
         INSERT INTO "{SCHEMA}".fresh SELECT generate_series(1, 10);
-    """, user=APP_OWNER)
-
-    result = run_backup(target, instance, INCREMENTAL)
-    assert result.success, step_errors(result)
+    """)
     load = step_metadata(result, LOAD_STEP)
-    assert step_metadata(result, PLAN_STEP)["mode"] == INCREMENTAL
     # A new table and a new column: staging is built from the schema up, unchanged rows copied from the copy.
     assert step_metadata(result, STAGE_STEP)["not_a_file_copy_because"] == (
         "the schema changed since the current copy was made")
@@ -184,17 +194,7 @@ def test_into_a_file_copy_only_changed_rows_are_written_with_the_app_triggers_he
     vps_cluster: PostgresCluster, incremental_source: str,
 ) -> None:
     target = "wehub_incr_in_place"
-    assert run_backup(target, instance, FULL).success
-    supabase_cluster.execute(f"""
-        INSERT INTO "{SCHEMA}".items SELECT i, 'new ' || i, now() FROM generate_series(30001, 30300) i;
-        UPDATE "{SCHEMA}".items SET body = 'updated' WHERE id > 29950 AND id <= 30000;
-        DELETE FROM "{SCHEMA}".items WHERE id IN (7, 12000);
-        UPDATE "{SCHEMA}".unkeyed SET w = 'changed' WHERE v = 9;
-        UPDATE "{SCHEMA}"."Coded Rows" SET v = 0 WHERE code = 'c000001a';
-    """, user=APP_OWNER)
-
-    result = run_backup(target, instance, INCREMENTAL)
-    assert result.success, step_errors(result)
+    result = incremental_after(target, instance, supabase_cluster, APP_DAY)
     assert step_metadata(result, STAGE_STEP)["made_from"] == "a file copy of the current copy"
     load = step_metadata(result, LOAD_STEP)
     assert load["rows_from_current_copy"] == 0 and 0 < load["rows_copied"] < 8_000

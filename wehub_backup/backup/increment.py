@@ -4,8 +4,10 @@ The run reads the current copy on the VPS first (at no egress): each table's def
 chunk bounds and the count and digest of every chunk, or of the whole table where it has no
 usable key. The source computes the same chunk digests in the run's snapshot, beside the dump
 of the schema, and their sums are its table digests, so the verification is the full one of
-every run. The copy then takes each unchanged chunk from the current copy and each changed one
-from the snapshot; a table that is new or whose columns changed comes whole from the source.
+every run. Where the schema is unchanged, staging is a file copy of the current copy and only
+the changed chunks are written into it (``stage.recreate_staging``); otherwise the copy takes each
+unchanged chunk from the current copy and each changed one from the snapshot, and a table that
+is new or whose columns changed comes whole from the source.
 """
 
 from __future__ import annotations
