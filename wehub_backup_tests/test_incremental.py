@@ -22,7 +22,7 @@ from wehub_backup.defs.egress import (
     format_egress_report,
 )
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
-from wehub_backup.pg.chunks import merged_runs
+from wehub_backup.pg.chunks import MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
 from wehub_backup.run.manifest import CopyManifest, manifest_path, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup.units import human_bytes
@@ -327,8 +327,15 @@ def test_mode_decision() -> None:
         assert decision.mode == FULL and why in decision.reason, decision
 
 
-def test_changed_chunk_runs_are_merged_across_the_smallest_gaps() -> None:
-    assert merged_runs([1, 2, 3, 7, 9, 10], 10) == [(1, 3), (7, 7), (9, 10)]
-    assert merged_runs([1, 2, 3, 7, 9, 10], 2) == [(1, 3), (7, 10)]
-    assert merged_runs([0, 100, 101, 200], 1) == [(0, 200)]
-    assert merged_runs([], 3) == []
+def test_chunks_are_selected_by_runs_of_key_ranges_in_statements_of_bounded_size() -> None:
+    assert chunk_runs([1, 2, 3, 7, 9, 10]) == [(1, 3), (7, 7), (9, 10)]
+    assert chunk_runs([]) == []
+    bounds = ChunkBounds(ChunkKey("id", "bigint", False), tuple(str(1000 * i) for i in range(1, 2000)))
+    every_other = range(0, 2000, 2)
+    selections = bounds.selections(every_other)
+    assert [count for _, count in selections] == [MAX_RANGES] * 3 + [1000 - 3 * MAX_RANGES]
+    first = selections[0][0].as_string()
+    assert first.startswith("((\"id\" < '1000'::bigint) OR (\"id\" >= '2000'::bigint AND \"id\" < '3000'::bigint) OR")
+    assert len(first) < 64 * 1024  # psql's argument stays far below the kernel's 128 KiB
+    [(last, count)] = bounds.selections([1999])
+    assert (last.as_string(), count) == ("((\"id\" >= '1999000'::bigint))", 1)

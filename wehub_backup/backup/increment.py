@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from wehub_backup.config import FULL_EVERY_DAYS_ENV
 from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_bounds, chunk_keys
@@ -187,19 +186,19 @@ def incremental_tasks(tables: list[StreamedTable], base: IncrementBase, source: 
 
 def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTable,
                  source_chunks: dict[int, TableFingerprint], in_place: bool) -> None:
-    """A changed chunk comes from the snapshot; every other row from the copy (the two conditions
-    are each other's negation, so every row is taken exactly once), or stays where it is."""
+    """Changed chunks come from the snapshot; into an empty staging the others come from the copy
+    (the two sets of key ranges cover every row exactly once); into a file copy they stay."""
     assert copied.bounds is not None
     numbers = source_chunks.keys() | copied.chunks.keys()
     changed = {n for n in numbers if source_chunks.get(n) != copied.chunks.get(n)}
     plan.chunks_compared += len(numbers)
     plan.chunks_copied += len(changed)
-    fetched = copied.bounds.selection(changed)
-    if changed:
-        plan.tasks.append(CopyRange(table, whole=False, selection=fetched, label=f"{len(changed)} changed chunks",
+    for condition, count in copied.bounds.selections(changed):
+        plan.tasks.append(CopyRange(table, whole=False, selection=condition, label=f"{count} changed chunks",
                                     replaces=in_place))
-    if numbers - changed and not in_place:
-        plan.tasks.append(CopyRange(table, whole=False, selection=sql.SQL("NOT ") + fetched, from_copy=True,
-                                    label="unchanged rows from the copy"))
+    if not in_place:
+        for condition, count in copied.bounds.selections(copied.chunks.keys() - changed):
+            plan.tasks.append(CopyRange(table, whole=False, selection=condition, from_copy=True,
+                                        label=f"{count} unchanged chunks from the copy"))
     if not changed:
         plan.tables_kept.append(table.qualified)

@@ -24,8 +24,8 @@ _STRING_KEY_TYPES = ("text", "varchar", "bpchar")
 # enough that the chunks' digests (a few dozen bytes each) cost next to nothing.
 CHUNK_BYTES = 128 * 1024
 MIN_CHUNK_ROWS = 64
-# A copy selects its chunks by key ranges written into its statement (an argument of psql);
-# runs of changed chunks beyond this many are merged across the smallest gaps.
+# A copy selects its chunks by key ranges written into its statement (an argument of psql, of at
+# most 128 KiB): more runs of chunks than this go in several copies, each its own transaction.
 MAX_RANGES = 256
 
 # Tables with a one-column primary key of an ordered type, read in the session's snapshot.
@@ -83,10 +83,13 @@ class ChunkBounds:
         return sql.SQL("width_bucket({}, {}::text[]::{}[])").format(
             self.key.expression(), sql.Literal(list(self.bounds)), sql.SQL(self.key.type))
 
-    def selection(self, chunks: Iterable[int]) -> sql.Composable:
-        """A condition true for the rows of ``chunks`` (runs merged up to ``MAX_RANGES`` key ranges)."""
-        ranges = [self._key_range(first, last) for first, last in merged_runs(sorted(set(chunks)), MAX_RANGES)]
-        return sql.SQL("({})").format(sql.SQL(" OR ").join(ranges)) if ranges else sql.SQL("false")
+    def selections(self, chunks: Iterable[int]) -> list[tuple[sql.Composable, int]]:
+        """Conditions that together select exactly the rows of ``chunks``, each of at most
+        ``MAX_RANGES`` key ranges, with the number of chunks each covers."""
+        runs = chunk_runs(sorted(set(chunks)))
+        groups = [runs[start:start + MAX_RANGES] for start in range(0, len(runs), MAX_RANGES)]
+        return [(sql.SQL("({})").format(sql.SQL(" OR ").join(self._key_range(*run) for run in group)),
+                 sum(last - first + 1 for first, last in group)) for group in groups]
 
     def _key_range(self, first: int, last: int) -> sql.Composable:
         conditions = []
@@ -97,18 +100,14 @@ class ChunkBounds:
         return sql.SQL("({})").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("true")
 
 
-def merged_runs(chunks: list[int], limit: int) -> list[tuple[int, int]]:
-    """Sorted ``chunks`` as runs (first, last) of consecutive numbers, at most ``limit`` of them:
-    beyond it, the runs with the smallest gaps between them are joined (the gap is copied too)."""
+def chunk_runs(chunks: list[int]) -> list[tuple[int, int]]:
+    """Sorted ``chunks`` as runs (first, last) of consecutive numbers."""
     runs: list[list[int]] = []
     for chunk in chunks:
         if runs and runs[-1][1] == chunk - 1:
             runs[-1][1] = chunk
         else:
             runs.append([chunk, chunk])
-    while len(runs) > limit:
-        gap = min(range(len(runs) - 1), key=lambda i: runs[i + 1][0] - runs[i][1])
-        runs[gap][1] = runs.pop(gap + 1)[1]
     return [(first, last) for first, last in runs]
 
 
