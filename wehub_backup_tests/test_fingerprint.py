@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from wehub_backup.pg.fingerprint import compare_fingerprints, fingerprint_database, table_digest
+import psycopg
+import pytest
+from psycopg import pq
+
+from wehub_backup.pg.chunks import ChunkBounds, chunk_keys
+from wehub_backup.pg.fingerprint import (
+    DatabaseFingerprint,
+    TableFingerprint,
+    compare_fingerprints,
+    fingerprint_database,
+    sequence_positions,
+    table_digest,
+)
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
 ROWS = """INSERT INTO {t} (id, mood, payload, amount, ratio, tags, note, seen_at, raw, addr)
@@ -80,3 +95,68 @@ def test_large_objects_are_counted_and_digested_when_asked(vps_cluster: Postgres
     assert compare_fingerprints(before, fingerprint()) == ["large objects: content differs (2 each)"]
     vps_cluster.execute("SELECT lo_unlink(424242)", dbname=digest_db)
     assert compare_fingerprints(before, fingerprint()) == ["large objects: 1 in the copy, 2 in the source"]
+
+
+# The fingerprint's statements do not grow with the tables: at most one digest statement per
+# DIGEST_BATCH_TABLES tables (or per DIGEST_BATCH_BYTES of them) and one sequence statement per
+# SEQUENCE_BATCH sequences; 10 and 200 small tables, each with a sequence, take the same number.
+MORE_ROUND_TRIPS_FOR_200_TABLES = 1
+
+
+@contextmanager
+def round_trips(conn: psycopg.Connection) -> Iterator[list[int]]:
+    """The round trips ``conn`` makes inside the block, counted on the wire by libpq's trace: each
+    simple-protocol Query and each extended-protocol Sync the client sends waits for the server."""
+    with tempfile.TemporaryFile("w+") as trace:
+        counted: list[int] = []
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield counted
+        finally:
+            conn.pgconn.untrace()
+            trace.seek(0)
+            counted.append(sum(1 for line in trace if re.match(r"F\t\d+\t(Query|Sync)\b", line)))
+
+
+@pytest.fixture
+def many_tables_db(vps_cluster: PostgresCluster) -> str:
+    name = "digest_many_tables"
+    vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    vps_cluster.execute(f"CREATE DATABASE {name}")
+    statements = []
+    for schema, tables in (("few", 10), ("many", 200)):
+        statements.append(f"CREATE SCHEMA {schema}")
+        statements += [f"CREATE TABLE {schema}.t{i} (id serial PRIMARY KEY, note text, at date DEFAULT '2024-01-01');"
+                       f"INSERT INTO {schema}.t{i} (note) SELECT 'row ' || j FROM generate_series(1, {i % 7}) j"
+                       for i in range(tables)]
+    vps_cluster.execute(";".join(statements), dbname=name)
+    return name
+
+
+def fingerprint_in_snapshot(conn: psycopg.Connection, schema: str) -> tuple[DatabaseFingerprint, int]:
+    """A backup's source-side reads of ``schema``: sequences before, fingerprint (every other table
+    cut in chunks), sequences after; and the round trips they took."""
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    keys = chunk_keys(conn, [schema])
+    chunked = {name: ChunkBounds(key, ("2", "4")) for name, key in keys.items() if int(name.rsplit("t", 1)[1]) % 2}
+    with round_trips(conn) as counted:
+        before = sequence_positions(conn, [schema], [])
+        fingerprint = fingerprint_database(conn, [schema], [], before, large_objects=True, chunked=chunked)
+        assert sequence_positions(conn, [schema], []) == before
+    conn.rollback()
+    return fingerprint, counted[0]
+
+
+def test_round_trips_do_not_grow_with_the_tables(vps_cluster: PostgresCluster, many_tables_db: str) -> None:
+    with vps_cluster.connect(many_tables_db) as conn:
+        few, few_trips = fingerprint_in_snapshot(conn, "few")
+        many, many_trips = fingerprint_in_snapshot(conn, "many")
+        singly = {f"many.t{i}": table_digest(conn, "many", f"t{i}") for i in range(200)}
+    assert (len(few.tables), len(many.tables), len(many.sequences), len(many.chunks)) == (10, 200, 200, 100)
+    assert many_trips - few_trips <= MORE_ROUND_TRIPS_FOR_200_TABLES, (few_trips, many_trips)
+    assert {name: (table.rows, table.digest) for name, table in many.tables.items()} == singly
+    assert many.chunks["many.t5"] == {0: TableFingerprint(1, many.chunks["many.t5"][0].digest),
+                                      1: TableFingerprint(2, many.chunks["many.t5"][1].digest),
+                                      2: TableFingerprint(2, many.chunks["many.t5"][2].digest)}
+    assert many.sequences["many.t5_id_seq"] == 6 and many.sequences["many.t0_id_seq"] == 1

@@ -25,12 +25,12 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import database_oid
 from wehub_backup.pg.fingerprint import (
     DatabaseFingerprint,
+    DigestedTable,
     TableFingerprint,
-    chunk_digests,
     large_object_fingerprint,
     set_stable_output,
     summed,
-    table_digest,
+    table_digests,
 )
 from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
 from wehub_backup.preflight import connect_or_explain
@@ -113,20 +113,25 @@ def read_increment_base(vps: ConnectionInfo, target: str, manifest: CopyManifest
     with connect_or_explain(vps, "the VPS server", target) as conn:
         set_stable_output(conn)
         keys = chunk_keys(conn, schemas)
-        tables = {table.qualified: _copied_table(conn, table, keys.get(table.qualified))
-                  for table in streamed_tables(conn, schemas, excluded_tables)}
+        streamed = streamed_tables(conn, schemas, excluded_tables)
+        digested = [_digested_table(conn, table, keys.get(table.qualified)) for table in streamed]
+        tables = {table.qualified: _copied_table(table, cut, parts)
+                  for table, cut, parts in zip(streamed, digested, table_digests(conn, digested))}
         [encoding] = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
                                   "WHERE datname = current_database()").fetchone()
         large_objects = large_object_fingerprint(conn)
     return IncrementBase(manifest, tables, time.monotonic() - started, encoding, large_objects)
 
 
-def _copied_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> CopiedTable:
-    if key is None:
-        return CopiedTable(table.definition, TableFingerprint(*table_digest(conn, table.schema, table.name)))
-    bounds = chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
-    chunks = chunk_digests(conn, table.schema, table.name, bounds)
-    return CopiedTable(table.definition, summed(chunks.values()), bounds, chunks)
+def _digested_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> DigestedTable:
+    """The table as its digest reads it: cut at bounds of its key (read here), or whole without one."""
+    bounds = None if key is None else chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
+    return DigestedTable(table.schema, table.name, table.size_bytes, bounds)
+
+
+def _copied_table(table: StreamedTable, digested: DigestedTable, parts: dict) -> CopiedTable:
+    chunks = parts if digested.bounds is not None else {}
+    return CopiedTable(table.definition, summed(parts.values()), digested.bounds, chunks)
 
 
 # A result row as the server sends it: its type, length and field count, and each field's length.

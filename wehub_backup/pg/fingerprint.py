@@ -9,13 +9,13 @@ false mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
-from wehub_backup.pg.chunks import ChunkBounds, chunk_keys
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys
 
 # Text output of values must not depend on session settings that may differ between servers
 # (a role's search_path, say: reg* values print schema-qualified only outside it).
@@ -150,21 +150,30 @@ def fingerprint_database(
     params = {"schemas": schemas, "excluded": _qualified(excluded_tables)}
     if sequences is None:
         sequences = sequence_positions(conn, schemas, excluded_tables)
-    result = DatabaseFingerprint(sequences=sequences)
-    for kind, query in _OBJECT_COUNTS.items():
-        result.object_counts[kind] = conn.execute(query.format(scope=_RELATION_SCOPE), params).fetchone()[0]
+    result = DatabaseFingerprint(sequences=sequences, object_counts=_object_counts(conn, params))
     keys = chunk_keys(conn, schemas) if chunked else {}
-    for schema, table, size in _leaf_tables(conn, params):
-        name = f"{schema}.{table}"
-        bounds = (chunked or {}).get(name)
-        if bounds is not None and keys.get(name) == bounds.key:
-            result.chunks[name] = chunk_digests(conn, schema, table, bounds)
-            result.tables[name] = summed(result.chunks[name].values(), size)
-        else:
-            result.tables[name] = TableFingerprint(*table_digest(conn, schema, table), size)
+    tables = [DigestedTable(schema, table, size, _current_bounds((chunked or {}).get(f"{schema}.{table}"),
+                                                                 keys.get(f"{schema}.{table}")))
+              for schema, table, size in _leaf_tables(conn, params)]
+    for table, parts in zip(tables, table_digests(conn, tables)):
+        result.tables[table.qualified] = summed(parts.values(), table.size_bytes)
+        if table.bounds is not None:
+            result.chunks[table.qualified] = parts
     if large_objects:
         result.large_objects = large_object_fingerprint(conn)
     return result
+
+
+def _object_counts(conn: psycopg.Connection, params: dict) -> dict[str, int]:
+    """Every kind's count in one statement (one round trip, whatever the number of kinds)."""
+    counts = conn.execute("SELECT " + ", ".join(f"({query.format(scope=_RELATION_SCOPE)})"
+                                                for query in _OBJECT_COUNTS.values()), params).fetchone()
+    return dict(zip(_OBJECT_COUNTS, counts))
+
+
+def _current_bounds(bounds: ChunkBounds | None, key: ChunkKey | None) -> ChunkBounds | None:
+    """The bounds a table was cut by, while its primary key is still the one they were cut by."""
+    return bounds if bounds is not None and key == bounds.key else None
 
 
 def large_object_fingerprint(conn: psycopg.Connection) -> TableFingerprint:
@@ -191,16 +200,39 @@ _BINARY_HASHED_TYPES = (
 
 # Strings hash by their bytes under a deterministic collation; "C" makes that explicit.
 _STRING_TYPES = ("text", "varchar", "bpchar", "name")
+# Each column of each table given (by its 1-based place in the arrays), as row_hash hashes it.
 _COLUMN_HASH_INPUTS = """
-    SELECT a.attname, format_type(base.oid, NULL),
+    SELECT r.i, a.attname, format_type(base.oid, NULL),
            base.typname = ANY(%(binary)s) OR elem.typname = ANY(%(binary)s),
            base.typname = ANY(%(strings)s) OR elem.typname = ANY(%(strings)s), t.typtype = 'd'
-    FROM pg_attribute a
+    FROM unnest(%(schemas)s::text[], %(tables)s::text[]) WITH ORDINALITY AS r(schema, name, i)
+    JOIN pg_attribute a ON a.attrelid = (quote_ident(r.schema) || '.' || quote_ident(r.name))::regclass
     JOIN pg_type t ON t.oid = a.atttypid
     JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
     LEFT JOIN pg_type elem ON elem.oid = base.typelem AND base.typcategory = 'A'
-    WHERE a.attrelid = (quote_ident(%(schema)s) || '.' || quote_ident(%(table)s))::regclass
-      AND a.attnum > 0 AND NOT a.attisdropped"""
+    WHERE a.attnum > 0 AND NOT a.attisdropped"""
+# A digest statement's rows reach the client only when it ends, and the source's stall watchdog
+# sees that silence: one statement digests at most this many tables and, beyond its first table,
+# this many bytes of them (a larger table goes alone), so no silence is much longer than
+# digesting one large table alone was.
+DIGEST_BATCH_TABLES = 200
+DIGEST_BATCH_BYTES = 64 * 1024 * 1024
+# Sequences read in one statement: each is one row of a one-page relation.
+SEQUENCE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class DigestedTable:
+    """A table to digest: whole, or chunk by chunk where ``bounds`` cut it; its size bounds its batch."""
+
+    schema: str
+    name: str
+    size_bytes: int = 0
+    bounds: ChunkBounds | None = None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
 
 
 def table_digest(conn: psycopg.Connection, schema: str, table: str, *, columns: Collection[str] | None = None,
@@ -215,37 +247,86 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str, *, columns: 
     narrow it to the rows and columns a copy carries of a table that also holds others (the
     users a migration adds to a project's ``auth.users``).
     """
-    rows, digest = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(sum({hash}), 0) FROM {}.{} AS t WHERE {}").format(
-            sql.Identifier(schema), sql.Identifier(table), where, hash=row_hash(conn, schema, table, columns))
-    ).fetchone()
+    _, _, rows, digest = conn.execute(
+        _digest_select(0, DigestedTable(schema, table), row_hash(conn, schema, table, columns), where)).fetchone()
     return rows, str(digest)
 
 
 def chunk_digests(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds) -> dict[int, TableFingerprint]:
     """Row count and digest of each chunk of the table that holds rows: the same sums as
     ``table_digest``, grouped, so a table's chunks add up to its digest."""
-    rows = conn.execute(
-        sql.SQL("SELECT {bucket}, count(*), sum({hash}) FROM {}.{} AS t GROUP BY 1").format(
-            sql.Identifier(schema), sql.Identifier(table), bucket=bounds.bucket(),
-            hash=row_hash(conn, schema, table))
-    ).fetchall()
-    return {chunk: TableFingerprint(count, str(digest)) for chunk, count, digest in rows}
+    return table_digests(conn, [DigestedTable(schema, table, bounds=bounds)])[0]
+
+
+def table_digests(conn: psycopg.Connection,
+                  tables: Sequence[DigestedTable]) -> list[dict[int | None, TableFingerprint]]:
+    """Count and digest of each table (under the key None) or of each of its chunks that holds
+    rows (under the chunk's number), as ``table_digest`` and ``chunk_digests`` compute them: one
+    statement per ``DIGEST_BATCH_TABLES`` tables or ``DIGEST_BATCH_BYTES`` of them, not one a table."""
+    inputs = _column_hash_inputs(conn, [(table.schema, table.name) for table in tables])
+    digests: list[dict[int | None, TableFingerprint]] = [{} for _ in tables]
+    sizes = [table.size_bytes for table in tables]
+    for batch in statement_batches(sizes, DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES):
+        statement = sql.SQL(" UNION ALL ").join(_digest_select(i, tables[i], _row_hash(inputs[i])) for i in batch)
+        for i, chunk, rows, digest in conn.execute(statement).fetchall():
+            digests[i][chunk] = TableFingerprint(rows, str(digest))
+    return digests
+
+
+def _digest_select(number: int, table: DigestedTable, hash: sql.Composable,
+                   where: sql.Composable = sql.SQL("true")) -> sql.Composable:
+    """The rows (number, chunk, count, digest) of one table: one row, chunk NULL, for the whole
+    table; one per chunk holding rows where ``bounds`` cut it."""
+    bucket, grouped = (sql.SQL("NULL::int"), sql.SQL("")) if table.bounds is None \
+        else (table.bounds.bucket(), sql.SQL(" GROUP BY 2"))
+    return sql.SQL("SELECT {}, {}, count(*), coalesce(sum({}), 0) FROM {} AS t WHERE {}{}").format(
+        sql.Literal(number), bucket, hash, sql.Identifier(table.schema, table.name), where, grouped)
+
+
+def statement_batches(sizes: Sequence[int], most: int, most_bytes: int) -> list[range]:
+    """Consecutive runs of the items, each at most ``most`` of them and, beyond its first item,
+    at most ``most_bytes`` in all."""
+    batches: list[range] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= most or total + size > most_bytes):
+            batches.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        batches.append(range(start, len(sizes)))
+    return batches
 
 
 def row_hash(conn: psycopg.Connection, schema: str, table: str, columns: Collection[str] | None = None) -> sql.Composable:
-    """The 64-bit hash of a row ``t`` of the table that the digests sum.
+    """The 64-bit hash of a row ``t`` of the table that the digests sum (of ``columns`` only, if given)."""
+    return _row_hash(_column_hash_inputs(conn, [(schema, table)])[0], columns)
+
+
+def _row_hash(inputs: list[tuple], columns: Collection[str] | None = None) -> sql.Composable:
+    """The hash of a row from its columns' hash inputs.
 
     Columns go in name order, so a copy whose physical column order differs (a partition
     attached with its own layout) compares equal; strings are hashed by their bytes (collation
     "C"), and types whose hash would differ between servers (enums and others hashed by OID) go
     in as text.
     """
-    inputs = sorted(column for column in conn.execute(_COLUMN_HASH_INPUTS, {
-        "schema": schema, "table": table, "binary": list(_BINARY_HASHED_TYPES), "strings": list(_STRING_TYPES),
-    }).fetchall() if columns is None or column[0] in columns)
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in inputs))
+    chosen = sorted(column for column in inputs if columns is None or column[0] in columns)
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(_hash_input(*column) for column in chosen))
     return sql.SQL("hash_record_extended({}, 0)").format(row)
+
+
+def _column_hash_inputs(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> list[list[tuple]]:
+    """Each table's columns as ``_hash_input`` takes them, for all ``tables`` in one round trip."""
+    inputs: list[list[tuple]] = [[] for _ in tables]
+    if not tables:
+        return inputs
+    for i, *column in conn.execute(_COLUMN_HASH_INPUTS, {
+        "schemas": [schema for schema, _ in tables], "tables": [table for _, table in tables],
+        "binary": list(_BINARY_HASHED_TYPES), "strings": list(_STRING_TYPES),
+    }).fetchall():
+        inputs[i - 1].append(tuple(column))
+    return inputs
 
 
 def _hash_input(name: str, base_type: str, binary: bool, string: bool, is_domain: bool) -> sql.Composable:
@@ -281,13 +362,21 @@ def sequence_positions(conn: psycopg.Connection, schemas: list[str],
            ORDER BY 1, 2""",
         (schemas, _qualified(excluded_tables)),
     ).fetchall()
-    positions = {}
-    for schema, name, increment in rows:
-        last_value, is_called = conn.execute(
-            sql.SQL("SELECT last_value, is_called FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        ).fetchone()
-        positions[f"{schema}.{name}"] = last_value + increment if is_called else last_value
-    return positions
+    states = _sequence_states(conn, [(schema, name) for schema, name, _ in rows])
+    return {f"{schema}.{name}": last_value + increment if is_called else last_value
+            for (schema, name, increment), (last_value, is_called) in zip(rows, states)}
+
+
+def _sequence_states(conn: psycopg.Connection, sequences: list[tuple[str, str]]) -> list[tuple[int, bool]]:
+    """Each sequence's ``last_value`` and ``is_called``, ``SEQUENCE_BATCH`` sequences a statement."""
+    states: list[tuple[int, bool]] = [(0, False)] * len(sequences)
+    for batch in statement_batches([0] * len(sequences), SEQUENCE_BATCH, 0):
+        statement = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, last_value, is_called FROM {}").format(
+                sql.Literal(i), sql.Identifier(*sequences[i])) for i in batch)
+        for i, last_value, is_called in conn.execute(statement).fetchall():
+            states[i] = (last_value, is_called)
+    return states
 
 
 def compare_fingerprints(
