@@ -60,6 +60,11 @@ class Attempt:
 
 
 Details = dict[str, object]
+PLAN_STEP, DUMP_STEP, LOAD_STEP = "plan_supabase_backup", "dump_supabase_database", "restore_into_staging_database"
+# What the load step reports of an incremental copy (and rows_copied of any streamed one).
+INCREMENT_FIGURES = ("chunks_compared", "chunks_copied", "rows_copied", "rows_from_current_copy",
+                     "tables_unchanged", "tables_copied_whole", "copy_data_bytes")
+BENCH_BUDGET_BYTES = 10**15
 
 
 @dataclass(frozen=True)
@@ -155,10 +160,11 @@ def connection_uri(info: ConnectionInfo, dbname: str | None = None) -> str:
     return f"postgres://{info.user}@{host}:{info.port}/{dbname or info.dbname}?sslmode={info.sslmode}"
 
 
-def project_backup_job(attempt: Attempt, copy_engine: str | None = None) -> Details:
+def project_backup_job(attempt: Attempt, copy_engine: str | None = None, mode: str | None = None) -> Details:
     """``wehub-backup backup TARGET``: a real Dagster run, its environment set as on the VPS.
 
-    ``copy_engine`` sets ``WEHUB_BACKUP_COPY_ENGINE``; without it the job runs with its default engine.
+    ``copy_engine`` sets ``WEHUB_BACKUP_COPY_ENGINE`` and ``mode`` ``WEHUB_BACKUP_MODE``; without
+    them the job runs with its defaults (the archive engine, a full copy).
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "SUPABASE_", "LOCAL_", "WEHUB_"))}
     env.update({
@@ -174,6 +180,8 @@ def project_backup_job(attempt: Attempt, copy_engine: str | None = None) -> Deta
         "PGPASSFILE": str(attempt.passfile),
         "WEHUB_BACKUP_DIR": str(attempt.workdir),
         "WEHUB_ARCHIVE": "off",  # the archive of the verified copy is the job's own extra, not part of a copy
+        # The benchmark's source is not Supabase: its many runs in one billing cycle must not be refused.
+        "WEHUB_EGRESS_BUDGET_BYTES": str(BENCH_BUDGET_BYTES),
         "WEHUB_BACKUP_LOG": str(attempt.dagster_home / "supabase_backup.log"),
         "WEHUB_MIGRATION_LOG": str(attempt.dagster_home / "supabase_migration.log"),
         "WEHUB_PG_BINDIRS": str(attempt.client.bindir),
@@ -181,6 +189,8 @@ def project_backup_job(attempt: Attempt, copy_engine: str | None = None) -> Deta
     })
     if copy_engine is not None:
         env["WEHUB_BACKUP_COPY_ENGINE"] = copy_engine
+    if mode is not None:
+        env["WEHUB_BACKUP_MODE"] = mode
     launched = time.time()
     finished = subprocess.run(backup_command(attempt.database), env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True)
@@ -209,24 +219,32 @@ def job_details(dagster_home: Path, launched: float, ended: float) -> Details:
         elif event is not None and event.event_type == dg.DagsterEventType.STEP_SUCCESS:
             ends.append(record.timestamp)
     steps = dict(summary.step_seconds)
+    dump_egress = summary.value(DUMP_STEP, "egress_bytes") or 0
+    copy_egress = summary.value(LOAD_STEP, "egress_bytes") or 0
     return {
         "run_id": run_id,
+        "mode": summary.value(PLAN_STEP, "mode"),
+        "mode_reason": summary.value(PLAN_STEP, "mode_reason"),
         "step_s": steps,
         "before_first_step_s": min(starts) - launched,
         "after_last_step_s": ended - max(ends),
         "between_steps_s": (max(ends) - min(starts)) - sum(steps.values()),
-        "egress_bytes": (summary.value("dump_supabase_database", "egress_bytes") or 0)
-        + (summary.value("restore_into_staging_database", "egress_bytes") or 0),
-        "artifact_bytes": summary.value("dump_supabase_database", "artifact_bytes"),
-        "dump_s": summary.value("dump_supabase_database", "duration_s"),
-        "restore_s": summary.value("restore_into_staging_database", "duration_s"),
+        "egress_bytes": dump_egress + copy_egress,
+        "dump_egress_bytes": dump_egress,
+        "copy_egress_bytes": copy_egress,
+        "artifact_bytes": summary.value(DUMP_STEP, "artifact_bytes"),
+        "dump_s": summary.value(DUMP_STEP, "duration_s"),
+        "restore_s": summary.value(LOAD_STEP, "duration_s"),
         "verify_s": summary.value("verify_restored_database", "duration_s"),
-        "load_phase_s": {phase: summary.value("restore_into_staging_database", f"{phase}_s")
+        "load_phase_s": {phase: summary.value(LOAD_STEP, f"{phase}_s")
                          for phase in ("pre-data", "copy", "data", "post-data")},
-        "pg_dump_peak_rss_bytes": summary.value("dump_supabase_database", "pg_dump_peak_rss_bytes"),
-        "pg_restore_peak_rss_bytes": summary.value("restore_into_staging_database", "pg_restore_peak_rss_bytes"),
-        "pg_dump_cpu_s": summary.value("dump_supabase_database", "pg_dump_cpu_s"),
-        "pg_restore_cpu_s": summary.value("restore_into_staging_database", "pg_restore_cpu_s"),
+        "pg_dump_peak_rss_bytes": summary.value(DUMP_STEP, "pg_dump_peak_rss_bytes"),
+        "pg_restore_peak_rss_bytes": summary.value(LOAD_STEP, "pg_restore_peak_rss_bytes"),
+        "pg_dump_cpu_s": summary.value(DUMP_STEP, "pg_dump_cpu_s"),
+        "pg_restore_cpu_s": summary.value(LOAD_STEP, "pg_restore_cpu_s"),
+        "current_copy_read_s": summary.value(PLAN_STEP, "current_copy_read_s"),
+        **{name: summary.value(DUMP_STEP, name) for name in ("chunk_digests", "chunk_digest_bytes")},
+        **{name: summary.value(LOAD_STEP, name) for name in INCREMENT_FIGURES},
     }
 
 
@@ -246,6 +264,32 @@ CONTENDERS = {
         Contender("job_stream", "wehub-backup, stream engine",
                   "WEHUB_BACKUP_COPY_ENGINE=stream wehub-backup backup TARGET",
                   partial(project_backup_job, copy_engine="stream")),
+    )
+}
+
+
+@dataclass(frozen=True)
+class IncrementalContender(Contender):
+    """An incremental run of the job into the copy its full run made, after ``changed_share`` of the
+    source's rows changed (0: the source as the last run left it)."""
+
+    changed_share: float = 0.0
+
+
+_INCREMENTAL_COMMAND = "WEHUB_BACKUP_COPY_ENGINE=stream WEHUB_BACKUP_MODE=incremental wehub-backup backup TARGET"
+_incremental_job = partial(project_backup_job, copy_engine="stream", mode="incremental")
+# The full run the incremental runs build on (an incremental run streams: the same engine).
+INCREMENT_BASE = IncrementalContender("job_incremental_full", "wehub-backup, full run (stream engine) the incremental "
+                                      "runs build on", "WEHUB_BACKUP_COPY_ENGINE=stream wehub-backup backup TARGET",
+                                      partial(project_backup_job, copy_engine="stream"))
+INCREMENTAL_CONTENDERS = {
+    c.key: c for c in (
+        IncrementalContender("job_incremental_unchanged", "wehub-backup incremental, source unchanged",
+                             _INCREMENTAL_COMMAND, _incremental_job, 0.0),
+        IncrementalContender("job_incremental_1pct", "wehub-backup incremental, 1% of rows changed",
+                             _INCREMENTAL_COMMAND, _incremental_job, 0.01),
+        IncrementalContender("job_incremental_5pct", "wehub-backup incremental, 5% of rows changed",
+                             _INCREMENTAL_COMMAND, _incremental_job, 0.05),
     )
 }
 

@@ -40,6 +40,7 @@ Log = Callable[[str], None]
 MIB = 2**20
 DATASET_VERSION = 1
 SOURCE_DATABASE = "postgres"
+DATASET_MARKER = "dataset.json"  # in the base directory: what the kept source was built as
 TARGET_SUPERUSER = "postgres"
 # A small VPS's settings, the same on both servers (fsync etc. are the harness's: off).
 SERVER_SETTINGS = {
@@ -81,7 +82,7 @@ CREATE TABLE public.event_log (
   created_at timestamptz NOT NULL
 );
 """
-_DOCUMENT_ROWS = f"""
+DOCUMENT_ROWS = f"""
 INSERT INTO public.documents (id, owner_id, title, body, attributes, tags, status, created_at, updated_at)
 SELECT i,
        md5('user' || (1 + i %% 60))::uuid,
@@ -97,7 +98,7 @@ SELECT i,
        CASE WHEN i %% 4 = 0 THEN timestamptz '2024-06-01 00:00+00' + i * interval '11 seconds' END
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
-_EVENT_LOG_ROWS = """
+EVENT_LOG_ROWS = """
 INSERT INTO public.event_log (id, user_id, kind, path, payload, ip, user_agent, created_at)
 SELECT i,
        md5('user' || (1 + i %% 60))::uuid,
@@ -198,7 +199,7 @@ def start_servers(base_dir: Path, scale_mb: int, log: Log) -> BenchServers:
     hand_to_server_user(base_dir)
     settings = {**SUPABASE_SETTINGS, **SERVER_SETTINGS}
     source = PostgresCluster("source", base_dir, superuser=SUPABASE_SUPERUSER, settings=settings)
-    marker = base_dir / "dataset.json"
+    marker = base_dir / DATASET_MARKER
     reuse = _marker_matches(marker, scale_mb) and (source.data_dir / "PG_VERSION").exists()
     if reuse:
         source.stop()
@@ -217,6 +218,11 @@ def start_servers(base_dir: Path, scale_mb: int, log: Log) -> BenchServers:
     source.set_password(SUPABASE_SUPERUSER, servers.admin_password)
     target.set_password(TARGET_SUPERUSER, servers.target_password)
     return servers
+
+
+def forget_dataset(base_dir: Path) -> None:
+    """The kept source is about to differ from what was built: a later run builds it again."""
+    (base_dir / DATASET_MARKER).unlink(missing_ok=True)
 
 
 def _marker_matches(marker: Path, scale_mb: int) -> bool:
@@ -259,14 +265,14 @@ def run_pgbench_init(source: PostgresCluster, scale: int) -> None:
 
 def load_wide_tables(source: PostgresCluster, plan: DatasetPlan) -> None:
     """Create the wide tables, fill them in two halves side by side, then index and constrain them."""
-    with _app_session(source) as conn:
+    with app_session(source) as conn:
         conn.execute(_WIDE_TABLES)  # type: ignore[arg-type]
-    chunks = [(_DOCUMENT_ROWS, part) for part in _halves(plan.documents)]
-    chunks += [(_EVENT_LOG_ROWS, part) for part in _halves(plan.event_log)]
+    chunks = [(DOCUMENT_ROWS, part) for part in _halves(plan.documents)]
+    chunks += [(EVENT_LOG_ROWS, part) for part in _halves(plan.event_log)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         for future in [pool.submit(_insert_rows, source, query, part) for query, part in chunks]:
             future.result()
-    with _app_session(source) as conn:
+    with app_session(source) as conn:
         for statement in _WIDE_TABLE_FINISH:
             conn.execute(statement)  # type: ignore[arg-type]
 
@@ -277,11 +283,11 @@ def _halves(rows: int) -> list[dict[str, int]]:
 
 
 def _insert_rows(source: PostgresCluster, query: str, bounds: dict[str, int]) -> None:
-    with _app_session(source) as conn:
+    with app_session(source) as conn:
         conn.execute(query, bounds)  # type: ignore[arg-type]
 
 
-def _app_session(source: PostgresCluster) -> psycopg.Connection:
+def app_session(source: PostgresCluster) -> psycopg.Connection:
     """A session as the application owner, without Supabase's 2-minute statement timeout."""
     conn = source.connect(SOURCE_DATABASE, user=APP_OWNER)
     conn.execute("SET statement_timeout = 0")

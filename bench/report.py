@@ -8,6 +8,7 @@ import platform
 import time
 from pathlib import Path
 
+from bench import incremental_report
 from bench.contenders import CONTENDERS, pgcopydb_version
 from bench.measure import median
 
@@ -132,7 +133,14 @@ class Summary:
         return median(values) if values else None
 
 
-def render(results: dict, others: list[dict]) -> str:
+def render(results: dict, others: list[dict], existing: str | None = None) -> str:
+    """The whole report; from results of the incremental runs alone, ``existing`` (the report as it
+    stands) with only its incremental section replaced, since nothing else was measured."""
+    if not results["measurements"]:
+        section = incremental_report.render_section(results)
+        if existing is None:
+            return section + "\n"
+        return incremental_report.splice_section(existing, section)
     summary = Summary(results)
     parts = [
         _header(results),
@@ -140,6 +148,7 @@ def render(results: dict, others: list[dict]) -> str:
         _job_breakdown(summary),
         _diagnostics(results),
         _targets(summary, others),
+        incremental_report.render_section(results),
         _differences(results),
         _environment(results),
     ]

@@ -3,6 +3,9 @@
 Contenders run in turn (A B C D A B C D ...), so a slow phase of the machine hits all of
 them alike; each run writes into a fresh database that is checked against the source
 (row counts every time, full fingerprints on the last repetition) before it counts.
+The incremental contenders run after them, since they change the source: per repetition a
+full run into a target of their own, then each incremental run into that copy (fingerprinted
+every time), the source changed before it as an application would change it.
 """
 
 from __future__ import annotations
@@ -13,23 +16,34 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from bench import diagnostics, report
-from bench.contenders import CONTENDERS, Attempt, Contender, missing_programs
+from bench.changes import apply_changes
+from bench.contenders import (
+    CONTENDERS,
+    INCREMENT_BASE,
+    INCREMENTAL_CONTENDERS,
+    Attempt,
+    Contender,
+    IncrementalContender,
+    missing_programs,
+)
 from bench.dataset import BenchServers, CopyPlan, prepare_copy, start_servers
 from bench.measure import RunMeasurement, Sampler
 from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.databases import drop_database
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database
 from wehub_backup.pg.relay import ByteCountingRelay
+from wehub_backup.run.targets import previous_name
 
 REPO = Path(__file__).resolve().parent.parent
 MIN_SCALE_MB, MAX_SCALE_MB = 100, 10240
+ALL_CONTENDERS = [*CONTENDERS, *INCREMENTAL_CONTENDERS]
 
 
 def log(message: str) -> None:
@@ -45,9 +59,9 @@ def scale_argument(value: str) -> int:
 
 def contender_list(value: str) -> list[str]:
     keys = [key.strip() for key in value.split(",") if key.strip()]
-    unknown = [key for key in keys if key not in CONTENDERS]
+    unknown = [key for key in keys if key not in ALL_CONTENDERS]
     if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+        raise argparse.ArgumentTypeError(f"unknown contender(s) {unknown}; choose from {', '.join(ALL_CONTENDERS)}")
     return keys
 
 
@@ -55,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=scale_argument, default=1024, help="source size in MB (100..10240, default 1024)")
     parser.add_argument("--repetitions", type=int, default=3, help="runs of each contender (default 3)")
-    parser.add_argument("--contenders", type=contender_list, default=list(CONTENDERS),
-                        help=f"comma-separated, from {','.join(CONTENDERS)} (default all)")
+    parser.add_argument("--contenders", type=contender_list, default=list(ALL_CONTENDERS),
+                        help=f"comma-separated, from {','.join(ALL_CONTENDERS)} (default all; the incremental "
+                             "ones run last, after a full run of their own, and change the source)")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md", help="report to write")
     parser.add_argument("--keep", action="store_true",
                         help="keep the clusters (stopped) in --base-dir; a later run at the same scale reuses the source")
@@ -82,13 +97,14 @@ class Session:
     dagster_home: Path
     source_fingerprint: DatabaseFingerprint
     passfile: Path
-    measurements: list[RunMeasurement] = field(default_factory=list)
 
-    def run(self, contender: Contender, repetition: int) -> RunMeasurement:
-        """One timed run into a fresh database, then a row-count check of the copy."""
-        database = f"bench_{contender.key}_{repetition}"
-        workdir = self.workdir / f"{contender.key}-{repetition}"
-        workdir.mkdir(mode=0o700)
+    def run(self, contender: Contender, repetition: int, database: str | None = None,
+            backup_dir: Path | None = None) -> RunMeasurement:
+        """One timed run, then a row-count check of the copy: into a fresh database and working
+        directory, or into ``database`` with ``backup_dir`` kept between runs (an incremental chain)."""
+        database = database or f"bench_{contender.key}_{repetition}"
+        workdir = backup_dir or self.workdir / f"{contender.key}-{repetition}"
+        workdir.mkdir(mode=0o700, exist_ok=backup_dir is not None)
         source = self.servers.source
         with ByteCountingRelay(source.host, source.port) as relay:
             passfile = self.servers.write_passfile(self.workdir / "relay.pgpass", relay.port)
@@ -103,12 +119,11 @@ class Session:
                 details = contender.run(attempt)
                 seconds = time.monotonic() - started
             received = relay.counters.received_from_server
-        shutil.rmtree(workdir, ignore_errors=True)
+        if backup_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
         self.check_row_counts(database)
         details["load_before"] = load_before
-        measurement = RunMeasurement(contender.key, repetition, seconds, sampler.peaks, sampler.disk_bytes, received, details)
-        self.measurements.append(measurement)
-        return measurement
+        return RunMeasurement(contender.key, repetition, seconds, sampler.peaks, sampler.disk_bytes, received, details)
 
     def wait_until_idle(self, timeout_s: float = 300) -> None:
         """Start each run on a quiet machine: a fresh checkpoint, written data flushed to disk,
@@ -209,11 +224,14 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
         f"{args.repetitions} repetitions; {session.jobs} jobs")
     # Copies are checked and dropped as soon as they are made (a copy left behind draws autovacuum
     # into later runs); the job's last one stays for the untimed diagnostics.
-    kept = f"bench_{'job' if 'job' in args.contenders else args.contenders[-1]}_{args.repetitions}"
+    alternating = [key for key in args.contenders if key in CONTENDERS]
+    kept = f"bench_{'job' if 'job' in alternating else alternating[-1]}_{args.repetitions}" if alternating else ""
     copies: dict[str, dict] = {}
+    measurements: list[RunMeasurement] = []
     for repetition in range(1, args.repetitions + 1):
-        for key in args.contenders:
+        for key in alternating:
             measurement = session.run(CONTENDERS[key], repetition)
+            measurements.append(measurement)
             log(f"{key} #{repetition}: {measurement.seconds:.1f} s, {measurement.source_bytes / 2**20:.1f} MiB from source, "
                 f"temp disk {measurement.temp_disk_bytes / 2**20:.1f} MiB")
             database = f"bench_{key}_{repetition}"
@@ -221,8 +239,12 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
                 copies[key] = check_copy(session, key, database)
             if database != kept:
                 session.drop(database)
-    found = {} if args.no_diagnostics else diagnostics.run_all(session, kept, log)
-    session.drop(kept)
+    found = {} if args.no_diagnostics or not kept else diagnostics.run_all(session, kept, log)
+    if kept:
+        session.drop(kept)
+    # Last: the incremental runs change the source every other contender copies.
+    incremental = [INCREMENTAL_CONTENDERS[k] for k in INCREMENTAL_CONTENDERS if k in args.contenders]
+    increments = measure_increments(session, incremental, args.repetitions) if incremental else None
     return {
         "scale_mb": args.scale,
         "repetitions": args.repetitions,
@@ -233,11 +255,46 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
         "source_tables": len(source_fingerprint.tables),
         "source_fingerprint_s": source_fingerprint_s,
         "left_out": [str(item) for item in plan.scope.left_out],
-        "measurements": [asdict(m) for m in session.measurements],
+        "measurements": [asdict(m) for m in measurements],
         "copies": copies,
+        **({"incremental": increments} if increments else {}),
         "diagnostics": found,
         "environment": report.environment(servers, client),
     }
+
+
+def measure_increments(session: Session, contenders: list[IncrementalContender], repetitions: int) -> dict:
+    """Per repetition, a full run into a fresh target, then each incremental run into that copy, the
+    source changed before it as an app would (untimed); every copy is fingerprinted against the source."""
+    measurements: list[RunMeasurement] = []
+    copies: dict[str, dict] = {}
+    changes: list[dict] = []
+    for repetition in range(1, repetitions + 1):
+        database, backup_dir = f"bench_incremental_{repetition}", session.workdir / f"incremental-{repetition}"
+        for contender in [INCREMENT_BASE, *contenders]:
+            if contender.changed_share:
+                done = apply_changes(session.servers, contender.changed_share, len(changes) + 1)
+                changes.append({"contender": contender.key, "repetition": repetition, "tables": done})
+                session.source_fingerprint = fingerprint_source(session.servers, session.plan, session.passfile)[0]
+                log(f"{contender.key}: changed " + ", ".join(
+                    f"{name} +{d['inserts']} ~{d['updates']} -{d['deletes']}" for name, d in done.items()))
+            measurement = session.run(contender, repetition, database, backup_dir)
+            measurements.append(measurement)
+            egress = measurement.details["egress_bytes"]
+            log(f"{contender.key} #{repetition}: {measurement.seconds:.1f} s, {measurement.details['mode']} run, "
+                f"egress {egress / 2**20:.2f} MiB, {measurement.details.get('chunks_copied')} of "
+                f"{measurement.details.get('chunks_compared')} chunks fetched")
+            if contender is not INCREMENT_BASE and measurement.details["mode"] != "incremental":
+                raise RuntimeError(f"{contender.key}: the run was {measurement.details['mode']}, "
+                                   f"not incremental: {measurement.details['mode_reason']}")
+            checked = check_copy(session, contender.key, database)
+            if not copies.get(contender.key, {}).get("differences"):  # a copy that differed once stays on record
+                copies[contender.key] = checked
+        for name in (database, previous_name(database)):
+            session.drop(name)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    return {"measurements": [asdict(m) for m in measurements], "copies": copies, "changes": changes,
+            "source_bytes_after": session.servers.source_bytes()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_benchmark(args)
         args.results_dir.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(results, indent=1, default=str))
-    args.output.write_text(report.render(results, report.load_other_scales(args.results_dir, args.scale)))
+    existing = args.output.read_text() if args.output.exists() else None
+    args.output.write_text(report.render(results, report.load_other_scales(args.results_dir, args.scale), existing))
     log(f"wrote {args.output} (raw figures in {results_file})")
     return 0
 

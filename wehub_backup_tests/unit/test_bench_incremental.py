@@ -1,0 +1,89 @@
+"""The benchmark's incremental phase: how the source is changed, the monthly egress model, the report splice."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.changes import DELETES_PER_CHANGE, RowChanges, round_phase, row_changes, spread_keys
+from bench.incremental_report import (
+    HEADING,
+    extrapolated,
+    full_copies_in_budget,
+    monthly_egress,
+    shortest_interval_hours,
+    splice_section,
+)
+
+
+def test_row_changes_share_out_the_changed_rows() -> None:
+    changes = row_changes(100_000, 0.01)
+    assert changes == RowChanges(inserts=497, updates=498, deletes=1000 // DELETES_PER_CHANGE)
+    assert changes.rows == 1000
+
+
+def test_row_changes_of_a_tiny_share() -> None:
+    assert row_changes(10, 0.01) == RowChanges(0, 0, 0)
+    assert row_changes(100, 0.01) == RowChanges(0, 0, 1)  # one changed row: the delete
+
+
+def test_spread_keys_are_distinct_in_range_and_spread_evenly() -> None:
+    keys = spread_keys(1, 1000, 10, 0.5)
+    assert keys == [51, 151, 251, 351, 451, 551, 651, 751, 851, 951]
+    assert spread_keys(1, 5, 10, 0.0) == [1, 2, 3, 4, 5]  # never more keys than the range holds
+    assert spread_keys(10, 9, 3, 0.5) == [] and spread_keys(1, 100, 0, 0.5) == []
+
+
+def test_rounds_aim_deletes_at_other_rows() -> None:
+    phases = [round_phase(n) for n in range(1, 6)]
+    assert all(0 <= phase < 1 for phase in phases)
+    assert len({spread_keys(1, 10_000, 5, phase)[0] for phase in phases}) == 5
+
+
+def test_monthly_egress_of_weekly_full_copies_with_and_without_daily_incremental_runs() -> None:
+    assert monthly_egress(700, None) == pytest.approx(3000)  # 30/7 full copies
+    assert monthly_egress(700, 10) == pytest.approx(3000 + (30 - 30 / 7) * 10)
+    assert monthly_egress(100, 1, days=28, full_every_days=7) == pytest.approx(4 * 100 + 24)
+
+
+def test_budget_figures() -> None:
+    assert full_copies_in_budget(330e6, 5e9) == 15
+    hours = shortest_interval_hours(700e6, 10e6, 5e9)
+    assert hours == pytest.approx(30 * 24 / ((5e9 - 3e9) / 10e6))
+    assert shortest_interval_hours(2e9, 10e6, 5e9) is None  # the full copies alone exceed the budget
+
+
+def test_extrapolated_scales_only_the_cost_above_an_unchanged_run() -> None:
+    assert extrapolated(1.0, 3.0, 5) == pytest.approx(11.0)
+
+
+REPORT = """# Benchmarks
+
+## The targets
+
+- old
+
+## What each contender copied
+
+- copies
+
+## Machine and versions
+
+- machine
+"""
+
+
+def test_splice_puts_a_new_section_before_the_copies_and_keeps_the_others() -> None:
+    section = f"{HEADING}\n\nnew figures"
+    spliced = splice_section(REPORT, section)
+    assert spliced == REPORT.replace("## What each contender copied", f"{section}\n\n## What each contender copied")
+
+
+def test_splice_replaces_an_existing_section_only() -> None:
+    once = splice_section(REPORT, f"{HEADING}\n\nfirst\n\n### sub\n\nmore")
+    twice = splice_section(once, f"{HEADING}\n\nsecond")
+    assert twice == splice_section(REPORT, f"{HEADING}\n\nsecond")
+    assert "first" not in twice and "- old" in twice and "- machine" in twice
+
+
+def test_splice_appends_without_a_known_heading() -> None:
+    assert splice_section("# Benchmarks\n", f"{HEADING}\n\nx") == f"# Benchmarks\n\n{HEADING}\n\nx\n"
