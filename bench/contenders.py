@@ -61,6 +61,7 @@ class Attempt:
 
 Details = dict[str, object]
 PLAN_STEP, DUMP_STEP, LOAD_STEP = "plan_supabase_backup", "dump_supabase_database", "restore_into_staging_database"
+STAGE_STEP = "recreate_staging_database"
 # What the load step reports of an incremental copy (and rows_copied of any streamed one).
 INCREMENT_FIGURES = ("chunks_compared", "chunks_copied", "rows_copied", "rows_from_current_copy",
                      "tables_unchanged", "tables_copied_whole", "copy_data_bytes")
@@ -243,6 +244,8 @@ def job_details(dagster_home: Path, launched: float, ended: float) -> Details:
         "pg_dump_cpu_s": summary.value(DUMP_STEP, "pg_dump_cpu_s"),
         "pg_restore_cpu_s": summary.value(LOAD_STEP, "pg_restore_cpu_s"),
         "current_copy_read_s": summary.value(PLAN_STEP, "current_copy_read_s"),
+        "staging_made_from": summary.value(STAGE_STEP, "made_from"),
+        "not_a_file_copy_because": summary.value(STAGE_STEP, "not_a_file_copy_because"),
         **{name: summary.value(DUMP_STEP, name) for name in ("chunk_digests", "chunk_digest_bytes")},
         **{name: summary.value(LOAD_STEP, name) for name in INCREMENT_FIGURES},
     }

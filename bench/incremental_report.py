@@ -227,9 +227,8 @@ def _copy_reasons(runs: IncrementRuns, key: str, copied: float, copy: float) -> 
             f"the {deletes:,.0f} deletes are scattered, so up to {min(deletes, copied):,.0f} chunks (about "
             f"{_mib(min(deletes, copied) * CHUNK_BYTES)}) are fetched for them alone")
     if runs.most_deletes_in_a_table(key) > MAX_RANGES:
-        text += (f"; where a table's changed chunks form more than {MAX_RANGES} runs, the runs are merged across the "
-                 "smallest gaps (the copy's statement names at most that many key ranges), so the unchanged chunks "
-                 "in those gaps come from the source too")
+        text += (f"; where a table's changed chunks form more than {MAX_RANGES} runs, they go in several copies "
+                 "(a copy's statement names at most that many key ranges), each reading the table on the source")
     return text + "; `pgbench_history` (no primary key) comes whole"
 
 

@@ -176,7 +176,7 @@ def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     assert step_metadata(result, STAGE_STEP)["not_a_file_copy_because"] == (
         "the schema changed since the current copy was made")
     # items: the first and last chunks, the deleted row's; Coded: two ends and one middle; stamped: one.
-    assert 4 <= load["chunks_copied"] <= 10 < load["chunks_compared"]
+    assert 4 <= load["chunks_copied"] <= 14 < load["chunks_compared"]
     whole = str(load["tables_copied_whole"])
     assert all(name in whole for name in ("unkeyed", "still", "fresh")) and "items" not in whole
     assert load["rows_copied"] < 16_000 and load["rows_from_current_copy"] > 40_000
@@ -197,7 +197,7 @@ def test_into_a_file_copy_only_changed_rows_are_written_with_the_app_triggers_he
     result = incremental_after(target, instance, supabase_cluster, APP_DAY)
     assert step_metadata(result, STAGE_STEP)["made_from"] == "a file copy of the current copy"
     load = step_metadata(result, LOAD_STEP)
-    assert load["rows_from_current_copy"] == 0 and 0 < load["rows_copied"] < 8_000
+    assert load["rows_from_current_copy"] == 0 and 0 < load["rows_copied"] < 12_000
     assert 3 <= load["chunks_copied"] < load["chunks_compared"] // 4
     assert "unkeyed" in str(load["tables_copied_whole"])
     # The rows as the source holds them: its triggers ran there once, and not again in staging.

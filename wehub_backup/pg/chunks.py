@@ -24,6 +24,8 @@ _STRING_KEY_TYPES = ("text", "varchar", "bpchar")
 # enough that the chunks' digests (a few dozen bytes each) cost next to nothing.
 CHUNK_BYTES = 128 * 1024
 MIN_CHUNK_ROWS = 64
+# Sampled keys per chunk bound: the bounds fall every that many keys of the sorted sample.
+SAMPLE_PER_BOUND = 16
 # A copy selects its chunks by key ranges written into its statement (an argument of psql, of at
 # most 128 KiB): more runs of chunks than this go in several copies, each its own transaction.
 MAX_RANGES = 256
@@ -112,14 +114,28 @@ def chunk_runs(chunks: list[int]) -> list[tuple[int, int]]:
 
 
 def chunk_bounds(conn: psycopg.Connection, schema: str, table: str, key: ChunkKey, table_bytes: int) -> ChunkBounds:
-    """Bounds cutting the table, as ``conn`` sees it, into chunks of about ``CHUNK_BYTES``."""
-    rows = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-        sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
+    """Bounds cutting the table, as ``conn`` sees it, into chunks of about ``CHUNK_BYTES``.
+
+    Any increasing keys are correct bounds (both sides cut at the same ones), so they come from a
+    row sample (``SAMPLE_PER_BOUND`` sampled keys per bound, sorted): a scan of the table, not a
+    sort of all its keys, which took most of an incremental run's time.
+    """
+    name = sql.Identifier(schema, table)
+    rows = _row_estimate(conn, name)
     per_chunk = max(MIN_CHUNK_ROWS, rows * CHUNK_BYTES // table_bytes if table_bytes else rows)
     if rows <= per_chunk:
         return ChunkBounds(key, ())
-    bounds = conn.execute(sql.SQL(
-        "SELECT k::text AS bound FROM (SELECT k, row_number() OVER (ORDER BY k) AS i FROM (SELECT {key} AS k FROM {t}) s)"
-        " r WHERE i > 1 AND (i - 1) % {n} = 0 ORDER BY i").format(
-        key=key.expression(), t=sql.Identifier(schema, table), n=sql.Literal(per_chunk))).fetchall()
-    return ChunkBounds(key, tuple(bound for (bound,) in bounds))
+    percent = 100.0 * SAMPLE_PER_BOUND / per_chunk  # at most 25: a chunk holds MIN_CHUNK_ROWS at least
+    keys = conn.execute(sql.SQL(
+        "SELECT k::text FROM (SELECT {key} AS k FROM {t} TABLESAMPLE BERNOULLI ({percent})) s ORDER BY s.k").format(
+        key=key.expression(), t=name, percent=sql.Literal(percent))).fetchall()
+    return ChunkBounds(key, tuple(bound for (bound,) in keys[SAMPLE_PER_BOUND::SAMPLE_PER_BOUND]))
+
+
+def _row_estimate(conn: psycopg.Connection, table: sql.Composable) -> int:
+    """The planner's row count (set by ANALYZE, which autovacuum runs on a restored copy), else a count."""
+    [estimate] = conn.execute(sql.SQL("SELECT reltuples::bigint FROM pg_class WHERE oid = {}::regclass").format(
+        sql.Literal(table.as_string(conn)))).fetchone()
+    if estimate > 0:
+        return estimate
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
