@@ -23,7 +23,7 @@ from wehub_backup.defs.egress import (
 )
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
-from wehub_backup.run.manifest import CopyManifest, manifest_path, read_manifest
+from wehub_backup.run.manifest import CopyManifest, chunk_record_path, manifest_path, read_chunks, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup.units import human_bytes
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -126,6 +126,11 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     manifest = read_manifest(manifest_path(backup_env.backup_dir, target))
     assert manifest is not None and manifest.mode == FULL and manifest.full_at == manifest.verified_at
     assert (manifest_path(backup_env.backup_dir, target).stat().st_mode & 0o777) == 0o600
+    # The verification's table and chunk digests, kept for the next run (it then need not read the copy).
+    record = chunk_record_path(manifest_path(backup_env.backup_dir, target))
+    assert (record.stat().st_mode & 0o777) == 0o600
+    recorded = read_chunks(record)
+    assert recorded[f"{SCHEMA}.items"].bounds is not None and recorded[f"{SCHEMA}.unkeyed"].bounds is None
 
     again = run_backup(target, instance, INCREMENTAL)
     assert again.success, step_errors(again)
@@ -155,6 +160,13 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     after = read_manifest(manifest_path(backup_env.backup_dir, target))
     assert after is not None and after.mode == INCREMENTAL and after.full_at == manifest.full_at
     assert after.database_oid != manifest.database_oid  # the new copy is a new database; __previous is the old
+
+    # Without the recorded digests the run reads them from the copy, and is still incremental.
+    record.unlink()
+    third = run_backup(target, instance, INCREMENTAL)
+    assert third.success, step_errors(third)
+    assert step_metadata(third, PLAN_STEP)["mode"] == INCREMENTAL
+    assert step_metadata(third, LOAD_STEP)["chunks_copied"] == 0 and record.exists()
 
 
 def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(

@@ -13,6 +13,7 @@ is new or whose columns changed comes whole from the source.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ from wehub_backup.pg.fingerprint import (
 )
 from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
 from wehub_backup.preflight import connect_or_explain
-from wehub_backup.run.manifest import CopyManifest, read_manifest
+from wehub_backup.run.manifest import CopyManifest, RecordedTable, read_manifest
 
 FULL, INCREMENTAL = "full", "incremental"
 
@@ -107,20 +108,39 @@ def choose_mode(requested: str, manifest_file: Path, vps: ConnectionInfo, target
 
 
 def read_increment_base(vps: ConnectionInfo, target: str, manifest: CopyManifest, schemas: list[str],
-                        excluded_tables: list[tuple[str, str]]) -> IncrementBase:
-    """Read the current copy's tables: definition, chunk bounds and digests (or a whole digest)."""
+                        excluded_tables: list[tuple[str, str]],
+                        recorded: Mapping[str, RecordedTable] | None = None) -> IncrementBase:
+    """The current copy's tables: definition, chunk bounds and digests (or a whole digest). The digests
+    its verification recorded (``recorded``) are taken as they are; only a table without them is read."""
     started = time.monotonic()
+    recorded = recorded or {}
     with connect_or_explain(vps, "the VPS server", target) as conn:
         set_stable_output(conn)
         keys = chunk_keys(conn, schemas)
         streamed = streamed_tables(conn, schemas, excluded_tables)
-        digested = [_digested_table(conn, table, keys.get(table.qualified)) for table in streamed]
+        unrecorded = [table for table in streamed if table.qualified not in recorded]
+        digested = [_digested_table(conn, table, keys.get(table.qualified)) for table in unrecorded]
         tables = {table.qualified: _copied_table(table, cut, parts)
-                  for table, cut, parts in zip(streamed, digested, table_digests(conn, digested))}
+                  for table, cut, parts in zip(unrecorded, digested, table_digests(conn, digested))}
+        tables.update({table.qualified: CopiedTable(table.definition, *_recorded(recorded[table.qualified]))
+                       for table in streamed if table.qualified in recorded})
         [encoding] = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
                                   "WHERE datname = current_database()").fetchone()
         large_objects = large_object_fingerprint(conn)
     return IncrementBase(manifest, tables, time.monotonic() - started, encoding, large_objects)
+
+
+def _recorded(table: RecordedTable) -> tuple[TableFingerprint, ChunkBounds | None, dict[int, TableFingerprint]]:
+    return table.whole, table.bounds, table.chunks
+
+
+def cut_bounds(conn: psycopg.Connection, schemas: list[str],
+               excluded_tables: list[tuple[str, str]]) -> dict[str, ChunkBounds]:
+    """Fresh chunk bounds of every keyed table: the verification digests staging at them, for the
+    next incremental run (the copy's tables grow; bounds cut once would leave its new rows in one chunk)."""
+    keys = chunk_keys(conn, schemas)
+    return {table.qualified: chunk_bounds(conn, table.schema, table.name, keys[table.qualified], table.size_bytes)
+            for table in streamed_tables(conn, schemas, excluded_tables) if table.qualified in keys}
 
 
 def _digested_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> DigestedTable:

@@ -21,6 +21,7 @@ from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, is_local_host
 from wehub_backup.pg.dump import DumpRequest, dump_description, dump_space_needed
 from wehub_backup.preflight import connect_or_explain, money_settings, require_connection_slots
+from wehub_backup.run.manifest import chunk_record_path, read_chunks
 from wehub_backup.run.marks import check_replaceable, source_identity
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
@@ -137,7 +138,8 @@ def plan_mode(plan: BackupPlan, vps: ConnectionInfo, requested: str, manifest_fi
                                      f"the incremental copy's {plan.jobs} workers hold 2 each (staging and the "
                                      "current copy), the run's lock session 1 more",
                                      "close sessions there, raise its max_connections, or lower parallel_jobs")
-        plan.base = read_increment_base(vps, plan.target, manifest, plan.kept_schemas, plan.excluded_tables)
+        plan.base = read_increment_base(vps, plan.target, manifest, plan.kept_schemas, plan.excluded_tables,
+                                        read_chunks(chunk_record_path(manifest_file)))
 
 
 def check_vps_databases(plan: BackupPlan, vps: ConnectionInfo) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Literal
 import psycopg
 
 from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.backup.verify import VerificationResult
 from wehub_backup.errors import TargetBusy
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import (
@@ -31,7 +32,7 @@ from wehub_backup.pg.databases import (
 )
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.locks import TargetLock
-from wehub_backup.run.manifest import record_copy
+from wehub_backup.run.manifest import chunk_record_path, record_chunks, record_copy
 from wehub_backup.run.marks import Mark, MarkState, check_replaceable, read_marks, write_mark
 from wehub_backup.run.targets import generation_names, previous_name, retired_name, staging_name
 from wehub_backup.threads import run_beside
@@ -50,7 +51,8 @@ class PromoteResult:
 
 
 def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: SessionPolicy,
-            timeout_seconds: float, schema_digest: str = "") -> PromoteResult:
+            timeout_seconds: float, schema_digest: str = "", verified: VerificationResult | None = None
+            ) -> PromoteResult:
     """The swap, on the session that holds the run's lock and checked on it inside the swap's
     transaction: a run whose lock went (and another run may have taken it) cannot swap. The new
     copy's record follows, for the incremental runs that will build on it."""
@@ -59,6 +61,8 @@ def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: Ses
         with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
             oid = database_oid(conn, plan.target)
         if oid is not None:
+            if verified is not None:
+                record_chunks(chunk_record_path(plan.manifest_file), verified.bounds, verified.fingerprint)
             record_copy(plan.manifest_file, plan.copy_of, oid, plan.mode, schema_digest,
                         plan.base.manifest if plan.base else None)
     return result

@@ -11,11 +11,14 @@ record, so the run after it is full as well.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from wehub_backup.files import write_private_text
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey
+from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint
 from wehub_backup.run.workdir import ensure_private_directory
 
 MANIFEST_DIRECTORY = "copies"
@@ -61,5 +64,49 @@ def record_copy(path: Path, source: str, database_oid: int, mode: str, schema_di
 
 
 def forget_copy(path: Path) -> None:
-    """Drop the record: the copy can no longer be trusted as the base of an incremental run."""
+    """Drop the record and its digests: the copy can no longer be trusted as the base of an incremental run."""
     path.unlink(missing_ok=True)
+    chunk_record_path(path).unlink(missing_ok=True)
+
+
+def chunk_record_path(manifest_file: Path) -> Path:
+    """Where the table and chunk digests of the copy a manifest describes are kept, beside it."""
+    return manifest_file.with_suffix(".chunks.json")
+
+
+@dataclass(frozen=True)
+class RecordedTable:
+    whole: TableFingerprint
+    bounds: ChunkBounds | None  # None: compared whole
+    chunks: dict[int, TableFingerprint]
+
+
+def record_chunks(path: Path, bounds: Mapping[str, ChunkBounds], fingerprint: DatabaseFingerprint) -> None:
+    """Keep the verified copy's table and chunk digests as its verification computed them: the next
+    incremental run compares the source with them instead of reading the whole copy again."""
+    tables: dict[str, dict] = {name: {"rows": table.rows, "digest": table.digest}
+                               for name, table in fingerprint.tables.items()}
+    for name, chunks in fingerprint.chunks.items():
+        key = bounds[name].key
+        tables[name].update(key=[key.column, key.type, key.string], bounds=list(bounds[name].bounds),
+                            chunks={str(number): [chunk.rows, chunk.digest] for number, chunk in chunks.items()})
+    ensure_private_directory(path.parent)
+    write_private_text(path, json.dumps(tables))
+
+
+def read_chunks(path: Path) -> dict[str, RecordedTable]:
+    """The recorded digests by table; none when there is no record or it cannot be read as one."""
+    try:
+        return {name: _recorded_table(entry) for name, entry in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _recorded_table(entry: dict) -> RecordedTable:
+    whole = TableFingerprint(int(entry["rows"]), str(entry["digest"]))
+    if "key" not in entry:
+        return RecordedTable(whole, None, {})
+    column, type_name, string = entry["key"]
+    bounds = ChunkBounds(ChunkKey(str(column), str(type_name), bool(string)), tuple(str(b) for b in entry["bounds"]))
+    return RecordedTable(whole, bounds, {int(number): TableFingerprint(int(rows), str(digest))
+                                         for number, (rows, digest) in entry["chunks"].items()})

@@ -185,7 +185,7 @@ def promote_staging_database(
         raise SettingsError(f"on_connected_sessions must be 'wait' or 'terminate', not {config.on_connected_sessions!r}")
     result = promote(plan, vps.connection_info(), TargetLock.of(context.run_id),
                      config.on_connected_sessions,  # type: ignore[arg-type]
-                     config.connected_sessions_timeout_seconds, dump.schema_digest)
+                     config.connected_sessions_timeout_seconds, dump.schema_digest, verified)
     if result.retired_left:
         context.log.warning(f"could not drop the oldest copy {result.retired_left} after the swap; the next run drops it")
     metadata = {
