@@ -255,9 +255,10 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
     if made == {FILE_COPY}:
         how = ("Staging was a file copy of the current copy, so only the changed chunks were written (the load's "
                f"copy phase {versus(runs.phase_seconds(key, 'copy'), runs.phase_seconds(base, 'copy'))}). What is "
-               "left is work no incremental run can skip: reading the current copy's chunk digests in the plan "
-               f"step ({_seconds(runs.detail(key, 'current_copy_read_s'))}), the source's chunk digests beside the "
-               "schema dump, the verification of all of staging, and Dagster's start-up")
+               "left is work no incremental run can skip: the source's chunk digests beside the schema dump, the "
+               "verification of all of staging (which also samples fresh chunk bounds and digests staging at them, "
+               "for the next run: the plan step then reads the current copy's digests from that record in "
+               f"{_seconds(runs.detail(key, 'current_copy_read_s'))}), and Dagster's start-up")
     else:
         how = ("Staging was built from the schema up (" + ", ".join(sorted(str(m) for m in made)) + "): the "
                f"{runs.detail(key, 'rows_from_current_copy') or 0:,.0f} unchanged rows were copied from the current "
