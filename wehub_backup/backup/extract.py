@@ -29,12 +29,14 @@ def extract_supabase(plan: BackupPlan, supabase: ConnectionInfo, log: Log, *, lo
 
 
 def describe_schema(plan: BackupPlan, dump: DumpResult) -> None:
-    """The digest of the schema the copy will have, and whether the archive carries any table's rows:
-    recorded with the copy, they tell the next incremental run whether its staging can be a file copy
-    of this one (``stage.in_place_refusal``)."""
+    """The archive's entries the copy restores (the load step's restore list), the digest of the
+    schema they make, and whether they carry any table's rows: recorded with the copy, the digest
+    and the rows tell the next incremental run whether its staging can be a file copy of this one
+    (``stage.in_place_refusal``)."""
     env = child_environment()
-    listing = filter_archive_listing(archive_listing(plan.client, dump.archive, env, plan.workdir / "schema.listing"),
+    listing = filter_archive_listing(archive_listing(plan.client, dump.archive, env, plan.workdir / "archive.listing"),
                                      plan.scope)
+    dump.restore_listing = listing
     dump.schema_digest = schema_digest(plan.client, dump.archive, listing, env, plan.workdir / "schema.sql")
     dump.archive_rows = any(entry["rest"].startswith("TABLE DATA ")
                             for entry in map(TOC_ENTRY.match, listing.splitlines()) if entry)

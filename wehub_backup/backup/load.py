@@ -23,10 +23,9 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
-from wehub_backup.pg.toc import archive_listing, left_out_count, only_entries
+from wehub_backup.pg.toc import left_out_count, only_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
-from wehub_backup.supabase.scope import filter_archive_listing
 
 T = TypeVar("T")
 
@@ -56,11 +55,10 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
     started = time.monotonic()
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         created = ensure_standin_roles(conn, plan.catalog.roles)
-    listing_path, list_path = plan.workdir / "archive.listing", plan.workdir / "restore.list"
+    list_path = plan.workdir / "restore.list"
     with vps.tool_environment(plan.secrets_dir / "vps.pgpass", plan.staging) as env:
         env.update(session_options(plan.restore_settings))
-        filtered = filter_archive_listing(archive_listing(plan.client, dump.archive, env, listing_path),
-                                          plan.scope)
+        filtered = dump.restore_listing
         write_private_text(list_path, filtered)
         restore = functools.partial(_run_restore, plan, dump.archive, list_path, env, log, low_priority)
         if dump.held is None:

@@ -17,13 +17,13 @@ from typing import Literal
 
 import psycopg
 
+from wehub_backup.backup.increment import target_oid
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.backup.verify import VerificationResult
 from wehub_backup.errors import TargetBusy
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import (
     Blocker,
-    database_oid,
     describe_blockers,
     drop_database,
     find_blockers,
@@ -58,8 +58,7 @@ def promote(plan: BackupPlan, vps: ConnectionInfo, lock: TargetLock, policy: Ses
     copy's record follows, for the incremental runs that will build on it."""
     result = promote_copy(plan.target, plan.copy_of, vps, lock, policy, timeout_seconds, adopt=plan.adopt)
     if plan.manifest_file is not None:
-        with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-            oid = database_oid(conn, plan.target)
+        oid = target_oid(vps, plan.target)
         if oid is not None:
             if verified is not None:
                 record_chunks(chunk_record_path(plan.manifest_file), verified.bounds, verified.fingerprint)

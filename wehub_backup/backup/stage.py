@@ -35,33 +35,34 @@ def recreate_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, lo
     drop (naming it, with the way to adopt it) rather than guess whose it is.
     """
     refusal = in_place_refusal(plan, dump) if plan.base is not None else ""
+    file_copy = plan.base is not None and not refusal
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
-        if plan.base is None or refusal:
-            recreate_marked_staging(conn, plan.target, plan.copy_of, plan.source.encoding, plan.adopt)
-            return StagingDatabase(plan.staging, refusal=refusal)
-        check_replaceable(conn, plan.target, plan.copy_of, plan.adopt)
-        _drop_leftovers(conn, plan.target)
-        try:
-            copy_database(conn, plan.staging, plan.target, plan.target_server.major)
-        except psycopg.errors.ObjectInUse as error:  # a session on the copy: build staging from the schema up
-            refusal = f"the current copy is in use ({error_line(error)})"
-            log(f"staging is not a file copy of {plan.target}: {refusal}")
-            create_database(conn, plan.staging, plan.source.encoding)
-        write_mark(conn, plan.staging, Mark(MarkState.UNVERIFIED, plan.copy_of))
-    return StagingDatabase(plan.staging, from_copy=not refusal, refusal=refusal)
+        in_use = recreate_marked_staging(conn, plan.target, plan.copy_of, plan.source.encoding, plan.adopt,
+                                         plan.target_server.major if file_copy else None)
+    if in_use:
+        log(f"staging is not a file copy of {plan.target}: {in_use}")
+    return StagingDatabase(plan.staging, from_copy=file_copy and not in_use, refusal=refusal or in_use)
 
 
-def recreate_marked_staging(conn: psycopg.Connection, target: str, copy_of: str, encoding: str, adopt: bool) -> None:
-    """``recreate_staging`` for any copy of ``copy_of`` (a backup's, or an archive's being restored)."""
+def recreate_marked_staging(conn: psycopg.Connection, target: str, copy_of: str, encoding: str, adopt: bool,
+                            file_copy_major: int | None = None) -> str:
+    """``recreate_staging`` for any copy of ``copy_of`` (a backup's, or an archive's being restored).
+
+    With ``file_copy_major`` (the server's major version) staging is a file copy of the target, unless
+    a session is connected to the target: then it is empty, and the reason is returned."""
     check_replaceable(conn, target, copy_of, adopt)
-    _drop_leftovers(conn, target)
-    create_database(conn, staging_name(target), encoding)
-    write_mark(conn, staging_name(target), Mark(MarkState.UNVERIFIED, copy_of))
-
-
-def _drop_leftovers(conn: psycopg.Connection, target: str) -> None:
     for leftover in (staging_name(target), retired_name(target)):
         drop_database(conn, leftover)
+    in_use = ""
+    if file_copy_major is not None:
+        try:
+            copy_database(conn, staging_name(target), target, file_copy_major)
+        except psycopg.errors.ObjectInUse as error:  # a session on the copy: build staging from the schema up
+            in_use = f"the current copy is in use ({error_line(error)})"
+    if file_copy_major is None or in_use:
+        create_database(conn, staging_name(target), encoding)
+    write_mark(conn, staging_name(target), Mark(MarkState.UNVERIFIED, copy_of))
+    return in_use
 
 
 def drop_staging(vps: ConnectionInfo, target: str) -> bool:

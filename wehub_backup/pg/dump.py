@@ -120,7 +120,9 @@ class DumpResult:
     sequences_after: dict[str, int]
     pg_dump: ToolRun
     held: HeldSnapshot | None = field(default=None, repr=False)  # with ``hold_snapshot``, until the copy closes it
-    schema_digest: str = ""  # of the schema script the copy restores (the backup's extract step sets it)
+    restore_listing: str = ""  # the archive's entries the copy restores, as pg_restore -L reads them (set by
+    # the backup's extract step, as are the two below)
+    schema_digest: str = ""  # of the schema script those entries make
     archive_rows: bool = False  # whether the archive carries rows of any table the copy restores
 
     @property
