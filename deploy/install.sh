@@ -177,6 +177,23 @@ install_units_and_command() {
   say "units: ${UNITS[*]} in $UNIT_DIR; command: $BIN_DIR/wehub-backup"
 }
 
+# Dagster's storage schema is created here, once, and upgraded after a Dagster upgrade: the two
+# services would otherwise race to create it on their first start, and one of them would fail.
+migrate_dagster_storage() {
+  local dagster=$APP_DIR/.venv/bin/dagster output
+  if [ -z "${DAGSTER_PG_HOST:-}" ] || [ ! -x "$dagster" ]; then
+    say "storage schema: not migrated (no PostgreSQL storage or no virtualenv)"
+    return
+  fi
+  if output=$(cd "$APP_DIR" && runuser -u "$SERVICE_USER" -- env DAGSTER_HOME="$DESTDIR$DAGSTER_HOME" \
+      PGPASSFILE="$DESTDIR$PGPASSFILE" "$dagster" instance migrate 2>&1); then
+    say "storage schema: up to date (dagster instance migrate)"
+  else
+    say "storage schema: not migrated: $(printf '%s\n' "$output" | grep -v '^\s*$' | tail -n 1)"
+    say "  run as $SERVICE_USER before starting the services: $dagster instance migrate"
+  fi
+}
+
 check_code_is_readable() {
   if ! runuser -u "$SERVICE_USER" -- test -r "$APP_DIR/workspace.yaml"; then
     say "  warning: $SERVICE_USER cannot read $APP_DIR; clone the repository to /opt/wehub_backup"
@@ -207,6 +224,7 @@ main() {
   create_dagster_database
   install_virtualenv
   install_units_and_command
+  migrate_dagster_storage
   check_code_is_readable
   print_next_steps
 }

@@ -167,6 +167,9 @@ def test_installer_creates_the_storage_database_once_with_its_password_only_in_t
     storage_lines = [line for line in pgpass.read_text().splitlines() if f":{installation.storage_database}:" in line]
     assert len(storage_lines) == 1, "the second run must not add another line"
     assert "created" in installation.outputs[0] and "database wehub_dagster_install: exists" in installation.outputs[1]
+    # The schema is migrated as the service user, who cannot run this checkout's venv here: the
+    # installer says so and names the command, rather than leaving the services to race for it.
+    assert all("storage schema: " in output and "instance migrate" in output for output in installation.outputs)
     password = storage_lines[0].rsplit(":", 1)[1]
     assert password not in "".join(installation.outputs)
     with psycopg.connect(host="127.0.0.1", port=vps_cluster.port, user=installation.storage_database,

@@ -169,10 +169,14 @@ class Service:
 @pytest.fixture
 def webserver(backup_env: BackupEnv, storage_login: StorageLogin, vps_cluster: PostgresCluster,
               tmp_path: Path) -> Iterator[GraphQLClient]:
-    """The two systemd units' commands: dagster-webserver on a free loopback port, and dagster-daemon."""
+    """The two systemd units' commands, after install.sh's storage migration (they would race to create
+    the schema): dagster-webserver on a free loopback port, and dagster-daemon."""
     port = free_tcp_port()
     bindir = Path(sys.executable).parent
     env = webserver_environment(backup_env, storage_login, vps_cluster.port)
+    migrate = subprocess.run([str(bindir / "dagster"), "instance", "migrate"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert migrate.returncode == 0, "install.sh's storage migration failed:\n" + migrate.stdout + migrate.stderr
     services = [
         Service.start([str(bindir / "dagster-webserver"), "--host", LOOPBACK, "--port", str(port), "-w", "workspace.yaml"],
                       env, tmp_path / "webserver.log"),
