@@ -29,6 +29,7 @@ from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_n
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
 from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv
+from wehub_backup_tests.support.filesystems import tmpfs_on
 
 LOAD_STEP = "restore_into_staging_database"
 # Names pg_dump patterns and SQL must both take literally.
@@ -185,6 +186,31 @@ def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
     assert materialization.asset_materialization.metadata["egress_bytes"].value == \
         dump.egress_bytes + restored.copy_egress_bytes
     assert contents(vps_cluster, "wehub_stream_blobs", "public") == contents(supabase_cluster, blob_source, "public")
+
+
+def test_large_objects_larger_than_the_free_space_are_refused_before_the_dump(
+    supabase_cluster: PostgresCluster, vps_cluster: PostgresCluster, instance: dg.DagsterInstance,
+    backup_env: BackupEnv, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream engine's dump holds no rows, but it holds every large object: 80 MiB of them do
+    not fit beside the schema's slack on a 96 MiB disk (even at half their size, compressed), and the plan
+    says so."""
+    name = recreate_source(supabase_cluster, "stream_large_objects", (
+        "CREATE TABLE public.scans (id int PRIMARY KEY, body oid NOT NULL);"
+        "WITH scan AS (SELECT decode(string_agg(md5(j::text), '' ORDER BY j), 'hex') AS body"
+        "              FROM generate_series(1, 65536) j)"  # 1 MiB that does not compress, stored 80 times
+        "INSERT INTO public.scans SELECT i, lo_from_bytea(0, scan.body) FROM scan, generate_series(1, 80) i;"))
+    monkeypatch.setenv("SUPABASE_DB_NAME", name)
+    try:
+        with tmpfs_on(backup_env.backup_dir, "96m"):
+            result = run_stream_backup("wehub_stream_large_objects", instance)
+    finally:
+        drop_source(supabase_cluster, name)
+    step, cause = step_failure(result)
+    assert step == "plan_supabase_backup"
+    assert cause.startswith("not enough free space in ") and \
+        "MiB needed for the schema dump and the large objects" in cause, cause
+    assert not databases_named(vps_cluster, "wehub_stream_large_objects")
 
 
 def test_source_and_vps_of_different_major_versions_copy_in_text(

@@ -27,9 +27,6 @@ from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.scope import CopyScope, dependents_on_left_out, plan_scope
 
-# What the stream engine's dump of the schema, the sequences and the large objects may need on disk.
-SCHEMA_DUMP_SPACE = 64 * 1024 * 1024
-
 
 @dataclass
 class BackupPlan:
@@ -117,8 +114,9 @@ def plan_backup(
     if unrestorable:
         raise PreflightError(f"{first_of(unrestorable)}: make it available on the VPS (an extension package) "
                              "or leave the dependent out too (excluded_tables)")
-    needed, purpose = (SCHEMA_DUMP_SPACE, "the schema dump") if copy_engine == "stream" \
-        else (dump_space_needed(catalog, client.major), dump_description(client.major))
+    streams = copy_engine == "stream"
+    needed = dump_space_needed(catalog, client.major, rows_in_dump=not streams)
+    purpose = "the schema dump and the large objects" if streams else dump_description(client.major)
     shortfall = space_shortfall(workdir.parent, needed, purpose)
     if shortfall:
         raise NotEnoughSpace(shortfall)

@@ -61,7 +61,8 @@ class DatabaseCatalog:
     roles: list[RoleInfo]
     event_triggers: list[EventTriggerInfo]
     size_bytes: int = 0
-    table_bytes: int = 0
+    table_bytes: int = 0  # every table's, large objects (pg_largeobject) included
+    large_object_bytes: int = 0
     bytea_bytes: int = 0
 
     @property
@@ -87,6 +88,7 @@ def server_info(conn: psycopg.Connection) -> ServerInfo:
 
 def read_catalog(conn: psycopg.Connection) -> DatabaseCatalog:
     """Everything planning needs, in a handful of queries (a few kilobytes of egress)."""
+    table_bytes, large_object_bytes = conn.execute(_TABLE_BYTES).fetchone()
     return DatabaseCatalog(
         server=server_info(conn),
         schemas=[r[0] for r in conn.execute(
@@ -106,7 +108,8 @@ def read_catalog(conn: psycopg.Connection) -> DatabaseCatalog:
         event_triggers=[EventTriggerInfo(*r) for r in conn.execute(
             "SELECT e.oid, e.evtname, pg_get_userbyid(e.evtowner) FROM pg_event_trigger e ORDER BY 2")],
         size_bytes=conn.execute("SELECT pg_database_size(current_database())").fetchone()[0],
-        table_bytes=conn.execute(_TABLE_BYTES).fetchone()[0],
+        table_bytes=table_bytes,
+        large_object_bytes=large_object_bytes,
         bytea_bytes=conn.execute(_BYTEA_BYTES).fetchone()[0],
     )
 
@@ -119,10 +122,12 @@ WITH exclusive AS MATERIALIZED (
   SELECT relation FROM pg_locks
   WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' AND pid <> pg_backend_pid()
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-SELECT coalesce(sum(CASE WHEN c.oid IN (SELECT relation FROM exclusive)
+SELECT coalesce(sum(size), 0)::bigint,
+       coalesce(sum(size) FILTER (WHERE oid = 'pg_catalog.pg_largeobject'::regclass), 0)::bigint
+FROM (SELECT c.oid, CASE WHEN c.oid IN (SELECT relation FROM exclusive)
                          THEN c.relpages::bigint * current_setting('block_size')::bigint
-                         ELSE pg_table_size(c.oid) END), 0)::bigint
-FROM pg_class c WHERE c.relkind IN ('r', 'm')"""
+                         ELSE pg_table_size(c.oid) END AS size
+      FROM pg_class c WHERE c.relkind IN ('r', 'm')) tables"""
 
 
 # The on-disk bytes of bytea data (columns of bytea, a domain over it, or an array of it), from

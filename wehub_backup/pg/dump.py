@@ -245,7 +245,12 @@ def dump_description(client_major: int) -> str:
     return f"the dump (uncompressed with pg_dump {client_major}; postgresql-client-16 or newer compresses it with zstd)"
 
 
-def dump_space_needed(catalog: DatabaseCatalog, client_major: int) -> int:
-    """Free space a dump needs: about the tables' size uncompressed, half of it compressed; plus slack."""
-    tables = catalog.table_bytes // 2 if _compresses(client_major) else catalog.table_bytes
-    return tables + 64 * 1024 * 1024
+# What a dump may write beyond its rows: the schema, the sequences, the table of contents.
+DUMP_SLACK_BYTES = 64 * 1024 * 1024
+
+
+def dump_space_needed(catalog: DatabaseCatalog, client_major: int, rows_in_dump: bool = True) -> int:
+    """Free space a dump needs: about the size of what it holds uncompressed, half of it compressed;
+    plus slack. Without the rows (the stream engine copies them), it still holds the large objects."""
+    held = catalog.table_bytes if rows_in_dump else catalog.large_object_bytes
+    return (held // 2 if _compresses(client_major) else held) + DUMP_SLACK_BYTES
