@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from wehub_backup_tests.support.environment import (
     start_for_session,
     start_vps_cluster,
 )
+from wehub_backup_tests.support.filesystems import tmpfs_on
 from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
 from wehub_backup_tests.support.polling import wait_until
 from wehub_backup_tests.support.supabase_target import catalog_snapshot, new_project_fixture, run_migration
@@ -480,6 +480,27 @@ def test_sigkill_leaves_no_password_on_disk_and_the_next_run_records_its_egress(
         assert dump_step >= COPY_BYTES
 
 
+def test_sigkill_during_the_stream_copy_records_the_copys_egress_too(faults: FaultEnv) -> None:
+    """The dump step recorded its own bytes; the copy's crossed the same relay, and the next run
+    records what the relay had counted beyond them."""
+    faults.previous_good_copy()
+    faults.monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", "stream")
+    run, start = start_paced_run(faults, "source")
+    # The blobs travel in binary, about half of COPY_BYTES, after the dump's 0.7 MB: 40% of it is mid-copy.
+    run.wait_until(lambda: faults.source_relay.counters.received_from_server - start[0] >= 0.4 * COPY_BYTES
+                   and run.running("TO STDOUT"), "the middle of the stream copy")
+    run.kill()
+    received = faults.source_relay.counters.received_from_server - start[0]
+    [killed] = faults.started_runs()
+    faults.recover(TARGET, faults.mark_source("after the kill mid-copy"))
+
+    dump_step, copy_until_killed = [egress_bytes for egress_bytes, _ in recorded_egress(faults.instance, killed.run_id)]
+    # What the relay had counted when the process died (written every quarter second).
+    assert received - PACED * 2 * PROGRESS_SECONDS <= dump_step + copy_until_killed <= received, \
+        (dump_step, copy_until_killed, received)
+    assert killed.run_id in {run.run_id for run in egress_usage(faults.instance).runs}
+
+
 # --- SIGINT and SIGTERM: an interrupted run cleans up like a failed one -------------------------
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -663,18 +684,8 @@ def test_target_server_stops_mid_restore(faults: FaultEnv, stoppable_vps: Postgr
 @pytest.fixture
 def small_backup_filesystem(faults: FaultEnv) -> Iterator[Callable[[str], Path]]:
     """Mount a tmpfs of the given size on the run's backup directory (unmounted afterwards)."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        directory = faults.env.backup_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)], check=True)
-        mounted.append(directory)
-        return directory
-
-    yield mount
-    for directory in mounted:
-        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+    with contextlib.ExitStack() as mounts:
+        yield lambda size: mounts.enter_context(tmpfs_on(faults.env.backup_dir, size))
 
 
 def test_backup_directory_too_small_is_refused_in_preflight(

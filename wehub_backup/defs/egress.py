@@ -150,16 +150,22 @@ def _step_metadata(event: dg.DagsterEvent | None) -> dict:
 
 
 def record_killed_run_egress(instance: dg.DagsterInstance, run: dg.DagsterRun, egress_bytes: int,
-                             found_by: str) -> bool:
-    """Record on ``run`` (killed during its dump) the egress its relay had counted, unless the run
-    recorded its dump's egress itself before it died. True if it was recorded here."""
-    if egress_bytes <= 0 or recorded_egress(instance, run.run_id):
-        return False
+                             found_by: str) -> int:
+    """Record on ``run`` (killed) the egress its relay had counted (``egress_bytes``, since the dump
+    began) beyond what the run recorded itself before it died; the bytes recorded here.
+
+    Killed during the dump, the run recorded nothing; killed during the stream engine's copy, it
+    recorded the dump's bytes, and the copy's, which crossed the same relay, are the rest.
+    """
+    unrecorded = egress_bytes - sum(recorded for recorded, _ in recorded_egress(instance, run.run_id))
+    if unrecorded <= 0:
+        return 0
     instance.report_engine_event(
-        f"Supabase egress of the dump until the run's process died: {egress_bytes} bytes (found by run {found_by})",
-        run, EngineEventData(metadata={EGRESS_METADATA_KEY: dg.MetadataValue.int(egress_bytes)}),
+        f"Supabase egress until the run's process died, beyond what it had recorded: {unrecorded} bytes "
+        f"(found by run {found_by})",
+        run, EngineEventData(metadata={EGRESS_METADATA_KEY: dg.MetadataValue.int(unrecorded)}),
     )
-    return True
+    return unrecorded
 
 
 def egress_usage(

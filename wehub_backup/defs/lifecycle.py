@@ -89,7 +89,8 @@ def failure_detail(context: dg.HookContext) -> str:
 def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: BackupWorkspace,
                     egress_bytes: int = 0) -> None:
     """Mark a run whose process died (SIGKILL, out of memory, reboot) as failed, and record the
-    egress its dump had received (``egress_bytes``, from its working directory).
+    egress it had received and not recorded (``egress_bytes``, from its working directory, counts
+    everything since its dump began: the stream engine's copy crosses the dump's relay).
 
     Such a run cannot report itself, and Dagster's run monitoring cannot check the worker of a
     run it did not launch: it would show as running for ever and no failure alert would go out.
@@ -98,8 +99,8 @@ def record_dead_run(context: dg.OpExecutionContext, run_id: str, workspace: Back
     run = context.instance.get_run_by_id(run_id)
     if run is None:
         return
-    if record_killed_run_egress(context.instance, run, egress_bytes, context.run_id):
-        context.log.info(f"recorded the {egress_bytes} bytes of Supabase egress run {run_id} received before it died")
+    if recorded := record_killed_run_egress(context.instance, run, egress_bytes, context.run_id):
+        context.log.info(f"recorded the {recorded} bytes of Supabase egress run {run_id} received before it died")
     if run.is_finished:
         return
     cause = f"its process died without reporting (found by run {context.run_id})"
