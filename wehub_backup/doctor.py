@@ -217,11 +217,13 @@ def check_client_programs(servers: Mapping[str, ServerInfo], clients: list[PgCli
     return passed(name, f"pg_dump/pg_restore/psql {client.version} in {client.bindir} (servers: {majors})")
 
 
-def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, client_major: int) -> Check:
-    """Room for one dump of the source in the working directory (the same estimate a run uses:
-    the run's pg_dump is the newest installed, and only 16+ compresses)."""
-    needed, free = dump_space_needed(catalog, client_major), free_bytes(backup_dir)
-    detail = f"{free // 2**20} MiB free in {backup_dir}, about {needed // 2**20} MiB needed for a dump"
+def check_free_space(backup_dir: Path, catalog: DatabaseCatalog, client_major: int, engine: str) -> Check:
+    """Room for one dump of the source in the working directory (the same estimate a run of
+    ``engine`` uses: the run's pg_dump is the newest installed, and only 16+ compresses)."""
+    streams = engine.strip() == "stream"
+    needed, free = dump_space_needed(catalog, client_major, rows_in_dump=not streams), free_bytes(backup_dir)
+    purpose = "the stream engine's schema dump and large objects" if streams else "a dump"
+    detail = f"{free // 2**20} MiB free in {backup_dir}, about {needed // 2**20} MiB needed for {purpose}"
     if free < needed:
         return failed("disk space", f"{detail}: free space or point WEHUB_BACKUP_DIR elsewhere")
     return passed("disk space", detail)
@@ -400,7 +402,8 @@ def machine_checks(settings: Settings, storage: DagsterStorage | None) -> list[C
     clients = installed_clients(settings.workspace.extra_bindirs())
     checks.append(check_client_programs(servers, clients))
     if catalog and backup_dir.is_dir():
-        checks.append(check_free_space(backup_dir, catalog, clients[0].major if clients else 0))
+        checks.append(check_free_space(backup_dir, catalog, clients[0].major if clients else 0,
+                                       settings.workspace.copy_engine))
     return checks
 
 

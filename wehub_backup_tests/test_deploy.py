@@ -367,6 +367,22 @@ def test_doctor_with_sqlite_storage_and_no_dagster_pg_settings(backup_env: Backu
     assert "Dagster storage" not in checks
 
 
+def test_doctor_asks_for_the_space_the_configured_engine_needs(
+    good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The archive engine's dump holds the rows; the stream engine's only the schema and large objects."""
+    needed = {}
+    for engine in ("archive", "stream"):
+        monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
+        _, checks = doctor(capsys)
+        found = re.fullmatch(r"OK \d+ MiB free in .*, about (\d+) MiB needed for (.*)", checks["disk space"])
+        assert found, checks["disk space"]
+        needed[engine] = int(found[1]), found[2]
+    assert needed["archive"][1] == "a dump"
+    assert needed["stream"][1] == "the stream engine's schema dump and large objects"
+    assert needed["stream"][0] < needed["archive"][0]
+
+
 def test_doctor_reports_an_archive_directory_others_can_read_and_too_little_free_space(
     good_machine: BackupEnv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> None:
