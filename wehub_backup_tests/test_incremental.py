@@ -169,6 +169,40 @@ def test_unchanged_source_costs_a_small_share_of_a_full_copy_and_copies_no_rows(
     assert step_metadata(third, LOAD_STEP)["chunks_copied"] == 0 and record.exists()
 
 
+def test_bounds_are_kept_across_runs_and_a_chunk_crowded_by_new_rows_is_cut_again(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster, incremental_source: str,
+) -> None:
+    """The verification of an incremental run digests staging at the bounds the source was cut at,
+    without sampling the tables again; the app's new rows, all beyond the last bound, are cut into
+    chunks of their own at keys read by the index, and the next run finds nothing to fetch."""
+    target = "wehub_incr_bounds"
+    record = chunk_record_path(manifest_path(backup_env.backup_dir, target))
+
+    def recorded_bounds() -> dict[str, ChunkBounds | None]:
+        return {name: table.bounds for name, table in read_chunks(record).items()}
+
+    assert run_backup(target, instance, FULL).success
+    full = recorded_bounds()
+    supabase_cluster.execute(f'INSERT INTO "{SCHEMA}".items SELECT i, repeat(md5(i::text), 3), now() '
+                             "FROM generate_series(30001, 36000) i", user=APP_OWNER)
+    grown = run_backup(target, instance, INCREMENTAL)
+    assert grown.success, step_errors(grown)
+    assert step_metadata(grown, STAGE_STEP)["made_from"] == "a file copy of the current copy"
+    after_growth = recorded_bounds()
+    old, new = full[f"{SCHEMA}.items"], after_growth[f"{SCHEMA}.items"]
+    assert old is not None and new is not None and new.bounds[:len(old.bounds)] == old.bounds
+    added = [int(key) for key in new.bounds[len(old.bounds):]]
+    assert len(added) >= 5 and added == sorted(added) and int(old.bounds[-1]) < added[0] < added[-1] <= 36000
+    assert after_growth[f"{SCHEMA}.stamped"] == full[f"{SCHEMA}.stamped"], "an unchanged table keeps its bounds"
+
+    unchanged = run_backup(target, instance, INCREMENTAL)
+    assert unchanged.success, step_errors(unchanged)
+    assert step_metadata(unchanged, LOAD_STEP)["chunks_copied"] == 0
+    assert recorded_bounds() == after_growth
+    assert_same_contents(supabase_cluster, vps_cluster, target)
+
+
 def test_changes_of_every_kind_are_fetched_and_the_rest_comes_from_the_copy(
     backup_env: BackupEnv, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster, incremental_source: str,

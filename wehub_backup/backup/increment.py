@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from wehub_backup.config import FULL_EVERY_DAYS_ENV
-from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_bounds, chunk_keys
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_bounds, chunk_keys, split_crowded_chunks
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import database_oid
 from wehub_backup.pg.fingerprint import (
@@ -134,13 +134,28 @@ def _recorded(table: RecordedTable) -> tuple[TableFingerprint, ChunkBounds | Non
     return table.whole, table.bounds, table.chunks
 
 
-def cut_bounds(conn: psycopg.Connection, schemas: list[str],
-               excluded_tables: list[tuple[str, str]]) -> dict[str, ChunkBounds]:
-    """Fresh chunk bounds of every keyed table: the verification digests staging at them, for the
-    next incremental run (the copy's tables grow; bounds cut once would leave its new rows in one chunk)."""
+def cut_bounds(conn: psycopg.Connection, schemas: list[str], excluded_tables: list[tuple[str, str]],
+               source_chunks: Mapping[str, Mapping[int, TableFingerprint]] | None = None,
+               base: IncrementBase | None = None) -> dict[str, ChunkBounds]:
+    """Chunk bounds of every keyed table: the verification digests staging at them, for the next
+    incremental run. A table the source cut at ``base``'s bounds (``source_chunks`` holds its chunks'
+    counts) keeps them, its crowded chunks cut again; the others are sampled afresh (the copy's
+    tables grow: bounds cut once would leave their new rows in one chunk)."""
     keys = chunk_keys(conn, schemas)
-    return {table.qualified: chunk_bounds(conn, table.schema, table.name, keys[table.qualified], table.size_bytes)
-            for table in streamed_tables(conn, schemas, excluded_tables) if table.qualified in keys}
+    kept = base.chunked() if base else {}
+    source_chunks = source_chunks or {}
+    bounds = {}
+    for table in streamed_tables(conn, schemas, excluded_tables):
+        key, previous = keys.get(table.qualified), kept.get(table.qualified)
+        if key is None:
+            continue
+        if previous is not None and previous.key == key and table.qualified in source_chunks:
+            counts = {number: chunk.rows for number, chunk in source_chunks[table.qualified].items()}
+            bounds[table.qualified] = split_crowded_chunks(conn, table.schema, table.name, previous, counts,
+                                                           table.size_bytes)
+        else:
+            bounds[table.qualified] = chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
+    return bounds
 
 
 def _digested_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> DigestedTable:

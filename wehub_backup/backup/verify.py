@@ -28,11 +28,12 @@ class VerificationResult:
 def verify_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo) -> VerificationResult:
     """Fingerprint staging and compare with the source snapshot; raise on any difference.
 
-    The keyed tables are digested chunk by chunk at fresh bounds (their sums are the table digests
-    compared): recorded with the copy, they spare the next incremental run a reading of all of it."""
+    The keyed tables are digested chunk by chunk (their sums are the table digests compared), at
+    the bounds the run's source was cut at where there were any, else at fresh ones: recorded with
+    the copy, they spare the next incremental run a reading of all of it."""
     started = time.monotonic()
     with connect_or_explain(vps, "the VPS server", plan.staging) as conn:
-        bounds = cut_bounds(conn, plan.kept_schemas, plan.scope.excluded_tables)
+        bounds = cut_bounds(conn, plan.kept_schemas, plan.scope.excluded_tables, dump.fingerprint.chunks, plan.base)
         copy = fingerprint_database(conn, plan.kept_schemas, plan.scope.excluded_tables,
                                     large_objects=True, chunked=bounds)
     problems = compare_fingerprints(dump.fingerprint, copy, dump.sequences_after)

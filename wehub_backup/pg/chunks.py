@@ -10,7 +10,7 @@ every row is in exactly one chunk, on either side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -33,6 +33,8 @@ SAMPLE_PER_BOUND = 16
 # A copy selects its chunks by key ranges written into its statement (an argument of psql, of at
 # most 128 KiB): more runs of chunks than this go in several copies, each its own transaction.
 MAX_RANGES = 256
+# A kept bound's chunk with more rows than this many chunks' worth is cut again.
+CROWDED = 4
 
 # Tables with a one-column primary key of an ordered type, read in the session's snapshot.
 _CHUNK_KEYS = """
@@ -126,7 +128,7 @@ def chunk_bounds(conn: psycopg.Connection, schema: str, table: str, key: ChunkKe
     """
     name = sql.Identifier(schema, table)
     rows = _row_estimate(conn, name)
-    per_chunk = max(MIN_CHUNK_ROWS, rows * CHUNK_BYTES // table_bytes if table_bytes else rows)
+    per_chunk = _rows_per_chunk(rows, table_bytes)
     if rows <= per_chunk:
         return ChunkBounds(key, ())
     percent = 100.0 * SAMPLE_PER_BOUND / per_chunk  # at most 25: a chunk holds MIN_CHUNK_ROWS at least
@@ -134,6 +136,42 @@ def chunk_bounds(conn: psycopg.Connection, schema: str, table: str, key: ChunkKe
         "SELECT k::text FROM (SELECT {key} AS k FROM {t} TABLESAMPLE BERNOULLI ({percent})) s ORDER BY s.k").format(
         key=key.expression(), t=name, percent=sql.Literal(percent))).fetchall()
     return ChunkBounds(key, tuple(bound for (bound,) in keys[SAMPLE_PER_BOUND::SAMPLE_PER_BOUND]))
+
+
+def split_crowded_chunks(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds,
+                         rows_by_chunk: Mapping[int, int], table_bytes: int) -> ChunkBounds:
+    """``bounds`` kept, with each chunk holding more than ``CROWDED`` times its share of rows (by
+    ``rows_by_chunk``, the counts the run has already) cut at keys read in its range.
+
+    Kept bounds spare the verification a sampling scan of the whole table; an app's new rows pile
+    up beyond the last bound (or in the range of keys it hands out), and only those chunks are
+    read again, by the key's index. Chunks emptied by deletes only get smaller.
+    """
+    name = sql.Identifier(schema, table)
+    per_chunk = _rows_per_chunk(_row_estimate(conn, name), table_bytes)
+    added = {number: _keys_every(conn, name, bounds, number, per_chunk)
+             for number, rows in rows_by_chunk.items() if rows > CROWDED * per_chunk}
+    if not added:
+        return bounds
+    merged: list[str] = []
+    for number in range(bounds.chunks):
+        merged += added.get(number, ())  # keys inside chunk ``number`` lie below its upper bound
+        merged += bounds.bounds[number:number + 1]
+    return ChunkBounds(bounds.key, tuple(merged))
+
+
+def _keys_every(conn: psycopg.Connection, table: sql.Composable, bounds: ChunkBounds, chunk: int,
+                every: int) -> list[str]:
+    """Every ``every``-th key of ``chunk``, in order: all above its first key, so bounds stay increasing."""
+    [(selection, _)] = bounds.selections([chunk])
+    return [key for (key,) in conn.execute(sql.SQL(
+        "SELECT k::text FROM (SELECT k, row_number() OVER (ORDER BY k) AS n FROM (SELECT {key} AS k FROM {t} "
+        "WHERE {selection}) keys) numbered WHERE n % {every} = 0 ORDER BY n").format(
+        key=bounds.key.expression(), t=table, selection=selection, every=sql.Literal(every))).fetchall()]
+
+
+def _rows_per_chunk(rows: int, table_bytes: int) -> int:
+    return max(MIN_CHUNK_ROWS, rows * CHUNK_BYTES // table_bytes if table_bytes else rows)
 
 
 def _row_estimate(conn: psycopg.Connection, table: sql.Composable) -> int:
