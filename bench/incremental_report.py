@@ -256,15 +256,16 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
         how = ("Staging was a file copy of the current copy, so only the changed chunks were written (the load's "
                f"copy phase {versus(runs.phase_seconds(key, 'copy'), runs.phase_seconds(base, 'copy'))}). What is "
                "left is work no incremental run can skip: the source's chunk digests beside the schema dump, the "
-               "verification of all of staging (which also samples fresh chunk bounds and digests staging at them, "
-               "for the next run: the plan step then reads the current copy's digests from that record in "
+               "verification of all of staging (which also digests staging at the bounds the source was cut at, "
+               "crowded chunks cut again by the key's index, for the next run: the plan step then reads the "
+               "current copy's digests from that record in "
                f"{_seconds(runs.detail(key, 'current_copy_read_s'))}), and Dagster's start-up")
         copy, full_copy = runs.phase_seconds(key, "copy"), runs.phase_seconds(base, "copy")
         if copy and full_copy and copy >= full_copy / 2:
             how += (f". Here the copy phase is the most of it: {runs.detail(key, 'rows_copied') or 0:,.0f} rows "
                     "written in place, each range deleted and inserted with every index of its table kept up to "
-                    "date (the documents' GIN index among them), where a full run loads bare tables and builds "
-                    "each index once; the rows are many because each scattered delete costs its whole chunk")
+                    "date, where a full run loads bare tables and builds each index once; the rows are many "
+                    "because each scattered delete costs its whole chunk")
     else:
         how = ("Staging was built from the schema up (" + ", ".join(sorted(str(m) for m in made)) + "): the "
                f"{runs.detail(key, 'rows_from_current_copy') or 0:,.0f} unchanged rows were copied from the current "

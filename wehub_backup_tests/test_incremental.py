@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
 from wehub_backup.definitions import build_definitions
@@ -23,6 +24,7 @@ from wehub_backup.defs.egress import (
 )
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
+from wehub_backup.pg.stream import CopyRange, StreamedTable
 from wehub_backup.run.manifest import CopyManifest, chunk_record_path, manifest_path, read_chunks, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup.units import human_bytes
@@ -385,3 +387,30 @@ def test_chunks_are_selected_by_runs_of_key_ranges_in_statements_of_bounded_size
     assert len(first) < 64 * 1024  # psql's argument stays far below the kernel's 128 KiB
     [(last, count)] = bounds.selections([1999])
     assert (last.as_string(), count) == ("((\"id\" >= '1999000'::bigint))", 1)
+
+
+def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_planner_statistics(
+        vps_cluster: PostgresCluster) -> None:
+    """A copy restored minutes before has no statistics yet: the planner would scan the whole table
+    and test each row against every key range (seconds per statement at a million rows)."""
+    database = "wehub_chunk_plans"
+    vps_cluster.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    vps_cluster.execute(f"CREATE DATABASE {database}")
+    vps_cluster.execute("CREATE TABLE public.accounts (id int PRIMARY KEY, filler text) WITH (autovacuum_enabled = off);"
+                        "INSERT INTO public.accounts SELECT i, repeat('x', 80) FROM generate_series(1, 200000) i",
+                        dbname=database)
+    bounds = ChunkBounds(ChunkKey("id", "integer", False), tuple(str(key) for key in range(100, 200_000, 100)))
+    [(selection, _)] = bounds.selections(range(1, 2000, 8))  # 250 scattered chunks, as scattered deletes make them
+    task = CopyRange(StreamedTable(0, "public", "accounts", 0, 8192, ("id", "filler"), False), whole=False,
+                     selection=selection, replaces=True)
+    statements = [sql.SQL("EXPLAIN {} FROM ONLY public.accounts{}").format(sql.SQL(verb), task.where())
+                  for verb in ("SELECT id, filler", "DELETE")]
+    with vps_cluster.connect(database) as conn:
+        unset = ["\n".join(row for (row,) in conn.execute(statement)) for statement in statements]
+        for setting in task.planner_settings():
+            conn.execute(setting)
+        planned = ["\n".join(row for (row,) in conn.execute(statement)) for statement in statements]
+    vps_cluster.execute(f"DROP DATABASE {database}")
+    assert all("Seq Scan" in plan for plan in unset), unset  # what the settings are for
+    for plan in planned:
+        assert "Bitmap Index Scan on accounts_pkey" in plan and "Seq Scan" not in plan and "JIT" not in plan, plan

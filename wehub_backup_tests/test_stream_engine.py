@@ -234,6 +234,15 @@ class FaultSource(NamedTuple):
     name: str
     relay: FaultRelay  # between the run and the source
 
+    def made_unpaced(self, target: str, instance: dg.DagsterInstance) -> None:
+        """A good copy of the source in ``target`` as a fault finds it, made at full speed (archive engine)."""
+        pace, self.relay.bytes_per_second = self.relay.bytes_per_second, None
+        try:
+            made = run_stream_backup(target, instance, engine="archive")
+        finally:
+            self.relay.bytes_per_second = pace
+        assert made.success, step_errors(made)
+
 
 @pytest.fixture
 def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
@@ -332,8 +341,7 @@ def test_an_incremental_run_whose_source_connection_drops_copies_its_changed_chu
     vps_cluster: PostgresCluster,
 ) -> None:
     target = "wehub_stream_incr_faults"
-    made = run_stream_backup(target, instance, engine="archive")
-    assert made.success, step_errors(made)
+    fault_source.made_unpaced(target, instance)
     supabase_cluster.execute("UPDATE public.notes SET body = upper(body) WHERE id > 25000", dbname=fault_source.name)
 
     def cut_one_worker(workers: list[int]) -> None:
@@ -361,8 +369,7 @@ def test_losing_the_snapshot_session_fails_the_run_and_leaves_the_copies_alone(
 ) -> None:
     target = "wehub_stream_lost"
     for _ in range(2):  # a target and its __previous
-        made = run_stream_backup(target, instance, engine="archive")
-        assert made.success, step_errors(made)
+        fault_source.made_unpaced(target, instance)
     before = {name: database_state(vps_cluster, name) for name in (target, previous_name(target))}
 
     def cut_snapshot_session(workers: list[int]) -> None:

@@ -62,6 +62,12 @@ ORDER BY pg_relation_size(c.oid) DESC, n.nspname, c.relname"""
 # Output both sides read the same way, as pg_dump sets it: names schema-qualified, no lossy floats.
 _SESSION_SETTINGS = ("SET search_path = ''", "SET DateStyle = 'ISO'",
                      "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3", "SET row_security = off")
+# How a range of chosen chunks is read and deleted: by the key's index. A table without planner
+# statistics (a copy restored minutes before, not yet analyzed by autovacuum) is estimated to match
+# most of its rows, and the planner then scans it whole, testing every row against every key range
+# and compiling that condition by JIT first: measured on 1.3 million rows, 256 ranges took 6.7 s
+# to delete that way and 0.09 s by the index.
+_KEY_RANGE_SETTINGS = ("SET enable_seqscan = off", "SET jit = off")
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,10 @@ class CopyRange:
             return self.table.qualified
         end = f"{self.end_page}" if self.end_page is not None else "end"
         return f"{self.table.qualified} pages {self.first_page}-{end}"
+
+    def planner_settings(self) -> tuple[str, ...]:
+        """What the sessions reading and replacing these rows set, so the key's index finds them."""
+        return _KEY_RANGE_SETTINGS if self.selection is not None else ()
 
     def where(self) -> sql.Composable:
         if self.selection is not None:
@@ -210,7 +220,7 @@ class _Copy:
         reader, snapshot = (self.copy_reader, None) if task.from_copy else (self.reader, self.held.snapshot)
         assert reader is not None
         with self.staging.connect(self.staging_db, autocommit=False) as dst:
-            for statement in _SESSION_SETTINGS:
+            for statement in (*_SESSION_SETTINGS, *task.planner_settings()):
                 dst.execute(statement)
             # The bytes go through as the source sends them: staging reads them in the same encoding.
             dst.execute("SELECT set_config('client_encoding', %s, false)", (self.reader.encoding,))
@@ -219,7 +229,7 @@ class _Copy:
             if task.replaces:  # in the same transaction: a failed attempt leaves the old rows
                 dst.execute(sql.SQL("DELETE FROM ONLY {}{}").format(table_name, task.where()))
             with dst.cursor() as in_cursor:
-                with in_cursor.copy(write) as into, reader.open(snapshot, read.as_string(dst)) as out:
+                with in_cursor.copy(write) as into, reader.open(snapshot, read.as_string(dst), task.planner_settings()) as out:
                     for block in out.blocks():
                         if self.stopping.is_set():
                             raise psycopg.OperationalError("the copy was stopped")
@@ -244,11 +254,11 @@ class SourceReader:
     environment: dict[str, str]  # libpq's variables for the relayed source, the password in a private file
     encoding: str  # the source database's: psql sends in it, staging reads in it
 
-    def open(self, snapshot: str | None, copy_statement: str) -> RangeReader:
-        """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given."""
+    def open(self, snapshot: str | None, copy_statement: str, settings: tuple[str, ...] = ()) -> RangeReader:
+        """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given, after ``settings``."""
         statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                       *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
-                      "SET client_min_messages = warning", *_SESSION_SETTINGS, copy_statement]
+                      "SET client_min_messages = warning", *_SESSION_SETTINGS, *settings, copy_statement]
         argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
                 *(part for statement in statements for part in ("-c", statement))]
         return RangeReader(argv, {**self.environment, "PGCLIENTENCODING": self.encoding})
