@@ -63,8 +63,8 @@ Details = dict[str, object]
 PLAN_STEP, DUMP_STEP, LOAD_STEP = "plan_supabase_backup", "dump_supabase_database", "restore_into_staging_database"
 STAGE_STEP = "recreate_staging_database"
 # What the load step reports of an incremental copy (and rows_copied of any streamed one).
-INCREMENT_FIGURES = ("chunks_compared", "chunks_copied", "rows_copied", "rows_from_current_copy",
-                     "tables_unchanged", "tables_copied_whole", "copy_data_bytes")
+INCREMENT_FIGURES = ("chunks_compared", "chunks_copied", "chunk_parts_compared", "chunk_parts_copied", "rows_copied",
+                     "rows_from_current_copy", "tables_unchanged", "tables_copied_whole", "copy_data_bytes")
 BENCH_BUDGET_BYTES = 10**15
 
 

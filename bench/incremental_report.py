@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bench.changes import DELETES_PER_CHANGE
 from bench.contenders import INCREMENT_BASE, INCREMENTAL_CONTENDERS
 from bench.measure import median
+from wehub_backup.backup.increment import PARTS_PER_CHUNK
 from wehub_backup.config import DEFAULT_BUDGET_BYTES, DEFAULT_FULL_EVERY_DAYS
 from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES
 
@@ -140,6 +141,9 @@ def _runs_table(runs: IncrementRuns) -> str:
         title = _title(key)
         compared, copied = runs.detail(key, "chunks_compared"), runs.detail(key, "chunks_copied")
         chunks = f"{copied:,.0f} of {compared:,.0f}" if compared is not None and copied is not None else "all (full)"
+        if runs.detail(key, "chunk_parts_compared"):
+            chunks += (f" (parts: {runs.detail(key, 'chunk_parts_copied'):,.0f} of "
+                       f"{runs.detail(key, 'chunk_parts_compared'):,.0f})")
         problems = runs.phase["copies"].get(key, {}).get("differences")
         verdict = "identical" if problems == [] else (f"{len(problems)} differences" if problems else "not checked")
         lines.append(
@@ -221,11 +225,16 @@ def _egress_line(runs: IncrementRuns, key: str, share: float | None) -> str:
 def _copy_reasons(runs: IncrementRuns, key: str, copied: float, copy: float) -> str:
     """Why the copy fetched what it did: where the changed rows lie, and what a chunk costs."""
     changed, deletes = runs.changed_rows(key), runs.changed_rows(key, ("deletes",))
-    text = (f": {copied:,.0f} of {runs.detail(key, 'chunks_compared') or 0:,.0f} chunks fetched for {changed:,.0f} "
-            f"changed rows, {runs.detail(key, 'rows_copied') or 0:,.0f} rows sent ({copy / max(changed, 1):,.0f} bytes "
-            "per changed row). The new and updated rows lie together at the end of each key range, in a few chunks; "
-            f"the {deletes:,.0f} deletes are scattered, so up to {min(deletes, copied):,.0f} chunks (about "
-            f"{_mib(min(deletes, copied) * CHUNK_BYTES)}) are fetched for them alone")
+    parts, parts_copied = runs.detail(key, "chunk_parts_compared"), runs.detail(key, "chunk_parts_copied")
+    fetched = (f"{copied:,.0f} of {runs.detail(key, 'chunks_compared') or 0:,.0f} chunks changed, compared again in "
+               f"{parts:,.0f} parts of which {parts_copied:,.0f} were fetched," if parts else
+               f"{copied:,.0f} of {runs.detail(key, 'chunks_compared') or 0:,.0f} chunks fetched")
+    scattered = (f"so each costs a part of its chunk (about {_mib(CHUNK_BYTES / PARTS_PER_CHUNK)})" if parts else
+                 f"so up to {min(deletes, copied):,.0f} chunks (about {_mib(min(deletes, copied) * CHUNK_BYTES)}) are "
+                 "fetched for them alone")
+    text = (f": {fetched} for {changed:,.0f} changed rows, {runs.detail(key, 'rows_copied') or 0:,.0f} rows sent "
+            f"({copy / max(changed, 1):,.0f} bytes per changed row). The new and updated rows lie together at the end "
+            f"of each key range, in a few chunks; the {deletes:,.0f} deletes are scattered, {scattered}")
     if runs.most_deletes_in_a_table(key) > MAX_RANGES:
         text += (f"; where a table's changed chunks form more than {MAX_RANGES} runs, they go in several copies "
                  "(a copy's statement names at most that many key ranges), each reading the table on the source")
@@ -264,8 +273,7 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
         if copy and full_copy and copy >= full_copy / 2:
             how += (f". Here the copy phase is the most of it: {runs.detail(key, 'rows_copied') or 0:,.0f} rows "
                     "written in place, each range deleted and inserted with every index of its table kept up to "
-                    "date, where a full run loads bare tables and builds each index once; the rows are many "
-                    "because each scattered delete costs its whole chunk")
+                    "date, where a full run loads bare tables and builds each index once")
     else:
         how = ("Staging was built from the schema up (" + ", ".join(sorted(str(m) for m in made)) + "): the "
                f"{runs.detail(key, 'rows_from_current_copy') or 0:,.0f} unchanged rows were copied from the current "

@@ -13,7 +13,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from wehub_backup.backup.increment import FULL, INCREMENTAL, decide_mode
+from wehub_backup.backup.increment import (
+    FULL,
+    INCREMENTAL,
+    CopiedTable,
+    IncrementalCopy,
+    IncrementBase,
+    decide_mode,
+    incremental_tasks,
+)
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import (
@@ -23,7 +31,8 @@ from wehub_backup.defs.egress import (
     format_egress_report,
 )
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
-from wehub_backup.pg.chunks import MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
+from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
+from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint, summed
 from wehub_backup.pg.stream import CopyRange, StreamedTable
 from wehub_backup.run.manifest import CopyManifest, chunk_record_path, manifest_path, read_chunks, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
@@ -247,6 +256,9 @@ def test_into_a_file_copy_only_changed_rows_are_written_with_the_app_triggers_he
     load = step_metadata(result, LOAD_STEP)
     assert load["rows_from_current_copy"] == 0 and 0 < load["rows_copied"] < 12_000
     assert 3 <= load["chunks_copied"] < load["chunks_compared"] // 4
+    # The changed chunks compared again in parts: each deleted old row costs a part of its chunk (2,550
+    # rows were sent when whole chunks were).
+    assert load["chunk_parts_copied"] < load["chunk_parts_compared"] and load["rows_copied"] < 1_600
     assert "unkeyed" in str(load["tables_copied_whole"])
     # The rows as the source holds them: its triggers ran there once, and not again in staging.
     assert_same_contents(supabase_cluster, vps_cluster, target)
@@ -414,3 +426,23 @@ def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_plann
     assert all("Seq Scan" in plan for plan in unset), unset  # what the settings are for
     for plan in planned:
         assert "Bitmap Index Scan on accounts_pkey" in plan and "Seq Scan" not in plan and "JIT" not in plan, plan
+
+
+def test_changed_chunks_of_a_file_copy_are_compared_again_in_parts_unless_most_of_the_table_changed() -> None:
+    table = StreamedTable(1, "s", "t", 10 * CHUNK_BYTES, 8192, ("id",), False, ("id bigint",))
+    bounds = ChunkBounds(ChunkKey("id", "bigint", False), tuple(str(100 * i) for i in range(1, 10)))
+    copy_chunks = {n: TableFingerprint(100, str(n)) for n in range(10)}
+    base = IncrementBase(None, {"s.t": CopiedTable(table.definition, summed(copy_chunks.values()), bounds, copy_chunks)},
+                         0.0)
+
+    def plan_for(changed: set[int], in_place: bool = True) -> IncrementalCopy:
+        chunks = {n: TableFingerprint(100, str(n) + ("x" if n in changed else "")) for n in range(10)}
+        return incremental_tasks([table], base, DatabaseFingerprint(chunks={"s.t": chunks}), CHUNK_BYTES, 15,
+                                 in_place=in_place)
+
+    scattered = plan_for({2, 7})
+    [changed] = scattered.changed
+    assert changed.numbers == {2, 7} and changed.rows == 200
+    assert list(changed.tasks) == scattered.tasks  # whole chunks until the parts are compared
+    assert not plan_for(set(range(6))).changed  # a mass update: its parts would differ too
+    assert not plan_for({2, 7}, in_place=False).changed  # staging from the schema up: nothing to compare in parts

@@ -14,13 +14,14 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks
+from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks, refine_changed_chunks
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.backup.stage import StagingDatabase
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
-from wehub_backup.pg.dump import DumpResult
+from wehub_backup.pg.dump import DumpResult, HeldSnapshot
+from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
 from wehub_backup.pg.toc import left_out_count, only_entries
@@ -106,6 +107,8 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         else:
             increment = incremental_tasks(held.tables, plan.base, dump.fingerprint, plan.range_bytes,
                                           plan.source.major, in_place=in_place is not None)
+            if in_place is not None:
+                _timed(phases, "compare parts", lambda: _refine(increment, vps, plan.staging, held))
             tasks = increment.tasks
             log(increment.describe())
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
@@ -133,6 +136,16 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
         _timed(phases, "data", lambda: restore(["--section=data"]))
         tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
+
+
+def _refine(increment: IncrementalCopy, vps: ConnectionInfo, staging: str, held: HeldSnapshot) -> None:
+    """The changed chunks compared again in parts (``refine_changed_chunks``), staging read as digests read it."""
+    with connect_or_explain(vps, "the VPS server", staging) as conn:
+        set_stable_output(conn)
+        try:
+            refine_changed_chunks(increment, conn, held.run)
+        except psycopg.Error as error:
+            raise held.failure(error) from error
 
 
 # A file copy's rows are replaced as they are: its triggers and foreign keys (triggers too) stay

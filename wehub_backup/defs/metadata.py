@@ -82,6 +82,8 @@ def increment_metadata(increment: IncrementalCopy) -> dict[str, object]:
     return {
         "chunks_compared": increment.chunks_compared,
         "chunks_copied": increment.chunks_copied,
+        "chunk_parts_compared": increment.parts_compared,
+        "chunk_parts_copied": increment.parts_copied,
         "tables_unchanged": len(increment.tables_kept),
         "tables_copied_whole": markdown_list(increment.tables_copied_whole),
     }

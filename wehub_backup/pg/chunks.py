@@ -10,7 +10,7 @@ every row is in exactly one chunk, on either side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -84,6 +84,17 @@ class ChunkBounds:
     def chunks(self) -> int:
         return len(self.bounds) + 1
 
+    def with_keys_inside(self, added: Mapping[int, Sequence[str]]) -> ChunkBounds:
+        """These bounds and, as further bounds, the increasing keys ``added`` holds for a chunk,
+        each above that chunk's first key (so no bound repeats)."""
+        if not any(added.values()):
+            return self
+        merged: list[str] = []
+        for number in range(self.chunks):
+            merged += added.get(number, ())  # keys inside chunk ``number`` lie below its upper bound
+            merged += self.bounds[number:number + 1]
+        return ChunkBounds(self.key, tuple(merged))
+
     def bucket(self) -> sql.Composable:
         """The chunk of the row at hand, the same number on both servers."""
         if not self.bounds:
@@ -151,13 +162,7 @@ def split_crowded_chunks(conn: psycopg.Connection, schema: str, table: str, boun
     per_chunk = _rows_per_chunk(_row_estimate(conn, name), table_bytes)
     added = {number: _keys_every(conn, name, bounds, number, per_chunk)
              for number, rows in rows_by_chunk.items() if rows > CROWDED * per_chunk}
-    if not added:
-        return bounds
-    merged: list[str] = []
-    for number in range(bounds.chunks):
-        merged += added.get(number, ())  # keys inside chunk ``number`` lie below its upper bound
-        merged += bounds.bounds[number:number + 1]
-    return ChunkBounds(bounds.key, tuple(merged))
+    return bounds.with_keys_inside(added)
 
 
 def _keys_every(conn: psycopg.Connection, table: sql.Composable, bounds: ChunkBounds, chunk: int,
@@ -168,6 +173,21 @@ def _keys_every(conn: psycopg.Connection, table: sql.Composable, bounds: ChunkBo
         "SELECT k::text FROM (SELECT k, row_number() OVER (ORDER BY k) AS n FROM (SELECT {key} AS k FROM {t} "
         "WHERE {selection}) keys) numbered WHERE n % {every} = 0 ORDER BY n").format(
         key=bounds.key.expression(), t=table, selection=selection, every=sql.Literal(every))).fetchall()]
+
+
+def keys_inside_chunks(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds,
+                       selection: sql.Composable, every: int) -> dict[int, list[str]]:
+    """Every ``every``-th key (``every`` >= 2) of each chunk that holds rows ``selection`` picks, by chunk,
+    in order: all above their chunk's first key, so ``bounds.with_keys_inside`` cuts those chunks finer."""
+    keys: dict[int, list[str]] = {}
+    for chunk, key in conn.execute(sql.SQL(
+            "SELECT b, k::text FROM (SELECT b, k, row_number() OVER (PARTITION BY b ORDER BY k) AS n "
+            "FROM (SELECT {bucket} AS b, {key} AS k FROM {t} WHERE {selection}) keys) numbered "
+            "WHERE n % {every} = 0 ORDER BY b, n").format(
+            bucket=bounds.bucket(), key=bounds.key.expression(), t=sql.Identifier(schema, table),
+            selection=selection, every=sql.Literal(max(2, every)))).fetchall():
+        keys.setdefault(chunk, []).append(key)
+    return keys
 
 
 def _rows_per_chunk(rows: int, table_bytes: int) -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -28,6 +30,8 @@ from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_w
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
+
+T = TypeVar("T")
 
 # pg_dump's own lock wait. Every table it locks, the snapshot session has locked already, so it
 # can only wait behind a session that asked for ACCESS EXCLUSIVE after that: a session that waits
@@ -88,6 +92,11 @@ class HeldSnapshot:
             except psycopg.Error:
                 return False
         return True
+
+    def run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work`` on the snapshot's own session, for a query that must read the rows the copy reads."""
+        with self._lock:
+            return work(self.session)
 
     @property
     def copied_bytes(self) -> int:

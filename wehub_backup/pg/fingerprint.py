@@ -223,12 +223,14 @@ SEQUENCE_BATCH = 1000
 
 @dataclass(frozen=True)
 class DigestedTable:
-    """A table to digest: whole, or chunk by chunk where ``bounds`` cut it; its size bounds its batch."""
+    """A table to digest: whole, or chunk by chunk where ``bounds`` cut it, of the rows ``where``
+    picks (all by default); its size bounds its batch."""
 
     schema: str
     name: str
     size_bytes: int = 0
     bounds: ChunkBounds | None = None
+    where: sql.Composable = field(default_factory=lambda: sql.SQL("true"), compare=False)
 
     @property
     def qualified(self) -> str:
@@ -267,7 +269,8 @@ def table_digests(conn: psycopg.Connection,
     digests: list[dict[int | None, TableFingerprint]] = [{} for _ in tables]
     sizes = [table.size_bytes for table in tables]
     for batch in statement_batches(sizes, DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES):
-        statement = sql.SQL(" UNION ALL ").join(_digest_select(i, tables[i], _row_hash(inputs[i])) for i in batch)
+        statement = sql.SQL(" UNION ALL ").join(
+            _digest_select(i, tables[i], _row_hash(inputs[i]), tables[i].where) for i in batch)
         for i, chunk, rows, digest in conn.execute(statement).fetchall():
             digests[i][chunk] = TableFingerprint(rows, str(digest))
     return digests
