@@ -33,7 +33,7 @@ from wehub_backup.defs.egress import (
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES, ChunkBounds, ChunkKey, chunk_runs
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint, summed
-from wehub_backup.pg.stream import CopyRange, StreamedTable
+from wehub_backup.pg.stream import CopyRange, StreamedTable, analyze_unanalyzed
 from wehub_backup.run.manifest import CopyManifest, chunk_record_path, manifest_path, read_chunks, read_manifest
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup.units import human_bytes
@@ -404,7 +404,8 @@ def test_chunks_are_selected_by_runs_of_key_ranges_in_statements_of_bounded_size
 def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_planner_statistics(
         vps_cluster: PostgresCluster) -> None:
     """A copy restored minutes before has no statistics yet: the planner would scan the whole table
-    and test each row against every key range (seconds per statement at a million rows)."""
+    and test each row against every key range (seconds per statement at a million rows); past a few
+    hundred ranges it reads the whole index instead, until the table is analyzed."""
     database = "wehub_chunk_plans"
     vps_cluster.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     vps_cluster.execute(f"CREATE DATABASE {database}")
@@ -422,10 +423,19 @@ def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_plann
         for setting in task.planner_settings():
             conn.execute(setting)
         planned = ["\n".join(row for (row,) in conn.execute(statement)) for statement in statements]
+        # Hundreds of ranges more and the index is read whole, the ranges a filter: until the table is analyzed.
+        many = sql.SQL("EXPLAIN SELECT id FROM ONLY public.accounts WHERE {}").format(
+            sql.SQL(" OR ").join(condition for condition, _ in bounds.selections(range(1, 2000, 4))))
+        unanalyzed = "\n".join(row for (row,) in conn.execute(many))
+        assert analyze_unanalyzed(conn, ["public.accounts", "public.missing"]) == ["public.accounts"]
+        assert analyze_unanalyzed(conn, ["public.accounts"]) == []  # analyzed once
+        analyzed = "\n".join(row for (row,) in conn.execute(many))
     vps_cluster.execute(f"DROP DATABASE {database}")
     assert all("Seq Scan" in plan for plan in unset), unset  # what the settings are for
     for plan in planned:
         assert "Bitmap Index Scan on accounts_pkey" in plan and "Seq Scan" not in plan and "JIT" not in plan, plan
+    assert "Index Cond" not in unanalyzed and "Filter" in unanalyzed, unanalyzed
+    assert "BitmapOr" in analyzed and "Index Cond" in analyzed and "Filter" not in analyzed, analyzed
 
 
 def test_changed_chunks_of_a_file_copy_are_compared_again_in_parts_unless_most_of_the_table_changed() -> None:

@@ -296,16 +296,12 @@ def refine_changed_chunks(plan: IncrementalCopy, staging: psycopg.Connection,
     """
     if not plan.changed:
         return
-    cut = []
-    for changed in plan.changed:
-        table, bounds = changed.table, changed.bounds
-        selection = _any_of(bounds, changed.numbers)
-        every = changed.rows // (len(changed.numbers) * PARTS_PER_CHUNK)
-        parts = bounds.with_keys_inside(keys_inside_chunks(staging, table.schema, table.name, bounds, selection,
-                                                           every))
-        cut.append(DigestedTable(table.schema, table.name, table.size_bytes, parts, selection))
-    there = _key_range_digests(staging, cut)
-    here = on_source(lambda conn: _key_range_digests(conn, cut))
+    def cut_and_digest(conn: psycopg.Connection) -> tuple[list[DigestedTable], list[dict]]:
+        cut = [_parts(conn, changed) for changed in plan.changed]
+        return cut, table_digests(conn, cut)
+
+    cut, there = _by_key_ranges(staging, cut_and_digest)
+    here = on_source(lambda conn: _by_key_ranges(conn, lambda snapshot: table_digests(snapshot, cut)))
     whole_chunks = {id(task) for changed in plan.changed for task in changed.tasks}
     plan.tasks = [task for task in plan.tasks if id(task) not in whole_chunks]
     for changed, digested, copy, source in zip(plan.changed, cut, there, here):
@@ -321,10 +317,19 @@ def _any_of(bounds: ChunkBounds, chunks: Collection[int]) -> sql.Composable:
     return sql.SQL(" OR ").join(condition for condition, _ in bounds.selections(chunks))
 
 
-def _key_range_digests(conn: psycopg.Connection, tables: list[DigestedTable]) -> list[dict]:
-    """``table_digests`` of rows picked by key ranges, read by the key's index (see ``KEY_RANGE_SETTINGS``)."""
+def _parts(staging: psycopg.Connection, changed: ChangedChunks) -> DigestedTable:
+    """The table's changed chunks as parts to digest: cut at every so many of the keys staging holds there."""
+    table, bounds = changed.table, changed.bounds
+    selection = _any_of(bounds, changed.numbers)
+    every = changed.rows // (len(changed.numbers) * PARTS_PER_CHUNK)
+    keys = keys_inside_chunks(staging, table.schema, table.name, bounds, selection, every)
+    return DigestedTable(table.schema, table.name, table.size_bytes, bounds.with_keys_inside(keys), selection)
+
+
+def _by_key_ranges(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T]) -> T:
+    """``work``, whose queries pick rows by key ranges, with the key's index used (``KEY_RANGE_SETTINGS``)."""
     for setting in KEY_RANGE_SETTINGS:
         conn.execute(setting)
-    digests = table_digests(conn, tables)
+    done = work(conn)
     conn.execute("RESET enable_seqscan; RESET jit")
-    return digests
+    return done

@@ -23,7 +23,13 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
+from wehub_backup.pg.stream import (
+    SourceReader,
+    StreamResult,
+    analyze_unanalyzed,
+    copy_ranges,
+    stream_into_staging,
+)
 from wehub_backup.pg.toc import left_out_count, only_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
@@ -38,7 +44,8 @@ class RestoreResult:
     pg_restore: ToolRun
     left_out_entries: int
     stream: StreamResult | None = None  # the stream engine's copy
-    phase_seconds: dict[str, float] = field(default_factory=dict)  # pre-data, copy, data, post-data
+    # pre-data, parts (an incremental run's changed chunks compared in parts), copy, data, post-data
+    phase_seconds: dict[str, float] = field(default_factory=dict)
     copy_egress_bytes: int = 0  # what the copy received from the source (the dump's bytes are the dump's)
     increment: IncrementalCopy | None = None  # an incremental run's chunks compared and copied
 
@@ -108,7 +115,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
             increment = incremental_tasks(held.tables, plan.base, dump.fingerprint, plan.range_bytes,
                                           plan.source.major, in_place=in_place is not None)
             if in_place is not None:
-                _timed(phases, "compare parts", lambda: _refine(increment, vps, plan.staging, held))
+                _timed(phases, "parts", lambda: _refine(increment, vps, plan.staging, held))
             tasks = increment.tasks
             log(increment.describe())
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
@@ -139,8 +146,11 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
 
 
 def _refine(increment: IncrementalCopy, vps: ConnectionInfo, staging: str, held: HeldSnapshot) -> None:
-    """The changed chunks compared again in parts (``refine_changed_chunks``), staging read as digests read it."""
+    """The changed chunks compared again in parts (``refine_changed_chunks``), staging read as digests
+    read it; first the tables whose ranges are replaced get planner statistics where they have none."""
     with connect_or_explain(vps, "the VPS server", staging) as conn:
+        replaced = {task.table.qualified for task in increment.tasks if task.selection is not None}
+        analyze_unanalyzed(conn, sorted(replaced))
         set_stable_output(conn)
         try:
             refine_changed_chunks(increment, conn, held.run)

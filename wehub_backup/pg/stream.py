@@ -68,6 +68,24 @@ _SESSION_SETTINGS = ("SET search_path = ''", "SET DateStyle = 'ISO'",
 # and compiling that condition by JIT first: measured on 1.3 million rows, 256 ranges took 6.7 s
 # to delete that way and 0.09 s by the index.
 KEY_RANGE_SETTINGS = ("SET enable_seqscan = off", "SET jit = off")
+# Tables of ``tables`` (qualified names) without planner statistics. Even with the index forced,
+# the planner of such a table takes hundreds of key ranges to match most rows and reads the whole
+# index with the ranges as a filter (measured: 3.6 s for 463 ranges of 1.3 million rows, against
+# 0.03 s once analyzed).
+_UNANALYZED = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (n.nspname || '.' || c.relname) = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid)"""
+
+
+def analyze_unanalyzed(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """ANALYZE those of ``tables`` that have no planner statistics (a sample, not a read of the
+    table), so their chosen key ranges are found by the index; the tables analyzed."""
+    analyzed = []
+    for schema, name in conn.execute(_UNANALYZED, (tables,)).fetchall():
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+        analyzed.append(f"{schema}.{name}")
+    return analyzed
 
 
 @dataclass(frozen=True)
