@@ -229,7 +229,7 @@ def _copy_reasons(runs: IncrementRuns, key: str, copied: float, copy: float) -> 
     fetched = (f"{copied:,.0f} of {runs.detail(key, 'chunks_compared') or 0:,.0f} chunks changed, compared again in "
                f"{parts:,.0f} parts of which {parts_copied:,.0f} were fetched," if parts else
                f"{copied:,.0f} of {runs.detail(key, 'chunks_compared') or 0:,.0f} chunks fetched")
-    scattered = (f"so each costs a part of its chunk (about {_mib(CHUNK_BYTES / PARTS_PER_CHUNK)})" if parts else
+    scattered = (f"so each costs a part of its chunk (about {CHUNK_BYTES // PARTS_PER_CHUNK // 1024} KiB)" if parts else
                  f"so up to {min(deletes, copied):,.0f} chunks (about {_mib(min(deletes, copied) * CHUNK_BYTES)}) are "
                  "fetched for them alone")
     text = (f": {fetched} for {changed:,.0f} changed rows, {runs.detail(key, 'rows_copied') or 0:,.0f} rows sent "
@@ -262,8 +262,11 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
         ("load", "restore_into_staging_database"), ("verification", "verify_restored_database")))
     made = {m["details"].get("staging_made_from") for m in runs.runs[key]}
     if made == {FILE_COPY}:
+        parts = runs.phase_seconds(key, "parts")
         how = ("Staging was a file copy of the current copy, so only the changed chunks were written (the load's "
-               f"copy phase {versus(runs.phase_seconds(key, 'copy'), runs.phase_seconds(base, 'copy'))}). What is "
+               f"copy phase {versus(runs.phase_seconds(key, 'copy'), runs.phase_seconds(base, 'copy'))}"
+               + (f", after {_seconds(parts)} comparing the changed chunks in parts, with planner statistics "
+                  "gathered first for the tables written" if parts else "") + "). What is "
                "left is work no incremental run can skip: the source's chunk digests beside the schema dump, the "
                "verification of all of staging (which also digests staging at the bounds the source was cut at, "
                "crowded chunks cut again by the key's index, for the next run: the plan step then reads the "
