@@ -13,19 +13,19 @@ is new or whose columns changed comes whole from the source.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import psycopg
-from psycopg import sql
 
 from wehub_backup.config import FULL_EVERY_DAYS_ENV
 from wehub_backup.pg.chunks import (
     ChunkBounds,
     ChunkKey,
+    by_key_ranges,
     chunk_bounds,
     chunk_keys,
     keys_inside_chunks,
@@ -42,7 +42,7 @@ from wehub_backup.pg.fingerprint import (
     summed,
     table_digests,
 )
-from wehub_backup.pg.stream import KEY_RANGE_SETTINGS, CopyRange, StreamedTable, copy_ranges, streamed_tables
+from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.manifest import CopyManifest, RecordedTable, read_manifest
 
@@ -206,7 +206,6 @@ class ChangedChunks:
     bounds: ChunkBounds
     numbers: frozenset[int]
     rows: int  # what the current copy holds in them
-    tasks: tuple[CopyRange, ...]  # their replacement, whole chunks: what ``refine_changed_chunks`` narrows
 
 
 @dataclass
@@ -267,11 +266,10 @@ def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTabl
     changed = {n for n in numbers if source_chunks.get(n) != copied.chunks.get(n)}
     plan.chunks_compared += len(numbers)
     plan.chunks_copied += len(changed)
-    tasks = _replaced_chunks(table, copied.bounds, changed, "changed chunks", in_place)
-    plan.tasks += tasks
+    plan.tasks += _replaced_chunks(table, copied.bounds, changed, "changed chunks", in_place)
     if in_place and changed and len(changed) <= len(numbers) * REFINED_SHARE:
         rows = sum(chunk.rows for number, chunk in copied.chunks.items() if number in changed)
-        plan.changed.append(ChangedChunks(table, copied.bounds, frozenset(changed), rows, tuple(tasks)))
+        plan.changed.append(ChangedChunks(table, copied.bounds, frozenset(changed), rows))
     if not in_place:
         for condition, count in copied.bounds.selections(copied.chunks.keys() - changed):
             plan.tasks.append(CopyRange(table, whole=False, selection=condition, from_copy=True,
@@ -296,14 +294,13 @@ def refine_changed_chunks(plan: IncrementalCopy, staging: psycopg.Connection,
     """
     if not plan.changed:
         return
-    def cut_and_digest(conn: psycopg.Connection) -> tuple[list[DigestedTable], list[dict]]:
-        cut = [_parts(conn, changed) for changed in plan.changed]
-        return cut, table_digests(conn, cut)
-
-    cut, there = _by_key_ranges(staging, cut_and_digest)
-    here = on_source(lambda conn: _by_key_ranges(conn, lambda snapshot: table_digests(snapshot, cut)))
-    whole_chunks = {id(task) for changed in plan.changed for task in changed.tasks}
-    plan.tasks = [task for task in plan.tasks if id(task) not in whole_chunks]
+    with by_key_ranges(staging):
+        cut = [_parts(staging, changed) for changed in plan.changed]
+        there = table_digests(staging, cut)
+    here = on_source(lambda snapshot: _digests_by_key_ranges(snapshot, cut))
+    # In a file copy a keyed table's only tasks are its changed chunks: their parts replace them.
+    refined = {changed.table for changed in plan.changed}
+    plan.tasks = [task for task in plan.tasks if task.table not in refined]
     for changed, digested, copy, source in zip(plan.changed, cut, there, here):
         differing = {n for n in copy.keys() | source.keys() if copy.get(n) != source.get(n)}
         plan.parts_compared += len(copy.keys() | source.keys())
@@ -312,24 +309,15 @@ def refine_changed_chunks(plan: IncrementalCopy, staging: psycopg.Connection,
         plan.tasks += _replaced_chunks(changed.table, digested.bounds, differing, "changed parts of chunks", True)
 
 
-def _any_of(bounds: ChunkBounds, chunks: Collection[int]) -> sql.Composable:
-    """One condition picking the rows of ``chunks`` (a query's text has no length limit worth minding)."""
-    return sql.SQL(" OR ").join(condition for condition, _ in bounds.selections(chunks))
-
-
 def _parts(staging: psycopg.Connection, changed: ChangedChunks) -> DigestedTable:
     """The table's changed chunks as parts to digest: cut at every so many of the keys staging holds there."""
     table, bounds = changed.table, changed.bounds
-    selection = _any_of(bounds, changed.numbers)
+    selection = bounds.any_of(changed.numbers)
     every = changed.rows // (len(changed.numbers) * PARTS_PER_CHUNK)
     keys = keys_inside_chunks(staging, table.schema, table.name, bounds, selection, every)
     return DigestedTable(table.schema, table.name, table.size_bytes, bounds.with_keys_inside(keys), selection)
 
 
-def _by_key_ranges(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T]) -> T:
-    """``work``, whose queries pick rows by key ranges, with the key's index used (``KEY_RANGE_SETTINGS``)."""
-    for setting in KEY_RANGE_SETTINGS:
-        conn.execute(setting)
-    done = work(conn)
-    conn.execute("RESET enable_seqscan; RESET jit")
-    return done
+def _digests_by_key_ranges(conn: psycopg.Connection, tables: list[DigestedTable]) -> list[dict]:
+    with by_key_ranges(conn):
+        return table_digests(conn, tables)

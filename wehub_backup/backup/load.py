@@ -18,18 +18,13 @@ from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks, re
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.backup.stage import StagingDatabase
 from wehub_backup.files import write_private_text
+from wehub_backup.pg.chunks import analyze_unanalyzed
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import (
-    SourceReader,
-    StreamResult,
-    analyze_unanalyzed,
-    copy_ranges,
-    stream_into_staging,
-)
+from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
 from wehub_backup.pg.toc import left_out_count, only_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles

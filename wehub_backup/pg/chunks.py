@@ -10,7 +10,8 @@ every row is in exactly one chunk, on either side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -35,6 +36,21 @@ SAMPLE_PER_BOUND = 16
 MAX_RANGES = 256
 # A kept bound's chunk with more rows than this many chunks' worth is cut again.
 CROWDED = 4
+
+# How the rows of chosen chunks are read, deleted and digested: by the key's index. A table without
+# planner statistics (a copy restored minutes before, not yet analyzed by autovacuum) is estimated to
+# match most of its rows, and the planner then scans it whole, testing every row against every key
+# range and compiling that condition by JIT first: measured on 1.3 million rows, 256 ranges took
+# 6.7 s to delete that way and 0.09 s by the index.
+KEY_RANGE_SETTINGS = {"enable_seqscan": "off", "jit": "off"}
+# Tables of ``tables`` (qualified names) without planner statistics. Even with the index forced,
+# the planner of such a table takes hundreds of key ranges to match most rows and reads the whole
+# index with the ranges as a filter (measured: 3.6 s for 463 ranges of 1.3 million rows, against
+# 0.03 s once analyzed).
+_UNANALYZED = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (n.nspname || '.' || c.relname) = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid)"""
 
 # Tables with a one-column primary key of an ordered type, read in the session's snapshot.
 _CHUNK_KEYS = """
@@ -102,6 +118,10 @@ class ChunkBounds:
         return sql.SQL("width_bucket({}, {}::text[]::{}[])").format(
             self.key.expression(), sql.Literal(list(self.bounds)), sql.SQL(self.key.type))
 
+    def any_of(self, chunks: Iterable[int]) -> sql.Composable:
+        """One condition selecting the rows of ``chunks``, for a statement of any length (not a psql argument)."""
+        return sql.SQL(" OR ").join(condition for condition, _ in self.selections(chunks))
+
     def selections(self, chunks: Iterable[int]) -> list[tuple[sql.Composable, int]]:
         """Conditions that together select exactly the rows of ``chunks``, each of at most
         ``MAX_RANGES`` key ranges, with the number of chunks each covers."""
@@ -158,21 +178,13 @@ def split_crowded_chunks(conn: psycopg.Connection, schema: str, table: str, boun
     up beyond the last bound (or in the range of keys it hands out), and only those chunks are
     read again, by the key's index. Chunks emptied by deletes only get smaller.
     """
-    name = sql.Identifier(schema, table)
-    per_chunk = _rows_per_chunk(_row_estimate(conn, name), table_bytes)
-    added = {number: _keys_every(conn, name, bounds, number, per_chunk)
-             for number, rows in rows_by_chunk.items() if rows > CROWDED * per_chunk}
+    per_chunk = _rows_per_chunk(_row_estimate(conn, sql.Identifier(schema, table)), table_bytes)
+    crowded = [number for number, rows in rows_by_chunk.items() if rows > CROWDED * per_chunk]
+    if not crowded:
+        return bounds
+    with by_key_ranges(conn):
+        added = keys_inside_chunks(conn, schema, table, bounds, bounds.any_of(crowded), per_chunk)
     return bounds.with_keys_inside(added)
-
-
-def _keys_every(conn: psycopg.Connection, table: sql.Composable, bounds: ChunkBounds, chunk: int,
-                every: int) -> list[str]:
-    """Every ``every``-th key of ``chunk``, in order: all above its first key, so bounds stay increasing."""
-    [(selection, _)] = bounds.selections([chunk])
-    return [key for (key,) in conn.execute(sql.SQL(
-        "SELECT k::text FROM (SELECT k, row_number() OVER (ORDER BY k) AS n FROM (SELECT {key} AS k FROM {t} "
-        "WHERE {selection}) keys) numbered WHERE n % {every} = 0 ORDER BY n").format(
-        key=bounds.key.expression(), t=table, selection=selection, every=sql.Literal(every))).fetchall()]
 
 
 def keys_inside_chunks(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds,
@@ -188,6 +200,32 @@ def keys_inside_chunks(conn: psycopg.Connection, schema: str, table: str, bounds
             selection=selection, every=sql.Literal(max(2, every)))).fetchall():
         keys.setdefault(chunk, []).append(key)
     return keys
+
+
+def key_range_statements() -> tuple[str, ...]:
+    """``KEY_RANGE_SETTINGS`` as SET statements, for a session that reads or deletes chosen chunks."""
+    return tuple(f"SET {name} = {value}" for name, value in KEY_RANGE_SETTINGS.items())
+
+
+@contextmanager
+def by_key_ranges(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """``conn`` with ``KEY_RANGE_SETTINGS`` for the queries inside, reset after them (a failed query
+    fails the run: its session's settings no longer matter)."""
+    for statement in key_range_statements():
+        conn.execute(statement)
+    yield conn
+    for name in KEY_RANGE_SETTINGS:
+        conn.execute(sql.SQL("RESET {}").format(sql.Identifier(name)))
+
+
+def analyze_unanalyzed(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """ANALYZE those of ``tables`` that have no planner statistics (a sample, not a read of the
+    table), so their chosen key ranges are found by the index; the tables analyzed."""
+    analyzed = []
+    for schema, name in conn.execute(_UNANALYZED, (tables,)).fetchall():
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+        analyzed.append(f"{schema}.{name}")
+    return analyzed
 
 
 def _rows_per_chunk(rows: int, table_bytes: int) -> int:

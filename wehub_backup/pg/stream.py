@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
+from wehub_backup.pg.chunks import key_range_statements
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.names import quote_pattern
 from wehub_backup.pg.processes import read_stderr_lines
@@ -62,30 +63,6 @@ ORDER BY pg_relation_size(c.oid) DESC, n.nspname, c.relname"""
 # Output both sides read the same way, as pg_dump sets it: names schema-qualified, no lossy floats.
 _SESSION_SETTINGS = ("SET search_path = ''", "SET DateStyle = 'ISO'",
                      "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3", "SET row_security = off")
-# How a range of chosen chunks is read and deleted: by the key's index. A table without planner
-# statistics (a copy restored minutes before, not yet analyzed by autovacuum) is estimated to match
-# most of its rows, and the planner then scans it whole, testing every row against every key range
-# and compiling that condition by JIT first: measured on 1.3 million rows, 256 ranges took 6.7 s
-# to delete that way and 0.09 s by the index.
-KEY_RANGE_SETTINGS = ("SET enable_seqscan = off", "SET jit = off")
-# Tables of ``tables`` (qualified names) without planner statistics. Even with the index forced,
-# the planner of such a table takes hundreds of key ranges to match most rows and reads the whole
-# index with the ranges as a filter (measured: 3.6 s for 463 ranges of 1.3 million rows, against
-# 0.03 s once analyzed).
-_UNANALYZED = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE (n.nspname || '.' || c.relname) = ANY(%s)
-  AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid)"""
-
-
-def analyze_unanalyzed(conn: psycopg.Connection, tables: list[str]) -> list[str]:
-    """ANALYZE those of ``tables`` that have no planner statistics (a sample, not a read of the
-    table), so their chosen key ranges are found by the index; the tables analyzed."""
-    analyzed = []
-    for schema, name in conn.execute(_UNANALYZED, (tables,)).fetchall():
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
-        analyzed.append(f"{schema}.{name}")
-    return analyzed
 
 
 @dataclass(frozen=True)
@@ -143,7 +120,7 @@ class CopyRange:
 
     def planner_settings(self) -> tuple[str, ...]:
         """What the sessions reading and replacing these rows set, so the key's index finds them."""
-        return KEY_RANGE_SETTINGS if self.selection is not None else ()
+        return key_range_statements() if self.selection is not None else ()
 
     def where(self) -> sql.Composable:
         if self.selection is not None:
