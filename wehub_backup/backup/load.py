@@ -24,7 +24,7 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import SourceReader, StreamResult, copy_ranges, stream_into_staging
+from wehub_backup.pg.stream import CopyRange, SourceReader, StreamResult, copy_ranges, stream_into_staging
 from wehub_backup.pg.toc import left_out_count, only_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
@@ -111,6 +111,8 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
                                           plan.source.major, in_place=in_place is not None)
             if in_place is not None:
                 _timed(phases, "parts", lambda: _refine(increment, vps, plan.staging, held))
+            else:
+                _timed(phases, "statistics", lambda: _analyze_current_copy(vps, plan.target, increment, log))
             tasks = increment.tasks
             log(increment.describe())
         log(f"copying {len(held.tables)} tables in {len(tasks)} ranges with {workers} workers "
@@ -144,13 +146,29 @@ def _refine(increment: IncrementalCopy, vps: ConnectionInfo, staging: str, held:
     """The changed chunks compared again in parts (``refine_changed_chunks``), staging read as digests
     read it; first the tables whose ranges are replaced get planner statistics where they have none."""
     with connect_or_explain(vps, "the VPS server", staging) as conn:
-        replaced = {task.table.qualified for task in increment.tasks if task.selection is not None}
-        analyze_unanalyzed(conn, sorted(replaced))
+        analyze_unanalyzed(conn, _read_by_key_ranges(increment.tasks))
         set_stable_output(conn)
         try:
             refine_changed_chunks(increment, conn, held.run)
         except psycopg.Error as error:
             raise held.failure(error) from error
+
+
+def _analyze_current_copy(vps: ConnectionInfo, target: str, increment: IncrementalCopy, log: Log) -> None:
+    """Planner statistics for the current copy's tables whose kept chunks staging reads from it by
+    key ranges, where it has none (a copy restored shortly before, not yet seen by autovacuum):
+    without them, hundreds of ranges read a table's whole index. ANALYZE samples the table and
+    changes no row; the application's sessions on the copy go on."""
+    with connect_or_explain(vps, "the VPS server", target) as conn:
+        analyzed = analyze_unanalyzed(conn, _read_by_key_ranges([task for task in increment.tasks if task.from_copy]))
+    if analyzed:
+        log(f"planner statistics gathered on the current copy for {len(analyzed)} tables read by key ranges")
+
+
+def _read_by_key_ranges(tasks: list[CopyRange]) -> list[str]:
+    """The tables of which ``tasks`` read or replace chosen key ranges, which the key's index finds
+    only on an analyzed table."""
+    return sorted({task.table.qualified for task in tasks if task.selection is not None})
 
 
 # A file copy's rows are replaced as they are: its triggers and foreign keys (triggers too) stay
