@@ -56,9 +56,10 @@ class IncrementRuns:
     """The incremental phase's runs, by contender, with medians over the repetitions."""
 
     results: dict
+    phase_key: str = "incremental"  # or "incremental_over_link": the same chain over a limited link
 
     def __post_init__(self) -> None:
-        self.phase = self.results["incremental"]
+        self.phase = self.results[self.phase_key]
         self.runs: dict[str, list[dict]] = {}
         for m in self.phase["measurements"]:
             self.runs.setdefault(m["contender"], []).append(m)
@@ -110,8 +111,31 @@ def render_section(results: dict) -> str:
     if not results.get("incremental") or INCREMENT_BASE.key not in IncrementRuns(results).runs:
         return ""
     runs = IncrementRuns(results)
-    parts = [_introduction(runs), _runs_table(runs), _changes(runs), _targets(runs), _monthly(runs)]
+    parts = [_introduction(runs), _runs_table(runs), _changes(runs), _over_link(results), _targets(runs),
+             _monthly(runs)]
     return "\n\n".join(part for part in parts if part)
+
+
+def _over_link(results: dict) -> str:
+    """The chain once more with the source behind a link of limited bandwidth, if it was measured."""
+    if not results.get("incremental_over_link"):
+        return ""
+    runs = IncrementRuns(results, "incremental_over_link")
+    if INCREMENT_BASE.key not in runs.runs:
+        return ""
+    mbit, full = runs.phase["link_mbit"], runs.wall(INCREMENT_BASE.key)
+    lines = [f"### Over a link of {mbit:g} Mbit/s", "",
+             f"The same chain once, in a target of its own, with every byte the source sends held to {mbit:g} Mbit/s "
+             f"({mbit / 8:g} MB/s) shared by all of the run's connections, as a VPS's link to Supabase carries "
+             "them (`--link-mbit`; latency not added). The loopback runs above leave the transfer out: "
+             "here it costs what it costs in service.", "",
+             "| run | wall time | vs full | egress | copy |", "|---|---:|---:|---:|---|"]
+    for key in [INCREMENT_BASE.key, *runs.incremental_keys()]:
+        problems = runs.phase["copies"].get(key, {}).get("differences")
+        verdict = "identical" if problems == [] else (f"{len(problems)} differences" if problems else "not checked")
+        lines.append(f"| {_title(key)} | {runs.wall(key):.1f} s | {runs.wall(key) / full:.2f}x | "
+                     f"{_mib(runs.egress(key))} | {verdict} |")
+    return "\n".join(lines)
 
 
 def _introduction(runs: IncrementRuns) -> str:
@@ -286,8 +310,21 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
         f"{versus(runs.outside_steps(key), runs.outside_steps(base))}. What an incremental run saves above all is the "
         "transfer from the source, which costs little time here: source and VPS share one machine. Over a real "
         f"link to Supabase the full run's {_mib(full_egress)} cross it, the incremental run's "
-        f"{_mib(runs.egress(key))} ({runs.egress(key) / full_egress:.1%})."
+        f"{_mib(runs.egress(key))} ({runs.egress(key) / full_egress:.1%}){_link_ratio(runs.results, key)}."
     )
+
+
+def _link_ratio(results: dict, key: str) -> str:
+    """The run against a full one over the measured link, as a clause ('' if not measured)."""
+    if not results.get("incremental_over_link"):
+        return ""
+    linked = IncrementRuns(results, "incremental_over_link")
+    if key not in linked.runs or INCREMENT_BASE.key not in linked.runs:
+        return ""
+    full = linked.wall(INCREMENT_BASE.key)
+    return (f"; over the {linked.phase['link_mbit']:g} Mbit/s link measured above, {linked.wall(key):.1f} s "
+            f"against {full:.1f} s, {linked.wall(key) / full:.2f}x "
+            f"({_verdict(linked.wall(key) / full <= WALL_SHARE_TARGET)} there)")
 
 
 def model_figures(runs: IncrementRuns) -> dict[str, float | str]:

@@ -34,6 +34,7 @@ from bench.contenders import (
     missing_programs,
 )
 from bench.dataset import BenchServers, CopyPlan, prepare_copy, start_servers
+from bench.link import LimitedLinkRelay
 from bench.measure import RunMeasurement, Sampler
 from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.databases import drop_database
@@ -44,6 +45,8 @@ from wehub_backup.run.targets import previous_name
 REPO = Path(__file__).resolve().parent.parent
 MIN_SCALE_MB, MAX_SCALE_MB = 100, 10240
 ALL_CONTENDERS = [*CONTENDERS, *INCREMENTAL_CONTENDERS]
+# A VPS's link to Supabase: the benchmark's servers share a machine, where a transfer costs next to nothing.
+DEFAULT_LINK_MBIT = 100.0
 
 
 def log(message: str) -> None:
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the clusters live (default /var/tmp/wehub-bench-SCALE)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results",
                         help="raw results as JSON, one file per scale (BENCHMARKS.md compares scales from here)")
+    parser.add_argument("--link-mbit", type=float, default=DEFAULT_LINK_MBIT,
+                        help="after the incremental runs, their chain once more with the source behind a link of "
+                             f"this many Mbit/s shared by its connections (default {DEFAULT_LINK_MBIT:g}; 0: not)")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the untimed cost breakdown")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite --output from the results of --scale already in --results-dir")
@@ -99,14 +105,17 @@ class Session:
     passfile: Path
 
     def run(self, contender: Contender, repetition: int, database: str | None = None,
-            backup_dir: Path | None = None) -> RunMeasurement:
+            backup_dir: Path | None = None, link_mbit: float = 0.0) -> RunMeasurement:
         """One timed run, then a row-count check of the copy: into a fresh database and working
-        directory, or into ``database`` with ``backup_dir`` kept between runs (an incremental chain)."""
+        directory, or into ``database`` with ``backup_dir`` kept between runs (an incremental chain);
+        with ``link_mbit``, the source's bytes cross a link of that many megabits a second."""
         database = database or f"bench_{contender.key}_{repetition}"
         workdir = backup_dir or self.workdir / f"{contender.key}-{repetition}"
         workdir.mkdir(mode=0o700, exist_ok=backup_dir is not None)
         source = self.servers.source
-        with ByteCountingRelay(source.host, source.port) as relay:
+        relay = LimitedLinkRelay(source.host, source.port, link_mbit) if link_mbit \
+            else ByteCountingRelay(source.host, source.port)
+        with relay:
             passfile = self.servers.write_passfile(self.workdir / "relay.pgpass", relay.port)
             attempt = Attempt(
                 database, workdir, self.servers.source_info(passfile).via_relay(relay.port),
@@ -245,6 +254,7 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
     # Last: the incremental runs change the source every other contender copies.
     incremental = [INCREMENTAL_CONTENDERS[k] for k in INCREMENTAL_CONTENDERS if k in args.contenders]
     increments = measure_increments(session, incremental, args.repetitions) if incremental else None
+    over_link = measure_increments(session, incremental, 1, args.link_mbit) if incremental and args.link_mbit else None
     return {
         "scale_mb": args.scale,
         "repetitions": args.repetitions,
@@ -258,19 +268,23 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
         "measurements": [asdict(m) for m in measurements],
         "copies": copies,
         **({"incremental": increments} if increments else {}),
+        **({"incremental_over_link": over_link} if over_link else {}),
         "diagnostics": found,
         "environment": report.environment(servers, client),
     }
 
 
-def measure_increments(session: Session, contenders: list[IncrementalContender], repetitions: int) -> dict:
+def measure_increments(session: Session, contenders: list[IncrementalContender], repetitions: int,
+                       link_mbit: float = 0.0) -> dict:
     """Per repetition, a full run into a fresh target, then each incremental run into that copy, the
-    source changed before it as an app would (untimed); every copy is fingerprinted against the source."""
+    source changed before it as an app would (untimed); every copy is fingerprinted against the source.
+    With ``link_mbit``, every run reads the source over a link of that bandwidth."""
     measurements: list[RunMeasurement] = []
     copies: dict[str, dict] = {}
     changes: list[dict] = []
+    chain = "incremental-link" if link_mbit else "incremental"
     for repetition in range(1, repetitions + 1):
-        database, backup_dir = f"bench_incremental_{repetition}", session.workdir / f"incremental-{repetition}"
+        database, backup_dir = f"bench_{chain.replace('-', '_')}_{repetition}", session.workdir / f"{chain}-{repetition}"
         for contender in [INCREMENT_BASE, *contenders]:
             if contender.changed_share:
                 done = apply_changes(session.servers, contender.changed_share, len(changes) + 1)
@@ -278,10 +292,11 @@ def measure_increments(session: Session, contenders: list[IncrementalContender],
                 session.source_fingerprint = fingerprint_source(session.servers, session.plan, session.passfile)[0]
                 log(f"{contender.key}: changed " + ", ".join(
                     f"{name} +{d['inserts']} ~{d['updates']} -{d['deletes']}" for name, d in done.items()))
-            measurement = session.run(contender, repetition, database, backup_dir)
+            measurement = session.run(contender, repetition, database, backup_dir, link_mbit)
             measurements.append(measurement)
             egress = measurement.details["egress_bytes"]
-            log(f"{contender.key} #{repetition}: {measurement.seconds:.1f} s, {measurement.details['mode']} run, "
+            log(f"{contender.key} #{repetition}{f' over {link_mbit:g} Mbit/s' if link_mbit else ''}: "
+                f"{measurement.seconds:.1f} s, {measurement.details['mode']} run, "
                 f"egress {egress / 2**20:.2f} MiB, {measurement.details.get('chunks_copied')} of "
                 f"{measurement.details.get('chunks_compared')} chunks fetched")
             if contender is not INCREMENT_BASE and measurement.details["mode"] != "incremental":
@@ -294,7 +309,7 @@ def measure_increments(session: Session, contenders: list[IncrementalContender],
             session.drop(name)
         shutil.rmtree(backup_dir, ignore_errors=True)
     return {"measurements": [asdict(m) for m in measurements], "copies": copies, "changes": changes,
-            "source_bytes_after": session.servers.source_bytes()}
+            "source_bytes_after": session.servers.source_bytes(), "link_mbit": link_mbit}
 
 
 def main(argv: list[str] | None = None) -> int:

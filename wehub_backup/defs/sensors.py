@@ -65,8 +65,14 @@ def failure_alert(context: dg.RunFailureSensorContext, dagster_url: str | None) 
     )
 
 
+# How often the daemon looks for failed runs: an alert within seconds, not Dagster's default half
+# minute; each tick is one query of the run storage.
+ALERT_INTERVAL_SECONDS = 10
+
+
 @dg.run_failure_sensor(
     monitor_all_code_locations=True,
+    minimum_interval_seconds=ALERT_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Alerts (webhook, e-mail, or the log) on every failed backup or migration run, with its failed "
     "step, target and one-line cause; tags the run with the cause and where the alert went.",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from bench.changes import DELETES_PER_CHANGE, RowChanges, round_phase, row_changes, spread_keys
@@ -13,6 +16,7 @@ from bench.incremental_report import (
     shortest_interval_hours,
     splice_section,
 )
+from bench.link import SharedLink
 
 
 def test_row_changes_share_out_the_changed_rows() -> None:
@@ -87,3 +91,16 @@ def test_splice_replaces_an_existing_section_only() -> None:
 
 def test_splice_appends_without_a_known_heading() -> None:
     assert splice_section("# Benchmarks\n", f"{HEADING}\n\nx") == f"# Benchmarks\n\n{HEADING}\n\nx\n"
+
+
+def test_the_link_holds_all_connections_together_to_its_rate() -> None:
+    """Four connections sending at once share the link: together they take their sum's time, where
+    pacing each connection on its own would let them through in a quarter of it."""
+    link = SharedLink(bytes_per_second=2_000_000)
+    senders = [threading.Thread(target=lambda: [link.carry(25_000) for _ in range(4)]) for _ in range(4)]
+    started = time.monotonic()
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert time.monotonic() - started >= 400_000 / 2_000_000 * 0.95
