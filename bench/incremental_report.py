@@ -15,6 +15,7 @@ from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES
 
 MIB = 2**20
 HEADING = "## Incremental backups"
+OVER_LINK = "incremental_over_link"  # the results' key for the chain measured over a limited link
 UNCHANGED_EGRESS_TARGET = 0.01  # of a full run's egress, the source unchanged
 CHANGED_EGRESS_TARGET = 0.05  # of a full run's egress, 1% of the rows changed
 WALL_SHARE_TARGET = 0.5  # "well under a full run": at most half its wall time
@@ -56,7 +57,7 @@ class IncrementRuns:
     """The incremental phase's runs, by contender, with medians over the repetitions."""
 
     results: dict
-    phase_key: str = "incremental"  # or "incremental_over_link": the same chain over a limited link
+    phase_key: str = "incremental"  # or OVER_LINK: the same chain over a limited link
 
     def __post_init__(self) -> None:
         self.phase = self.results[self.phase_key]
@@ -116,12 +117,23 @@ def render_section(results: dict) -> str:
     return "\n\n".join(part for part in parts if part)
 
 
+def _linked_runs(results: dict) -> IncrementRuns | None:
+    """The chain measured once more with the source behind a link of limited bandwidth, if it was."""
+    if not results.get(OVER_LINK):
+        return None
+    runs = IncrementRuns(results, OVER_LINK)
+    return runs if INCREMENT_BASE.key in runs.runs else None
+
+
+def _copy_verdict(runs: IncrementRuns, key: str) -> str:
+    """Whether the run's copy matched the source when fingerprinted."""
+    problems = runs.phase["copies"].get(key, {}).get("differences")
+    return "identical" if problems == [] else (f"{len(problems)} differences" if problems else "not checked")
+
+
 def _over_link(results: dict) -> str:
-    """The chain once more with the source behind a link of limited bandwidth, if it was measured."""
-    if not results.get("incremental_over_link"):
-        return ""
-    runs = IncrementRuns(results, "incremental_over_link")
-    if INCREMENT_BASE.key not in runs.runs:
+    runs = _linked_runs(results)
+    if runs is None:
         return ""
     mbit, full = runs.phase["link_mbit"], runs.wall(INCREMENT_BASE.key)
     lines = [f"### Over a link of {mbit:g} Mbit/s", "",
@@ -131,10 +143,8 @@ def _over_link(results: dict) -> str:
              "here it costs what it costs in service.", "",
              "| run | wall time | vs full | egress | copy |", "|---|---:|---:|---:|---|"]
     for key in [INCREMENT_BASE.key, *runs.incremental_keys()]:
-        problems = runs.phase["copies"].get(key, {}).get("differences")
-        verdict = "identical" if problems == [] else (f"{len(problems)} differences" if problems else "not checked")
         lines.append(f"| {_title(key)} | {runs.wall(key):.1f} s | {runs.wall(key) / full:.2f}x | "
-                     f"{_mib(runs.egress(key))} | {verdict} |")
+                     f"{_mib(runs.egress(key))} | {_copy_verdict(runs, key)} |")
     return "\n".join(lines)
 
 
@@ -168,14 +178,12 @@ def _runs_table(runs: IncrementRuns) -> str:
         if runs.detail(key, "chunk_parts_compared"):
             chunks += (f" (parts: {runs.detail(key, 'chunk_parts_copied'):,.0f} of "
                        f"{runs.detail(key, 'chunk_parts_compared'):,.0f})")
-        problems = runs.phase["copies"].get(key, {}).get("differences")
-        verdict = "identical" if problems == [] else (f"{len(problems)} differences" if problems else "not checked")
         lines.append(
             f"| {title} | {runs.wall(key):.1f} s | {runs.wall(key) / full_wall:.2f}x | "
             f"{_mib(runs.egress(key))} ({_mib(runs.detail(key, 'dump_egress_bytes'))} + "
             f"{_mib(runs.detail(key, 'copy_egress_bytes'))}) | {runs.egress(key) / full_egress:.2%} | {chunks} | "
             f"{runs.detail(key, 'rows_copied') or 0:,.0f} | {runs.detail(key, 'rows_from_current_copy') or 0:,.0f} | "
-            f"{verdict} |")
+            f"{_copy_verdict(runs, key)} |")
     every = "; ".join(f"{_title(key)}: " + ", ".join(f"{m['seconds']:.1f}" for m in runs.runs[key])
                       for key in [INCREMENT_BASE.key, *runs.incremental_keys()])
     loads = [m["details"].get("load_before", 0.0) for m in runs.phase["measurements"]]
@@ -316,10 +324,8 @@ def _wall_target(runs: IncrementRuns, key: str) -> str:
 
 def _link_ratio(results: dict, key: str) -> str:
     """The run against a full one over the measured link, as a clause ('' if not measured)."""
-    if not results.get("incremental_over_link"):
-        return ""
-    linked = IncrementRuns(results, "incremental_over_link")
-    if key not in linked.runs or INCREMENT_BASE.key not in linked.runs:
+    linked = _linked_runs(results)
+    if linked is None or key not in linked.runs:
         return ""
     full = linked.wall(INCREMENT_BASE.key)
     return (f"; over the {linked.phase['link_mbit']:g} Mbit/s link measured above, {linked.wall(key):.1f} s "

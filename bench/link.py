@@ -13,6 +13,7 @@ import threading
 import time
 
 from wehub_backup.pg.relay import ByteCountingRelay
+from wehub_backup_tests.harness.held_back import HeldBackSocket
 
 
 class SharedLink:
@@ -43,23 +44,5 @@ class LimitedLinkRelay(ByteCountingRelay):
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
         if counter == "received_from_server":
-            sink = _LinkedSocket(sink, self.link)  # type: ignore[assignment]
+            sink = HeldBackSocket(sink, self.link.carry)  # type: ignore[assignment]
         super()._pump(source, sink, counter)
-
-
-class _LinkedSocket:
-    """The client's side of a relayed connection, sending each block once the link has carried it."""
-
-    def __init__(self, sock: socket.socket, link: SharedLink) -> None:
-        self._sock = sock
-        self._link = link
-
-    def sendall(self, data: memoryview) -> None:
-        self._link.carry(len(data))
-        self._sock.sendall(data)
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        self._sock.close()

@@ -34,6 +34,7 @@ from bench.contenders import (
     missing_programs,
 )
 from bench.dataset import BenchServers, CopyPlan, prepare_copy, start_servers
+from bench.incremental_report import OVER_LINK
 from bench.link import LimitedLinkRelay
 from bench.measure import RunMeasurement, Sampler
 from wehub_backup.pg.clients import PgClient, choose_client
@@ -268,7 +269,7 @@ def measure_all(servers: BenchServers, args: argparse.Namespace) -> dict:
         "measurements": [asdict(m) for m in measurements],
         "copies": copies,
         **({"incremental": increments} if increments else {}),
-        **({"incremental_over_link": over_link} if over_link else {}),
+        **({OVER_LINK: over_link} if over_link else {}),
         "diagnostics": found,
         "environment": report.environment(servers, client),
     }
@@ -282,9 +283,9 @@ def measure_increments(session: Session, contenders: list[IncrementalContender],
     measurements: list[RunMeasurement] = []
     copies: dict[str, dict] = {}
     changes: list[dict] = []
-    chain = "incremental-link" if link_mbit else "incremental"
+    chain = "incremental_link" if link_mbit else "incremental"
     for repetition in range(1, repetitions + 1):
-        database, backup_dir = f"bench_{chain.replace('-', '_')}_{repetition}", session.workdir / f"{chain}-{repetition}"
+        database, backup_dir = f"bench_{chain}_{repetition}", session.workdir / f"{chain}-{repetition}"
         for contender in [INCREMENT_BASE, *contenders]:
             if contender.changed_share:
                 done = apply_changes(session.servers, contender.changed_share, len(changes) + 1)

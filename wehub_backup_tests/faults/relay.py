@@ -12,6 +12,7 @@ import time
 
 from wehub_backup.pg.relay import ByteCountingRelay
 from wehub_backup_tests.harness.cluster import LOOPBACK
+from wehub_backup_tests.harness.held_back import HeldBackSocket
 
 
 class FaultRelay(ByteCountingRelay):
@@ -82,25 +83,10 @@ class FaultRelay(ByteCountingRelay):
         return server
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
-        super()._pump(source, _PacedSocket(sink, self), counter)  # type: ignore[arg-type]
+        super()._pump(source, HeldBackSocket(sink, self._hold_back), counter)  # type: ignore[arg-type]
 
-
-class _PacedSocket:
-    """The sending side of a relayed connection, holding each chunk back to keep the pace."""
-
-    def __init__(self, sock: socket.socket, relay: FaultRelay) -> None:
-        self._sock = sock
-        self._relay = relay
-
-    def sendall(self, data: memoryview) -> None:
-        self._relay.forwarding.wait()
-        rate = self._relay.bytes_per_second
-        if rate:
-            time.sleep(len(data) / rate)
-        self._sock.sendall(data)
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        self._sock.close()
+    def _hold_back(self, size: int) -> None:
+        """Wait while forwarding is stopped, then for ``size`` bytes at the pace."""
+        self.forwarding.wait()
+        if self.bytes_per_second:
+            time.sleep(size / self.bytes_per_second)
