@@ -23,9 +23,12 @@ $(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)
 	mkdir -p $(DAGSTER_HOME)
 	cp $(INSTANCE_YAML) $@
 
+# One worker per core, each with its own clusters; a file stays on one worker (its module fixtures).
+TEST_WORKERS ?= auto
+
 test: install
 	@bash scripts/check-system.sh test
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile
 
 # The fault, hostile-input and secrets suite on its own (make test runs it too).
 test-faults: install

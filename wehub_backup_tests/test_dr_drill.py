@@ -73,11 +73,22 @@ def replacement(pg_base_dir: Path, session_passwords: SessionPasswords) -> Itera
     cluster.destroy()
 
 
+def leave_app_login_as_before_migration(vps: PostgresCluster) -> None:
+    """The application's login as the VPS kept it after the migration: a plain login that may own the
+    database the migration read (other tests seed one), without the failover's privileges or password."""
+    vps.execute(f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN CREATE ROLE {APP_LOGIN} LOGIN; END IF;
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN REVOKE service_role FROM {APP_LOGIN}; END IF;
+    END $$;
+    ALTER ROLE {APP_LOGIN} NOBYPASSRLS PASSWORD NULL""")
+
+
 @pytest.fixture
 def drill_env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, production: PostgresCluster,
-              replacement: PostgresCluster, vps_cluster: PostgresCluster) -> tuple[BackupEnv, str]:
+              replacement: PostgresCluster, vps_cluster: PostgresCluster) -> Iterator[tuple[BackupEnv, str]]:
     """The service's settings aimed at the drill project, LOCAL_DB_NAME at the production copy, and the
-    application's VPS login in the password file (as the runbook's preparation leaves it)."""
+    application's VPS login in the password file (as the runbook's preparation leaves it). The login
+    itself starts and ends as the migration left it, so the runbook's preparation is what grants it."""
     app_password = secrets.token_urlsafe(18)
     pgpass = write_pgpass(backup_env.dagster_home.parent / "pgpass-drill", [
         (production, APP_OWNER, backup_env.supabase_password),
@@ -91,8 +102,9 @@ def drill_env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, production
     for database in (PRODUCTION_COPY, SUPABASE_AT_RETURN):
         for suffix in ("", "__previous", "__staging"):
             vps_cluster.execute(f"DROP DATABASE IF EXISTS {database}{suffix} WITH (FORCE)")
-    vps_cluster.execute(f"DROP ROLE IF EXISTS {APP_LOGIN}")
-    return backup_env, app_password
+    leave_app_login_as_before_migration(vps_cluster)
+    yield backup_env, app_password
+    leave_app_login_as_before_migration(vps_cluster)
 
 
 class Stopwatch:
