@@ -129,6 +129,11 @@ class LockLost(ConcurrentRun):
     """The run's advisory lock went with its VPS session: another run may hold it now."""
 
 
+class StagingReplaced(LockLost):
+    """The staging database a copy writes to is no longer the one this run created: another run,
+    which took the lock this run lost, dropped or replaced it."""
+
+
 class RunInterrupted(WehubError):
     """A step stopped by SIGINT or SIGTERM (the message names the signal)."""
 

@@ -34,11 +34,14 @@ from wehub_backup.run.targets import previous_name, retired_name, staging_name
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 from wehub_backup_tests.faults.clients import ReconnectingPool
 from wehub_backup_tests.faults.evidence import (
+    STREAM_READS,
+    STREAM_WRITES,
     DatabaseState,
     database_oids,
     database_state,
     leftovers,
     recorded_step_failure,
+    run_sessions_running,
     shared_dagster_instance,
     step_failure,
     wait_for_run_sessions_to_end,
@@ -193,12 +196,14 @@ class FaultEnv:
         assert database_state(self.vps, target) == before, "the previous good copy changed"
 
     def interrupted_run(self, relay: FaultRelay, pace: float, direction: str, after_bytes: float,
-                        fault: Callable[[], object], run: Callable[[], dg.ExecuteInProcessResult]) -> tuple[str | None, str]:
+                        fault: Callable[[], object], run: Callable[[], dg.ExecuteInProcessResult],
+                        *, once: Callable[[], bool] = lambda: True) -> tuple[str | None, str]:
         """Run with ``relay`` at ``pace``; inject ``fault`` once ``after_bytes`` have crossed it in
-        ``direction`` (a counter of the relay). The failed step, and its cause: asserted one line."""
+        ``direction`` (a counter of the relay) and ``once`` holds. The failed step, and its cause:
+        asserted one line."""
         relay.bytes_per_second = pace
         start = getattr(relay.counters, direction)
-        with Watcher(lambda: getattr(relay.counters, direction) - start >= after_bytes, fault) as watcher:
+        with Watcher(lambda: getattr(relay.counters, direction) - start >= after_bytes and once(), fault) as watcher:
             result = run()
         assert watcher.fired, "the fault was never injected"
         step, cause = step_failure(result)
@@ -570,17 +575,23 @@ def test_run_lock_outlives_the_vps_logins_idle_session_timeout(faults: FaultEnv)
     assert first.process.wait(timeout=120) == 0, first.text()
 
 
-def test_vps_restart_mid_dump_fails_the_run_and_only_the_next_run_swaps(
-        faults: FaultEnv, stoppable_vps: PostgresCluster) -> None:
-    target = "wehub_faults_lock_restart"
+# Each engine's copy as the run's process list shows it (pg_dump, or a stream worker's psql), and its step.
+COPYING = {"archive": (DUMPING, "dump_supabase_database"), "stream": ("TO STDOUT", "restore_into_staging_database")}
+
+
+@pytest.mark.parametrize("engine", list(COPYING))
+def test_vps_restart_mid_copy_fails_the_run_and_only_the_next_run_swaps(
+        faults: FaultEnv, stoppable_vps: PostgresCluster, engine: str) -> None:
+    target = f"wehub_faults_lock_restart_{engine}"
     faults.route_vps(stoppable_vps)
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("copied by the run that started after the VPS restart")
-    faults.source_relay.bytes_per_second = PACED / 3  # a dump of about six seconds
+    with_engine(faults, engine)
+    faults.source_relay.bytes_per_second = PACED / 3  # a copy of about six seconds
     start = faults.source_relay.counters.received_from_server
     first = faults.start_in_background(["backup", target])
     first.wait_until(lambda: faults.source_relay.counters.received_from_server - start >= 0.2 * COPY_BYTES
-                     and first.running(DUMPING), "the first run's dump")
+                     and first.running(COPYING[engine][0]), "the first run's copy")
     stoppable_vps.restart()  # every VPS session ends, the first run's lock session with them
 
     faults.route_source(faults.source, FAULT_SOURCE)  # the second run reads at full speed
@@ -590,7 +601,7 @@ def test_vps_restart_mid_dump_fails_the_run_and_only_the_next_run_swaps(
     [failed] = [run for run in faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=2)
                 if run.run_id != second.run_id]
     step, cause = recorded_step_failure(faults.instance, failed.run_id)
-    assert step == "dump_supabase_database", (step, cause)
+    assert step == COPYING[engine][1], (step, cause)
     assert cause.startswith(f"lost the run's lock on {target}: its VPS session ended"), cause
     # One swap: the copy from before is the previous generation, the second run's copy the target.
     assert database_state(faults.vps, previous_name(target)) == before
@@ -652,28 +663,46 @@ def stoppable_vps(pg_base_dir: Path, session_passwords: SessionPasswords) -> Ite
     cluster.destroy()
 
 
-def test_source_server_stops_mid_dump(faults: FaultEnv, stoppable_source: PostgresCluster) -> None:
-    target = "wehub_faults_source_stop"
+# Where a server stopping mid-copy stops each engine, and how the cause begins: the archive engine's
+# dump reads the source and its restore writes the VPS; the stream engine's load step does both.
+SOURCE_STOPS = {"archive": ("dump_supabase_database", "pg_dump failed: "),
+                "stream": ("restore_into_staging_database", "the run's snapshot session on the source was lost")}
+TARGET_STOPS = {"archive": ("restore_into_staging_database", "pg_restore failed: "),
+                "stream": ("restore_into_staging_database", "staging on the VPS: ")}
+
+
+def with_engine(faults: FaultEnv, engine: str) -> None:
+    faults.monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
+
+
+@pytest.mark.parametrize("engine", list(SOURCE_STOPS))
+def test_source_server_stops_mid_copy(faults: FaultEnv, stoppable_source: PostgresCluster, engine: str) -> None:
+    target = f"wehub_faults_source_stop_{engine}"
     faults.route_source(stoppable_source, "postgres")
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the source stopped")
+    with_engine(faults, engine)
+    copying = (lambda: True) if engine == "archive" else lambda: bool(run_sessions_running(stoppable_source, STREAM_READS))
     step, cause = faults.interrupted_run(faults.source_relay, MiB / 2, RECEIVED, MiB / 4,
-                                         lambda: stoppable_source.stop("fast"), lambda: faults.run(target))
-    assert step == "dump_supabase_database", cause
+                                         lambda: stoppable_source.stop("fast"), lambda: faults.run(target), once=copying)
+    assert (step, cause[:len(SOURCE_STOPS[engine][1])]) == SOURCE_STOPS[engine], cause
     faults.assert_unchanged(target, before)
     assert leftovers(faults.vps, target, faults.env.backup_dir) == []
     stoppable_source.restart()
     faults.recover(target, mark)
 
 
-def test_target_server_stops_mid_restore(faults: FaultEnv, stoppable_vps: PostgresCluster) -> None:
-    target = "wehub_faults_target_stop"
+@pytest.mark.parametrize("engine", list(TARGET_STOPS))
+def test_target_server_stops_mid_copy(faults: FaultEnv, stoppable_vps: PostgresCluster, engine: str) -> None:
+    target = f"wehub_faults_target_stop_{engine}"
     faults.route_vps(stoppable_vps)
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the VPS stopped")
-    step, cause = faults.interrupted_run(faults.vps_relay, PACED, SENT, 2 * MiB,
-                                         lambda: stoppable_vps.stop("immediate"), lambda: faults.run(target))
-    assert step == "restore_into_staging_database", cause
+    with_engine(faults, engine)
+    copying = (lambda: True) if engine == "archive" else lambda: bool(run_sessions_running(stoppable_vps, STREAM_WRITES))
+    step, cause = faults.interrupted_run(faults.vps_relay, PACED, SENT, 2 * MiB, lambda: stoppable_vps.stop("immediate"),
+                                         lambda: faults.run(target), once=copying)
+    assert (step, cause[:len(TARGET_STOPS[engine][1])]) == TARGET_STOPS[engine], cause
     stoppable_vps.restart()
     faults.assert_unchanged(target, before)
     assert not list(faults.env.backup_dir.glob("run-*"))

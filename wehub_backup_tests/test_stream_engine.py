@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import dagster as dg
-import psycopg
 import pytest
 
 from wehub_backup.definitions import build_definitions
@@ -22,7 +21,14 @@ from wehub_backup.pg.connection import APPLICATION_NAME
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments
 from wehub_backup.run.targets import previous_name, staging_name
-from wehub_backup_tests.faults.evidence import database_state, step_failure, wait_for_run_sessions_to_end
+from wehub_backup_tests.faults.evidence import (
+    STREAM_READS,
+    STREAM_WRITES,
+    database_state,
+    run_sessions_running,
+    step_failure,
+    wait_for_run_sessions_to_end,
+)
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
@@ -265,13 +271,6 @@ def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPa
     drop_source(supabase_cluster, name)
 
 
-def copying_backends(conn: psycopg.Connection) -> list[int]:
-    """The run's copy workers reading from the source now."""
-    return [row[0] for row in conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY (SELECT%%' "
-        "AND state = 'active'", (APPLICATION_NAME,))]
-
-
 def snapshot_backend(cluster: PostgresCluster) -> int | None:
     """The run's session that holds the snapshot: the oldest transaction of the run on the source."""
     rows = cluster.query("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL "
@@ -298,12 +297,11 @@ class OnceCopying:
 
     def _watch(self) -> None:
         try:
-            with self.cluster.connect() as conn:
-                while not self._done.wait(0.01):
-                    if copying := copying_backends(conn):
-                        self.fault(copying)
-                        self.fired.set()
-                        return
+            while not self._done.wait(0.01):
+                if copying := run_sessions_running(self.cluster, STREAM_READS):
+                    self.fault(copying)
+                    self.fired.set()
+                    return
         except Exception as error:  # noqa: BLE001 - shown by the test's assertion
             self.error = error
             raise
@@ -319,9 +317,7 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
             [(port,)] = supabase_cluster.query("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (workers[0],))
             fault_source.relay.cut_client_of(port)
             return
-        [(writer,)] = vps_cluster.query(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'COPY %%FROM STDIN%%' "
-            "LIMIT 1", (APPLICATION_NAME,))
+        writer = run_sessions_running(vps_cluster, STREAM_WRITES)[0]
         vps_cluster.query("SELECT pg_terminate_backend(%s)", (writer,))
 
     with OnceCopying(supabase_cluster, cut_one_worker) as watcher:
@@ -334,6 +330,33 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
     assert retried, "the retry was not logged"
     source_rows = contents(supabase_cluster, fault_source.name, "public")
     assert contents(vps_cluster, "wehub_stream_faults", "public") == source_rows
+
+
+def test_a_worker_never_writes_into_a_staging_database_another_run_made(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    """Mid-copy, staging is dropped and a namesake created (as a run that took a lost lock would):
+    the worker whose connection went with it does not copy its range into the namesake."""
+    target = "wehub_stream_replaced"
+    staging = staging_name(target)
+
+    def replace_staging(workers: list[int]) -> None:
+        vps_cluster.execute(f"DROP DATABASE {staging} WITH (FORCE)")
+        vps_cluster.execute(f"CREATE DATABASE {staging}")
+
+    try:
+        with OnceCopying(supabase_cluster, replace_staging) as watcher:
+            result = run_stream_backup(target, instance)
+        assert watcher.fired.is_set(), watcher.error
+        step, cause = step_failure(result)
+        assert step == LOAD_STEP
+        assert cause.startswith(f"{staging} on the VPS is no longer the database this run created"), cause
+        # The namesake carries no mark of the project: the failed run leaves it, empty, to its owner.
+        assert vps_cluster.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=staging) == [(0,)]
+        assert not databases_named(vps_cluster, target) - {staging}
+    finally:
+        vps_cluster.execute(f"DROP DATABASE IF EXISTS {staging} WITH (FORCE)")
 
 
 def test_an_incremental_run_whose_source_connection_drops_copies_its_changed_chunks_again(

@@ -17,12 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
+from wehub_backup.errors import StagingReplaced
 from wehub_backup.pg.chunks import key_range_statements
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.names import quote_pattern
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 # Attempts at one range whose source or staging connection dropped; the held snapshot makes a
 # second reading of the same rows exact.
 COPY_ATTEMPTS = 3
+# Before attempt n + 1, n times this long: a server that restarts, or a link that flickers, is
+# given a moment, where attempts in a row would all meet the same fault.
+RETRY_PAUSE_S = 1.0
 # TID range scans (``ctid >= '(a,0)'``) read only the pages asked for since PostgreSQL 14; an
 # older source reads each table whole.
 TID_RANGE_SCAN_SINCE = 14
@@ -175,6 +180,8 @@ class _Copy:
     staging_settings: dict[str, str]
     log: Callable[[str], None]
     result: StreamResult
+    staging_oid: int  # the staging database the run created: a worker writes into no other
+    before_retry: Callable[[], None]  # raises when the run may no longer write (its lock lost)
     # Set to stop every worker at its next block: data flows while a copy runs, and a source that
     # stops sending is cut by the relay's stall watchdog, so each worker sees it soon.
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -190,6 +197,9 @@ class _Copy:
                 if self.stopping.is_set() or attempt == COPY_ATTEMPTS or self.held.relay.stalled_for \
                         or not self.held.alive():
                     raise
+                if self.stopping.wait(RETRY_PAUSE_S * attempt):
+                    raise
+                self.before_retry()
                 self.log(f"copy of {task.describe()}: connection lost ({error_line(error)}); its staging "
                          f"transaction was rolled back, copying it again (attempt {attempt + 1} of {COPY_ATTEMPTS})")
                 with self.lock:
@@ -201,6 +211,24 @@ class _Copy:
             else:
                 self.result.rows += rows
                 self.result.bytes += received
+
+    @contextmanager
+    def _staging_connection(self) -> Iterator[psycopg.Connection]:
+        """A worker's staging connection, into the database this run created and no namesake made
+        since (by a run that took the lock this one lost). When it is the connection that failed
+        (the VPS gone, not the source's psql), the error says so: both read "server closed the
+        connection" otherwise."""
+        connection: psycopg.Connection | None = None
+        try:
+            with self.staging.connect(self.staging_db, autocommit=False) as connection:
+                if _current_database_oid(connection) != self.staging_oid:
+                    raise StagingReplaced(f"{self.staging_db} on the VPS is no longer the database this run created "
+                                          "(another run dropped or replaced it): this run wrote nothing into it")
+                yield connection
+        except psycopg.OperationalError as error:
+            if connection is None or connection.broken:
+                raise psycopg.OperationalError(f"staging on the VPS: {error_line(error)}") from error
+            raise
 
     def _copy_once(self, task: CopyRange) -> tuple[int, int]:
         """One range in one staging transaction, committed only when the source's psql ended cleanly."""
@@ -214,7 +242,7 @@ class _Copy:
         received = 0
         reader, snapshot = (self.copy_reader, None) if task.from_copy else (self.reader, self.held.snapshot)
         assert reader is not None
-        with self.staging.connect(self.staging_db, autocommit=False) as dst:
+        with self._staging_connection() as dst:
             for statement in (*_SESSION_SETTINGS, *task.planner_settings()):
                 dst.execute(statement)
             # The bytes go through as the source sends them: staging reads them in the same encoding.
@@ -307,17 +335,27 @@ class RangeReader:
             self._process.stdout.close()
 
 
+def _current_database_oid(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+
+
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
-                        log: Callable[[str], None], copy_reader: SourceReader | None = None) -> StreamResult:
-    """Copy every range with ``workers`` parallel workers; the first failure stops them all and is raised."""
+                        log: Callable[[str], None], copy_reader: SourceReader | None = None,
+                        before_retry: Callable[[], None] = lambda: None) -> StreamResult:
+    """Copy every range with ``workers`` parallel workers; the first failure stops them all and is
+    raised. A range whose connection dropped is copied again only after ``before_retry`` (the run's
+    check that it still holds its lock)."""
     started = time.monotonic()
     result = StreamResult(0.0, workers, len(tasks))
     for table in {task.table for task in tasks}:
         (result.binary_tables if binary(table) else result.text_tables).append(table.qualified)
     result.binary_tables.sort()
     result.text_tables.sort()
-    job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result)
+    with staging.connect(staging_db) as conn:
+        staging_oid = _current_database_oid(conn)
+    job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result, staging_oid,
+                before_retry)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:

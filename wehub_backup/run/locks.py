@@ -84,6 +84,15 @@ class TargetLock:
             raise lock._lost
 
     @classmethod
+    def require_held_now(cls, run_id: str) -> None:
+        """``LockLost`` unless ``run_id``'s lock session holds the lock now: asked of the session,
+        for a change that must not wait for the keepalive's next look."""
+        lock = cls.of(run_id)
+        problem = lock._probe()
+        if problem is not None:
+            raise lock._mark_lost(problem)
+
+    @classmethod
     def release(cls, run_id: str) -> None:
         lock = cls._held.pop(run_id, None)
         if lock is not None:

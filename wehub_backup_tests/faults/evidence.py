@@ -69,6 +69,17 @@ def wait_for_run_sessions_to_end(cluster: PostgresCluster, timeout: float = 30.0
                f"the killed run's sessions on {cluster.name} to end", timeout)
 
 
+STREAM_READS, STREAM_WRITES = "COPY (SELECT%", "COPY %FROM STDIN%"  # a stream copy's statements, as LIKE patterns
+
+
+def run_sessions_running(cluster: PostgresCluster, statement_like: str) -> list[int]:
+    """The run's sessions on ``cluster`` (any database) running, now, a statement that matches the
+    LIKE pattern ``statement_like``."""
+    return [row[0] for row in cluster.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s AND state = 'active'",
+        (APPLICATION_NAME, statement_like))]
+
+
 def step_failure(result: dg.ExecuteInProcessResult) -> tuple[str | None, str]:
     """The failed step and the whole message of the exception its op raised, without Dagster's
     "Error occurred while executing op" wrapper or the exception's class name."""

@@ -8,13 +8,17 @@ import time
 import pytest
 
 from bench.changes import DELETES_PER_CHANGE, RowChanges, round_phase, row_changes, spread_keys
+from bench.contenders import INCREMENT_BASE
 from bench.incremental_report import (
     HEADING,
+    OVER_LINK,
+    IncrementRuns,
     extrapolated,
     full_copies_in_budget,
     monthly_egress,
     shortest_interval_hours,
     splice_section,
+    wall_time_verdict,
 )
 from bench.link import SharedLink
 
@@ -104,3 +108,26 @@ def test_the_link_holds_all_connections_together_to_its_rate() -> None:
     for sender in senders:
         sender.join()
     assert time.monotonic() - started >= 400_000 / 2_000_000 * 0.95
+
+
+def chain(full_s: float, unchanged_s: float) -> dict:
+    """A measured chain: a full run and an incremental one with the source unchanged."""
+    def run(contender: str, seconds: float, egress: int) -> dict:
+        return {"contender": contender, "seconds": seconds, "details": {
+            "step_s": {"dump_supabase_database": seconds / 2}, "egress_bytes": egress,
+            "staging_made_from": "a file copy of the current copy"}}
+    return {"measurements": [run(INCREMENT_BASE.key, full_s, 100 * 2**20),
+                             run("job_incremental_unchanged", unchanged_s, 2**20)], "changes": []}
+
+
+def test_wall_time_is_judged_over_the_link_when_it_was_measured() -> None:
+    results = {"incremental": chain(20.0, 12.0), OVER_LINK: {**chain(40.0, 10.0), "link_mbit": 100}}
+    text = wall_time_verdict(IncrementRuns(results), "job_incremental_unchanged")
+    assert "over the 100 Mbit/s link measured above): **met**: 10.0 s against 40.0 s, 0.25x" in text
+    assert "On loopback, where source and VPS share one machine" in text and "12.0 s against 20.0 s, 0.60x" in text
+
+
+def test_wall_time_is_judged_on_loopback_without_a_link() -> None:
+    text = wall_time_verdict(IncrementRuns({"incremental": chain(20.0, 12.0)}), "job_incremental_unchanged")
+    assert "on loopback): **missed**: 12.0 s against 20.0 s, 0.60x, 2.0 s over" in text
+    assert "On loopback, where" not in text

@@ -145,7 +145,8 @@ def restore_into_staging_database(
     engine, the rows come by COPY from the dump's held snapshot, and their bytes count as egress here."""
     try:
         restored = restore_into_staging(plan, dump, staging, vps.connection_info(), context.log.info,
-                                        low_priority=workspace.low_priority)
+                                        low_priority=workspace.low_priority,
+                                        before_retry=lambda: TargetLock.require_held_now(context.run_id))
     except DumpFailed as failed:
         raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
     context.add_output_metadata(readable({
