@@ -668,7 +668,7 @@ def stoppable_vps(pg_base_dir: Path, session_passwords: SessionPasswords) -> Ite
 SOURCE_STOPS = {"archive": ("dump_supabase_database", "pg_dump failed: "),
                 "stream": ("restore_into_staging_database", "the run's snapshot session on the source was lost")}
 TARGET_STOPS = {"archive": ("restore_into_staging_database", "pg_restore failed: "),
-                "stream": ("restore_into_staging_database", "staging on the VPS: ")}
+                "stream": ("restore_into_staging_database", "lost the run's lock on ")}  # it went with the server
 
 
 def with_engine(faults: FaultEnv, engine: str) -> None:
