@@ -159,6 +159,17 @@ class FaultEnv:
     def full_speed(self) -> None:
         self.source_relay.bytes_per_second = self.vps_relay.bytes_per_second = None
 
+    def use_engine(self, engine: str) -> None:
+        """The copy engine of the runs from here on (in process and in the background)."""
+        self.monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
+
+    def copying(self, engine: str, cluster: PostgresCluster, statement_like: str) -> Callable[[], bool]:
+        """The moment a fault waits for besides its bytes: any for the archive engine, whose programs
+        read or write throughout; for the stream engine, a copy statement of the run's on ``cluster``."""
+        if engine == "archive":
+            return lambda: True
+        return lambda: bool(run_sessions_running(cluster, statement_like))
+
     def run(self, target: str = TARGET, **promote: object) -> dg.ExecuteInProcessResult:
         return run_backup(target, self.instance, **promote)
 
@@ -489,7 +500,7 @@ def test_sigkill_during_the_stream_copy_records_the_copys_egress_too(faults: Fau
     """The dump step recorded its own bytes; the copy's crossed the same relay, and the next run
     records what the relay had counted beyond them."""
     faults.previous_good_copy()
-    faults.monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", "stream")
+    faults.use_engine("stream")
     run, start = start_paced_run(faults, "source")
     # The blobs travel in binary, about half of COPY_BYTES, after the dump's 0.7 MB: 40% of it is mid-copy.
     run.wait_until(lambda: faults.source_relay.counters.received_from_server - start[0] >= 0.4 * COPY_BYTES
@@ -586,7 +597,7 @@ def test_vps_restart_mid_copy_fails_the_run_and_only_the_next_run_swaps(
     faults.route_vps(stoppable_vps)
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("copied by the run that started after the VPS restart")
-    with_engine(faults, engine)
+    faults.use_engine(engine)
     faults.source_relay.bytes_per_second = PACED / 3  # a copy of about six seconds
     start = faults.source_relay.counters.received_from_server
     first = faults.start_in_background(["backup", target])
@@ -671,20 +682,16 @@ TARGET_STOPS = {"archive": ("restore_into_staging_database", "pg_restore failed:
                 "stream": ("restore_into_staging_database", "lost the run's lock on ")}  # it went with the server
 
 
-def with_engine(faults: FaultEnv, engine: str) -> None:
-    faults.monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
-
-
 @pytest.mark.parametrize("engine", list(SOURCE_STOPS))
 def test_source_server_stops_mid_copy(faults: FaultEnv, stoppable_source: PostgresCluster, engine: str) -> None:
     target = f"wehub_faults_source_stop_{engine}"
     faults.route_source(stoppable_source, "postgres")
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the source stopped")
-    with_engine(faults, engine)
-    copying = (lambda: True) if engine == "archive" else lambda: bool(run_sessions_running(stoppable_source, STREAM_READS))
+    faults.use_engine(engine)
     step, cause = faults.interrupted_run(faults.source_relay, MiB / 2, RECEIVED, MiB / 4,
-                                         lambda: stoppable_source.stop("fast"), lambda: faults.run(target), once=copying)
+                                         lambda: stoppable_source.stop("fast"), lambda: faults.run(target),
+                                         once=faults.copying(engine, stoppable_source, STREAM_READS))
     assert (step, cause[:len(SOURCE_STOPS[engine][1])]) == SOURCE_STOPS[engine], cause
     faults.assert_unchanged(target, before)
     assert leftovers(faults.vps, target, faults.env.backup_dir) == []
@@ -698,10 +705,9 @@ def test_target_server_stops_mid_copy(faults: FaultEnv, stoppable_vps: PostgresC
     faults.route_vps(stoppable_vps)
     before = faults.previous_good_copy(target)
     mark = faults.mark_source("not in the copy before the VPS stopped")
-    with_engine(faults, engine)
-    copying = (lambda: True) if engine == "archive" else lambda: bool(run_sessions_running(stoppable_vps, STREAM_WRITES))
+    faults.use_engine(engine)
     step, cause = faults.interrupted_run(faults.vps_relay, PACED, SENT, 2 * MiB, lambda: stoppable_vps.stop("immediate"),
-                                         lambda: faults.run(target), once=copying)
+                                         lambda: faults.run(target), once=faults.copying(engine, stoppable_vps, STREAM_WRITES))
     assert (step, cause[:len(TARGET_STOPS[engine][1])]) == TARGET_STOPS[engine], cause
     stoppable_vps.restart()
     faults.assert_unchanged(target, before)

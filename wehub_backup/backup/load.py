@@ -129,7 +129,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    settings, log, copy_reader, before_retry))
+                    settings, log, copy_reader, before_retry=before_retry))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:

@@ -341,8 +341,8 @@ def _current_database_oid(conn: psycopg.Connection) -> int:
 
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
-                        log: Callable[[str], None], copy_reader: SourceReader | None = None,
-                        before_retry: Callable[[], None] = lambda: None) -> StreamResult:
+                        log: Callable[[str], None], copy_reader: SourceReader | None, *,
+                        before_retry: Callable[[], None]) -> StreamResult:
     """Copy every range with ``workers`` parallel workers; the first failure stops them all and is
     raised. A range whose connection dropped is copied again only after ``before_retry`` (the run's
     check that it still holds its lock)."""
