@@ -165,17 +165,25 @@ def test_promote_does_not_wait_for_autovacuum_on_the_old_copy(
     backup_env: BackupEnv, instance: dg.DagsterInstance, scratch_source: str, supabase_cluster: PostgresCluster,
     vps_cluster: PostgresCluster, vps_settings: Callable[[dict[str, str]], None],
 ) -> None:
-    supabase_cluster.execute("CREATE TABLE public.bulk AS SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i",
+    # Autovacuum crawls on this one table (100 ms of sleep per page), so it is still at work on the first copy
+    # when the second arrives. The table's own storage settings travel with the copy; server-wide ones would
+    # slow every database's autovacuum and leave no worker free for this one.
+    supabase_cluster.execute("CREATE TABLE public.bulk WITH (autovacuum_vacuum_cost_delay = 100, "
+                             "autovacuum_vacuum_cost_limit = 1) AS "
+                             "SELECT i, md5(i::text) AS v FROM generate_series(1, 100000) i",
                              dbname=scratch_source, user="postgres")
-    # Autovacuum crawls (100 ms of sleep per page), so it is still at work on the first copy when the second arrives.
-    vps_settings({"autovacuum_naptime": "1", "autovacuum_vacuum_cost_delay": "100", "autovacuum_vacuum_cost_limit": "1"})
-    assert run_backup("wehub_autovacuum", instance).success
-    working = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'wehub_autovacuum' "
-               "AND backend_type = 'autovacuum worker'")
-    wait_until(lambda: vps_cluster.query(working)[0][0], "autovacuum to start on the copy", 30, interval=0.2)
-    second = run_backup("wehub_autovacuum", instance, connected_sessions_timeout_seconds=5)
-    assert second.success, step_errors(second)
-    assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}
+    vps_settings({"autovacuum_naptime": "1"})
+    try:
+        assert run_backup("wehub_autovacuum", instance).success
+        working = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'wehub_autovacuum' "
+                   "AND backend_type = 'autovacuum worker'")
+        wait_until(lambda: vps_cluster.query(working)[0][0], "autovacuum to start on the copy", 60, interval=0.2)
+        second = run_backup("wehub_autovacuum", instance, connected_sessions_timeout_seconds=5)
+        assert second.success, step_errors(second)
+        assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}
+    finally:
+        for name in databases_named(vps_cluster, "wehub_autovacuum"):
+            vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_platform_event_trigger_on_a_left_out_function_does_not_stop_the_backup(

@@ -41,7 +41,7 @@ from wehub_backup_tests.faults.evidence import (
     database_state,
     leftovers,
     recorded_step_failure,
-    run_sessions_running,
+    run_sessions_copying,
     shared_dagster_instance,
     step_failure,
     wait_for_run_sessions_to_end,
@@ -168,7 +168,7 @@ class FaultEnv:
         read or write throughout; for the stream engine, a copy statement of the run's on ``cluster``."""
         if engine == "archive":
             return lambda: True
-        return lambda: bool(run_sessions_running(cluster, statement_like))
+        return lambda: bool(run_sessions_copying(cluster, statement_like))
 
     def run(self, target: str = TARGET, **promote: object) -> dg.ExecuteInProcessResult:
         return run_backup(target, self.instance, **promote)
@@ -496,15 +496,21 @@ def test_sigkill_leaves_no_password_on_disk_and_the_next_run_records_its_egress(
         assert dump_step >= COPY_BYTES
 
 
-def test_sigkill_during_the_stream_copy_records_the_copys_egress_too(faults: FaultEnv) -> None:
-    """The dump step recorded its own bytes; the copy's crossed the same relay, and the next run
-    records what the relay had counted beyond them."""
-    faults.previous_good_copy()
+def start_mid_stream_copy(faults: FaultEnv) -> tuple[BackgroundRun, tuple[int, int]]:
+    """A paced stream engine run, once it is in the middle of its copy."""
     faults.use_engine("stream")
     run, start = start_paced_run(faults, "source")
     # The blobs travel in binary, about half of COPY_BYTES, after the dump's 0.7 MB: 40% of it is mid-copy.
     run.wait_until(lambda: faults.source_relay.counters.received_from_server - start[0] >= 0.4 * COPY_BYTES
                    and run.running("TO STDOUT"), "the middle of the stream copy")
+    return run, start
+
+
+def test_sigkill_during_the_stream_copy_records_the_copys_egress_too(faults: FaultEnv) -> None:
+    """The dump step recorded its own bytes; the copy's crossed the same relay, and the next run
+    records what the relay had counted beyond them."""
+    faults.previous_good_copy()
+    run, start = start_mid_stream_copy(faults)
     run.kill()
     received = faults.source_relay.counters.received_from_server - start[0]
     [killed] = faults.started_runs()
@@ -544,6 +550,23 @@ def test_interrupted_run_fails_cleans_up_and_counts_its_egress(faults: FaultEnv,
     [egress_bytes] = [found for found, _ in recorded_egress(faults.instance, interrupted.run_id)]
     assert egress_bytes > 0 if moment.paced == "source" else egress_bytes >= COPY_BYTES
     faults.recover(TARGET, faults.mark_source(f"after {name} at {moment_name}"))
+
+
+def test_interrupting_the_stream_copy_records_the_copys_egress(faults: FaultEnv) -> None:
+    """The copy step fails on SIGINT like on any error, and its failure carries what the source
+    had sent for the copy: the run's two steps add up to what crossed the relay."""
+    before = faults.previous_good_copy()
+    run, start = start_mid_stream_copy(faults)
+    os.killpg(run.process.pid, signal.SIGINT)
+    assert run.process.wait(timeout=120) == 1, run.text()
+    received = faults.source_relay.counters.received_from_server - start[0]
+    [interrupted] = faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=1)
+    assert recorded_step_failure(faults.instance, interrupted.run_id) == ("restore_into_staging_database",
+                                                                           "interrupted by SIGINT")
+    dump_step, copy_step = [egress_bytes for egress_bytes, _ in recorded_egress(faults.instance, interrupted.run_id)]
+    assert copy_step > 0.3 * COPY_BYTES and dump_step + copy_step <= received, (dump_step, copy_step, received)
+    faults.assert_unchanged(TARGET, before)
+    faults.recover(TARGET, faults.mark_source("after SIGINT mid-copy"))
 
 
 # --- the run's lock on the VPS ------------------------------------------------------------------

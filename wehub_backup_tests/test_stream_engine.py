@@ -25,7 +25,7 @@ from wehub_backup_tests.faults.evidence import (
     STREAM_READS,
     STREAM_WRITES,
     database_state,
-    run_sessions_running,
+    run_sessions_copying,
     step_failure,
     wait_for_run_sessions_to_end,
 )
@@ -298,7 +298,7 @@ class OnceCopying:
     def _watch(self) -> None:
         try:
             while not self._done.wait(0.01):
-                if copying := run_sessions_running(self.cluster, STREAM_READS):
+                if copying := run_sessions_copying(self.cluster, STREAM_READS):
                     self.fault(copying)
                     self.fired.set()
                     return
@@ -317,7 +317,7 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
             [(port,)] = supabase_cluster.query("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (workers[0],))
             fault_source.relay.cut_client_of(port)
             return
-        writer = run_sessions_running(vps_cluster, STREAM_WRITES)[0]
+        writer = run_sessions_copying(vps_cluster, STREAM_WRITES)[0]
         vps_cluster.query("SELECT pg_terminate_backend(%s)", (writer,))
 
     with OnceCopying(supabase_cluster, cut_one_worker) as watcher:

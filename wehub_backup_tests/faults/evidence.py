@@ -72,12 +72,14 @@ def wait_for_run_sessions_to_end(cluster: PostgresCluster, timeout: float = 30.0
 STREAM_READS, STREAM_WRITES = "COPY (SELECT%", "COPY %FROM STDIN%"  # a stream copy's statements, as LIKE patterns
 
 
-def run_sessions_running(cluster: PostgresCluster, statement_like: str) -> list[int]:
-    """The run's sessions on ``cluster`` (any database) running, now, a statement that matches the
-    LIKE pattern ``statement_like``."""
+def run_sessions_copying(cluster: PostgresCluster, statement_like: str) -> list[int]:
+    """The run's sessions on ``cluster`` (any database) in a copy statement that matches the LIKE
+    pattern ``statement_like``: running it, or still in its transaction after it. A stream copy's
+    session ends once its range is through, and a server may well finish sending a range (into the
+    kernel's socket buffers, megabytes on some machines) long before the reader has it all."""
     return [row[0] for row in cluster.query(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s AND state = 'active'",
-        (APPLICATION_NAME, statement_like))]
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s"
+        " AND state IN ('active', 'idle in transaction')", (APPLICATION_NAME, statement_like))]
 
 
 def step_failure(result: dg.ExecuteInProcessResult) -> tuple[str | None, str]:

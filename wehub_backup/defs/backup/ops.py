@@ -147,8 +147,12 @@ def restore_into_staging_database(
         restored = restore_into_staging(plan, dump, staging, vps.connection_info(), context.log.info,
                                         low_priority=workspace.low_priority,
                                         before_retry=lambda: TargetLock.require_held_now(context.run_id))
-    except DumpFailed as failed:
-        raise reported_failure(failed, egress_bytes=failed.egress_bytes) from failed
+    except Exception as error:
+        if dump.held is None:  # the archive engine: the source sent nothing in this step
+            raise
+        # The stream engine's copy stopped (its lock lost, a signal, a broken link): what the
+        # source had sent for it is egress all the same.
+        raise reported_failure(error, egress_bytes=dump.held.copied_bytes) from error
     context.add_output_metadata(readable({
         "duration_s": seconds(restored.seconds),
         "standin_roles_created": markdown_list(restored.standin_roles_created),
