@@ -46,7 +46,7 @@ class RestoreResult:
 
 
 def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo, log: Log,
-                         *, low_priority: bool = True, before_retry: Callable[[], None] = lambda: None) -> RestoreResult:
+                         *, low_priority: bool = True, before_retry: Callable[[], None]) -> RestoreResult:
     """Restore the archive into staging; any error at all fails the step.
 
     Supabase's roles come first as NOLOGIN stand-ins, so owners, grants and RLS policies
@@ -70,10 +70,10 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
         elif staged.from_copy:
             changes_list = write_private_text(plan.workdir / "changes.list", only_entries(filtered, CHANGED_STATE))
-            result = _restore_around_copy(plan, dump, vps, restore, log, before_retry, functools.partial(
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, functools.partial(
                 _run_restore, plan, dump.archive, changes_list, env, log, low_priority, []))
         else:
-            result = _restore_around_copy(plan, dump, vps, restore, log, before_retry)
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
@@ -86,7 +86,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
 CHANGED_STATE = ("SEQUENCE SET", "MATERIALIZED VIEW DATA")
 
 
-def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo,
+def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
                          restore: Callable[[list[str]], ToolRun], log: Log, before_retry: Callable[[], None],
                          in_place: Callable[[], ToolRun] | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
@@ -129,7 +129,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    settings, log, copy_reader, before_retry=before_retry))
+                    settings, log, copy_reader, staging_oid=staged.oid, before_retry=before_retry))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:

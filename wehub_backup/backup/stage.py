@@ -10,7 +10,7 @@ import psycopg
 
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
-from wehub_backup.pg.databases import copy_database, create_database, drop_database
+from wehub_backup.pg.databases import copy_database, create_database, database_oid, drop_database
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.processes import Log
 from wehub_backup.preflight import connect_or_explain
@@ -21,6 +21,8 @@ from wehub_backup.run.targets import retired_name, staging_name
 @dataclass(frozen=True)
 class StagingDatabase:
     name: str
+    oid: int  # the database this run created: the copy writes into no namesake made since (by a run that
+    # took the lock this one lost)
     from_copy: bool = False  # a file copy of the current copy: only the changed chunks are written into it
     refusal: str = ""  # why an incremental run's staging is not such a copy
 
@@ -39,9 +41,11 @@ def recreate_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, lo
     with connect_or_explain(vps, "the VPS server", MAINTENANCE_DATABASE) as conn:
         in_use = recreate_marked_staging(conn, plan.target, plan.copy_of, plan.source.encoding, plan.adopt,
                                          plan.target_server.major if file_copy else None)
+        oid = database_oid(conn, plan.staging)
+    assert oid is not None  # created above, under the run's lock
     if in_use:
         log(f"staging is not a file copy of {plan.target}: {in_use}")
-    return StagingDatabase(plan.staging, from_copy=file_copy and not in_use, refusal=refusal or in_use)
+    return StagingDatabase(plan.staging, oid, from_copy=file_copy and not in_use, refusal=refusal or in_use)
 
 
 def recreate_marked_staging(conn: psycopg.Connection, target: str, copy_of: str, encoding: str, adopt: bool,

@@ -342,18 +342,17 @@ def _current_database_oid(conn: psycopg.Connection) -> int:
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None], copy_reader: SourceReader | None, *,
-                        before_retry: Callable[[], None]) -> StreamResult:
-    """Copy every range with ``workers`` parallel workers; the first failure stops them all and is
-    raised. A range whose connection dropped is copied again only after ``before_retry`` (the run's
-    check that it still holds its lock)."""
+                        staging_oid: int, before_retry: Callable[[], None]) -> StreamResult:
+    """Copy every range with ``workers`` parallel workers into ``staging_db`` while it is the database
+    ``staging_oid`` (the one the run created); the first failure stops them all and is raised. A range
+    whose connection dropped is copied again only after ``before_retry`` (the run's check that it still
+    holds its lock)."""
     started = time.monotonic()
     result = StreamResult(0.0, workers, len(tasks))
     for table in {task.table for task in tasks}:
         (result.binary_tables if binary(table) else result.text_tables).append(table.qualified)
     result.binary_tables.sort()
     result.text_tables.sort()
-    with staging.connect(staging_db) as conn:
-        staging_oid = _current_database_oid(conn)
     job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result, staging_oid,
                 before_retry)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:

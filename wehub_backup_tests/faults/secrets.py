@@ -136,8 +136,17 @@ class ModeSampler(_Sampler):
 
     def _look(self) -> None:
         for root in self.roots:
-            for path in [root, *(root.rglob("*") if root.is_dir() else [])]:
+            for path in [root, *_paths_under(root)]:
                 try:
                     self.modes[path] = os.lstat(path).st_mode & 0o7777
                 except OSError:
                     continue
+
+
+def _paths_under(root: Path) -> list[Path]:
+    """Every path below ``root`` now: a run creates and removes its directories while it is walked,
+    so a directory that is gone by the time it is listed is skipped rather than ending the walk."""
+    found: list[Path] = []
+    for directory, subdirectories, files in os.walk(root):  # os.walk skips what it can no longer list
+        found += [Path(directory, name) for name in (*subdirectories, *files)]
+    return found
