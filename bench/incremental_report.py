@@ -411,12 +411,28 @@ def splice_section(document: str, section: str, before: tuple[str, ...] = ("## W
     """``document`` with its incremental section replaced by ``section``, or ``section`` put before the
     first of the ``before`` headings it has (at the end without any): the other sections stay as written."""
     lines = document.rstrip("\n").split("\n")
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = next((lines.index(h) for h in before if h in lines), len(lines))
+    bounds = _section_bounds(lines)
+    if bounds is None:
+        at = next((lines.index(h) for h in before if h in lines), len(lines))
+        bounds = at, at
+    start, end = bounds
     replacement = section.rstrip("\n").split("\n") + [""]
     if start == len(lines):
         replacement = ["", *replacement]
     return "\n".join(lines[:start] + replacement + lines[end:]).rstrip("\n") + "\n"
+
+
+def existing_section(document: str) -> str:
+    """The incremental section of ``document`` as written ('' without one): what a report of the other
+    contenders' runs keeps, since they measured none of it."""
+    lines = document.rstrip("\n").split("\n")
+    bounds = _section_bounds(lines)
+    return "\n".join(lines[bounds[0]:bounds[1]]).rstrip("\n") if bounds else ""
+
+
+def _section_bounds(lines: list[str]) -> tuple[int, int] | None:
+    """Where the incremental section starts and the next section begins, if ``lines`` have it."""
+    if HEADING not in lines:
+        return None
+    start = lines.index(HEADING)
+    return start, next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))

@@ -135,7 +135,8 @@ class Summary:
 
 def render(results: dict, others: list[dict], existing: str | None = None) -> str:
     """The whole report; from results of the incremental runs alone, ``existing`` (the report as it
-    stands) with only its incremental section replaced, since nothing else was measured."""
+    stands) with only its incremental section replaced, since nothing else was measured; from results
+    without incremental runs, the incremental section of ``existing`` as it was."""
     if not results["measurements"]:
         section = incremental_report.render_section(results)
         if existing is None:
@@ -148,7 +149,7 @@ def render(results: dict, others: list[dict], existing: str | None = None) -> st
         _job_breakdown(summary),
         _diagnostics(results),
         _targets(summary, others),
-        incremental_report.render_section(results),
+        incremental_report.render_section(results) or incremental_report.existing_section(existing or ""),
         _differences(results),
         _environment(results),
     ]
@@ -397,20 +398,29 @@ def _startup_target(summary: Summary) -> str:
 
 
 def _memory_target(summary: Summary, others: list[dict]) -> str:
-    scales = [Summary(data) for data in others if "job" in {m["contender"] for m in data["measurements"]}]
+    """Peak RSS at the smallest and the largest scale measured, for each engine of the job."""
+    return "\n- ".join(memory_target_of(key, summary, others) for key in summary.runs if key.startswith("job"))
+
+
+def memory_target_of(key: str, summary: Summary, others: list[dict]) -> str:
+    scales = [Summary(data) for data in others if key in {m["contender"] for m in data["measurements"]}]
     scales.append(summary)
     scales.sort(key=lambda s: s.results["scale_mb"])
     figures = "; ".join(
-        f"{s.results['scale_mb']} MB: main {mib(s.peak('job', 'main_bytes'))}, largest child "
-        f"{mib(s.peak('job', 'child_bytes'))} ({s.largest_child('job')})" for s in scales
+        f"{s.results['scale_mb']} MB: main {mib(s.peak(key, 'main_bytes'))}, largest child "
+        f"{mib(s.peak(key, 'child_bytes'))} ({s.largest_child(key)})" for s in scales
     )
+    title = CONTENDERS[key].title
     if len(scales) < 2:
-        return f"Peak RSS does not grow with size: not compared (run another `--scale` too); {figures}."
+        return f"Peak RSS of {title} does not grow with size: not compared (run another `--scale` too); {figures}."
     small, large = scales[0], scales[-1]
-    growth = max(large.peak("job", f) / max(1, small.peak("job", f)) for f in ("main_bytes", "child_bytes"))
-    return (f"Peak RSS of the job's processes does not grow with database size: "
+    growth = max(large.peak(key, f) / max(1, small.peak(key, f)) for f in ("main_bytes", "child_bytes"))
+    per_gib = ((large.peak(key, "main_bytes") - small.peak(key, "main_bytes"))
+               / ((large.results["source_bytes"] - small.results["source_bytes"]) / 2**30))
+    return (f"Peak RSS of {title} does not grow with database size: "
             f"{_verdict(growth <= RSS_GROWTH_TOLERANCE)} (largest growth {growth:.2f}x for "
-            f"{large.results['source_bytes'] / small.results['source_bytes']:.1f}x the data): {figures}.")
+            f"{large.results['source_bytes'] / small.results['source_bytes']:.1f}x the data; the main process "
+            f"{mib(per_gib)} more per GiB of data): {figures}.")
 
 
 def _disk_target(summary: Summary) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import psycopg
 
 from wehub_backup.backup.plan import BackupPlan
+from wehub_backup.errors import StagingReplaced
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
 from wehub_backup.pg.databases import copy_database, create_database, database_oid, drop_database
 from wehub_backup.pg.dump import DumpResult
@@ -42,7 +43,9 @@ def recreate_staging(plan: BackupPlan, dump: DumpResult, vps: ConnectionInfo, lo
         in_use = recreate_marked_staging(conn, plan.target, plan.copy_of, plan.source.encoding, plan.adopt,
                                          plan.target_server.major if file_copy else None)
         oid = database_oid(conn, plan.staging)
-    assert oid is not None  # created above, under the run's lock
+    if oid is None:
+        raise StagingReplaced(f"{plan.staging} on the VPS was dropped as soon as this run created it; "
+                              "nothing was written into it")
     if in_use:
         log(f"staging is not a file copy of {plan.target}: {in_use}")
     return StagingDatabase(plan.staging, oid, from_copy=file_copy and not in_use, refusal=refusal or in_use)

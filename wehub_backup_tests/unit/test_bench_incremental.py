@@ -13,6 +13,7 @@ from bench.incremental_report import (
     HEADING,
     OVER_LINK,
     IncrementRuns,
+    existing_section,
     extrapolated,
     full_copies_in_budget,
     monthly_egress,
@@ -95,6 +96,13 @@ def test_splice_replaces_an_existing_section_only() -> None:
 
 def test_splice_appends_without_a_known_heading() -> None:
     assert splice_section("# Benchmarks\n", f"{HEADING}\n\nx") == f"# Benchmarks\n\n{HEADING}\n\nx\n"
+
+
+def test_a_report_without_incremental_runs_keeps_the_section_as_written() -> None:
+    written = splice_section(REPORT, f"{HEADING}\n\nmeasured\n\n### sub\n\nmore")
+    assert existing_section(written) == f"{HEADING}\n\nmeasured\n\n### sub\n\nmore"
+    assert splice_section(REPORT, existing_section(written)) == written
+    assert existing_section(REPORT) == ""
 
 
 def test_the_link_holds_all_connections_together_to_its_rate() -> None:
