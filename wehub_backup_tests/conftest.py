@@ -57,6 +57,19 @@ def pg_base_dir() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir() -> Iterator[Path]:
+    """A memory file system directory of this test process's own for the runs' password files, as
+    each user of a machine has one. A run removes the directories of killed runs it finds there, so
+    the suite's parallel workers must not share one: a kill test looks for its killed run's files."""
+    root = Path("/dev/shm") / f"wehub-tests-{os.getpid()}"
+    root.mkdir(mode=0o700)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_RUNTIME_DIR", str(root))
+        yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def session_passwords() -> SessionPasswords:
     return SessionPasswords(supabase_postgres=secrets.token_urlsafe(18), vps_postgres=secrets.token_urlsafe(18))
