@@ -99,9 +99,14 @@ class Summary:
         others = [(self.wall(k), k) for k in self.runs if k != key]
         return self._fastest(others)
 
+    @property
+    def jobs(self) -> list[str]:
+        """The contenders that are the job, with either engine."""
+        return [key for key in self.runs if key.startswith("job")]
+
     def fastest_tool(self) -> tuple[str, float] | None:
         """The fastest contender that is not the job (with either engine): what the targets compare with."""
-        return self._fastest([(self.wall(k), k) for k in self.runs if not k.startswith("job")])
+        return self._fastest([(self.wall(k), k) for k in self.runs if k not in self.jobs])
 
     @staticmethod
     def _fastest(others: list[tuple[float, str]]) -> tuple[str, float] | None:
@@ -293,7 +298,7 @@ def _wall_target(summary: Summary) -> str:
     scale = summary.results["scale_mb"]
     note = "" if scale == 1024 else f" (measured at {scale} MB; the target is stated for 1 GB)"
     texts = []
-    for key in (k for k in summary.runs if k.startswith("job")):
+    for key in summary.jobs:
         ratio = summary.wall(key) / other[1]
         text = (f"Wall time of {CONTENDERS[key].title} <= {WALL_TARGET:.2f}x the fastest other contender{note}: "
                 f"{_verdict(ratio <= WALL_TARGET)}: {summary.wall(key):.1f} s against {other[1]:.1f} s ({other[0]}), "
@@ -399,7 +404,7 @@ def _startup_target(summary: Summary) -> str:
 
 def _memory_target(summary: Summary, others: list[dict]) -> str:
     """Peak RSS at the smallest and the largest scale measured, for each engine of the job."""
-    return "\n- ".join(memory_target_of(key, summary, others) for key in summary.runs if key.startswith("job"))
+    return "\n- ".join(memory_target_of(key, summary, others) for key in summary.jobs)
 
 
 def memory_target_of(key: str, summary: Summary, others: list[dict]) -> str:
@@ -445,7 +450,7 @@ def _egress_target(summary: Summary) -> str:
         return ""
     least, key = min(dumps)
     texts = []
-    for job in (k for k in summary.runs if k.startswith("job")):
+    for job in summary.jobs:
         extra = summary.received(job) - least
         text = (f"Bytes from the source of {CONTENDERS[job].title} <= 1.001x `pg_dump`'s: "
                 f"{_verdict(extra <= least * 0.001)}: {mib(summary.received(job))} against {mib(least)} ({key})")

@@ -202,6 +202,10 @@ class FaultEnv:
     def started_runs(self, job: str = BACKUP_JOB) -> list[dg.DagsterRun]:
         return list(self.instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.STARTED])))
 
+    def latest_run(self, job: str = BACKUP_JOB) -> dg.DagsterRun:
+        [run] = self.instance.get_runs(dg.RunsFilter(job_name=job), limit=1)
+        return run
+
     def assert_unchanged(self, target: str, before: DatabaseState) -> None:
         wait_for_run_sessions_to_end(self.vps)
         assert database_state(self.vps, target) == before, "the previous good copy changed"
@@ -538,7 +542,7 @@ def test_interrupted_run_fails_cleans_up_and_counts_its_egress(faults: FaultEnv,
     os.killpg(run.process.pid, signum)
     assert run.process.wait(timeout=120) == 1, run.text()
 
-    [interrupted] = faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=1)
+    interrupted = faults.latest_run()
     assert interrupted.status == dg.DagsterRunStatus.FAILURE
     step, cause = recorded_step_failure(faults.instance, interrupted.run_id)
     assert cause == f"interrupted by {name}", cause
@@ -560,7 +564,7 @@ def test_interrupting_the_stream_copy_records_the_copys_egress(faults: FaultEnv)
     os.killpg(run.process.pid, signal.SIGINT)
     assert run.process.wait(timeout=120) == 1, run.text()
     received = faults.source_relay.counters.received_from_server - start[0]
-    [interrupted] = faults.instance.get_runs(dg.RunsFilter(job_name=BACKUP_JOB), limit=1)
+    interrupted = faults.latest_run()
     assert recorded_step_failure(faults.instance, interrupted.run_id) == ("restore_into_staging_database",
                                                                            "interrupted by SIGINT")
     dump_step, copy_step = [egress_bytes for egress_bytes, _ in recorded_egress(faults.instance, interrupted.run_id)]
