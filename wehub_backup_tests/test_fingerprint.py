@@ -11,14 +11,17 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from wehub_backup.pg.chunks import ChunkBounds, chunk_keys
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys
 from wehub_backup.pg.fingerprint import (
     DatabaseFingerprint,
+    DigestedTable,
     TableFingerprint,
     compare_fingerprints,
     fingerprint_database,
     sequence_positions,
+    summed,
     table_digest,
+    table_digests,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
 
@@ -33,8 +36,7 @@ FROM generate_series(1, 50) AS i"""
 @pytest.fixture
 def digest_db(vps_cluster: PostgresCluster) -> str:
     name = "digest_checks"
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    vps_cluster.execute(f"CREATE DATABASE {name}")
+    vps_cluster.fresh_database(name)
     columns = ("id int, mood s.mood, payload jsonb, amount numeric(12,2), ratio float8, tags text[], note text, "
                "seen_at timestamptz, raw bytea, addr inet")
     vps_cluster.execute(
@@ -122,8 +124,7 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[int]]:
 @pytest.fixture
 def many_tables_db(vps_cluster: PostgresCluster) -> str:
     name = "digest_many_tables"
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    vps_cluster.execute(f"CREATE DATABASE {name}")
+    vps_cluster.fresh_database(name)
     statements = []
     for schema, tables in (("few", 10), ("many", 200)):
         statements.append(f"CREATE SCHEMA {schema}")
@@ -160,3 +161,34 @@ def test_round_trips_do_not_grow_with_the_tables(vps_cluster: PostgresCluster, m
                                       1: TableFingerprint(2, many.chunks["many.t5"][1].digest),
                                       2: TableFingerprint(2, many.chunks["many.t5"][2].digest)}
     assert many.sequences["many.t5_id_seq"] == 6 and many.sequences["many.t0_id_seq"] == 1
+
+
+def test_chunked_digests_hash_their_groups_instead_of_sorting_every_row(vps_cluster: PostgresCluster) -> None:
+    """The planner expects a group for each value of a unique key: left to itself, it sorts every row
+    of a chunked digest, spilling to disk. The digest's plan, as the server ran it (auto_explain),
+    hashes the chunks instead; the session's settings are as they were after."""
+    database = "digest_chunk_plans"
+    vps_cluster.fresh_database(database)
+    vps_cluster.execute("CREATE TABLE public.accounts (id int PRIMARY KEY, filler text);"
+                        "INSERT INTO public.accounts SELECT i, repeat('x', 80) FROM generate_series(1, 400000) i;"
+                        "ANALYZE public.accounts", dbname=database)
+    bounds = ChunkBounds(ChunkKey("id", "integer", False), tuple(str(key) for key in range(400, 400_000, 400)))
+    table = DigestedTable("public", "accounts", 40 << 20, bounds)
+    plans: list[str] = []
+    with vps_cluster.connect(database) as conn:
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice;"
+                     "SET client_min_messages = notice; SET max_parallel_workers_per_gather = 2")
+        before = conn.execute("SHOW enable_sort").fetchone()[0], conn.execute("SHOW parallel_tuple_cost").fetchone()[0]
+        [chunks] = table_digests(conn, [table])
+        digest_plans = [plan for plan in plans if "accounts" in plan]
+        after = conn.execute("SHOW enable_sort").fetchone()[0], conn.execute("SHOW parallel_tuple_cost").fetchone()[0]
+        [statement] = [plan.split("Query Text: ", 1)[1].split("\n", 1)[0] for plan in digest_plans]
+        default = conn.execute(f"EXPLAIN {statement}").fetchall()  # the same statement, planned without the settings
+        rows, digest = table_digest(conn, "public", "accounts")
+    vps_cluster.drop_database(database)
+    default_plan = "\n".join(row for (row,) in default)
+    assert "Sort" in default_plan, default_plan  # what the settings are for
+    assert "HashAggregate" in digest_plans[0] and "Sort" not in digest_plans[0], digest_plans
+    assert after == before == ("on", "0.1")
+    assert len(chunks) == len(bounds.bounds) + 1 and summed(chunks.values()) == TableFingerprint(rows, digest)

@@ -9,7 +9,8 @@ false mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -217,6 +218,13 @@ _COLUMN_HASH_INPUTS = """
 # digesting one large table alone was.
 DIGEST_BATCH_TABLES = 200
 DIGEST_BATCH_BYTES = 64 * 1024 * 1024
+# A chunked digest groups by ``width_bucket`` of the key, and the planner expects a group for each
+# key value (the key is unique; it cannot know the chunks fold them into a few thousand). Planned
+# for millions of groups, it sorts every row, spilling to disk, or hashes them in one process. Told
+# that sorting is the worse way and that the partial aggregates' few rows cost nothing to gather, it
+# hashes the chunks, in parallel workers where that is cheaper, as it reads a whole table's digest:
+# measured on 1 GB, staging's chunked digests took 1.2 s instead of 2.2 s (0.8 s whole).
+CHUNKED_DIGEST_PLANNER = {"enable_sort": "off", "parallel_tuple_cost": "0"}
 # Sequences read in one statement: each is one row of a one-page relation.
 SEQUENCE_BATCH = 1000
 
@@ -268,12 +276,29 @@ def table_digests(conn: psycopg.Connection,
     inputs = _column_hash_inputs(conn, [(table.schema, table.name) for table in tables])
     digests: list[dict[int | None, TableFingerprint]] = [{} for _ in tables]
     sizes = [table.size_bytes for table in tables]
-    for batch in statement_batches(sizes, DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES):
-        statement = sql.SQL(" UNION ALL ").join(
-            _digest_select(i, tables[i], _row_hash(inputs[i]), tables[i].where) for i in batch)
-        for i, chunk, rows, digest in conn.execute(statement).fetchall():
-            digests[i][chunk] = TableFingerprint(rows, str(digest))
+    with _planned_as(conn, CHUNKED_DIGEST_PLANNER if any(table.bounds for table in tables) else {}):
+        for batch in statement_batches(sizes, DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES):
+            statement = sql.SQL(" UNION ALL ").join(
+                _digest_select(i, tables[i], _row_hash(inputs[i]), tables[i].where) for i in batch)
+            for i, chunk, rows, digest in conn.execute(statement).fetchall():
+                digests[i][chunk] = TableFingerprint(rows, str(digest))
     return digests
+
+
+@contextmanager
+def _planned_as(conn: psycopg.Connection, settings: Mapping[str, str]) -> Iterator[None]:
+    """The session's planner ``settings`` for the statements inside, then what they were (one round
+    trip each way); after a failure the session is failing anyway, and they are left."""
+    if not settings:
+        yield
+        return
+    changes = sql.SQL(", ").join(sql.SQL("current_setting({0}), set_config({0}, {1}, false)").format(
+        sql.Literal(name), sql.Literal(value)) for name, value in settings.items())
+    previous = conn.execute(sql.SQL("SELECT {}").format(changes)).fetchone()[::2]
+    yield
+    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in zip(settings, previous))))
 
 
 def _digest_select(number: int, table: DigestedTable, hash: sql.Composable,
