@@ -282,8 +282,9 @@ def _diagnostics(results: dict) -> str:
 def _targets(summary: Summary, others: list[dict]) -> str:
     if "job" not in summary.runs:
         return ""
-    lines = [_wall_target(summary), _overhead_target(summary), _startup_target(summary), _memory_target(summary, others),
-             _disk_target(summary), _egress_target(summary), _verification_target(summary)]
+    lines = [*_wall_targets(summary), _overhead_target(summary), _startup_target(summary),
+             *_memory_targets(summary, others), _disk_target(summary), *_egress_targets(summary),
+             _verification_target(summary)]
     return "## The targets\n\n" + "\n".join(f"- {line}" for line in lines if line)
 
 
@@ -291,10 +292,10 @@ def _verdict(met: bool) -> str:
     return "**met**" if met else "**missed**"
 
 
-def _wall_target(summary: Summary) -> str:
+def _wall_targets(summary: Summary) -> list[str]:
     other = summary.fastest_tool()
     if other is None:
-        return "Wall time: no other contender ran."
+        return ["Wall time: no other contender ran."]
     scale = summary.results["scale_mb"]
     note = "" if scale == 1024 else f" (measured at {scale} MB; the target is stated for 1 GB)"
     texts = []
@@ -310,7 +311,7 @@ def _wall_target(summary: Summary) -> str:
             elif key == "job_stream":
                 text += ". " + _stream_reasons(summary)
         texts.append(text)
-    return "\n- ".join(texts)
+    return texts
 
 
 # The steps that copy and check the data; the breakdown names the others only together.
@@ -402,9 +403,9 @@ def _startup_target(summary: Summary) -> str:
     return text + "."
 
 
-def _memory_target(summary: Summary, others: list[dict]) -> str:
+def _memory_targets(summary: Summary, others: list[dict]) -> list[str]:
     """Peak RSS at the smallest and the largest scale measured, for each engine of the job."""
-    return "\n- ".join(memory_target_of(key, summary, others) for key in summary.jobs)
+    return [memory_target_of(key, summary, others) for key in summary.jobs]
 
 
 def memory_target_of(key: str, summary: Summary, others: list[dict]) -> str:
@@ -444,10 +445,10 @@ def _disk_target(summary: Summary) -> str:
     return text + "."
 
 
-def _egress_target(summary: Summary) -> str:
+def _egress_targets(summary: Summary) -> list[str]:
     dumps = [(summary.received(k), k) for k in ("plain", "directory", "directory_z0") if k in summary.runs]
     if not dumps:
-        return ""
+        return []
     least, key = min(dumps)
     texts = []
     for job in summary.jobs:
@@ -458,7 +459,7 @@ def _egress_target(summary: Summary) -> str:
             text += (f", {extra / 1024:,.0f} KiB ({extra / least:.3%}) more: the planning step's catalog reads, the "
                      "fingerprint queries and their results, the sequence positions")
         texts.append(text + ".")
-    return "\n- ".join(texts)
+    return texts
 
 
 def _verification_target(summary: Summary) -> str:

@@ -215,7 +215,7 @@ def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
         dbname=name, user="postgres")
     monkeypatch.setenv("SUPABASE_DB_NAME", name)
     yield name
-    supabase_cluster.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    supabase_cluster.drop_database(name)
 
 
 @pytest.fixture

@@ -183,7 +183,7 @@ def test_promote_does_not_wait_for_autovacuum_on_the_old_copy(
         assert databases_named(vps_cluster, "wehub_autovacuum") == {"wehub_autovacuum", "wehub_autovacuum__previous"}
     finally:
         for name in databases_named(vps_cluster, "wehub_autovacuum"):
-            vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            vps_cluster.drop_database(name)
 
 
 def test_platform_event_trigger_on_a_left_out_function_does_not_stop_the_backup(

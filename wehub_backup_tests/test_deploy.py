@@ -139,7 +139,7 @@ def installation(tmp_path_factory: pytest.TempPathFactory, vps_cluster: Postgres
     env_file = root / "etc/wehub_backup/wehub_backup.env"
     env_file.parent.mkdir(parents=True)
     env_file.write_text(env_text)
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {INSTALL_STORAGE_ROLE} WITH (FORCE)")
+    vps_cluster.drop_database(INSTALL_STORAGE_ROLE)
     vps_cluster.execute(f"DROP ROLE IF EXISTS {INSTALL_STORAGE_ROLE}")
     first = run_installer(root, vps_cluster)
     second = run_installer(root, vps_cluster)

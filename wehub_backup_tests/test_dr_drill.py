@@ -101,7 +101,7 @@ def drill_env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, production
         monkeypatch.setenv(name, value)
     for database in (PRODUCTION_COPY, SUPABASE_AT_RETURN):
         for suffix in ("", "__previous", "__staging"):
-            vps_cluster.execute(f"DROP DATABASE IF EXISTS {database}{suffix} WITH (FORCE)")
+            vps_cluster.drop_database(f"{database}{suffix}")
     leave_app_login_as_before_migration(vps_cluster)
     yield backup_env, app_password
     leave_app_login_as_before_migration(vps_cluster)

@@ -26,7 +26,7 @@ from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.defs.resources import AlertSettings
 from wehub_backup.defs.sensors import egress_budget_sensor
 from wehub_backup.units import human_bytes
-from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.faults.sources import blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.backup_runs import run_backup
 from wehub_backup_tests.support.environment import BackupEnv
@@ -178,7 +178,7 @@ def test_first_run_estimate_counts_bytea_twice(
         database_bytes = supabase_cluster.query("SELECT pg_database_size(%s)", (source,))[0][0]
         result = run_backup("wehub_egress_bytea", instance)
     finally:
-        drop_source(supabase_cluster, source)
+        supabase_cluster.drop_database(source)
     assert result.success
     estimate, received = plan_metadata(result)["egress_estimate_bytes"], dump_egress(instance, result.run_id)
     assert database_bytes < received <= estimate < 2 * received, (database_bytes, received, estimate)

@@ -58,7 +58,7 @@ from wehub_backup_tests.faults.process import (
 )
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.secrets import files_with_secrets
-from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, new_supabase_like_cluster, prepare_supabase_like
 from wehub_backup_tests.support.backup_runs import alert_on_failed_run, run_backup, step_errors
@@ -91,7 +91,7 @@ VPS_APP_OWNER = "wehub_app"
 def fault_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
     """A source database of its own, owned by the app's login, that tests may write to."""
     yield recreate_source(supabase_cluster, FAULT_SOURCE, NOTES_SQL + blobs_sql(BLOB_ROWS, BLOB_BYTES))
-    drop_source(supabase_cluster, FAULT_SOURCE)
+    supabase_cluster.drop_database(FAULT_SOURCE)
 
 
 @dataclass
@@ -952,12 +952,12 @@ RESTORING_IN_ONE_TRANSACTION = "--single-transaction"
 @pytest.fixture(scope="module")
 def migration_source(vps_cluster: PostgresCluster, vps_app_database: str) -> Iterator[str]:
     """The VPS application with a few megabytes more, so a migration's phases can be caught."""
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
+    vps_cluster.drop_database(MIGRATION_SOURCE)
     vps_cluster.execute(f"CREATE DATABASE {MIGRATION_SOURCE} TEMPLATE {vps_app_database} OWNER {VPS_APP_OWNER}")
     vps_cluster.execute(NOTES_SQL + blobs_sql(MIGRATION_BLOB_ROWS, BLOB_BYTES), dbname=MIGRATION_SOURCE,
                         user=VPS_APP_OWNER)
     yield MIGRATION_SOURCE
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {MIGRATION_SOURCE} WITH (FORCE)")
+    vps_cluster.drop_database(MIGRATION_SOURCE)
 
 
 supabase_project = new_project_fixture("faultproj")  # a Supabase project of its own, which a test may stop

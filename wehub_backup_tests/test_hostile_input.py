@@ -34,7 +34,6 @@ from wehub_backup_tests.faults.sources import (
     REALTIME_SCHEMA_SQL,
     VAULT_EXTENSION_SQL,
     VIEW_ON_VAULT_SQL,
-    drop_source,
     recreate_source,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir, free_tcp_port
@@ -53,7 +52,7 @@ NOT_AN_IDENTIFIER = "use lower-case letters, digits and underscores"
 def hostile_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
     """A small source of its own, which the guarded copy is made from."""
     yield recreate_source(supabase_cluster, HOSTILE_SOURCE, NOTES_SQL)
-    drop_source(supabase_cluster, HOSTILE_SOURCE)
+    supabase_cluster.drop_database(HOSTILE_SOURCE)
 
 
 @dataclass
@@ -208,7 +207,7 @@ def stranger_names(vps_cluster: PostgresCluster) -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     for name in names:
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        vps_cluster.drop_database(name)
 
 
 @pytest.mark.parametrize("generation", ["target", "staging", "previous", "retired"])
@@ -221,7 +220,7 @@ def test_database_not_made_by_the_project_is_refused(
     name = {"target": target, "staging": staging_name(target), "previous": previous_name(target),
             "retired": retired_name(target)}[generation]
     stranger_names.append(name)
-    guarded.vps.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # a real older copy, if a test made one
+    guarded.vps.drop_database(name)  # a real older copy, if a test made one
     stranger = create_stranger(guarded.vps, name)
     guarded.vps_databases = database_oids(guarded.vps)
     cause = guarded.refused(target, f"VPS database {name} {NOT_MADE_BY_US}")
@@ -499,13 +498,13 @@ def test_object_needing_a_left_out_one_is_refused_before_the_dump(
         cause = guarded.refused(GUARDED, expected)
         assert "which the copy leaves out" in cause, cause
     finally:
-        drop_source(supabase_cluster, source)
+        supabase_cluster.drop_database(source)
 
 
 @pytest.fixture(scope="module")
 def awkward_source(supabase_cluster: PostgresCluster) -> Iterator[str]:
     yield recreate_source(supabase_cluster, "awkward_source", AWKWARD_SQL.read_text(), REALTIME_SCHEMA_SQL)
-    drop_source(supabase_cluster, "awkward_source")
+    supabase_cluster.drop_database("awkward_source")
 
 
 _COLUMNS = """SELECT table_schema, table_name, column_name, data_type, ordinal_position

@@ -413,8 +413,7 @@ def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_plann
     and test each row against every key range (seconds per statement at a million rows); past a few
     hundred ranges it reads the whole index instead, until the table is analyzed."""
     database = "wehub_chunk_plans"
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    vps_cluster.execute(f"CREATE DATABASE {database}")
+    vps_cluster.fresh_database(database)
     vps_cluster.execute("CREATE TABLE public.accounts (id int PRIMARY KEY, filler text) WITH (autovacuum_enabled = off);"
                         "INSERT INTO public.accounts SELECT i, repeat('x', 80) FROM generate_series(1, 200000) i",
                         dbname=database)
@@ -436,7 +435,7 @@ def test_chosen_chunks_are_read_and_replaced_by_the_key_index_even_without_plann
         assert analyze_unanalyzed(conn, ["public.accounts", "public.missing"]) == ["public.accounts"]
         assert analyze_unanalyzed(conn, ["public.accounts"]) == []  # analyzed once
         analyzed = "\n".join(row for (row,) in conn.execute(many))
-    vps_cluster.execute(f"DROP DATABASE {database}")
+    vps_cluster.drop_database(database)
     assert all("Seq Scan" in plan for plan in unset), unset  # what the settings are for
     for plan in planned:
         assert "Bitmap Index Scan on accounts_pkey" in plan and "Seq Scan" not in plan and "JIT" not in plan, plan

@@ -63,7 +63,7 @@ def project(pg_base_dir: Path, session_passwords: SessionPasswords) -> Iterator[
 def copy_name(vps_cluster: PostgresCluster) -> Iterator[str]:
     yield VPS_COPY
     for suffix in ("", "__previous", "__staging"):
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {VPS_COPY}{suffix} WITH (FORCE)")
+        vps_cluster.drop_database(f"{VPS_COPY}{suffix}")
 
 
 @pytest.fixture

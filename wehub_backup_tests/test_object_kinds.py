@@ -72,7 +72,7 @@ def supabase17_corpus(supabase17_cluster: PostgresCluster) -> Iterator[str]:
                                dbname=name)
     build_supabase_corpus(supabase17_cluster, name)
     yield name
-    supabase17_cluster.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    supabase17_cluster.drop_database(name)
 
 
 def new_vps_database(vps: PostgresCluster, name: str) -> None:
@@ -88,7 +88,7 @@ def vps_corpus(vps_cluster: PostgresCluster) -> Iterator[str]:
     new_vps_database(vps_cluster, VPS_CORPUS)
     vps_cluster.execute(load_sql("object_kinds.sql"), dbname=VPS_CORPUS, user=VPS_OWNER)
     yield VPS_CORPUS
-    vps_cluster.execute(f"DROP DATABASE {VPS_CORPUS} WITH (FORCE)")
+    vps_cluster.drop_database(VPS_CORPUS)
 
 
 def _acl(acl: str, owner: str) -> str:
@@ -315,7 +315,7 @@ def vps_superuser_only(vps_cluster: PostgresCluster) -> Iterator[str]:
     vps_cluster.execute("CREATE TABLE public.notes (id int PRIMARY KEY)", dbname=VPS_SUPERUSER_ONLY, user=VPS_OWNER)
     vps_cluster.execute(";".join(SUPERUSER_ONLY), dbname=VPS_SUPERUSER_ONLY)
     yield VPS_SUPERUSER_ONLY
-    vps_cluster.execute(f"DROP DATABASE {VPS_SUPERUSER_ONLY} WITH (FORCE)")
+    vps_cluster.drop_database(VPS_SUPERUSER_ONLY)
 
 
 def test_the_migration_refuses_what_only_a_superuser_can_create(

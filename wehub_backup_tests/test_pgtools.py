@@ -54,8 +54,7 @@ def test_peak_memory_counts_every_worker_of_a_parallel_dump(backup_env: BackupEn
     """One 32 MiB bytea value: the worker that copies it receives 64 MiB of hex in one row, while
     the leader holds only the catalog."""
     value_bytes = 32 * 2**20
-    vps_cluster.execute("DROP DATABASE IF EXISTS wehub_rss WITH (FORCE)")
-    vps_cluster.execute("CREATE DATABASE wehub_rss")
+    vps_cluster.fresh_database("wehub_rss")
     vps_cluster.execute("CREATE TABLE big (b bytea); CREATE TABLE small (i int);"
                         f"INSERT INTO big SELECT decode(repeat('ab', {value_bytes}), 'hex')", dbname="wehub_rss")
     source = ConnectionInfo(vps_cluster.host, vps_cluster.port, "postgres", "wehub_rss", "disable",
@@ -66,7 +65,7 @@ def test_peak_memory_counts_every_worker_of_a_parallel_dump(backup_env: BackupEn
             run = run_tool([pg_dump, "--format=directory", "--jobs=2", f"--file={tmp_path / 'archive'}",
                             "--no-password"], env)
     finally:
-        vps_cluster.execute("DROP DATABASE wehub_rss WITH (FORCE)")
+        vps_cluster.drop_database("wehub_rss")
     assert run.peak_rss_bytes > 2 * value_bytes, run.peak_rss_bytes
 
 

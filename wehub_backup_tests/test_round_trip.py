@@ -34,7 +34,7 @@ def vps_copy(vps_cluster: PostgresCluster) -> Iterator[str]:
     """The VPS database the backup fills and the migration back reads; removed afterwards."""
     yield VPS_COPY
     for name in (VPS_COPY, f"{VPS_COPY}__previous", f"{VPS_COPY}__staging"):
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        vps_cluster.drop_database(name)
 
 
 def auth_users(supabase: PostgresCluster) -> dict[str, object]:

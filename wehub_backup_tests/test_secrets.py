@@ -41,7 +41,6 @@ from wehub_backup_tests.faults.sources import (
     CHECK_READING_VAULT_SQL,
     NOTES_SQL,
     VAULT_EXTENSION_SQL,
-    drop_source,
     recreate_source,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -94,7 +93,7 @@ def test_failed_run_and_its_alert_hold_no_password(
                                 AlertSettings(webhook_url=receiver.url))
             records = "\n".join(dg.serialize_value(record) for record in instance.all_logs(result.run_id))
     finally:
-        drop_source(supabase_cluster, source)
+        supabase_cluster.drop_database(source)
 
     [alert] = receiver.payloads
     assert "decrypted_secrets" in alert["text"]

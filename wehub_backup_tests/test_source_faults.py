@@ -27,7 +27,7 @@ from wehub_backup.pg.relay import relayed_connection
 from wehub_backup_tests.faults.evidence import leftovers, step_failure
 from wehub_backup_tests.faults.process import Watcher
 from wehub_backup_tests.faults.relay import FaultRelay
-from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, run_backup, step_errors
@@ -65,7 +65,7 @@ def source_faults(faults: FaultEnv, supabase_cluster: PostgresCluster) -> Iterat
     recreate_source(supabase_cluster, LOCKS_SOURCE, LOCKS_SQL)
     faults.route_source(supabase_cluster, LOCKS_SOURCE)
     yield faults
-    drop_source(supabase_cluster, LOCKS_SOURCE)
+    supabase_cluster.drop_database(LOCKS_SOURCE)
 
 
 def app_session(faults: FaultEnv) -> psycopg.Connection:

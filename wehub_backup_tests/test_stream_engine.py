@@ -30,7 +30,7 @@ from wehub_backup_tests.faults.evidence import (
     wait_for_run_sessions_to_end,
 )
 from wehub_backup_tests.faults.relay import FaultRelay
-from wehub_backup_tests.faults.sources import blobs_sql, drop_source, recreate_source
+from wehub_backup_tests.faults.sources import blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
@@ -170,7 +170,7 @@ def blob_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPat
         "INSERT INTO public.notes (body) SELECT repeat(md5(i::text), 4) FROM generate_series(1, 40000) i;"))
     monkeypatch.setenv("SUPABASE_DB_NAME", name)
     yield name
-    drop_source(supabase_cluster, name)
+    supabase_cluster.drop_database(name)
 
 
 def test_binary_copy_of_bytea_costs_about_its_size_in_egress(
@@ -211,7 +211,7 @@ def test_large_objects_larger_than_the_free_space_are_refused_before_the_dump(
         with tmpfs_on(backup_env.backup_dir, "96m"):
             result = run_stream_backup("wehub_stream_large_objects", instance)
     finally:
-        drop_source(supabase_cluster, name)
+        supabase_cluster.drop_database(name)
     step, cause = step_failure(result)
     assert step == "plan_supabase_backup"
     assert cause.startswith("not enough free space in ") and \
@@ -268,7 +268,7 @@ def fault_source(supabase_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv("SUPABASE_DB_NAME", name)
         monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "4")
         yield FaultSource(name, relay)
-    drop_source(supabase_cluster, name)
+    supabase_cluster.drop_database(name)
 
 
 def snapshot_backend(cluster: PostgresCluster) -> int | None:
@@ -342,8 +342,7 @@ def test_a_worker_never_writes_into_a_staging_database_another_run_made(
     staging = staging_name(target)
 
     def replace_staging(workers: list[int]) -> None:
-        vps_cluster.execute(f"DROP DATABASE {staging} WITH (FORCE)")
-        vps_cluster.execute(f"CREATE DATABASE {staging}")
+        vps_cluster.fresh_database(staging)
 
     try:
         with OnceCopying(supabase_cluster, replace_staging) as watcher:
@@ -356,7 +355,7 @@ def test_a_worker_never_writes_into_a_staging_database_another_run_made(
         assert vps_cluster.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=staging) == [(0,)]
         assert not databases_named(vps_cluster, target) - {staging}
     finally:
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {staging} WITH (FORCE)")
+        vps_cluster.drop_database(staging)
 
 
 def test_an_incremental_run_whose_source_connection_drops_copies_its_changed_chunks_again(

@@ -144,7 +144,7 @@ def vps_money_database(vps_cluster: PostgresCluster) -> Iterator[str]:
     vps_cluster.execute(f"ALTER DATABASE {name} SET lc_monetary = '{MONEY_LOCALE}'")
     vps_cluster.execute(PRICES, dbname=name)
     yield name
-    vps_cluster.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    vps_cluster.drop_database(name)
 
 
 def test_money_printed_in_the_vps_locale_migrates_to_supabase(

@@ -117,7 +117,7 @@ def storage_login(vps_cluster: PostgresCluster, supabase_cluster: PostgresCluste
                   session_passwords: SessionPasswords) -> StorageLogin:
     """A fresh `dagster` role and database on the VPS cluster, as deploy/install.sh creates them."""
     password = secrets.token_urlsafe(18)
-    vps_cluster.execute(f"DROP DATABASE IF EXISTS {STORAGE_DATABASE} WITH (FORCE)")
+    vps_cluster.drop_database(STORAGE_DATABASE)
     vps_cluster.execute(f"DROP ROLE IF EXISTS {STORAGE_ROLE}")
     vps_cluster.execute(f"CREATE ROLE {STORAGE_ROLE} LOGIN")
     vps_cluster.set_password(STORAGE_ROLE, password)

@@ -22,6 +22,11 @@ def database_oid(conn: psycopg.Connection, name: str) -> int | None:
     return row[0] if row else None
 
 
+def connected_database_oid(conn: psycopg.Connection) -> int:
+    """The OID of the database ``conn`` is in: what it was opened to may since carry another's name."""
+    return conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+
+
 def drop_database(conn: psycopg.Connection, name: str) -> bool:
     """Drop a database this project owns (staging or the oldest generation), sessions and all."""
     if not database_exists(conn, name):

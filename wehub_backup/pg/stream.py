@@ -27,6 +27,7 @@ from psycopg import sql
 from wehub_backup.errors import StagingReplaced
 from wehub_backup.pg.chunks import key_range_statements
 from wehub_backup.pg.connection import ConnectionInfo, error_line
+from wehub_backup.pg.databases import connected_database_oid
 from wehub_backup.pg.names import quote_pattern
 from wehub_backup.pg.processes import read_stderr_lines
 
@@ -221,7 +222,7 @@ class _Copy:
         connection: psycopg.Connection | None = None
         try:
             with self.staging.connect(self.staging_db, autocommit=False) as connection:
-                if _current_database_oid(connection) != self.staging_oid:
+                if connected_database_oid(connection) != self.staging_oid:
                     raise StagingReplaced(f"{self.staging_db} on the VPS is no longer the database this run created "
                                           "(another run dropped or replaced it): this run wrote nothing into it")
                 yield connection
@@ -333,10 +334,6 @@ class RangeReader:
         self._stderr.join(self.EXIT_WAIT_S)  # it closes the stderr pipe at its end
         if self._process.stdout is not None:
             self._process.stdout.close()
-
-
-def _current_database_oid(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
 
 
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,

@@ -39,14 +39,10 @@ def blobs_sql(rows: int, row_bytes: int) -> str:
 def recreate_source(cluster: PostgresCluster, name: str, app_sql: str, platform_sql: str = "") -> str:
     """A fresh database owned by the app's login: ``platform_sql`` runs as the platform's
     superuser (extensions), ``app_sql`` as the app's login, as on Supabase."""
-    drop_source(cluster, name)
+    cluster.drop_database(name)
     cluster.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
         sql.Identifier(name), sql.Identifier(APP_OWNER)).as_string())
     if platform_sql:
         cluster.execute(platform_sql, dbname=name)
     cluster.execute(app_sql, dbname=name, user=APP_OWNER)
     return name
-
-
-def drop_source(cluster: PostgresCluster, name: str) -> None:
-    cluster.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)).as_string())

@@ -193,6 +193,17 @@ class PostgresCluster:
         with self.connect(dbname, user) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` where it exists, ending its sessions: a test's own at its end, or what an
+        earlier test on this cluster left."""
+        self.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)).as_string())
+
+    def fresh_database(self, name: str) -> str:
+        """``name`` created empty, whatever an earlier test left under that name."""
+        self.drop_database(name)
+        self.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)).as_string())
+        return name
+
     def query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None, dbname: str = "postgres", user: str | None = None
     ) -> list[tuple[Any, ...]]:
