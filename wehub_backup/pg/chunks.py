@@ -11,7 +11,7 @@ every row is in exactly one chunk, on either side.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -211,15 +211,22 @@ def key_range_statements() -> tuple[str, ...]:
     return tuple(f"SET {name} = {value}" for name, value in KEY_RANGE_SETTINGS.items())
 
 
+def by_key_ranges(conn: psycopg.Connection) -> AbstractContextManager[psycopg.Connection]:
+    """``conn`` with ``KEY_RANGE_SETTINGS`` for the queries inside."""
+    return planned_with(conn, KEY_RANGE_SETTINGS)
+
+
 @contextmanager
-def by_key_ranges(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    """``conn`` with ``KEY_RANGE_SETTINGS`` for the queries inside, reset after them (a failed query
-    fails the run: its session's settings no longer matter)."""
-    for statement in key_range_statements():
-        conn.execute(statement)
+def planned_with(conn: psycopg.Connection, settings: Mapping[str, str]) -> Iterator[psycopg.Connection]:
+    """``conn`` with the planner ``settings`` for the queries inside, reset after them, in one round
+    trip each way (a failed query fails the run: its session's settings no longer matter)."""
+    if settings:
+        conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
+            for name, value in settings.items())))
     yield conn
-    for name in KEY_RANGE_SETTINGS:
-        conn.execute(sql.SQL("RESET {}").format(sql.Identifier(name)))
+    if settings:  # no parameters: several statements go in one
+        conn.execute(sql.SQL("; ").join(sql.SQL("RESET {}").format(sql.Identifier(name)) for name in settings))
 
 
 def analyze_unanalyzed(conn: psycopg.Connection, tables: list[str]) -> list[str]:

@@ -9,14 +9,13 @@ false mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
-from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys
+from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys, planned_with
 
 # Text output of values must not depend on session settings that may differ between servers
 # (a role's search_path, say: reg* values print schema-qualified only outside it).
@@ -276,29 +275,13 @@ def table_digests(conn: psycopg.Connection,
     inputs = _column_hash_inputs(conn, [(table.schema, table.name) for table in tables])
     digests: list[dict[int | None, TableFingerprint]] = [{} for _ in tables]
     sizes = [table.size_bytes for table in tables]
-    with _planned_as(conn, CHUNKED_DIGEST_PLANNER if any(table.bounds for table in tables) else {}):
+    with planned_with(conn, CHUNKED_DIGEST_PLANNER if any(table.bounds for table in tables) else {}):
         for batch in statement_batches(sizes, DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES):
             statement = sql.SQL(" UNION ALL ").join(
                 _digest_select(i, tables[i], _row_hash(inputs[i]), tables[i].where) for i in batch)
             for i, chunk, rows, digest in conn.execute(statement).fetchall():
                 digests[i][chunk] = TableFingerprint(rows, str(digest))
     return digests
-
-
-@contextmanager
-def _planned_as(conn: psycopg.Connection, settings: Mapping[str, str]) -> Iterator[None]:
-    """The session's planner ``settings`` for the statements inside, then what they were (one round
-    trip each way); after a failure the session is failing anyway, and they are left."""
-    if not settings:
-        yield
-        return
-    changes = sql.SQL(", ").join(sql.SQL("current_setting({0}), set_config({0}, {1}, false)").format(
-        sql.Literal(name), sql.Literal(value)) for name, value in settings.items())
-    previous = conn.execute(sql.SQL("SELECT {}").format(changes)).fetchone()[::2]
-    yield
-    conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
-        for name, value in zip(settings, previous))))
 
 
 def _digest_select(number: int, table: DigestedTable, hash: sql.Composable,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from psycopg import sql
-
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 
@@ -39,9 +37,7 @@ def blobs_sql(rows: int, row_bytes: int) -> str:
 def recreate_source(cluster: PostgresCluster, name: str, app_sql: str, platform_sql: str = "") -> str:
     """A fresh database owned by the app's login: ``platform_sql`` runs as the platform's
     superuser (extensions), ``app_sql`` as the app's login, as on Supabase."""
-    cluster.drop_database(name)
-    cluster.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-        sql.Identifier(name), sql.Identifier(APP_OWNER)).as_string())
+    cluster.fresh_database(name, owner=APP_OWNER)
     if platform_sql:
         cluster.execute(platform_sql, dbname=name)
     cluster.execute(app_sql, dbname=name, user=APP_OWNER)

@@ -198,10 +198,11 @@ class PostgresCluster:
         earlier test on this cluster left."""
         self.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)).as_string())
 
-    def fresh_database(self, name: str) -> str:
-        """``name`` created empty, whatever an earlier test left under that name."""
+    def fresh_database(self, name: str, owner: str | None = None) -> str:
+        """``name`` created empty (owned by ``owner``, if given), whatever an earlier test left under that name."""
         self.drop_database(name)
-        self.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)).as_string())
+        owned = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(owner)) if owner else pgsql.SQL("")
+        self.execute(pgsql.SQL("CREATE DATABASE {}{}").format(pgsql.Identifier(name), owned).as_string())
         return name
 
     def query(
