@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from wehub_backup.defs.egress import egress_usage, recorded_egress
 from wehub_backup.defs.names import BACKUP_JOB, MIGRATION_JOB
 from wehub_backup.defs.resources import AlertSettings, backup_workspace_from_env
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
+from wehub_backup.pg.databases import Blocker, find_blockers
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.relay import PROGRESS_SECONDS
 from wehub_backup.run.locks import lock_name
@@ -907,6 +909,37 @@ def test_failed_promote_keeps_both_generations(faults: FaultEnv, case: str) -> N
     kept = [staging_name(TARGET)] if case == "swap session killed" else []
     assert leftovers(faults.vps, TARGET, faults.env.backup_dir) == kept
     assert "step=promote_staging_database cause=" in last_log_line(faults)
+
+
+def test_a_connection_still_starting_up_is_not_named_as_a_lock_holder(vps_cluster: PostgresCluster) -> None:
+    """A backend starting up holds its database's lock before it is listed as a session (an
+    autovacuum worker that waited behind a swap takes it the moment the swap gives up): the
+    promote's check leaves it out, and still names a transaction that holds the database."""
+    name = vps_cluster.fresh_database("wehub_starting_up")
+    with vps_cluster.connect() as watcher, vps_cluster.connect() as holder, vps_cluster.connect() as editor:
+        # Every new backend reads pg_db_role_setting while it starts, its database's lock taken.
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE pg_catalog.pg_db_role_setting IN ACCESS EXCLUSIVE MODE")
+        arriving = threading.Thread(target=lambda: vps_cluster.query("SELECT 1", dbname=name), daemon=True)
+        arriving.start()
+        wait_until(lambda: _starting_up_on(watcher, name), "a backend starting up on the database", 8)
+        assert find_blockers(watcher, [name], []) == []
+        editor.execute("BEGIN")
+        editor.execute(f"COMMENT ON DATABASE {name} IS 'being edited'")
+        assert find_blockers(watcher, [name], []) == [
+            Blocker(name, "lock", f"pid {editor.info.backend_pid} holding ShareUpdateExclusiveLock")]
+        editor.execute("ROLLBACK")
+        holder.execute("ROLLBACK")
+        arriving.join(10)
+    vps_cluster.drop_database(name)
+
+
+def _starting_up_on(conn: psycopg.Connection, database: str) -> bool:
+    """A backend holds ``database``'s lock and is not yet listed in pg_stat_activity."""
+    return conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.objid"
+                        " WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted"
+                        " AND d.datname = %s AND l.pid NOT IN (SELECT pid FROM pg_stat_activity)",
+                        (database,)).fetchone()[0] > 0
 
 
 def test_terminate_mode_ends_the_sessions_and_swaps(faults: FaultEnv) -> None:

@@ -74,9 +74,9 @@ _BLOCKERS = """
     WHERE database = ANY(%(names)s)
     UNION ALL
     SELECT d.datname, 'lock', format('pid %%s holding %%s', l.pid, l.mode)
-    FROM pg_locks l JOIN pg_database d ON d.oid = l.objid
+    FROM pg_locks l JOIN pg_database d ON d.oid = l.objid JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.granted
-      AND d.datname = ANY(%(names)s) AND l.pid <> ALL(%(ours)s)
+      AND d.datname = ANY(%(names)s) AND l.pid <> ALL(%(ours)s) AND a.backend_type <> 'autovacuum worker'
 """
 _PHRASES = {"session": "still has {} connected session(s)", "prepared": "still has {} prepared transaction(s)",
             "lock": "is locked by {} other transaction(s)"}
@@ -86,7 +86,11 @@ def find_blockers(conn: psycopg.Connection, names: list[str], ours: list[int]) -
     """What keeps ``names`` from being renamed now; ``ours`` are the caller's own backends.
 
     Autovacuum workers do not count: the server cancels them itself for a rename, and a fresh
-    copy draws them for minutes.
+    copy draws them for minutes. Nor does a backend still starting up: it holds its database's
+    lock until it is connected, before it is listed as a session. One that waited to connect
+    while a swap held the database gets its lock the moment the swap gives up, and it would be
+    named as a transaction holding the database instead of what held the swap. Once connected,
+    it is a session, and one stuck in its start holds up the rename, which says so.
     """
     return [Blocker(*row) for row in conn.execute(_BLOCKERS, {"names": names, "ours": ours})]
 

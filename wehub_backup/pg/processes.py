@@ -213,6 +213,8 @@ class ToolProcess:
             if not self._reap(_KILL_WAIT_SECONDS):
                 how += f", not reaped {_KILL_WAIT_SECONDS:.0f}s later"
         _signal_group(pid, signal.SIGKILL)
+        if left := _await_group_end(pid, _KILL_WAIT_SECONDS):
+            how += f", {left} process(es) of its group still alive {_KILL_WAIT_SECONDS:.0f}s after SIGKILL"
         self._release(timeout=_KILL_WAIT_SECONDS)
         message = f"stopped {self.name} (pid {pid}) and its process group{how}: {reason}"
         if self._log:
@@ -263,6 +265,35 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except ProcessLookupError:
         pass
+
+
+def _await_group_end(pgid: int, timeout: float) -> int:
+    """Wait until no live process is left in the group; how many still were at ``timeout``.
+
+    A SIGKILL is only delivered once the killed process next runs, so on a busy machine a
+    parallel dump's worker may still be writing into the run's directory just after the kill.
+    What the step does next (removing that directory, reporting the program stopped) waits for it.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := len(_live_group_members(pgid))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are neither zombies nor dead, from ``/proc``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 class _TreeRss:
