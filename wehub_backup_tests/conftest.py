@@ -208,7 +208,7 @@ def scratch_source(backup_env: BackupEnv, supabase_cluster: PostgresCluster,
                    monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A small database of its own on the Supabase-like cluster, so a test may break it."""
     name = f"scratch_{os.getpid()}_{time.monotonic_ns() % 10**6}"
-    supabase_cluster.execute(f'CREATE DATABASE "{name}" OWNER postgres')
+    supabase_cluster.fresh_database(name, owner="postgres")
     supabase_cluster.execute(
         "CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);"
         "INSERT INTO public.notes (body) SELECT 'note ' || i FROM generate_series(1, 500) i;",

@@ -179,14 +179,13 @@ def test_a_database_the_project_did_not_make_is_never_replaced(
 ) -> None:
     assert run_backup("archive_mine", instance).success
     [archive] = list_archives(archive_dir)
-    vps_cluster.execute("DROP DATABASE IF EXISTS crm_archive_test")
-    vps_cluster.execute("CREATE DATABASE crm_archive_test")
+    vps_cluster.fresh_database("crm_archive_test")
     crm = oid_of(vps_cluster, "crm_archive_test")
     refused = run_restore(instance, archive.id, "crm_archive_test", replace=True)
     assert not refused.success and "was not made by wehub_backup" in step_errors(refused)[0]
     assert oid_of(vps_cluster, "crm_archive_test") == crm
     assert databases_named(vps_cluster, "crm_archive_test") == {"crm_archive_test"}
-    vps_cluster.execute("DROP DATABASE crm_archive_test")
+    vps_cluster.drop_database("crm_archive_test")
 
 
 def test_an_archive_failure_alerts_but_the_backup_stays_a_success(

@@ -36,7 +36,7 @@ def test_run_is_refused_while_the_target_lock_is_held(
     assert run_backup(target, instance).success
     before = vps_cluster.query(NOTES, dbname=target)
     # What a running backup has at this point: the target's lock and a staging copy being restored.
-    vps_cluster.execute(f"CREATE DATABASE {target}__staging")
+    vps_cluster.fresh_database(f"{target}__staging")
     try:
         with vps_cluster.connect("postgres") as holder:
             holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"wehub_backup/{target}",))
@@ -52,7 +52,7 @@ def test_run_is_refused_while_the_target_lock_is_held(
         last_line = backup_env.backup_log.read_text().splitlines()[-1]
         assert f"FAILURE target={target} step=plan_supabase_backup cause={REFUSAL.format(target=target)}" in last_line
     finally:
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {target}__staging")
+        vps_cluster.drop_database(f"{target}__staging")
 
     # Once the lock is free the next run goes through: the refusal was about the lock, nothing else.
     assert run_backup(target, instance).success
@@ -97,8 +97,7 @@ def test_swap_is_refused_once_the_session_no_longer_holds_the_lock(vps_cluster: 
     there (the keepalive has not noticed yet) stops the swap, and nothing is renamed."""
     target = "wehub_lock_check"
     for name in (target, staging_name(target)):
-        vps_cluster.execute(f"DROP DATABASE IF EXISTS {name}")
-        vps_cluster.execute(f"CREATE DATABASE {name}")
+        vps_cluster.fresh_database(name)
     before = database_oids(vps_cluster)
     lock = TargetLock.acquire("lock-check-run", vps_cluster.connect(), target)
     try:
@@ -112,4 +111,4 @@ def test_swap_is_refused_once_the_session_no_longer_holds_the_lock(vps_cluster: 
     finally:
         TargetLock.release("lock-check-run")
         for name in (target, staging_name(target)):
-            vps_cluster.execute(f"DROP DATABASE IF EXISTS {name}")
+            vps_cluster.drop_database(name)

@@ -985,8 +985,7 @@ RESTORING_IN_ONE_TRANSACTION = "--single-transaction"
 @pytest.fixture(scope="module")
 def migration_source(vps_cluster: PostgresCluster, vps_app_database: str) -> Iterator[str]:
     """The VPS application with a few megabytes more, so a migration's phases can be caught."""
-    vps_cluster.drop_database(MIGRATION_SOURCE)
-    vps_cluster.execute(f"CREATE DATABASE {MIGRATION_SOURCE} TEMPLATE {vps_app_database} OWNER {VPS_APP_OWNER}")
+    vps_cluster.fresh_database(MIGRATION_SOURCE, owner=VPS_APP_OWNER, template=vps_app_database)
     vps_cluster.execute(NOTES_SQL + blobs_sql(MIGRATION_BLOB_ROWS, BLOB_BYTES), dbname=MIGRATION_SOURCE,
                         user=VPS_APP_OWNER)
     yield MIGRATION_SOURCE

@@ -189,7 +189,7 @@ NOT_MADE_BY_US = "was not made by wehub_backup"
 
 def create_stranger(vps: PostgresCluster, name: str) -> DatabaseState:
     """An unrelated database with data of its own, as another application on the VPS has it."""
-    vps.execute(f"CREATE DATABASE {name}")
+    vps.fresh_database(name)
     vps.execute(STRANGER_SQL, dbname=name)
     state = database_state(vps, name)
     assert state is not None

@@ -146,7 +146,7 @@ def test_command_line_overwrites_with_the_vps_state(env: BackupEnv, target: Post
 def broken_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
     """The VPS app plus a customer whose owner is an auth user Supabase does not have: the foreign key
     to auth.users is created after the data is loaded, and fails there."""
-    vps_cluster.execute(f"CREATE DATABASE {BROKEN_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.fresh_database(BROKEN_DATABASE, template=vps_app_database)
     vps_cluster.execute(f"""
         CREATE SCHEMA auth;
         CREATE TABLE auth.users (id uuid PRIMARY KEY);
@@ -210,7 +210,7 @@ def test_a_change_on_supabase_after_the_preflight_aborts_the_restore(
 @pytest.fixture(scope="module")
 def problem_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
     """A VPS database with one of each thing Supabase's non-superuser login cannot take."""
-    vps_cluster.execute(f"CREATE DATABASE {PROBLEM_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.fresh_database(PROBLEM_DATABASE, template=vps_app_database)
     vps_cluster.execute(f"""
         DO $$ BEGIN
           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{VPS_ONLY_ROLE}') THEN
@@ -301,7 +301,7 @@ STORAGE_POLICIES = """
 @pytest.fixture(scope="module")
 def members_source(vps_cluster: PostgresCluster, vps_app_database: str) -> str:
     """The VPS app with the membership check that storage policies on Supabase call."""
-    vps_cluster.execute(f"CREATE DATABASE {MEMBERS_DATABASE} TEMPLATE {vps_app_database}")
+    vps_cluster.fresh_database(MEMBERS_DATABASE, template=vps_app_database)
     vps_cluster.execute(IS_CUSTOMER, dbname=MEMBERS_DATABASE)
     return MEMBERS_DATABASE
 

@@ -67,7 +67,7 @@ def supabase_corpus(source_project: PostgresCluster) -> PostgresCluster:
 def supabase17_corpus(supabase17_cluster: PostgresCluster) -> Iterator[str]:
     """The corpus in a database of its own on the PostgreSQL 17 project (new projects run 17)."""
     name = "kinds17"
-    supabase17_cluster.execute(f"CREATE DATABASE {name} OWNER {APP_OWNER}")
+    supabase17_cluster.fresh_database(name, owner=APP_OWNER)
     supabase17_cluster.execute(f"CREATE SCHEMA extensions; GRANT USAGE ON SCHEMA extensions TO {APP_OWNER}",
                                dbname=name)
     build_supabase_corpus(supabase17_cluster, name)
@@ -79,7 +79,7 @@ def new_vps_database(vps: PostgresCluster, name: str) -> None:
     """A database of the VPS application's owner, a plain role, with the extensions in `public`."""
     create_role(vps, VPS_OWNER, "LOGIN")
     create_role(vps, CORPUS_ROLE)
-    vps.execute(f"CREATE DATABASE {name} OWNER {VPS_OWNER}")
+    vps.fresh_database(name, owner=VPS_OWNER)
     vps.execute("".join(f"CREATE EXTENSION {ext} WITH SCHEMA public;" for ext in CORPUS_EXTENSIONS), dbname=name)
 
 

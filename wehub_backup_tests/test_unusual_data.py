@@ -140,7 +140,7 @@ supabase_project = new_project_fixture("supabase_money")
 def vps_money_database(vps_cluster: PostgresCluster) -> Iterator[str]:
     """A VPS application database whose money prints in a German locale."""
     name = "vps_money"
-    vps_cluster.execute(f"CREATE DATABASE {name}")
+    vps_cluster.fresh_database(name)
     vps_cluster.execute(f"ALTER DATABASE {name} SET lc_monetary = '{MONEY_LOCALE}'")
     vps_cluster.execute(PRICES, dbname=name)
     yield name

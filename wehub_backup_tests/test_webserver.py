@@ -121,7 +121,7 @@ def storage_login(vps_cluster: PostgresCluster, supabase_cluster: PostgresCluste
     vps_cluster.execute(f"DROP ROLE IF EXISTS {STORAGE_ROLE}")
     vps_cluster.execute(f"CREATE ROLE {STORAGE_ROLE} LOGIN")
     vps_cluster.set_password(STORAGE_ROLE, password)
-    vps_cluster.execute(f"CREATE DATABASE {STORAGE_DATABASE} OWNER {STORAGE_ROLE}")
+    vps_cluster.fresh_database(STORAGE_DATABASE, owner=STORAGE_ROLE)
     pgpass = write_pgpass(tmp_path / "pgpass", [
         (supabase_cluster, APP_OWNER, session_passwords.supabase_postgres),
         (vps_cluster, VPS_SUPERUSER, session_passwords.vps_postgres),

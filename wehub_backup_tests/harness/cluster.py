@@ -198,11 +198,13 @@ class PostgresCluster:
         earlier test on this cluster left."""
         self.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)).as_string())
 
-    def fresh_database(self, name: str, owner: str | None = None) -> str:
-        """``name`` created empty (owned by ``owner``, if given), whatever an earlier test left under that name."""
+    def fresh_database(self, name: str, owner: str | None = None, template: str | None = None) -> str:
+        """``name`` created empty, or as a copy of ``template`` (owned by ``owner``, if given), whatever
+        an earlier test left under that name."""
         self.drop_database(name)
+        copied = pgsql.SQL(" TEMPLATE {}").format(pgsql.Identifier(template)) if template else pgsql.SQL("")
         owned = pgsql.SQL(" OWNER {}").format(pgsql.Identifier(owner)) if owner else pgsql.SQL("")
-        self.execute(pgsql.SQL("CREATE DATABASE {}{}").format(pgsql.Identifier(name), owned).as_string())
+        self.execute(pgsql.SQL("CREATE DATABASE {}{}{}").format(pgsql.Identifier(name), copied, owned).as_string())
         return name
 
     def query(
