@@ -282,18 +282,19 @@ def _await_group_end(pgid: int, timeout: float) -> int:
 
 def _live_group_members(pgid: int) -> list[int]:
     """The processes of group ``pgid`` that are neither zombies nor dead, from ``/proc``."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(group) == pgid and state not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+    pids = (int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit())
+    return [pid for pid in pids
+            if (fields := process_stat(pid)) and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (which may hold spaces): state, ppid, pgrp, ...;
+    None once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
 
 
 class _TreeRss:

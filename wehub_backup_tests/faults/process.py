@@ -15,21 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` after the command name (which may hold spaces): state, ppid, pgrp, ..."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
+from wehub_backup.pg.processes import process_stat
 
 
 def live_processes() -> dict[int, list[str]]:
     """Every process that is not a zombie, with its stat fields (state, ppid, pgrp, ...)."""
     found = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and fields[0] != "Z":
+        if entry.name.isdigit() and (fields := process_stat(int(entry.name))) and fields[0] != "Z":
             found[int(entry.name)] = fields
     return found
 
