@@ -318,12 +318,17 @@ def _wall_targets(summary: Summary) -> list[str]:
 MAIN_STEPS = ("dump_supabase_database", "restore_into_staging_database", "verify_restored_database")
 
 
+# The load step's phases whose names alone would mislead: the large tables' index builds run within the copy.
+PHASE_NAMES = {"copy-indexes": "of which the large tables' own indexes, each built as its rows were in"}
+
+
 def _step_breakdown(summary: Summary, key: str) -> str:
     """How one of the job's contenders spent its median run: the main steps one after another (the
     load step's phases where the engine has them), the others together, and what lies outside any step."""
     run = summary.median_run(key)
     steps, phases = run["details"]["step_s"], run["details"].get("load_phase_s") or {}
-    phase_text = ", ".join(f"{name} {seconds(value)}" for name, value in phases.items() if value is not None)
+    phase_text = ", ".join(f"{PHASE_NAMES.get(name, name)} {seconds(value)}" for name, value in phases.items()
+                           if value is not None)
     dump, load = ("the schema dump", "the load step") if key == "job_stream" else ("dump", "restore")
     return (f"the steps run one after another (run {run['repetition']}, the median): {dump} "
             f"{seconds(steps.get(MAIN_STEPS[0]))}, {load} {seconds(steps.get(MAIN_STEPS[1]))}"
@@ -335,9 +340,11 @@ def _step_breakdown(summary: Summary, key: str) -> str:
 
 def _stream_reasons(summary: Summary) -> str:
     """Why the stream engine's copy is slower here than the fastest tool, in this run's own figures."""
-    return (f"Why: {_step_breakdown(summary, 'job_stream')}. Indexes and constraints are "
-            "built after every row is in, where pgcopydb builds a table's indexes while other tables still copy, "
-            "and the digests of staging are taken after the copy instead of beside it")
+    return (f"Why: {_step_breakdown(summary, 'job_stream')}. A large table's own indexes are built while "
+            "other tables still copy, by the copy's workers (no more sessions than the copy's), but each worker's "
+            "pipeline (the source's COPY, psql, the relays, staging's COPY) takes more than a core, so "
+            f"{summary.results['jobs']} workers on as many cores leave little idle for the builds to fill; the "
+            "digests of staging are taken after the copy instead of beside it")
 
 
 def _wall_reasons(summary: Summary, fastest: str) -> str:

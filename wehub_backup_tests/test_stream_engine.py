@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -10,16 +11,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 import dagster as dg
+import psycopg
 import pytest
 
+from wehub_backup.backup import load
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import egress_usage
 from wehub_backup.defs.names import BACKUP_JOB
-from wehub_backup.pg.connection import APPLICATION_NAME
+from wehub_backup.pg.clients import choose_client
+from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
-from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments
+from wehub_backup.pg.processes import run_tool
+from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments, streamed_tables
+from wehub_backup.pg.toc import archive_listing
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import (
     STREAM_READS,
@@ -29,6 +35,7 @@ from wehub_backup_tests.faults.evidence import (
     step_failure,
     wait_for_run_sessions_to_end,
 )
+from wehub_backup_tests.faults.process import process_group, stopped_pid
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
@@ -36,6 +43,7 @@ from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
 from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv
 from wehub_backup_tests.support.filesystems import tmpfs_on
+from wehub_backup_tests.support.polling import wait_until
 
 LOAD_STEP = "restore_into_staging_database"
 # Names pg_dump patterns and SQL must both take literally.
@@ -56,6 +64,28 @@ CREATE TABLE "{STREAMED_SCHEMA}"."MixedCase" (id int PRIMARY KEY, a int NOT NULL
 INSERT INTO "{STREAMED_SCHEMA}"."MixedCase" (id, a) SELECT i, i FROM generate_series(1, 100) i;
 CREATE TABLE "{STREAMED_SCHEMA}".wide (id serial PRIMARY KEY, body text NOT NULL);
 INSERT INTO "{STREAMED_SCHEMA}".wide (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 20000) i;
+CREATE INDEX wide_body_start ON "{STREAMED_SCHEMA}".wide (left(body, 12)) WHERE id % 2 = 0;
+ALTER TABLE "{STREAMED_SCHEMA}".wide ADD CONSTRAINT wide_body_unique UNIQUE (body);
+CREATE TABLE "{STREAMED_SCHEMA}".wide_refs (id int PRIMARY KEY, wide_id int NOT NULL REFERENCES "{STREAMED_SCHEMA}".wide);
+INSERT INTO "{STREAMED_SCHEMA}".wide_refs SELECT i, i * 3 FROM generate_series(1, 500) i;
+CREATE TABLE "{STREAMED_SCHEMA}".parted (id int, k text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE "{STREAMED_SCHEMA}".parted_a PARTITION OF "{STREAMED_SCHEMA}".parted FOR VALUES IN ('a');
+CREATE TABLE "{STREAMED_SCHEMA}".parted_b (id int NOT NULL, k text NOT NULL);
+ALTER TABLE "{STREAMED_SCHEMA}".parted ATTACH PARTITION "{STREAMED_SCHEMA}".parted_b FOR VALUES IN ('b');
+CREATE INDEX parted_k ON "{STREAMED_SCHEMA}".parted (k, id);
+CREATE UNIQUE INDEX parted_b_only ON "{STREAMED_SCHEMA}".parted_b (id) INCLUDE (k);
+INSERT INTO "{STREAMED_SCHEMA}".parted SELECT i, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 400) i;
+CREATE TABLE "{STREAMED_SCHEMA}".bookings (id int, during tstzrange, code text,
+  CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&),
+  CONSTRAINT code_once UNIQUE NULLS NOT DISTINCT (code), CONSTRAINT id_later UNIQUE (id) DEFERRABLE INITIALLY DEFERRED);
+CREATE UNIQUE INDEX bookings_id ON "{STREAMED_SCHEMA}".bookings (id);
+ALTER TABLE "{STREAMED_SCHEMA}".bookings ALTER COLUMN id SET NOT NULL;
+ALTER TABLE "{STREAMED_SCHEMA}".bookings REPLICA IDENTITY USING INDEX bookings_id;
+ALTER TABLE "{STREAMED_SCHEMA}".bookings CLUSTER ON no_overlap;
+INSERT INTO "{STREAMED_SCHEMA}".bookings SELECT i, tstzrange('2024-01-01'::timestamptz + i * interval '1 day',
+  '2024-01-01'::timestamptz + (i + 1) * interval '1 day'), 'c' || i FROM generate_series(1, 300) i;
+CREATE TABLE "{STREAMED_SCHEMA}".booking_codes (code text REFERENCES "{STREAMED_SCHEMA}".bookings (code));
+INSERT INTO "{STREAMED_SCHEMA}".booking_codes SELECT 'c' || i FROM generate_series(1, 30) i;
 CREATE TYPE "{STREAMED_SCHEMA}".mood AS ENUM ('calm', 'very calm');
 CREATE TABLE "{STREAMED_SCHEMA}".moods (id int PRIMARY KEY, mood "{STREAMED_SCHEMA}".mood);
 INSERT INTO "{STREAMED_SCHEMA}".moods
@@ -102,6 +132,7 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
     vps_cluster: PostgresCluster, streamed_source: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # the larger tables go in page ranges
+    monkeypatch.setattr(load, "EARLY_INDEXES_FROM_BYTES", 1)  # every table with rows has its indexes built as it lands
     first = run_stream_backup("wehub_stream", instance)
     assert first.success, step_errors(first)
 
@@ -113,7 +144,13 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
     assert metadata["egress_bytes"] == restored.copy_egress_bytes > restored.stream.bytes > 0
     assert metadata["rows_copied"] == restored.stream.rows >= 100_000
     assert metadata["copy_workers"] >= 1 and metadata["copy_retries"] == 0
-    assert {"pre-data_s", "copy_s", "data_s", "post-data_s"} <= set(metadata)
+    assert {"pre-data_s", "copy_s", "copy-indexes_s", "data_s", "post-data_s"} <= set(metadata)
+    # wide's primary key, unique constraint and partial expression index, built during the copy; the
+    # foreign key into it (and the small tables' keys) after it, in the post-data section.
+    early = [record.user_message for record in instance.all_logs(first.run_id)
+             if record.user_message.startswith(f"{STREAMED_SCHEMA}.wide: ")]
+    assert len(early) == 1 and "3 indexes and key constraints built as soon as its rows were in" in early[0], early
+    assert restored.phase_seconds["copy-indexes"] > 0
     # Same major version: binary for a table of built-in types with bytea; text for the others (no larger than
     # binary without bytea) and for a table with an enum (its OIDs differ between servers).
     binary, text = restored.stream.binary_tables, restored.stream.text_tables
@@ -125,6 +162,16 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
 
     assert contents(vps_cluster, "wehub_stream", STREAMED_SCHEMA) == contents(
         supabase_cluster, "postgres", STREAMED_SCHEMA)
+    keys_and_indexes = ("SELECT conname, pg_get_constraintdef(oid, true) FROM pg_constraint "
+                        "WHERE connamespace = %s::regnamespace "
+                        "UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
+                        "UNION ALL SELECT c.relname, format('clustered %%s, replica identity %%s, valid %%s', "
+                        "i.indisclustered, i.indisreplident, i.indisvalid) FROM pg_index i "
+                        "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = %s::regnamespace ORDER BY 1, 2")
+    schema_name = f'"{STREAMED_SCHEMA}"'
+    names = (schema_name, STREAMED_SCHEMA, schema_name)
+    assert vps_cluster.query(keys_and_indexes, names, dbname="wehub_stream") == \
+        supabase_cluster.query(keys_and_indexes, names)
     generated = vps_cluster.query(f'SELECT count(*) FROM "{STREAMED_SCHEMA}"."MixedCase" WHERE doubled = a * 2',
                                   dbname="wehub_stream")
     assert generated == [(100,)]
@@ -435,6 +482,84 @@ def test_an_interrupt_mid_copy_closes_the_snapshot_and_drops_staging(
     assert step == LOAD_STEP and "interrupted by SIGINT" in cause, cause
     wait_for_run_sessions_to_end(supabase_cluster)  # the snapshot's session and the workers' are gone
     assert not databases_named(vps_cluster, "wehub_stream_interrupted")
+
+# --- a table's own indexes, built as soon as its rows are in -------------------------------------
+
+INDEXED_SQL = """
+CREATE TABLE t (id int PRIMARY KEY, v text UNIQUE, parent int REFERENCES t);
+CREATE INDEX t_parent ON t (parent);
+INSERT INTO t SELECT i, i::text FROM generate_series(1, 1000) i;
+CREATE TABLE empty (id int PRIMARY KEY);
+"""
+
+
+def own_keys_and_indexes(cluster: PostgresCluster, dbname: str) -> set[str]:
+    return {row[0] for row in cluster.query(
+        "SELECT conname FROM pg_constraint WHERE conrelid IN ('t'::regclass, 'empty'::regclass) "
+        "UNION SELECT indexname FROM pg_indexes WHERE tablename IN ('t', 'empty')", dbname=dbname)}
+
+
+def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
+    backup_env: BackupEnv, vps_cluster: PostgresCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real pg_dump and pg_restore: a build held behind a lock stops as soon as the copy is stopped,
+    and builds nothing; a free one builds the table's keys and indexes (not its foreign key, which
+    reads another table's, nor a table under the size), which the post-data list then leaves out."""
+    monkeypatch.setattr(load, "EARLY_INDEXES_FROM_BYTES", 1)  # t has pages, empty none
+    source = vps_cluster.fresh_database("wehub_indexes_source")
+    staging = vps_cluster.fresh_database("wehub_indexes_staging")
+    client = choose_client(vps_cluster.major)
+    archive, list_path = tmp_path / "schema.dump", tmp_path / "restore.list"
+    try:
+        vps_cluster.execute(INDEXED_SQL, dbname=source)
+        info = ConnectionInfo(vps_cluster.host, vps_cluster.port, VPS_SUPERUSER, source, "disable",
+                              backup_env.pgpassfile)
+        with info.tool_environment(tmp_path / "vps.pgpass") as env, vps_cluster.connect(source) as conn:
+            run_tool([client.program("pg_dump"), "--format=custom", "--schema-only", f"--file={archive}",
+                      "--no-password"], env)
+            listing = archive_listing(client, archive, env, tmp_path / "listing.txt")
+            run_tool([client.program("pg_restore"), "--section=pre-data", f"--dbname={staging}", "--no-password",
+                      str(archive)], env)
+            tables = {table.name: table for table in streamed_tables(conn, ["public"], [])}
+
+            def pg_restore(path: Path) -> list[str]:
+                return [client.program("pg_restore"), f"--dbname={staging}", "--exit-on-error",
+                        "--no-password", "--section=post-data", f"--use-list={path}", str(archive)]
+
+            logged: list[str] = []
+            indexes = load.IndexesAsTablesLand(pg_restore, tmp_path, list_path, listing, env, logged.append, False)
+            stopping, failures = threading.Event(), []
+            with vps_cluster.connect(staging) as holder, holder.transaction():
+                holder.execute("LOCK TABLE t IN ROW EXCLUSIVE MODE")  # COPY's own lock: a copy passes, a build waits
+                build = threading.Thread(target=lambda: failures.append(pytest.raises(
+                    psycopg.OperationalError, indexes, tables["t"], stopping)))
+                build.start()
+                wait_until(lambda: vps_cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND "
+                                                     "wait_event_type = 'Lock'", (staging,)), "a build waiting", 30)
+                stopping.set()
+                build.join(30)
+            assert not build.is_alive() and len(failures) == 1
+            assert "the copy was stopped while public.t's indexes were built" in str(failures[0].value)
+            assert process_group(stopped_pid(logged, "pg_restore")) == []
+            assert own_keys_and_indexes(vps_cluster, staging) == set() and indexes.built == set()
+
+            for table in tables.values():
+                indexes(table, threading.Event())
+            assert own_keys_and_indexes(vps_cluster, staging) == {"t_pkey", "t_v_key", "t_parent"}
+            [built_line] = [line for line in logged if "built as soon as" in line]
+            assert built_line.startswith("public.t: 3 indexes and key constraints built as soon as its rows were in (")
+            indexes.leave_built_out()
+            built = {line for line in listing.splitlines() if re.search(r" (t_pkey|t_v_key|t_parent) ", line)}
+            rest = list_path.read_text().splitlines()
+            assert len(built) == 3 and {f";{line}" for line in built} <= set(rest)
+            assert any(re.search(r"^\d+;.* t_parent_fkey ", line) for line in rest)
+            run_tool(pg_restore(list_path), env)  # the rest: the foreign key, the empty table's key
+            assert own_keys_and_indexes(vps_cluster, staging) == {"t_pkey", "t_v_key", "t_parent", "t_parent_fkey",
+                                                                   "empty_pkey"}
+    finally:
+        vps_cluster.drop_database(source)
+        vps_cluster.drop_database(staging)
+
 
 # --- the plan of a copy, without a server ------------------------------------------------------
 

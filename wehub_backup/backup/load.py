@@ -4,6 +4,7 @@ of the rows from the held snapshot); any error at all fails the step."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,9 +24,16 @@ from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
-from wehub_backup.pg.processes import Log, ProgressFilter, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.stream import CopyRange, SourceReader, StreamResult, copy_ranges, stream_into_staging
-from wehub_backup.pg.toc import left_out_count, only_entries
+from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun, run_pipeline, run_tool
+from wehub_backup.pg.stream import (
+    CopyRange,
+    SourceReader,
+    StreamedTable,
+    StreamResult,
+    copy_ranges,
+    stream_into_staging,
+)
+from wehub_backup.pg.toc import left_out_count, only_entries, own_index_entries, with_entries, without_entries
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
 
@@ -73,7 +81,12 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
             result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, functools.partial(
                 _run_restore, plan, dump.archive, changes_list, env, log, low_priority, []))
         else:
-            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry)
+            indexes = None
+            if plan.client.major <= plan.target_server.major:  # pg_restore straight into staging: it can be stopped
+                indexes = IndexesAsTablesLand(
+                    functools.partial(_pg_restore_argv, plan, dump.archive, ["--section=post-data"], jobs=1),
+                    plan.workdir, list_path, filtered, env, log, low_priority)
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, indexes=indexes)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
@@ -88,11 +101,13 @@ CHANGED_STATE = ("SEQUENCE SET", "MATERIALIZED VIEW DATA")
 
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
                          restore: Callable[[list[str]], ToolRun], log: Log, before_retry: Callable[[], None],
-                         in_place: Callable[[], ToolRun] | None = None) -> RestoreResult:
+                         in_place: Callable[[], ToolRun] | None = None, *,
+                         indexes: IndexesAsTablesLand | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
     then what the archive carries (sequences' positions, large objects, rows of tables not
     streamed), then indexes, constraints and triggers (post-data), which build faster over
-    loaded tables. The snapshot is closed as soon as the copy has its rows, whatever happens.
+    loaded tables; a large table's own indexes are built (``indexes``) as soon as its rows are in.
+    The snapshot is closed as soon as the copy has its rows, whatever happens.
     An incremental run takes its unchanged rows from the current copy on the VPS instead; into a
     file copy of that copy (``in_place``), it writes only the changed rows, with triggers and
     foreign keys held (they fired on the source already), then the sequences and the
@@ -129,7 +144,8 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    settings, log, copy_reader, staging_oid=staged.oid, before_retry=before_retry))
+                    settings, log, copy_reader, staging_oid=staged.oid, before_retry=before_retry,
+                    table_copied=indexes))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
@@ -140,6 +156,8 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
         tool_run = _timed(phases, "data", in_place)
     else:
         _timed(phases, "data", lambda: restore(["--section=data"]))
+        if indexes is not None:
+            phases["copy-indexes"] = indexes.leave_built_out()
         tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
 
@@ -196,20 +214,84 @@ def _timed(phases: dict[str, float], name: str, step: Callable[[], T]) -> T:
         phases[name] = time.monotonic() - started
 
 
+# A table at least this large has its own indexes built as soon as its rows are in: a smaller
+# one's take less time than the pg_restore started for them, and wait for the post-data section.
+EARLY_INDEXES_FROM_BYTES = 32 * 2**20
+# How often a table's index build looks whether the copy was stopped (and stops pg_restore then).
+STOP_POLL_S = 0.2
+
+
+@dataclass
+class IndexesAsTablesLand:
+    """A large table's indexes and key constraints built as soon as its rows are in, while the
+    other tables copy, by the copy worker that copied its last range, in one session (so no more
+    sessions run than the copy's, which the plan made room for). The rest of the post-data section
+    (foreign keys, which read other tables, triggers, policies, comments, the small tables' indexes)
+    is built after the copy, as before."""
+
+    pg_restore: Callable[[Path], list[str]]  # the argv of a pg_restore of a list's post-data entries, in one session
+    workdir: Path
+    list_path: Path  # the restore list: rewritten without the entries built here once the copy is done
+    listing: str
+    env: dict[str, str]
+    log: Log
+    low_priority: bool
+    built: set[int] = field(default_factory=set)  # dump IDs
+    seconds: float = 0.0
+    _entries: dict[tuple[int, int], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._entries = own_index_entries(self.listing)
+
+    def __call__(self, table: StreamedTable, stopping: threading.Event) -> None:
+        """Build ``table``'s own indexes now, unless it is small; stop pg_restore once ``stopping`` is set."""
+        ids = {self._entries[key] for key in table.own_indexes if key in self._entries}
+        if not ids or table.size_bytes < EARLY_INDEXES_FROM_BYTES:
+            return
+        started = time.monotonic()
+        list_path = write_private_text(self.workdir / f"indexes-{table.oid}.list", with_entries(self.listing, ids))
+        with ToolProcess(self.pg_restore(list_path), self.env, on_line=ProgressFilter(self.log), log=self.log,
+                         low_priority=self.low_priority) as child:
+            while not child.wait(STOP_POLL_S):
+                if stopping.is_set():
+                    raise psycopg.OperationalError(f"the copy was stopped while {table.qualified}'s indexes were built")
+            child.finish()
+        seconds = time.monotonic() - started
+        self.log(f"{table.qualified}: {len(ids)} indexes and key constraints built as soon as its rows were in "
+                 f"({seconds:.1f} s)")
+        with self._lock:
+            self.built |= ids
+            self.seconds += seconds
+
+    def leave_built_out(self) -> float:
+        """Comment the entries built during the copy out of the restore list; the seconds they took."""
+        write_private_text(self.list_path, without_entries(self.listing, self.built))
+        return self.seconds
+
+
+def _pg_restore_argv(plan: BackupPlan, archive: Path, section: list[str], list_path: Path, *, jobs: int) -> list[str]:
+    """pg_restore straight into staging, stopping at its first error."""
+    return [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={jobs}", "--exit-on-error",
+            "--no-password", "--verbose", *_restore_options(archive, list_path, section)]
+
+
+def _restore_options(archive: Path, list_path: Path, section: list[str]) -> list[str]:
+    return ["--no-tablespaces", "--no-security-labels", *section, f"--use-list={list_path}", str(archive)]
+
+
 def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str, str], log: Log,
                  low_priority: bool, section: list[str]) -> ToolRun:
     """Parallel pg_restore straight into staging, or, when the tools are newer than the VPS
     server, pg_restore's script through psql (a newer pg_restore sets parameters an older
     server rejects, and an older pg_restore cannot read the newer archive)."""
-    common = ["--no-tablespaces", "--no-security-labels", *section, f"--use-list={list_path}", str(archive)]
     if plan.client.major <= plan.target_server.major:
-        argv = [plan.client.program("pg_restore"), f"--dbname={plan.staging}", f"--jobs={plan.jobs}",
-                "--exit-on-error", "--no-password", "--verbose", *common]
+        argv = _pg_restore_argv(plan, archive, section, list_path, jobs=plan.jobs)
         return run_tool(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority)
     log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "
         "restoring through a script")
     _, consumer = run_pipeline(
-        [plan.client.program("pg_restore"), "--file=-", *common],
+        [plan.client.program("pg_restore"), "--file=-", *_restore_options(archive, list_path, section)],
         [plan.client.program("psql"), "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
          f"--dbname={plan.staging}"],
         env, server_major=plan.target_server.major, on_line=ProgressFilter(log), log=log,

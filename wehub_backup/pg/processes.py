@@ -197,6 +197,10 @@ class ToolProcess:
             run.raise_if_failed()
         return run
 
+    def wait(self, timeout: float) -> bool:
+        """Whether the program has exited, waiting for it at most ``timeout`` seconds."""
+        return self._reap(timeout)
+
     def stop(self, reason: str) -> str:
         """SIGINT the program's process group, SIGKILL it after ``STOP_GRACE_SECONDS``; a line saying so.
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -48,7 +48,8 @@ FIRST_USER_OID = 16384
 
 # The tables whose rows the copy carries, as the snapshot sees them: ordinary tables of the kept
 # schemas (partitions, not their parents) that an extension does not own, with their non-generated
-# columns and whether binary COPY suits them: every column of a built-in type with binary I/O that
+# columns, whether binary COPY suits them, and the catalog entries (indexes; primary key, unique and
+# exclusion constraints) whose builds read only its rows: every column of a built-in type with binary I/O that
 # holds no OID of a catalog object (unlike the reg* types), and one of them bytea, whose text form
 # (hex) is twice its size. Without bytea, text is what pg_dump sends and no larger: binary frames
 # every value with four bytes of length, more than the digits of a small number take.
@@ -57,7 +58,11 @@ SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('bl
        array_agg(a.attname::text ORDER BY a.attnum),
        bool_and(t.oid < %(first_user_oid)s AND t.typsend::oid <> 0 AND t.typreceive::oid <> 0
                 AND t.typname !~ '^_?reg') AND bool_or(t.oid = 'bytea'::regtype),
-       array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attname)
+       array_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attname),
+       ARRAY(SELECT ARRAY['pg_class'::regclass::oid, i.indexrelid] FROM pg_index i WHERE i.indrelid = c.oid
+             UNION ALL
+             SELECT ARRAY['pg_constraint'::regclass::oid, k.oid] FROM pg_constraint k
+             WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x'))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 JOIN pg_type t ON t.oid = a.atttypid
@@ -81,6 +86,9 @@ class StreamedTable:
     columns: tuple[str, ...]  # the non-generated ones: staging computes the generated ones itself
     binary_io: bool  # binary COPY reads it the same way and sends fewer bytes (see _STREAMED_TABLES)
     definition: tuple[str, ...] = ()  # the copied columns with their types: a copy of it takes the same rows
+    # (catalog OID, object OID) of its indexes and of its constraints that build one: what of the
+    # archive's post-data can be built as soon as its rows are in (foreign keys read other tables)
+    own_indexes: tuple[tuple[int, int], ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -92,8 +100,9 @@ def streamed_tables(conn: psycopg.Connection, schemas: list[str],
     """The tables whose rows the stream engine copies, largest first, read in ``conn``'s snapshot."""
     rows = conn.execute(_STREAMED_TABLES, {"schemas": schemas, "first_user_oid": FIRST_USER_OID,
                                            "excluded": [f"{s}.{t}" for s, t in excluded_tables]}).fetchall()
-    return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary), tuple(definition))
-            for oid, schema, name, size, block, columns, binary, definition in rows]
+    return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary), tuple(definition),
+                          tuple((catalog, object_oid) for catalog, object_oid in indexes))
+            for oid, schema, name, size, block, columns, binary, definition, indexes in rows]
 
 
 def exclude_table_data_arguments(tables: list[StreamedTable]) -> list[str]:
@@ -183,6 +192,10 @@ class _Copy:
     result: StreamResult
     staging_oid: int  # the staging database the run created: a worker writes into no other
     before_retry: Callable[[], None]  # raises when the run may no longer write (its lock lost)
+    # Called in the worker that copied a table's last range, before it takes another: what can be
+    # built over the table's rows now (its indexes), stopped when ``stopping`` is set.
+    table_copied: Callable[[StreamedTable, threading.Event], None] | None = None
+    ranges_left: dict[StreamedTable, int] = field(default_factory=dict)
     # Set to stop every worker at its next block: data flows while a copy runs, and a source that
     # stops sending is cut by the relay's stall watchdog, so each worker sees it soon.
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -212,6 +225,10 @@ class _Copy:
             else:
                 self.result.rows += rows
                 self.result.bytes += received
+            self.ranges_left[task.table] -= 1
+            table_done = not self.ranges_left[task.table]
+        if table_done and self.table_copied is not None:
+            self.table_copied(task.table, self.stopping)
 
     @contextmanager
     def _staging_connection(self) -> Iterator[psycopg.Connection]:
@@ -339,11 +356,13 @@ class RangeReader:
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None], copy_reader: SourceReader | None, *,
-                        staging_oid: int, before_retry: Callable[[], None]) -> StreamResult:
+                        staging_oid: int, before_retry: Callable[[], None],
+                        table_copied: Callable[[StreamedTable, threading.Event], None] | None = None) -> StreamResult:
     """Copy every range with ``workers`` parallel workers into ``staging_db`` while it is the database
     ``staging_oid`` (the one the run created); the first failure stops them all and is raised. A range
     whose connection dropped is copied again only after ``before_retry`` (the run's check that it still
-    holds its lock)."""
+    holds its lock). Once a table's last range is in, the worker that copied it calls ``table_copied``
+    before it takes another range."""
     started = time.monotonic()
     result = StreamResult(0.0, workers, len(tasks))
     for table in {task.table for task in tasks}:
@@ -351,7 +370,7 @@ def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: Conne
     result.binary_tables.sort()
     result.text_tables.sort()
     job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result, staging_oid,
-                before_retry)
+                before_retry, table_copied, Counter(task.table for task in tasks))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:

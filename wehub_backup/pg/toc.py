@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from wehub_backup.files import write_private_text
@@ -55,11 +56,42 @@ _LARGE_OBJECT_ENTRY = re.compile(r"\b(LARGE OBJECT|BLOBS?)\b")
 
 def only_entries(listing: str, kinds: tuple[str, ...]) -> str:
     """A restore list of only the listing's entries of these types (the others commented out)."""
+    prefixes = tuple(f"{kind} " for kind in kinds)
+    return _restore_list(listing, lambda entry: entry["rest"].startswith(prefixes))
+
+
+def with_entries(listing: str, dump_ids: set[int]) -> str:
+    """A restore list of only these entries of the listing (the others commented out)."""
+    return _restore_list(listing, lambda entry: int(entry["id"]) in dump_ids)
+
+
+def without_entries(listing: str, dump_ids: set[int]) -> str:
+    """The listing as a restore list with these entries commented out."""
+    return _restore_list(listing, lambda entry: int(entry["id"]) not in dump_ids)
+
+
+def _restore_list(listing: str, kept: Callable[[re.Match[str]], bool]) -> str:
+    """The listing with the entries ``kept`` refuses commented out (entries already commented out stay so)."""
     lines = []
     for line in listing.splitlines():
         entry = TOC_ENTRY.match(line)
-        lines.append(f";{line}" if entry and not entry["rest"].startswith(tuple(f"{kind} " for kind in kinds)) else line)
+        lines.append(f";{line}" if entry and not kept(entry) else line)
     return "\n".join(lines) + "\n"
+
+
+# The post-data entries that read only their own table's rows: indexes, and the constraints that
+# build one (a primary key, unique or exclusion constraint; check constraints are "CHECK CONSTRAINT").
+_OWN_INDEX_KINDS = ("INDEX ", "CONSTRAINT ")
+
+
+def own_index_entries(listing: str) -> dict[tuple[int, int], int]:
+    """The dump IDs of the listing's (not commented out) indexes and key constraints, by their
+    (catalog OID, object OID)."""
+    found = {}
+    for line in listing.splitlines():
+        if (entry := TOC_ENTRY.match(line)) and entry["rest"].startswith(_OWN_INDEX_KINDS):
+            found[(int(entry["catalog"]), int(entry["oid"]))] = int(entry["id"])
+    return found
 
 
 def schema_digest(client: PgClient, archive: Path, listing: str, env: dict[str, str], path: Path) -> str:
