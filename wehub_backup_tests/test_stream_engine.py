@@ -6,7 +6,9 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +26,13 @@ from wehub_backup.pg.clients import choose_client
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.processes import run_tool
-from wehub_backup.pg.stream import StreamedTable, copy_ranges, exclude_table_data_arguments, streamed_tables
+from wehub_backup.pg.stream import (
+    StreamedTable,
+    copy_ranges,
+    exclude_table_data_arguments,
+    raise_first_failure,
+    streamed_tables,
+)
 from wehub_backup.pg.toc import archive_listing
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import (
@@ -577,6 +585,23 @@ def test_large_tables_go_first_and_in_page_ranges_whose_last_is_open() -> None:
     assert ranges[2].where().as_string() == " WHERE ctid >= '(8,0)'::tid"
     # Before TID range scans, each table is read whole.
     assert all(r.whole for r in copy_ranges([large], range_bytes=4 * 8192, source_major=13))
+
+
+def test_a_failed_range_is_raised_without_awaiting_the_work_still_running_before_it() -> None:
+    """A range that fails while an earlier-submitted one still runs (a long index build, say)
+    fails the copy at once: the caller then stops the others."""
+    release = threading.Event()
+
+    def failing() -> None:
+        raise psycopg.OperationalError("the range's connection was lost")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(release.wait, 60), pool.submit(failing)]
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="connection was lost"):
+            raise_first_failure(futures)
+        assert time.monotonic() - started < 5 and not futures[0].done()
+        release.set()
 
 
 def test_streamed_tables_are_left_out_of_the_dump_by_exact_name() -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -353,6 +353,14 @@ class RangeReader:
             self._process.stdout.close()
 
 
+def raise_first_failure(futures: list[Future[None]]) -> None:
+    """Wait for ``futures`` until all are done or one has failed, and raise the first failure at once:
+    the ranges and index builds still running are then stopped by the caller, not awaited."""
+    wait(futures, return_when=FIRST_EXCEPTION)
+    for future in sorted(futures, key=lambda future: not future.done()):  # the done ones first
+        future.result()
+
+
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None], copy_reader: SourceReader | None, *,
@@ -374,9 +382,7 @@ def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: Conne
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                future.result()
+            raise_first_failure(futures)
         except BaseException:
             for future in futures:
                 future.cancel()
