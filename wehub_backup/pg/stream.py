@@ -48,11 +48,12 @@ FIRST_USER_OID = 16384
 
 # The tables whose rows the copy carries, as the snapshot sees them: ordinary tables of the kept
 # schemas (partitions, not their parents) that an extension does not own, with their non-generated
-# columns, whether binary COPY suits them, and the catalog entries (indexes; primary key, unique and
-# exclusion constraints) whose builds read only its rows: every column of a built-in type with binary I/O that
+# columns and whether binary COPY suits them: every column of a built-in type with binary I/O that
 # holds no OID of a catalog object (unlike the reg* types), and one of them bytea, whose text form
 # (hex) is twice its size. Without bytea, text is what pg_dump sends and no larger: binary frames
-# every value with four bytes of length, more than the digits of a small number take.
+# every value with four bytes of length, more than the digits of a small number take. Last, the
+# catalog entries whose builds read only the table's rows: its indexes, and its primary key,
+# unique and exclusion constraints.
 _STREAMED_TABLES = """
 SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('block_size')::int,
        array_agg(a.attname::text ORDER BY a.attnum),
