@@ -31,6 +31,7 @@ from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.databases import Blocker, find_blockers
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.relay import PROGRESS_SECONDS
+from wehub_backup.procfs import live_group_members
 from wehub_backup.run.locks import lock_name
 from wehub_backup.run.targets import previous_name, retired_name, staging_name
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
@@ -55,7 +56,6 @@ from wehub_backup_tests.faults.process import (
     descendants,
     interrupt_this_process,
     live_processes,
-    process_group,
     stopped_pid,
 )
 from wehub_backup_tests.faults.relay import FaultRelay
@@ -433,7 +433,7 @@ def test_an_interrupt_during_the_dump_stops_pg_dump_and_its_workers(faults: Faul
     assert watcher.fired
     pid = stopped_pid(raised.value.__notes__, "pg_dump")
     assert pid in seen and not set(seen) & set(live_processes()), "pg_dump or a worker outlived the step"
-    assert process_group(pid) == []
+    assert live_group_members(pid) == []
     assert f"stopped pg_dump (pid {pid}) and its process group: the step was interrupted (KeyboardInterrupt)" in logged
     wait_until(lambda: dump_sessions(faults.source) == 0, "the stopped dump's COPY queries to end", 10)
 

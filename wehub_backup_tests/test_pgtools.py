@@ -11,19 +11,18 @@ import pytest
 from wehub_backup.pg.clients import choose_client
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.processes import STOP_GRACE_SECONDS, ToolProcess, run_tool
+from wehub_backup.procfs import live_group_members
 from wehub_backup.threads import run_beside
 from wehub_backup_tests.faults.process import (
     Watcher,
     command_line,
     descendants,
     interrupt_this_process,
-    process_group,
     stopped_pid,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.environment import BackupEnv
 from wehub_backup_tests.support.polling import wait_until
-
 
 # --- a program never outlives its step --------------------------------------------------------
 
@@ -45,7 +44,7 @@ def test_an_interrupt_stops_the_program_and_its_query(backup_env: BackupEnv, vps
     assert watcher.fired
     pid = stopped_pid(raised.value.__notes__, "psql")
     assert logged == [f"stopped psql (pid {pid}) and its process group: the step was interrupted (KeyboardInterrupt)"]
-    assert process_group(pid) == []
+    assert live_group_members(pid) == []
     wait_until(lambda: sleeping_sessions(vps_cluster) == 0, "the stopped psql's query to be cancelled", 10)
 
 
@@ -81,7 +80,7 @@ def test_a_program_that_ignores_the_stop_is_killed() -> None:
     pid = stopped_pid(raised.value.__notes__, "sh")
     assert logged == [f"stopped sh (pid {pid}) and its process group with SIGKILL (still running "
                       f"{STOP_GRACE_SECONDS:.0f}s after SIGINT): the step was interrupted (KeyboardInterrupt)"]
-    assert process_group(pid) == [] and not waiting()
+    assert live_group_members(pid) == [] and not waiting()
 
 
 def test_a_failure_beside_a_program_stops_it_at_once() -> None:
@@ -95,7 +94,7 @@ def test_a_failure_beside_a_program_stops_it_at_once() -> None:
     assert time.monotonic() - started < STOP_GRACE_SECONDS + 10
     pid = stopped_pid(raised.value.__notes__, "sh")
     assert logged == [f"stopped sh (pid {pid}) and its process group: the step failed beside it (RuntimeError)"]
-    assert process_group(pid) == []
+    assert live_group_members(pid) == []
 
 
 def _fail_beside() -> None:

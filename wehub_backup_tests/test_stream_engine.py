@@ -34,6 +34,7 @@ from wehub_backup.pg.stream import (
     streamed_tables,
 )
 from wehub_backup.pg.toc import archive_listing
+from wehub_backup.procfs import live_group_members
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup_tests.faults.evidence import (
     STREAM_READS,
@@ -43,7 +44,7 @@ from wehub_backup_tests.faults.evidence import (
     step_failure,
     wait_for_run_sessions_to_end,
 )
-from wehub_backup_tests.faults.process import process_group, stopped_pid
+from wehub_backup_tests.faults.process import stopped_pid
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import blobs_sql, recreate_source
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
@@ -548,7 +549,7 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
                 build.join(30)
             assert not build.is_alive() and len(failures) == 1
             assert "the copy was stopped while public.t's indexes were built" in str(failures[0].value)
-            assert process_group(stopped_pid(logged, "pg_restore")) == []
+            assert live_group_members(stopped_pid(logged, "pg_restore")) == []
             assert own_keys_and_indexes(vps_cluster, staging) == set() and indexes.built == set()
 
             for table in tables.values():

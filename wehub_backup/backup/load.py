@@ -82,7 +82,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 _run_restore, plan, dump.archive, changes_list, env, log, low_priority, []))
         else:
             indexes = None
-            if plan.client.major <= plan.target_server.major:  # pg_restore straight into staging: it can be stopped
+            if _restores_directly(plan):  # pg_restore into staging, not a script through psql: it can be stopped
                 indexes = IndexesAsTablesLand(
                     functools.partial(_pg_restore_argv, plan, dump.archive, ["--section=post-data"], jobs=1),
                     plan.workdir, list_path, filtered, env, log, low_priority)
@@ -280,12 +280,17 @@ def _restore_options(archive: Path, list_path: Path, section: list[str]) -> list
     return ["--no-tablespaces", "--no-security-labels", *section, f"--use-list={list_path}", str(archive)]
 
 
+def _restores_directly(plan: BackupPlan) -> bool:
+    """Whether pg_restore can write into the VPS server itself: it is no newer than the server."""
+    return plan.client.major <= plan.target_server.major
+
+
 def _run_restore(plan: BackupPlan, archive: Path, list_path: Path, env: dict[str, str], log: Log,
                  low_priority: bool, section: list[str]) -> ToolRun:
     """Parallel pg_restore straight into staging, or, when the tools are newer than the VPS
     server, pg_restore's script through psql (a newer pg_restore sets parameters an older
     server rejects, and an older pg_restore cannot read the newer archive)."""
-    if plan.client.major <= plan.target_server.major:
+    if _restores_directly(plan):
         argv = _pg_restore_argv(plan, archive, section, list_path, jobs=plan.jobs)
         return run_tool(argv, env, on_line=ProgressFilter(log), log=log, low_priority=low_priority)
     log(f"pg_restore {plan.client.version} is newer than the VPS server {plan.target_server.version}: "

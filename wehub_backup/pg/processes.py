@@ -11,7 +11,6 @@ lets through, and the files it writes are private (umask 077).
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from typing import IO
 from wehub_backup.errors import RunInterrupted, ToolError
 from wehub_backup.files import PRIVATE_UMASK, open_private
 from wehub_backup.pg.clients import settings_unknown_to
+from wehub_backup.procfs import live_group_members, peak_rss, process_tree
 
 _SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
 _ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
@@ -279,26 +279,9 @@ def _await_group_end(pgid: int, timeout: float) -> int:
     What the step does next (removing that directory, reporting the program stopped) waits for it.
     """
     deadline = time.monotonic() + timeout
-    while (left := len(_live_group_members(pgid))) and time.monotonic() < deadline:
+    while (left := len(live_group_members(pgid))) and time.monotonic() < deadline:
         time.sleep(0.02)
     return left
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """The processes of group ``pgid`` that are neither zombies nor dead, from ``/proc``."""
-    pids = (int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit())
-    return [pid for pid in pids
-            if (fields := process_stat(pid)) and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
-
-
-def process_stat(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` after the command name (which may hold spaces): state, ppid, pgrp, ...;
-    None once the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
 
 
 class _TreeRss:
@@ -328,7 +311,7 @@ class _TreeRss:
     def _sample(self) -> None:
         while not self._done.is_set():
             for pid in process_tree(self._root):
-                peak = _peak_rss(pid)
+                peak = peak_rss(pid)
                 if peak > self._peaks.get(pid, 0):
                     self._peaks[pid] = peak
             self._done.wait(self._interval)
@@ -336,30 +319,6 @@ class _TreeRss:
     def stop(self) -> None:
         self._done.set()
         self._thread.join()
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its live descendants, from the kernel's list of each thread's children."""
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        for children in glob.glob(f"/proc/{pid}/task/*/children"):
-            try:
-                pending += [int(child) for child in Path(children).read_text().split()]
-            except (OSError, ValueError):
-                continue
-    return found
-
-
-def _peak_rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def read_stderr_lines(child: subprocess.Popen, tail: deque[str], errors: list[str],

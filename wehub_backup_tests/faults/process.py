@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from wehub_backup.pg.processes import process_stat
+from wehub_backup.procfs import process_stat
 
 
 def live_processes() -> dict[int, list[str]]:
@@ -38,11 +38,6 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         pending += children.get(child, [])
     return found
-
-
-def process_group(pgid: int) -> list[int]:
-    """The live members of a process group."""
-    return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
 
 
 def command_line(pid: int) -> str:
