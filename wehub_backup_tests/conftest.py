@@ -199,6 +199,17 @@ def backup_env_pg17(
 
 @pytest.fixture
 def instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
+    """Dagster's in-memory instance, for runs executed in the test's own process: the storage a run
+    records to is Dagster's, not the job's, and on SQLite every one of a run's hundred-odd events
+    is a commit that doubles the run's cost. Runs that leave the process (the command line, the
+    webserver, the daemon) and the fault suite's record to SQLite under ``$DAGSTER_HOME``."""
+    with dg.DagsterInstance.ephemeral() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def home_instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
+    """The SQLite instance at ``$DAGSTER_HOME``, for tests whose runs a command then reads."""
     with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as test_instance:
         yield test_instance
 

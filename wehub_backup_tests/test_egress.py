@@ -66,28 +66,28 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 @pytest.mark.usefixtures("scratch_source")  # a small source: what is tested is the accounting
 def test_successful_and_failed_dumps_count_and_the_command_reports_them(
-    backup_env: BackupEnv, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    backup_env: BackupEnv, home_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    succeeded = run_backup("wehub_egress", instance)
+    succeeded = run_backup("wehub_egress", home_instance)
     assert succeeded.success
     # Fails after the dump (an invalid promote setting): the bytes were received all the same.
-    failed_late = run_backup("wehub_egress", instance, on_connected_sessions="bogus")
+    failed_late = run_backup("wehub_egress", home_instance, on_connected_sessions="bogus")
     assert not failed_late.success
-    refused_early = run_backup("Bad-Name", instance)
+    refused_early = run_backup("Bad-Name", home_instance)
     assert not refused_early.success
 
-    first, second = dump_egress(instance, succeeded.run_id), dump_egress(instance, failed_late.run_id)
+    first, second = dump_egress(home_instance, succeeded.run_id), dump_egress(home_instance, failed_late.run_id)
     assert first > 0 and second > 0
-    usage = egress_usage(instance)
+    usage = egress_usage(home_instance)
     assert usage.used_bytes == first + second
     assert {(run.run_id, run.status) for run in usage.runs} == {
         (succeeded.run_id, dg.DagsterRunStatus.SUCCESS), (failed_late.run_id, dg.DagsterRunStatus.FAILURE)}
-    assert last_successful_egress(instance, BACKUP_JOB) == first
+    assert last_successful_egress(home_instance, BACKUP_JOB) == first
     # A later billing cycle starts from zero.
-    assert egress_usage(instance, now=usage.cycle.end + timedelta(hours=1)).used_bytes == 0
+    assert egress_usage(home_instance, now=usage.cycle.end + timedelta(hours=1)).used_bytes == 0
 
     # The successful run materialized the copy's asset with the numbers the asset page plots.
-    [materialization] = instance.fetch_materializations(backup_copy_asset_key("wehub_egress"), limit=5).records
+    [materialization] = home_instance.fetch_materializations(backup_copy_asset_key("wehub_egress"), limit=5).records
     assert materialization.run_id == succeeded.run_id
     metadata = materialization.asset_materialization.metadata
     assert metadata["egress_bytes"].value == first
@@ -96,7 +96,8 @@ def test_successful_and_failed_dumps_count_and_the_command_reports_them(
     budget = (first + second) * 4
     monkeypatch.setenv("WEHUB_EGRESS_BUDGET_BYTES", str(budget))
     # The sensor shows the cycle on the supabase_egress asset, the failed run's dump included.
-    ticked = egress_budget_sensor(dg.build_sensor_context(instance=instance, resources={"alert_settings": AlertSettings()}))
+    context = dg.build_sensor_context(instance=home_instance, resources={"alert_settings": AlertSettings()})
+    ticked = egress_budget_sensor(context)
     [observation] = ticked.asset_events
     assert observation.asset_key == EGRESS_ASSET_KEY
     shown = {name: entry.value for name, entry in observation.metadata.items()}

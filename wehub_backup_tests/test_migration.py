@@ -52,7 +52,7 @@ def env(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, target: Postgres
 
 @pytest.fixture
 def instance(env: BackupEnv) -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test(temp_dir=str(env.dagster_home)) as test_instance:
+    with dg.DagsterInstance.ephemeral() as test_instance:
         yield test_instance
 
 

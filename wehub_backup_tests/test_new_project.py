@@ -70,7 +70,7 @@ def copy_name(vps_cluster: PostgresCluster) -> Iterator[str]:
 def vps_copy(backup_env: BackupEnv, vps_cluster: PostgresCluster, copy_name: str) -> str:
     """The backup of the session's Supabase-like source, made once, with the app's hooks in auth and storage."""
     if not vps_cluster.query("SELECT 1 FROM pg_database WHERE datname = %s", (copy_name,)):
-        with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
+        with dg.DagsterInstance.ephemeral() as instance:
             backed_up = run_backup(copy_name, instance)
         assert backed_up.success, failure_of(backed_up)
         add_app_auth_hooks(vps_cluster, copy_name)

@@ -194,7 +194,7 @@ def corpus_fingerprint(conn: psycopg.Connection) -> object:
 def test_the_backup_copies_every_kind(monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv,
                                       supabase_corpus: PostgresCluster, vps_cluster: PostgresCluster) -> None:
     point_backup_at(monkeypatch, backup_env, supabase_corpus, vps_cluster)
-    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = run_backup(BACKUP_COPY, instance)
 
     assert result.success, step_errors(result)
@@ -212,7 +212,7 @@ def test_the_backup_copies_every_kind_from_postgresql_17(
     objects are compared by name; verification compares their content and counts."""
     monkeypatch.setenv("SUPABASE_DB_NAME", supabase17_corpus)
     monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))
-    with dg.instance_for_test(temp_dir=str(backup_env_pg17.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = run_backup(f"{BACKUP_COPY}17", instance)
 
     assert result.success, step_errors(result)
@@ -230,8 +230,8 @@ def test_the_migration_copies_every_kind(monkeypatch: pytest.MonkeyPatch, backup
                                          vps_corpus: str) -> None:
     enable_extensions(target_project, CORPUS_EXTENSIONS)
     create_role(target_project, CORPUS_ROLE)
-    env = point_migration_at(monkeypatch, backup_env, target_project, vps_cluster, vps_corpus)
-    with dg.instance_for_test(temp_dir=str(env.dagster_home)) as instance:
+    point_migration_at(monkeypatch, backup_env, target_project, vps_cluster, vps_corpus)
+    with dg.DagsterInstance.ephemeral() as instance:
         result = run_migration(instance)
 
     assert result.success, failure_of(result)
@@ -244,7 +244,7 @@ def test_the_migration_copies_every_kind(monkeypatch: pytest.MonkeyPatch, backup
     assert rows == [(2,)]
 
     monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))  # and through pg_restore 17's script
-    with dg.instance_for_test(temp_dir=str(env.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         again = run_migration(instance, overwrite=True)
     assert again.success, failure_of(again)
     assert step_metadata(again, "plan_vps_migration")["pg_dump"].startswith("17.")

@@ -52,9 +52,9 @@ def test_vps_to_supabase_and_back_after_a_failover(
     monkeypatch: pytest.MonkeyPatch, backup_env: BackupEnv, supabase: PostgresCluster,
     vps_cluster: PostgresCluster, vps_app_database: str, vps_copy: str,
 ) -> None:
-    env = point_migration_at(monkeypatch, backup_env, supabase, vps_cluster, vps_app_database)
+    point_migration_at(monkeypatch, backup_env, supabase, vps_cluster, vps_app_database)
     users = auth_users(supabase)
-    with dg.instance_for_test(temp_dir=str(env.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         first = run_migration(instance)
         assert first.success, failure_of(first)
         assert auth_users(supabase) == users

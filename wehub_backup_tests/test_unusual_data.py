@@ -152,7 +152,7 @@ def test_money_printed_in_the_vps_locale_migrates_to_supabase(
     vps_cluster: PostgresCluster, vps_money_database: str,
 ) -> None:
     point_migration_at(monkeypatch, backup_env, supabase_project, vps_cluster, vps_money_database)
-    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = run_migration(instance, overwrite=True)
     assert result.success, failure_of(result)
     assert step_metadata(result, "plan_vps_migration")["restore_session_settings"] == f"lc_monetary={MONEY_LOCALE}"
@@ -179,7 +179,7 @@ def test_money_in_a_locale_the_target_lacks_is_refused_before_anything_changes(
 ) -> None:
     point_migration_at(monkeypatch, backup_env, project_without_the_locale, vps_cluster, vps_money_database)
     before = catalog_snapshot(project_without_the_locale)
-    with dg.instance_for_test(temp_dir=str(backup_env.dagster_home)) as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = run_migration(instance, overwrite=True)
     step, error = failure_of(result)
     assert step == "plan_vps_migration"

@@ -14,6 +14,8 @@ from wehub_backup.pg.relay import ByteCountingRelay
 from wehub_backup_tests.harness.cluster import LOOPBACK
 from wehub_backup_tests.harness.held_back import HeldBackSocket
 
+PACE_SLICE_SECONDS = 0.05
+
 
 class FaultRelay(ByteCountingRelay):
     """A ``ByteCountingRelay`` to a loopback server whose forwarding can be paced, stopped, or cut.
@@ -86,7 +88,12 @@ class FaultRelay(ByteCountingRelay):
         super()._pump(source, HeldBackSocket(sink, self._hold_back), counter)  # type: ignore[arg-type]
 
     def _hold_back(self, size: int) -> None:
-        """Wait while forwarding is stopped, then for ``size`` bytes at the pace."""
+        """Wait while forwarding is stopped, then for ``size`` bytes at the pace, in slices so a
+        new pace takes effect at once: a block can wait seconds at a crawl, and a test that has
+        seen what it waited for sets full speed and expects it."""
         self.forwarding.wait()
-        if self.bytes_per_second:
-            time.sleep(size / self.bytes_per_second)
+        left = float(size)
+        while left > 0 and (pace := self.bytes_per_second):
+            slice_bytes = min(left, pace * PACE_SLICE_SECONDS)
+            time.sleep(slice_bytes / pace)
+            left -= slice_bytes
