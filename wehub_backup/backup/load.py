@@ -24,7 +24,7 @@ from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
-from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun, run_pipeline, run_tool
+from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.stream import (
     CopyRange,
     SourceReader,
@@ -34,6 +34,7 @@ from wehub_backup.pg.stream import (
     stream_into_staging,
 )
 from wehub_backup.pg.toc import left_out_count, only_entries, own_index_entries, with_entries, without_entries
+from wehub_backup.pg.tool_output import Log, ProgressFilter
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.supabase.roles import ensure_standin_roles
 

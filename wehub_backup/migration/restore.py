@@ -13,8 +13,9 @@ from wehub_backup.migration.scripts import write_restore_scripts
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import TableFingerprint
-from wehub_backup.pg.processes import Log, ToolRun, run_tool
+from wehub_backup.pg.processes import ToolRun, run_tool
 from wehub_backup.pg.relay import counted_connection
+from wehub_backup.pg.tool_output import Log
 
 
 @dataclass

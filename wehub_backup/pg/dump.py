@@ -24,10 +24,11 @@ from wehub_backup.pg.chunks import ChunkBounds
 from wehub_backup.pg.clients import PgClient
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
-from wehub_backup.pg.processes import Log, ProgressFilter, ToolProcess, ToolRun
+from wehub_backup.pg.processes import ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
+from wehub_backup.pg.tool_output import Log, ProgressFilter
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup.threads import run_beside
 

@@ -1,4 +1,5 @@
-"""Running a client program as a child process: its progress, its cost, its own error words.
+"""Running a client program as a child process: its cost, and how it is stopped (what its stderr
+says is ``tool_output``'s).
 
 A child never outlives the step that started it: it runs in a process group of its own
 (so that stopping it reaches a parallel pg_dump's workers too), and leaving the block that
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,13 +28,9 @@ from typing import IO
 from wehub_backup.errors import RunInterrupted, ToolError
 from wehub_backup.files import PRIVATE_UMASK, open_private
 from wehub_backup.pg.clients import settings_unknown_to
+from wehub_backup.pg.tool_output import failure_reason, is_error_line, read_stderr_lines
 from wehub_backup.procfs import live_group_members, peak_rss, process_tree
 
-_SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
-_ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
-_ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
-_KEPT_ERROR_LINES = 20
-_SERVER_WORDS = re.compile(r"\b(ERROR|FATAL|PANIC): ")
 # A stopped child gets SIGINT (a client program then cancels its queries on the server), and
 # SIGKILL if it has not exited after this long.
 STOP_GRACE_SECONDS = 5.0
@@ -55,8 +51,9 @@ class ToolRun:
 
     def raise_if_failed(self) -> None:
         """``ToolError`` with one telling line, for a non-zero exit or an error the tool let pass."""
-        if self.returncode != 0 or any(_is_error_line(line) for line in self.error_lines):
-            raise ToolError(f"{Path(self.argv[0]).name} failed: {_reason(self)}")
+        if self.returncode != 0 or any(is_error_line(line) for line in self.error_lines):
+            reason = failure_reason(self.error_lines, self.stderr_tail, self.returncode)
+            raise ToolError(f"{Path(self.argv[0]).name} failed: {reason}")
 
 
 def run_tool(
@@ -321,52 +318,6 @@ class _TreeRss:
         self._thread.join()
 
 
-def read_stderr_lines(child: subprocess.Popen, tail: deque[str], errors: list[str],
-                      on_line: Callable[[str], None] | None) -> None:
-    """Read ``child``'s stderr to its end, in a thread of its own while the child runs (a child
-    that filled the pipe would stop): the last lines, and the first error lines apart (a parallel
-    pg_restore goes on printing progress after a worker's error, which would push the error out of the tail)."""
-    assert child.stderr is not None
-    for raw in child.stderr:
-        line = raw.decode("utf-8", "replace").rstrip()
-        if not line:
-            continue
-        tail.append(line)
-        if len(errors) < _KEPT_ERROR_LINES and (_is_error_line(line) or _SERVER_DETAIL.search(line)):
-            errors.append(line)
-        if on_line:
-            on_line(line)
-    child.stderr.close()
-
-
-def _is_error_line(line: str) -> bool:
-    """pg_restore without --exit-on-error, and psql without ON_ERROR_STOP, exit 0 after errors."""
-    return bool(_ERROR_LINE.search(line))
-
-
-def _reason(run: ToolRun) -> str:
-    """The most telling line: the first error in the server's words, else the first error, else
-    the last line, else the exit status.
-
-    A parallel pg_restore's leader may report "a worker process died unexpectedly" before the
-    worker's own line with the server's ERROR reaches stderr: the server's words win. When they
-    come only as a detail line (a connection lost during ``COPY`` reads only "PQgetCopyData()
-    failed"), they are added: they are the cause. Workers write at once, so lines may interleave.
-    """
-    errors = [line for line in run.error_lines if _is_error_line(line)]
-    telling = [line for line in errors if not _ECHOED_QUERY.search(line)] or errors
-    telling = [line for line in telling if _SERVER_WORDS.search(line)] or telling
-    server = next((m.group(1).strip() for m in map(_SERVER_DETAIL.search, run.error_lines) if m), None)
-    if telling:
-        reason = telling[0].split("error: ", 1)[-1].strip()
-        return f"{reason.rstrip('.')} ({server})" if server and server not in reason else reason
-    if run.stderr_tail:
-        return run.stderr_tail[-1]
-    if run.returncode < 0:
-        return f"killed by signal {-run.returncode}"
-    return f"exit status {run.returncode}"
-
-
 def _parent_death_prefix() -> list[str]:
     """``setpriv --pdeathsig TERM``: the program gets SIGTERM when the thread that started it dies.
 
@@ -387,27 +338,3 @@ def _low_priority_prefix() -> list[str]:
     if shutil.which("ionice"):
         prefix += ["ionice", "-c", "2", "-n", "7"]
     return prefix
-
-
-Log = Callable[[str], None]
-
-
-class ProgressFilter:
-    """Pass on errors at once, and table-level progress at most every few seconds.
-
-    Every line logged is an event-log write in Dagster's storage: a per-table stream
-    would cost more than it tells.
-    """
-
-    def __init__(self, log: Log, every_seconds: float = 5.0) -> None:
-        self._log, self._every = log, every_seconds
-        self._last, self._tables = 0.0, 0
-
-    def __call__(self, line: str) -> None:
-        if "error" in line:
-            self._log(line)
-        elif "dumping contents of table" in line or "processing data for table" in line:
-            self._tables += 1
-            if time.monotonic() - self._last >= self._every:
-                self._last = time.monotonic()
-                self._log(f"{line} ({self._tables} tables so far)")

@@ -29,7 +29,7 @@ from wehub_backup.pg.chunks import key_range_statements
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.databases import connected_database_oid
 from wehub_backup.pg.names import quote_pattern
-from wehub_backup.pg.processes import read_stderr_lines
+from wehub_backup.pg.tool_output import read_stderr_lines
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
