@@ -153,7 +153,7 @@ def render(results: dict, others: list[dict], existing: str | None = None) -> st
         _results_table(summary),
         _job_breakdown(summary),
         _diagnostics(results),
-        _targets(summary, others),
+        render_targets(summary, others),
         incremental_report.render_section(results) or incremental_report.existing_section(existing or ""),
         _differences(results),
         _environment(results),
@@ -279,8 +279,9 @@ def _diagnostics(results: dict) -> str:
   {found.get('import_s', 0):.2f} s."""
 
 
-def _targets(summary: Summary, others: list[dict]) -> str:
-    if "job" not in summary.runs:
+def render_targets(summary: Summary, others: list[dict]) -> str:
+    """The issue's targets for each engine of the job that ran; those of one engine alone only where it ran."""
+    if not summary.jobs:
         return ""
     lines = [*_wall_targets(summary), _overhead_target(summary), _startup_target(summary),
              *_memory_targets(summary, others), _disk_target(summary), *_egress_targets(summary),
@@ -438,9 +439,9 @@ def memory_target_of(key: str, summary: Summary, others: list[dict]) -> str:
 
 def _disk_target(summary: Summary) -> str:
     artifact = summary.job("artifact_bytes")
-    disk = summary.disk("job")
     if artifact is None:
         return ""
+    disk = summary.disk("job")
     text = (f"Temporary disk <= the artifact: {_verdict(disk <= artifact * 1.01)}: peak "
             f"{mib(disk)} for a {mib(artifact)} archive (the rest is the restore list and the password files)")
     dumps = {d["label"]: d["artifact_bytes"] for d in (summary.results.get("diagnostics") or {}).get("dumps", [])}

@@ -1,8 +1,9 @@
-"""The benchmark report's memory target: peak RSS of each engine of the job at two database sizes."""
+"""The benchmark report's targets: peak RSS of each engine of the job at two database sizes, and
+the targets of a run that measured the stream engine alone against one tool."""
 
 from __future__ import annotations
 
-from bench.report import Summary, memory_target_of
+from bench.report import Summary, memory_target_of, render_targets
 
 MIB = 2**20
 
@@ -35,3 +36,23 @@ def test_an_engine_measured_at_one_size_only_is_not_compared() -> None:
     small = results(100, 100, {"job": (120, 12)})
     large = Summary(results(1024, 1000, {"job": (126, 13), "job_stream": (131, 9)}))
     assert "stream engine does not grow with size: not compared" in memory_target_of("job_stream", large, [small])
+
+
+def test_the_stream_engine_measured_without_the_archive_engine_gets_its_targets() -> None:
+    steps = {"plan_supabase_backup": 0.5, "dump_supabase_database": 2.0, "restore_into_staging_database": 20.0,
+             "verify_restored_database": 4.0, "promote_staging_database": 0.5}
+    stream = {"contender": "job_stream", "repetition": 1, "seconds": 30.0, "source_bytes": 1002 * MIB,
+              "temp_disk_bytes": MIB,
+              "peaks": {"main_bytes": 150 * MIB, "child_bytes": 13 * MIB, "largest_child": "psql"},
+              "details": {"step_s": steps, "load_phase_s": {"copy": 15.0, "post-data": 5.0}}}
+    tool = {"contender": "directory_z0", "repetition": 1, "seconds": 20.0, "source_bytes": 1000 * MIB,
+            "temp_disk_bytes": 900 * MIB, "peaks": {"main_bytes": 20 * MIB, "child_bytes": 0, "largest_child": ""},
+            "details": {}}
+    text = render_targets(Summary({"scale_mb": 1024, "source_bytes": 1000 * MIB, "jobs": 2,
+                             "measurements": [tool, stream]}), [])
+    assert text.startswith("## The targets"), text
+    assert ("stream engine <= 1.05x the fastest other contender: **missed**: 30.0 s against 20.0 s (directory_z0), "
+            "1.50x, 9.0 s over. Why: the steps run one after another (run 1, the median): the schema dump 2.0 s, "
+            "the load step 20.0 s (copy 15.0 s, post-data 5.0 s)") in text
+    assert "Bytes from the source of wehub-backup, stream engine <= 1.001x `pg_dump`'s: **missed**" in text
+    assert "Temporary disk" not in text and "Command start" not in text, "targets of a contender that did not run"
