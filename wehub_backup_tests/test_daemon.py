@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,20 +41,23 @@ def running_daemon(log_path: Path) -> Iterator[subprocess.Popen]:
     try:
         yield daemon
     finally:
-        stop_process_group(daemon)
+        stop_process_groups(daemon)
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM the daemon's group (daemon, code server, run workers), then SIGKILL what is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
+def stop_process_groups(*processes: subprocess.Popen, grace_seconds: float = 15.0) -> None:
+    """SIGTERM each process's group (a daemon with its code server and run workers, a webserver)
+    at once, so their shutdowns overlap; then SIGKILL what is left after ``grace_seconds``."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=15)
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str, log_path: Path) -> None:

@@ -28,7 +28,7 @@ from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, free_tcp_port, write_pgpass
 from wehub_backup_tests.support.environment import APP_OWNER, VPS_SUPERUSER, BackupEnv, SessionPasswords
 from wehub_backup_tests.support.polling import wait_until
-from wehub_backup_tests.test_daemon import stop_process_group
+from wehub_backup_tests.test_daemon import stop_process_groups
 
 REPO = Path(__file__).resolve().parents[1]
 STORAGE_ROLE = "dagster"
@@ -187,8 +187,7 @@ def webserver(backup_env: BackupEnv, storage_login: StorageLogin, vps_cluster: P
         wait_for_location(client, services[0])
         yield client
     finally:
-        for service in services:
-            stop_process_group(service.process)
+        stop_process_groups(*(service.process for service in services))
 
 
 def wait_for_location(client: GraphQLClient, webserver: Service) -> None:
