@@ -13,7 +13,6 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from psycopg import sql
 from wehub_backup.pg.catalog import available_extensions, read_catalog
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
+from wehub_backup.run.log import Log
 from wehub_backup.supabase.roles import ensure_standin_roles
 from wehub_backup.supabase.schemas import DEFAULT_EXCLUDED_SCHEMAS, DEFAULT_EXCLUDED_TABLES
 from wehub_backup.supabase.scope import CopyScope, plan_scope
@@ -36,7 +36,6 @@ from wehub_backup_tests.harness.supabase_like import (
     seed_app,
 )
 
-Log = Callable[[str], None]
 MIB = 2**20
 DATASET_VERSION = 1
 SOURCE_DATABASE = "postgres"

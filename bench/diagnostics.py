@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,13 +22,13 @@ from wehub_backup.pg.clients import PgClient, program_version
 from wehub_backup.pg.fingerprint import set_stable_output, table_digest
 from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.relay import ByteCountingRelay
+from wehub_backup.run.log import Log
 from wehub_backup.run.workdir import directory_bytes
 from wehub_backup_tests.harness.cluster import find_newer_postgres_bindir
 
 if TYPE_CHECKING:
     from bench.run import Session
 
-Log = Callable[[str], None]
 NEWER_CLIENT_NOTE = "pg_dump 17"
 
 

@@ -202,7 +202,8 @@ def instance(backup_env: BackupEnv) -> Iterator[dg.DagsterInstance]:
     """Dagster's in-memory instance, for runs executed in the test's own process: the storage a run
     records to is Dagster's, not the job's, and on SQLite every one of a run's hundred-odd events
     is a commit that doubles the run's cost. Runs that leave the process (the command line, the
-    webserver, the daemon) and the fault suite's record to SQLite under ``$DAGSTER_HOME``."""
+    webserver, the daemon) and the fault suite's record to SQLite under ``$DAGSTER_HOME``.
+    ``backup_env`` is what the runs read: the settings in the environment."""
     with dg.DagsterInstance.ephemeral() as test_instance:
         yield test_instance
 

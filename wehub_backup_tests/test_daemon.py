@@ -7,10 +7,8 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from wehub_backup.defs.names import BACKUP_JOB, TARGET_TAG
 from wehub_backup_tests.support.environment import BackupEnv
 from wehub_backup_tests.support.loopback_servers import running_webhook_receiver
 from wehub_backup_tests.support.polling import wait_until
+from wehub_backup_tests.support.services import stop_process_groups
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -42,22 +41,6 @@ def running_daemon(log_path: Path) -> Iterator[subprocess.Popen]:
         yield daemon
     finally:
         stop_process_groups(daemon)
-
-
-def stop_process_groups(*processes: subprocess.Popen, grace_seconds: float = 15.0) -> None:
-    """SIGTERM each process's group (a daemon with its code server and run workers, a webserver)
-    at once, so their shutdowns overlap; then SIGKILL what is left after ``grace_seconds``."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str, log_path: Path) -> None:

@@ -20,7 +20,7 @@ from wehub_backup.migration.plan import MigrationPlan, MigrationRefused, plan_mi
 from wehub_backup.migration.restore import restore_in_one_transaction
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import dump_source
-from wehub_backup.pg.tool_output import Log
+from wehub_backup.run.log import Log
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_newer_postgres_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, SUPABASE_SUPERUSER, grant_policy_management
 from wehub_backup_tests.support.environment import VPS_APP_DATABASE, VPS_SUPERUSER, BackupEnv

@@ -28,7 +28,7 @@ from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, free_tcp_port, write_pgpass
 from wehub_backup_tests.support.environment import APP_OWNER, VPS_SUPERUSER, BackupEnv, SessionPasswords
 from wehub_backup_tests.support.polling import wait_until
-from wehub_backup_tests.test_daemon import stop_process_groups
+from wehub_backup_tests.support.services import stop_process_groups
 
 REPO = Path(__file__).resolve().parents[1]
 STORAGE_ROLE = "dagster"

@@ -29,7 +29,7 @@ from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.fingerprint import fingerprint_database
 from wehub_backup.pg.processes import ToolProcess
 from wehub_backup.pg.snapshot import export_locked_snapshot
-from wehub_backup.pg.tool_output import Log
+from wehub_backup.run.log import Log
 from wehub_backup.run.workdir import ensure_private_directory
 from wehub_backup.threads import run_beside
 

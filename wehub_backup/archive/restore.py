@@ -36,8 +36,9 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import database_exists
 from wehub_backup.pg.fingerprint import compare_fingerprints, fingerprint_database
 from wehub_backup.pg.processes import run_pipeline, run_tool
-from wehub_backup.pg.tool_output import Log, ProgressFilter
+from wehub_backup.pg.tool_output import ProgressFilter
 from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.log import Log
 from wehub_backup.run.marks import check_replaceable
 from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall

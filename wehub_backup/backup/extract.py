@@ -7,7 +7,7 @@ from wehub_backup.config import child_environment
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, dump_source
 from wehub_backup.pg.toc import TOC_ENTRY, archive_listing, schema_digest
-from wehub_backup.pg.tool_output import Log
+from wehub_backup.run.log import Log
 from wehub_backup.run.workdir import RunDirectory
 from wehub_backup.supabase.scope import filter_archive_listing
 

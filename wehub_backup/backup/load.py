@@ -34,8 +34,9 @@ from wehub_backup.pg.stream import (
     stream_into_staging,
 )
 from wehub_backup.pg.toc import left_out_count, only_entries, own_index_entries, with_entries, without_entries
-from wehub_backup.pg.tool_output import Log, ProgressFilter
+from wehub_backup.pg.tool_output import ProgressFilter
 from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.log import Log
 from wehub_backup.supabase.roles import ensure_standin_roles
 
 T = TypeVar("T")

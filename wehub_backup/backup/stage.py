@@ -13,8 +13,8 @@ from wehub_backup.errors import StagingReplaced
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo, error_line
 from wehub_backup.pg.databases import copy_database, create_database, database_oid, drop_database
 from wehub_backup.pg.dump import DumpResult
-from wehub_backup.pg.tool_output import Log
 from wehub_backup.preflight import connect_or_explain
+from wehub_backup.run.log import Log
 from wehub_backup.run.marks import Mark, MarkState, check_replaceable, drop_if_marked, write_mark
 from wehub_backup.run.targets import retired_name, staging_name
 

@@ -24,8 +24,8 @@ from wehub_backup.pg.clients import PgClient, choose_client
 from wehub_backup.pg.connection import ConnectionInfo
 from wehub_backup.pg.dump import DumpRequest, dump_space_needed
 from wehub_backup.pg.names import parse_qualified, quote_pattern
-from wehub_backup.pg.tool_output import Log
 from wehub_backup.preflight import connect_or_explain, money_settings
+from wehub_backup.run.log import Log
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.schemas import MANAGED_SCHEMAS
 from wehub_backup.supabase.scope import LeftOut

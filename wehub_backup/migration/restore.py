@@ -15,7 +15,7 @@ from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import TableFingerprint
 from wehub_backup.pg.processes import ToolRun, run_tool
 from wehub_backup.pg.relay import counted_connection
-from wehub_backup.pg.tool_output import Log
+from wehub_backup.run.log import Log
 
 
 @dataclass

@@ -13,6 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from wehub_backup.run.log import Log
+
 _SERVER_DETAIL = re.compile(r"detail: Error message from server: (.+)$")
 _ECHOED_QUERY = re.compile(r"error: (Query|Command) was: ")
 _ERROR_LINE = re.compile(r"^[\w.]+: error: |^psql:.*\b(ERROR|FATAL):|^(ERROR|FATAL):|errors ignored on restore")
@@ -64,9 +66,6 @@ def failure_reason(error_lines: list[str], stderr_tail: list[str], returncode: i
     if returncode < 0:
         return f"killed by signal {-returncode}"
     return f"exit status {returncode}"
-
-
-Log = Callable[[str], None]
 
 
 class ProgressFilter:

@@ -7,11 +7,16 @@ creates is mode 0640 (``files.RUN_LOG_MODE``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from wehub_backup.files import RUN_LOG_MODE, open_private
 from wehub_backup.run.workdir import ensure_parent
+
+# Where a step's messages go: in an op, ``context.log.info`` (Dagster's event log); in a test or
+# the benchmark, a list's ``append`` or ``print``.
+Log = Callable[[str], None]
 
 
 def append_log_line(log_path: Path, job: str, event: str, target: str, detail: str = "") -> None:
