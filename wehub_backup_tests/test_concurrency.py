@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import dagster as dg
+import psycopg
 import pytest
 
 from wehub_backup.backup.promote import promote_staging
 from wehub_backup.defs.names import BACKUP_JOB
-from wehub_backup.errors import LockLost
+from wehub_backup.errors import LockLost, TargetBusy
+from wehub_backup.pg.connection import APPLICATION_NAME
 from wehub_backup.run.locks import TargetLock
-from wehub_backup.run.targets import staging_name
+from wehub_backup.run.targets import generation_names, previous_name, staging_name
 from wehub_backup_tests.faults.evidence import database_oids
 from wehub_backup_tests.harness.cluster import PostgresCluster
 from wehub_backup_tests.support.backup_runs import databases_named, run_backup
@@ -111,4 +115,73 @@ def test_swap_is_refused_once_the_session_no_longer_holds_the_lock(vps_cluster: 
     finally:
         TargetLock.release("lock-check-run")
         for name in (target, staging_name(target)):
+            vps_cluster.drop_database(name)
+
+
+def _project_session(vps_cluster: PostgresCluster, dbname: str) -> psycopg.Connection:
+    """A session on ``dbname`` as the project's own steps open them (same login and application name)."""
+    conn = vps_cluster.connect(dbname)
+    conn.execute(f"SET application_name = '{APPLICATION_NAME}'")
+    return conn
+
+
+def _two_generations(vps_cluster: PostgresCluster, target: str) -> dict[str, int]:
+    for name in (target, staging_name(target)):
+        vps_cluster.fresh_database(name)
+    return database_oids(vps_cluster)
+
+
+def test_the_runs_own_closing_sessions_on_staging_are_let_end_not_terminated(vps_cluster: PostgresCluster) -> None:
+    """A step's session on staging that is still closing when the promote starts is neither ended
+    nor counted as an application's session: the swap waits for it, and terminates nothing."""
+    target = "wehub_own_closing"
+    before = _two_generations(vps_cluster, target)
+    closing = _project_session(vps_cluster, staging_name(target))
+    ended_by_itself: list[bool] = []
+
+    def close_soon() -> None:
+        time.sleep(0.5)
+        try:
+            closing.execute("SELECT 1")
+            ended_by_itself.append(True)
+        except psycopg.OperationalError:
+            ended_by_itself.append(False)
+        closing.close()
+
+    closer = threading.Thread(target=close_soon)
+    closer.start()
+    try:
+        with vps_cluster.connect() as session:
+            result = promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
+                                     policy="terminate", timeout_seconds=30)
+        closer.join(10)
+        assert ended_by_itself == [True]
+        assert result.sessions_terminated == 0 and result.waited_seconds >= 0.4
+        after = database_oids(vps_cluster)
+        assert (after[target], after[previous_name(target)]) == (before[staging_name(target)], before[target])
+        assert staging_name(target) not in after
+    finally:
+        closer.join(10)
+        for name in generation_names(target):
+            vps_cluster.drop_database(name)
+
+
+def test_a_session_of_the_project_that_stays_on_staging_stops_the_swap(vps_cluster: PostgresCluster) -> None:
+    """One that is still there after the bound is not closing (a step's child may still be writing):
+    the verified copy is not swapped in, the error names the session and the bound."""
+    target = "wehub_own_staying"
+    before = _two_generations(vps_cluster, target)
+    try:
+        with _project_session(vps_cluster, staging_name(target)) as staying, vps_cluster.connect() as session:
+            pid = staying.info.backend_pid
+            with pytest.raises(TargetBusy, match=(
+                    rf"^1 {APPLICATION_NAME} session\(s\) \(pid {pid}\) were still connected to "
+                    rf"{staging_name(target)} 1s after the steps that use it had ended; the verified copy was not "
+                    "swapped in and no database was renamed or dropped")):
+                promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
+                                policy="terminate", timeout_seconds=30, own_sessions_seconds=1)
+            staying.execute("SELECT 1")  # not ended either
+        assert database_oids(vps_cluster) == before
+    finally:
+        for name in generation_names(target):
             vps_cluster.drop_database(name)

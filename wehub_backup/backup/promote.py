@@ -21,13 +21,14 @@ from wehub_backup.backup.increment import target_oid
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.backup.verify import VerificationResult
 from wehub_backup.errors import TargetBusy
-from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
+from wehub_backup.pg.connection import APPLICATION_NAME, MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import (
     Blocker,
     describe_blockers,
     drop_database,
     find_blockers,
     rename_database,
+    sessions_of_application,
     terminate_sessions,
 )
 from wehub_backup.preflight import connect_or_explain
@@ -40,6 +41,10 @@ from wehub_backup.threads import run_beside
 SessionPolicy = Literal["wait", "terminate"]
 # How often terminate mode ends new sessions while the swap waits for a database to empty.
 TERMINATE_INTERVAL_SECONDS = 0.02
+# How long the run's own sessions on staging (verification's, the load's) get to finish exiting
+# after their steps closed them; a session still there after that is not one that is closing.
+OWN_SESSIONS_END_SECONDS = 10.0
+OWN_SESSIONS_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ def promote_staging(
     timeout_seconds: float = 300.0,
     poll_seconds: float = 0.5,
     before_swap: Callable[[psycopg.Connection], None] = lambda conn: None,
+    own_sessions_seconds: float = OWN_SESSIONS_END_SECONDS,
 ) -> PromoteResult:
     """Swap the verified staging database in as ``target``, keeping the old one as ``__previous``.
 
@@ -118,10 +124,13 @@ def promote_staging(
     they are ended while the swap runs. Nothing is dropped before the renames commit, so a
     promote that gives up, fails or dies keeps both generations as they were. The swap runs on
     ``session`` (the run lock's), ``before_swap`` first in its transaction; ``connect`` opens
-    the session that watches for (and in terminate mode ends) others.
+    the session that watches for (and in terminate mode ends) others. First, the project's own
+    sessions on staging get ``own_sessions_seconds`` to finish exiting: they are neither waited
+    for as an application's nor ended and counted as one.
     """
     started = time.monotonic()
     with connect() as watcher:
+        _wait_for_own_sessions_to_end(watcher, staging_name(target), own_sessions_seconds)
         swap = _plan_swap(session, target, source, adopt, before_swap)
         busy = _Busy(watcher, swap.touched, [session.info.backend_pid, watcher.info.backend_pid])
         while not _try_swap(session, watcher, swap, policy, busy, timeout_seconds - (time.monotonic() - started)):
@@ -130,6 +139,23 @@ def promote_staging(
             time.sleep(poll_seconds)
         retired_left = _drop_retired(session, target) if swap.retiring else None
     return PromoteResult(swap.target_exists, len(swap.terminated), time.monotonic() - started, retired_left)
+
+
+def _wait_for_own_sessions_to_end(watcher: psycopg.Connection, staging: str, bound_seconds: float) -> None:
+    """Let the backends of the sessions the run's steps closed on staging exit, within a bound.
+
+    One still connected after the bound is not closing: a step's child may still be writing
+    into the copy that was verified, so it is not swapped in.
+    """
+    deadline = time.monotonic() + bound_seconds
+    while pids := sessions_of_application(watcher, staging, APPLICATION_NAME):
+        if time.monotonic() >= deadline:
+            raise TargetBusy(
+                f"{len(pids)} {APPLICATION_NAME} session(s) (pid {', '.join(map(str, pids))}) were still connected to "
+                f"{staging} {bound_seconds:.0f}s after the steps that use it had ended; the verified copy was not "
+                "swapped in and no database was renamed or dropped (a pg_restore or psql of the run may still be "
+                "running: end it, then run the job again)")
+        time.sleep(OWN_SESSIONS_POLL_SECONDS)
 
 
 def _plan_swap(conn: psycopg.Connection, target: str, source: str, adopt: bool,
