@@ -9,6 +9,7 @@ a phase lasts long enough to be interrupted at a chosen moment, or cut it. Kills
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -775,9 +776,21 @@ def test_backup_directory_filling_up_mid_dump(faults: FaultEnv, small_backup_fil
     filler = directory / "filler"
 
     def fill_up() -> None:
+        """Take all but 256 KiB of the free space. pg_dump writes meanwhile, so an allocation
+        sized a moment before can fail (and tmpfs gives its pages back): size it again, and retry."""
         fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
         try:
-            os.posix_fallocate(fd, 0, shutil.disk_usage(directory).free - 256 * 1024)
+            for _ in range(50):
+                spare = shutil.disk_usage(directory).free - 256 * 1024
+                if spare <= 0:
+                    return
+                try:
+                    os.posix_fallocate(fd, os.fstat(fd).st_size, spare)
+                    return
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+            raise AssertionError("the backup directory could not be filled up")
         finally:
             os.close(fd)
 

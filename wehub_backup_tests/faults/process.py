@@ -116,6 +116,7 @@ class Watcher:
     def __init__(self, condition: Callable[[], bool], action: Callable[[], object], timeout: float = 90.0,
                  *, act_on_timeout: bool = False) -> None:
         self.fired = False
+        self._error: Exception | None = None  # what the condition or the action raised in the thread
         self._condition, self._action, self._timeout = condition, action, timeout
         self._act_on_timeout = act_on_timeout
         self._stop = threading.Event()
@@ -128,8 +129,16 @@ class Watcher:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        if self._error is not None and exc is None:
+            raise AssertionError(f"the fault's action failed: {self._error!r}") from self._error
 
     def _watch(self) -> None:
+        try:
+            self._watch_until_done()
+        except Exception as error:  # noqa: BLE001 - the test's thread raises it on leaving the block
+            self._error = error
+
+    def _watch_until_done(self) -> None:
         deadline = time.monotonic() + self._timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
             if self._condition():
