@@ -518,7 +518,7 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
     source = vps_cluster.fresh_database("wehub_indexes_source")
     staging = vps_cluster.fresh_database("wehub_indexes_staging")
     client = choose_client(vps_cluster.major)
-    archive, list_path = tmp_path / "schema.dump", tmp_path / "restore.list"
+    archive = tmp_path / "schema.dump"
     try:
         vps_cluster.execute(INDEXED_SQL, dbname=source)
         info = ConnectionInfo(vps_cluster.host, vps_cluster.port, VPS_SUPERUSER, source, "disable",
@@ -536,7 +536,7 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
                         "--no-password", "--section=post-data", f"--use-list={path}", str(archive)]
 
             logged: list[str] = []
-            indexes = load.IndexesAsTablesLand(pg_restore, tmp_path, list_path, listing, env, logged.append, False)
+            indexes = load.IndexesAsTablesLand(pg_restore, tmp_path, listing, env, logged.append, False)
             stopping, failures = threading.Event(), []
             with vps_cluster.connect(staging) as holder, holder.transaction():
                 holder.execute("LOCK TABLE t IN ROW EXCLUSIVE MODE")  # COPY's own lock: a copy passes, a build waits
@@ -557,12 +557,12 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
             assert own_keys_and_indexes(vps_cluster, staging) == {"t_pkey", "t_v_key", "t_parent"}
             [built_line] = [line for line in logged if "built as soon as" in line]
             assert built_line.startswith("public.t: 3 indexes and key constraints built as soon as its rows were in (")
-            indexes.leave_built_out()
+            post_data_list = indexes.post_data_list()
             built = {line for line in listing.splitlines() if re.search(r" (t_pkey|t_v_key|t_parent) ", line)}
-            rest = list_path.read_text().splitlines()
+            rest = post_data_list.read_text().splitlines()
             assert len(built) == 3 and {f";{line}" for line in built} <= set(rest)
             assert any(re.search(r"^\d+;.* t_parent_fkey ", line) for line in rest)
-            run_tool(pg_restore(list_path), env)  # the rest: the foreign key, the empty table's key
+            run_tool(pg_restore(post_data_list), env)  # the rest: the foreign key, the empty table's key
             assert own_keys_and_indexes(vps_cluster, staging) == {"t_pkey", "t_v_key", "t_parent", "t_parent_fkey",
                                                                    "empty_pkey"}
     finally:

@@ -75,7 +75,11 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
         env.update(session_options(plan.restore_settings))
         filtered = dump.restore_listing
         write_private_text(list_path, filtered)
-        restore = functools.partial(_run_restore, plan, dump.archive, list_path, env, log, low_priority)
+
+        def restore(section: list[str], listed: Path | None = None) -> ToolRun:
+            """pg_restore of the archive's ``section`` as the restore list has it (or ``listed``)."""
+            return _run_restore(plan, dump.archive, listed or list_path, env, log, low_priority, section)
+
         if dump.held is None:
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
         elif staged.from_copy:
@@ -87,7 +91,7 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
             if _restores_directly(plan):  # pg_restore into staging, not a script through psql: it can be stopped
                 indexes = IndexesAsTablesLand(
                     functools.partial(_pg_restore_argv, plan, dump.archive, ["--section=post-data"], jobs=1),
-                    plan.workdir, list_path, filtered, env, log, low_priority)
+                    plan.workdir, filtered, env, log, low_priority)
             result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, indexes=indexes)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
@@ -102,7 +106,7 @@ CHANGED_STATE = ("SEQUENCE SET", "MATERIALIZED VIEW DATA")
 
 
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
-                         restore: Callable[[list[str]], ToolRun], log: Log, before_retry: Callable[[], None],
+                         restore: Callable[..., ToolRun], log: Log, before_retry: Callable[[], None],
                          in_place: Callable[[], ToolRun] | None = None, *,
                          indexes: IndexesAsTablesLand | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
@@ -158,9 +162,11 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
         tool_run = _timed(phases, "data", in_place)
     else:
         _timed(phases, "data", lambda: restore(["--section=data"]))
+        post_data_list = None
         if indexes is not None:
-            phases["copy-indexes"] = indexes.leave_built_out()
-        tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
+            phases["copy-indexes"] = indexes.seconds
+            post_data_list = indexes.post_data_list()
+        tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"], post_data_list))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
 
 
@@ -233,8 +239,7 @@ class IndexesAsTablesLand:
 
     pg_restore: Callable[[Path], list[str]]  # the argv of a pg_restore of a list's post-data entries, in one session
     workdir: Path
-    list_path: Path  # the restore list: rewritten without the entries built here once the copy is done
-    listing: str
+    listing: str  # the restore list
     env: dict[str, str]
     log: Log
     low_priority: bool
@@ -266,10 +271,10 @@ class IndexesAsTablesLand:
             self.built |= ids
             self.seconds += seconds
 
-    def leave_built_out(self) -> float:
-        """Comment the entries built during the copy out of the restore list; the seconds they took."""
-        write_private_text(self.list_path, without_entries(self.listing, self.built))
-        return self.seconds
+    def post_data_list(self) -> Path:
+        """The restore list for the post-data section after the copy: the entries built during it
+        commented out (the restore list itself stays as the pre-data and data sections read it)."""
+        return write_private_text(self.workdir / "post-data.list", without_entries(self.listing, self.built))
 
 
 def _pg_restore_argv(plan: BackupPlan, archive: Path, section: list[str], list_path: Path, *, jobs: int) -> list[str]:
