@@ -131,12 +131,14 @@ def _two_generations(vps_cluster: PostgresCluster, target: str) -> dict[str, int
     return database_oids(vps_cluster)
 
 
-def test_the_runs_own_closing_sessions_on_staging_are_let_end_not_terminated(vps_cluster: PostgresCluster) -> None:
-    """A step's session on staging that is still closing when the promote starts is neither ended
-    nor counted as an application's session: the swap waits for it, and terminates nothing."""
+@pytest.mark.parametrize("on", ["staging", "the current copy"])
+def test_the_runs_own_closing_sessions_are_let_end_not_terminated(vps_cluster: PostgresCluster, on: str) -> None:
+    """A step's session that is still closing when the promote starts (on staging: the load's,
+    verification's; on the current copy: an incremental load's reads) is neither ended nor
+    counted as an application's session: the swap waits for it, and terminates nothing."""
     target = "wehub_own_closing"
     before = _two_generations(vps_cluster, target)
-    closing = _project_session(vps_cluster, staging_name(target))
+    closing = _project_session(vps_cluster, staging_name(target) if on == "staging" else target)
     ended_by_itself: list[bool] = []
 
     def close_soon() -> None:
@@ -175,9 +177,9 @@ def test_a_session_of_the_project_that_stays_on_staging_stops_the_swap(vps_clust
         with _project_session(vps_cluster, staging_name(target)) as staying, vps_cluster.connect() as session:
             pid = staying.info.backend_pid
             with pytest.raises(TargetBusy, match=(
-                    rf"^1 {APPLICATION_NAME} session\(s\) \(pid {pid}\) were still connected to "
-                    rf"{staging_name(target)} 1s after the steps that use it had ended; the verified copy was not "
-                    "swapped in and no database was renamed or dropped")):
+                    rf"^1 {APPLICATION_NAME} session\(s\) \(pid {pid} on {staging_name(target)}\) were still "
+                    "connected 1s after the steps that use them had ended; the verified copy was not swapped in "
+                    "and no database was renamed or dropped")):
                 promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
                                 policy="terminate", timeout_seconds=30, own_sessions_seconds=1)
             staying.execute("SELECT 1")  # not ended either

@@ -41,8 +41,9 @@ from wehub_backup.threads import run_beside
 SessionPolicy = Literal["wait", "terminate"]
 # How often terminate mode ends new sessions while the swap waits for a database to empty.
 TERMINATE_INTERVAL_SECONDS = 0.02
-# How long the run's own sessions on staging (verification's, the load's) get to finish exiting
-# after their steps closed them; a session still there after that is not one that is closing.
+# How long the run's own sessions on the swap's databases (verification's and the load's on staging,
+# an incremental load's reads of the current copy) get to finish exiting after their steps closed
+# them; a session still there after that is not one that is closing.
 OWN_SESSIONS_END_SECONDS = 10.0
 OWN_SESSIONS_POLL_SECONDS = 0.02
 
@@ -125,13 +126,13 @@ def promote_staging(
     promote that gives up, fails or dies keeps both generations as they were. The swap runs on
     ``session`` (the run lock's), ``before_swap`` first in its transaction; ``connect`` opens
     the session that watches for (and in terminate mode ends) others. First, the project's own
-    sessions on staging get ``own_sessions_seconds`` to finish exiting: they are neither waited
-    for as an application's nor ended and counted as one.
+    sessions on those databases get ``own_sessions_seconds`` to finish exiting: they are neither
+    waited for as an application's nor ended and counted as one.
     """
     started = time.monotonic()
     with connect() as watcher:
-        _wait_for_own_sessions_to_end(watcher, staging_name(target), own_sessions_seconds)
         swap = _plan_swap(session, target, source, adopt, before_swap)
+        _wait_for_own_sessions_to_end(watcher, swap.touched, own_sessions_seconds)
         busy = _Busy(watcher, swap.touched, [session.info.backend_pid, watcher.info.backend_pid])
         while not _try_swap(session, watcher, swap, policy, busy, timeout_seconds - (time.monotonic() - started)):
             if time.monotonic() - started > timeout_seconds:
@@ -141,20 +142,21 @@ def promote_staging(
     return PromoteResult(swap.target_exists, len(swap.terminated), time.monotonic() - started, retired_left)
 
 
-def _wait_for_own_sessions_to_end(watcher: psycopg.Connection, staging: str, bound_seconds: float) -> None:
-    """Let the backends of the sessions the run's steps closed on staging exit, within a bound.
+def _wait_for_own_sessions_to_end(watcher: psycopg.Connection, names: list[str], bound_seconds: float) -> None:
+    """Let the backends of the sessions the run's steps closed on ``names`` exit, within a bound.
 
     One still connected after the bound is not closing: a step's child may still be writing
-    into the copy that was verified, so it is not swapped in.
+    into the copy that was verified, or reading the current copy, so nothing is swapped.
     """
     deadline = time.monotonic() + bound_seconds
-    while pids := sessions_of_application(watcher, staging, APPLICATION_NAME):
+    while sessions := sessions_of_application(watcher, names, APPLICATION_NAME):
         if time.monotonic() >= deadline:
+            held = ", ".join(f"pid {pid} on {database}" for database, pid in sessions)
             raise TargetBusy(
-                f"{len(pids)} {APPLICATION_NAME} session(s) (pid {', '.join(map(str, pids))}) were still connected to "
-                f"{staging} {bound_seconds:.0f}s after the steps that use it had ended; the verified copy was not "
-                "swapped in and no database was renamed or dropped (a pg_restore or psql of the run may still be "
-                "running: end it, then run the job again)")
+                f"{len(sessions)} {APPLICATION_NAME} session(s) ({held}) were still connected "
+                f"{bound_seconds:.0f}s after the steps that use them had ended; the verified copy was not swapped in "
+                "and no database was renamed or dropped (a pg_restore or psql of the run may still be running: "
+                "end it, then run the job again)")
         time.sleep(OWN_SESSIONS_POLL_SECONDS)
 
 

@@ -95,16 +95,17 @@ def find_blockers(conn: psycopg.Connection, names: list[str], ours: list[int]) -
     return [Blocker(*row) for row in conn.execute(_BLOCKERS, {"names": names, "ours": ours})]
 
 
-def sessions_of_application(conn: psycopg.Connection, name: str, application_name: str) -> list[int]:
-    """The pids of this login's other client sessions on ``name`` that carry ``application_name``.
+def sessions_of_application(conn: psycopg.Connection, names: list[str], application_name: str) -> list[tuple[str, int]]:
+    """This login's other client sessions on ``names`` that carry ``application_name``: (database, pid).
 
     A session its client has closed stays listed until its backend has exited, which takes a
     moment after the close returns.
     """
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s AND usename = current_user"
-        " AND pid <> pg_backend_pid() AND backend_type = 'client backend' ORDER BY pid", (name, application_name))
-    return [pid for (pid,) in rows]
+        "SELECT datname, pid FROM pg_stat_activity WHERE datname = ANY(%s) AND application_name = %s"
+        " AND usename = current_user AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        " ORDER BY datname, pid", (names, application_name))
+    return [(database, pid) for database, pid in rows]
 
 
 def describe_blockers(blockers: list[Blocker]) -> str:
