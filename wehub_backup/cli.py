@@ -14,8 +14,9 @@ import fcntl
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import dagster as dg
 from dagster._core.execution.api import execute_run
@@ -39,6 +40,10 @@ from wehub_backup.defs.names import (
 from wehub_backup.errors import SettingsError
 from wehub_backup.files import open_private, private_umask
 from wehub_backup.summary import format_summary, summarize_run
+
+# How long a command waits for another to finish opening the Dagster instance (seconds, not minutes).
+INSTANCE_LOCK_WAIT_S = 120.0
+INSTANCE_LOCK_POLL_S = 0.1
 
 
 def run_backup(target: str, adopt: bool = False, mode: str = "") -> int:
@@ -133,18 +138,36 @@ def report_egress() -> int:
     return 0
 
 
-def _instance() -> dg.DagsterInstance:
+def _instance(wait_seconds: float = INSTANCE_LOCK_WAIT_S) -> dg.DagsterInstance:
     """The instance at ``$DAGSTER_HOME``, opened by one command at a time.
 
     Opening a new SQLite instance creates and migrates its storage; two commands started
-    together (the schedule and an operator, say) would otherwise race on that.
+    together (the schedule and an operator, say) would otherwise race on that. Opening takes
+    seconds, so a command that has held the lock for ``wait_seconds`` is stuck, and this one
+    says so instead of waiting behind it for ever.
     """
     home = dagster_home()
     if home is None:
         raise SystemExit("wehub-backup: DAGSTER_HOME is not set (the directory of the Dagster instance, with dagster.yaml)")
-    with open_private(home / ".wehub-backup.lock", append=True) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = home / ".wehub-backup.lock"
+    with open_private(path, append=True) as lock:
+        deadline = time.monotonic() + wait_seconds
+        while not _try_lock(lock):
+            if time.monotonic() >= deadline:
+                raise SystemExit(f"wehub-backup: another wehub-backup command has been opening the Dagster instance "
+                                 f"at {home} for {wait_seconds:.0f}s (it holds {path}); this command changed nothing "
+                                 "(end that command, or run this one again once it is done)")
+            time.sleep(INSTANCE_LOCK_POLL_S)
         return dg.DagsterInstance.get()
+
+
+def _try_lock(lock: BinaryIO) -> bool:
+    """Whether this process now holds ``lock`` exclusively."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:

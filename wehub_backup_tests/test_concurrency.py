@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
+from wehub_backup import cli
 from wehub_backup.backup.promote import promote_staging
 from wehub_backup.defs.names import BACKUP_JOB
 from wehub_backup.errors import LockLost, TargetBusy
@@ -187,3 +191,24 @@ def test_a_session_of_the_project_that_stays_on_staging_stops_the_swap(vps_clust
     finally:
         for name in generation_names(target):
             vps_cluster.drop_database(name)
+
+
+def test_a_command_stuck_opening_the_instance_is_named_not_waited_for_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands open the Dagster instance one at a time; one that holds that turn past the bound
+    (stuck, not slow) makes the next say so in one line, and the next after it opens the instance."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with open(tmp_path / ".wehub-backup.lock", "ab") as stuck:
+        fcntl.flock(stuck, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as refused:
+            cli._instance(wait_seconds=1)
+        assert time.monotonic() - started >= 1
+    assert refused.value.code == (
+        f"wehub-backup: another wehub-backup command has been opening the Dagster instance at {tmp_path} for 1s "
+        f"(it holds {tmp_path / '.wehub-backup.lock'}); this command changed nothing (end that command, or run "
+        "this one again once it is done)")
+    with cli._instance(wait_seconds=1) as instance:
+        assert instance.root_directory == str(tmp_path)
