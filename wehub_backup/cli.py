@@ -41,7 +41,8 @@ from wehub_backup.errors import SettingsError
 from wehub_backup.files import open_private, private_umask
 from wehub_backup.summary import format_summary, summarize_run
 
-# How long a command waits for another to finish opening the Dagster instance (seconds, not minutes).
+# How long a command waits for another to finish opening the Dagster instance: that takes seconds,
+# so one that holds its turn this long is stuck.
 INSTANCE_LOCK_WAIT_S = 120.0
 INSTANCE_LOCK_POLL_S = 0.1
 

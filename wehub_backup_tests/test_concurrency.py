@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -104,22 +106,18 @@ def test_swap_is_refused_once_the_session_no_longer_holds_the_lock(vps_cluster: 
     """The last check, inside the swap's transaction on the lock's own session: a lock released
     there (the keepalive has not noticed yet) stops the swap, and nothing is renamed."""
     target = "wehub_lock_check"
-    for name in (target, staging_name(target)):
-        vps_cluster.fresh_database(name)
-    before = database_oids(vps_cluster)
-    lock = TargetLock.acquire("lock-check-run", vps_cluster.connect(), target)
-    try:
-        with lock.session() as session:
-            session.execute("SELECT pg_advisory_unlock_all()")
-            with pytest.raises(LockLost, match=f"lost the run's lock on {target}: its VPS session no longer holds it"):
-                promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
-                                before_swap=lock.require_on_session)
-        assert database_oids(vps_cluster) == before
-        assert not TargetLock.holds("lock-check-run")
-    finally:
-        TargetLock.release("lock-check-run")
-        for name in (target, staging_name(target)):
-            vps_cluster.drop_database(name)
+    with two_generations(vps_cluster, target) as before:
+        lock = TargetLock.acquire("lock-check-run", vps_cluster.connect(), target)
+        try:
+            with lock.session() as session:
+                session.execute("SELECT pg_advisory_unlock_all()")
+                with pytest.raises(LockLost, match=f"lost the run's lock on {target}: its VPS session no longer holds it"):
+                    promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
+                                    before_swap=lock.require_on_session)
+            assert database_oids(vps_cluster) == before
+            assert not TargetLock.holds("lock-check-run")
+        finally:
+            TargetLock.release("lock-check-run")
 
 
 def _project_session(vps_cluster: PostgresCluster, dbname: str) -> psycopg.Connection:
@@ -129,10 +127,17 @@ def _project_session(vps_cluster: PostgresCluster, dbname: str) -> psycopg.Conne
     return conn
 
 
-def _two_generations(vps_cluster: PostgresCluster, target: str) -> dict[str, int]:
-    for name in (target, staging_name(target)):
-        vps_cluster.fresh_database(name)
-    return database_oids(vps_cluster)
+@contextmanager
+def two_generations(vps_cluster: PostgresCluster, target: str) -> Iterator[dict[str, int]]:
+    """``target`` and its staging copy, created empty; the server's database OIDs before the block.
+    Every generation of ``target`` is dropped after it."""
+    try:
+        for name in (target, staging_name(target)):
+            vps_cluster.fresh_database(name)
+        yield database_oids(vps_cluster)
+    finally:
+        for name in generation_names(target):
+            vps_cluster.drop_database(name)
 
 
 @pytest.mark.parametrize("on", ["staging", "the current copy"])
@@ -141,43 +146,39 @@ def test_the_runs_own_closing_sessions_are_let_end_not_terminated(vps_cluster: P
     verification's; on the current copy: an incremental load's reads) is neither ended nor
     counted as an application's session: the swap waits for it, and terminates nothing."""
     target = "wehub_own_closing"
-    before = _two_generations(vps_cluster, target)
-    closing = _project_session(vps_cluster, staging_name(target) if on == "staging" else target)
     ended_by_itself: list[bool] = []
+    with two_generations(vps_cluster, target) as before:
+        closing = _project_session(vps_cluster, staging_name(target) if on == "staging" else target)
 
-    def close_soon() -> None:
-        time.sleep(0.5)
+        def close_soon() -> None:
+            time.sleep(0.5)
+            try:
+                closing.execute("SELECT 1")
+                ended_by_itself.append(True)
+            except psycopg.OperationalError:
+                ended_by_itself.append(False)
+            closing.close()
+
+        closer = threading.Thread(target=close_soon)
+        closer.start()
         try:
-            closing.execute("SELECT 1")
-            ended_by_itself.append(True)
-        except psycopg.OperationalError:
-            ended_by_itself.append(False)
-        closing.close()
-
-    closer = threading.Thread(target=close_soon)
-    closer.start()
-    try:
-        with vps_cluster.connect() as session:
-            result = promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
-                                     policy="terminate", timeout_seconds=30)
-        closer.join(10)
+            with vps_cluster.connect() as session:
+                result = promote_staging(session, vps_cluster.connect, target, "the source", adopt=True,
+                                         policy="terminate", timeout_seconds=30)
+        finally:
+            closer.join(10)
         assert ended_by_itself == [True]
         assert result.sessions_terminated == 0 and result.waited_seconds >= 0.4
         after = database_oids(vps_cluster)
         assert (after[target], after[previous_name(target)]) == (before[staging_name(target)], before[target])
         assert staging_name(target) not in after
-    finally:
-        closer.join(10)
-        for name in generation_names(target):
-            vps_cluster.drop_database(name)
 
 
 def test_a_session_of_the_project_that_stays_on_staging_stops_the_swap(vps_cluster: PostgresCluster) -> None:
     """One that is still there after the bound is not closing (a step's child may still be writing):
     the verified copy is not swapped in, the error names the session and the bound."""
     target = "wehub_own_staying"
-    before = _two_generations(vps_cluster, target)
-    try:
+    with two_generations(vps_cluster, target) as before:
         with _project_session(vps_cluster, staging_name(target)) as staying, vps_cluster.connect() as session:
             pid = staying.info.backend_pid
             with pytest.raises(TargetBusy, match=(
@@ -188,9 +189,6 @@ def test_a_session_of_the_project_that_stays_on_staging_stops_the_swap(vps_clust
                                 policy="terminate", timeout_seconds=30, own_sessions_seconds=1)
             staying.execute("SELECT 1")  # not ended either
         assert database_oids(vps_cluster) == before
-    finally:
-        for name in generation_names(target):
-            vps_cluster.drop_database(name)
 
 
 def test_a_command_stuck_opening_the_instance_is_named_not_waited_for_for_ever(

@@ -76,9 +76,9 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
         filtered = dump.restore_listing
         write_private_text(list_path, filtered)
 
-        def restore(section: list[str], listed: Path | None = None) -> ToolRun:
+        def restore(section: list[str], listed: Path = list_path) -> ToolRun:
             """pg_restore of the archive's ``section`` as the restore list has it (or ``listed``)."""
-            return _run_restore(plan, dump.archive, listed or list_path, env, log, low_priority, section)
+            return _run_restore(plan, dump.archive, listed, env, log, low_priority, section)
 
         if dump.held is None:
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
@@ -162,11 +162,11 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
         tool_run = _timed(phases, "data", in_place)
     else:
         _timed(phases, "data", lambda: restore(["--section=data"]))
-        post_data_list = None
-        if indexes is not None:
+        if indexes is None:
+            tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"]))
+        else:
             phases["copy-indexes"] = indexes.seconds
-            post_data_list = indexes.post_data_list()
-        tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"], post_data_list))
+            tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"], indexes.post_data_list()))
     return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
 
 

@@ -130,7 +130,7 @@ class Watcher:
         self._stop.set()
         self._thread.join(timeout=60)
         if self._error is not None and exc is None:
-            raise AssertionError(f"the fault's action failed: {self._error!r}") from self._error
+            raise AssertionError(f"the fault's condition or action raised {self._error!r}") from self._error
 
     def _watch(self) -> None:
         try:
