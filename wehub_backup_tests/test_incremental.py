@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -32,9 +33,17 @@ from wehub_backup.defs.egress import (
 )
 from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES, ChunkBounds, ChunkKey, analyze_unanalyzed, chunk_runs
-from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint, summed
+from wehub_backup.pg.fingerprint import ChunkDigests, DatabaseFingerprint, TableFingerprint, summed
 from wehub_backup.pg.stream import CopyRange, StreamedTable
-from wehub_backup.run.manifest import CopyManifest, chunk_record_path, manifest_path, read_chunks, read_manifest
+from wehub_backup.run.manifest import (
+    CopyManifest,
+    RecordedTable,
+    chunk_record_path,
+    manifest_path,
+    read_chunks,
+    read_manifest,
+    record_chunks,
+)
 from wehub_backup.run.targets import previous_name, staging_name
 from wehub_backup.units import human_bytes
 from wehub_backup_tests.harness.cluster import PostgresCluster
@@ -391,6 +400,50 @@ def test_mode_decision() -> None:
     ):
         decision = decide_mode(INCREMENTAL, manifest, oid, source, adopted, week, now)
         assert decision.mode == FULL and why in decision.reason, decision
+
+
+def test_chunk_digests_are_kept_packed_and_exactly() -> None:
+    """A table's chunks as the verification holds them: the same counts and digests a dict of
+    fingerprints would hold (digests beyond 64 bits, either sign), and an empty chunk is no key."""
+    digests = {0: (3, -(2**70) - 5), 2: (1, 2**64 + 1), 32767: (7, -1)}
+    packed = ChunkDigests(32768)
+    for number, (rows, digest) in digests.items():
+        packed.add(number, rows, digest)
+    as_dict = {number: TableFingerprint(rows, str(digest)) for number, (rows, digest) in digests.items()}
+    assert packed == as_dict and list(packed) == [0, 2, 32767] and len(packed) == 3
+    assert (1 in packed, packed.get(1), packed.get(32768), packed.get(None)) == (False, None, None, None)
+    assert summed(packed.values()) == summed(as_dict.values())
+    with pytest.raises(ValueError):
+        packed.add(5, 0, 0)
+
+
+def test_the_chunk_record_reads_back_as_written_and_a_record_that_does_not_fit_its_bounds_is_none(
+    tmp_path: Path,
+) -> None:
+    """What the next incremental run trusts instead of reading the copy: read back exactly, or not
+    at all (then the run reads the copy's digests on the VPS) when it was cut short, lists another
+    number of chunks than its bounds cut, or is of another layout."""
+    bounds = ChunkBounds(ChunkKey("id", "bigint", False), ("10", "20", "30"))
+    chunks = ChunkDigests(bounds.chunks)
+    chunks.add(0, 2, -(2**66))
+    chunks.add(3, 5, 12345)
+    fingerprint = DatabaseFingerprint(tables={"s.keyed": summed(chunks.values()), "s.whole": TableFingerprint(4, "99")},
+                                      chunks={"s.keyed": chunks})
+    record = tmp_path / "copies" / "wehub.chunks.json"
+    record_chunks(record, {"s.keyed": bounds}, fingerprint)
+    assert (record.stat().st_mode & 0o777) == 0o600
+    assert read_chunks(record) == {"s.keyed": RecordedTable(fingerprint.tables["s.keyed"], bounds, chunks),
+                                   "s.whole": RecordedTable(TableFingerprint(4, "99"), None, {})}
+
+    written = json.loads(record.read_text())
+    assert written["s.keyed"]["chunks"] == {"rows": [2, 0, 0, 5], "digests": [-(2**66), 0, 0, 12345]}
+    for damaged in ({"rows": [2, 0, 5], "digests": [-(2**66), 0, 12345]},  # one chunk short of its bounds
+                    {"0": [2, str(-(2**66))], "3": [5, "12345"]},  # chunk by chunk, as an earlier record
+                    {"rows": [2, 0, 0, -5], "digests": [-(2**66), 0, 0, 12345]}):
+        record.write_text(json.dumps({**written, "s.keyed": {**written["s.keyed"], "chunks": damaged}}))
+        assert read_chunks(record) == {}, damaged
+    record.write_text(json.dumps(written)[:-40])
+    assert read_chunks(record) == {}
 
 
 def test_chunks_are_selected_by_runs_of_key_ranges_in_statements_of_bounded_size() -> None:

@@ -57,7 +57,7 @@ class CopiedTable:
     definition: tuple[str, ...]
     whole: TableFingerprint
     bounds: ChunkBounds | None = None  # None: no usable key, compared whole
-    chunks: dict[int, TableFingerprint] = field(default_factory=dict)
+    chunks: Mapping[int, TableFingerprint] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,7 +140,7 @@ def read_increment_base(vps: ConnectionInfo, target: str, manifest: CopyManifest
     return IncrementBase(manifest, tables, time.monotonic() - started, encoding, large_objects)
 
 
-def _recorded(table: RecordedTable) -> tuple[TableFingerprint, ChunkBounds | None, dict[int, TableFingerprint]]:
+def _recorded(table: RecordedTable) -> tuple[TableFingerprint, ChunkBounds | None, Mapping[int, TableFingerprint]]:
     return table.whole, table.bounds, table.chunks
 
 
@@ -174,7 +174,7 @@ def _digested_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKe
     return DigestedTable(table.schema, table.name, table.size_bytes, bounds)
 
 
-def _copied_table(table: StreamedTable, digested: DigestedTable, parts: dict) -> CopiedTable:
+def _copied_table(table: StreamedTable, digested: DigestedTable, parts: Mapping) -> CopiedTable:
     chunks = parts if digested.bounds is not None else {}
     return CopiedTable(table.definition, summed(parts.values()), digested.bounds, chunks)
 
@@ -258,7 +258,7 @@ def incremental_tasks(tables: list[StreamedTable], base: IncrementBase, source: 
 
 
 def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTable,
-                 source_chunks: dict[int, TableFingerprint], in_place: bool) -> None:
+                 source_chunks: Mapping[int, TableFingerprint], in_place: bool) -> None:
     """Changed chunks come from the snapshot; into an empty staging the others come from the copy
     (the two sets of key ranges cover every row exactly once); into a file copy they stay."""
     assert copied.bounds is not None
@@ -268,7 +268,7 @@ def _chunk_tasks(plan: IncrementalCopy, table: StreamedTable, copied: CopiedTabl
     plan.chunks_copied += len(changed)
     plan.tasks += _replaced_chunks(table, copied.bounds, changed, "changed chunks", in_place)
     if in_place and changed and len(changed) <= len(numbers) * REFINED_SHARE:
-        rows = sum(chunk.rows for number, chunk in copied.chunks.items() if number in changed)
+        rows = sum(copied.chunks[number].rows for number in changed if number in copied.chunks)
         plan.changed.append(ChangedChunks(table, copied.bounds, frozenset(changed), rows))
     if not in_place:
         for condition, count in copied.bounds.selections(copied.chunks.keys() - changed):
@@ -318,6 +318,6 @@ def _parts(staging: psycopg.Connection, changed: ChangedChunks) -> DigestedTable
     return DigestedTable(table.schema, table.name, table.size_bytes, bounds.with_keys_inside(keys), selection)
 
 
-def _digests_by_key_ranges(conn: psycopg.Connection, tables: list[DigestedTable]) -> list[dict]:
+def _digests_by_key_ranges(conn: psycopg.Connection, tables: list[DigestedTable]) -> list[Mapping]:
     with by_key_ranges(conn):
         return table_digests(conn, tables)

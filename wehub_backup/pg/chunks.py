@@ -169,8 +169,8 @@ def chunk_bounds(conn: psycopg.Connection, schema: str, table: str, key: ChunkKe
         "SELECT k::text FROM (SELECT k, row_number() OVER (ORDER BY k) AS n "
         "FROM (SELECT {key} AS k FROM {t} TABLESAMPLE BERNOULLI ({percent})) sampled) numbered "
         "WHERE n % {every} = 1 AND n > 1 ORDER BY n").format(  # the sample's 17th, 33rd, ... key
-        key=key.expression(), t=name, percent=sql.Literal(percent), every=sql.Literal(SAMPLE_PER_BOUND))).fetchall()
-    return ChunkBounds(key, tuple(bound for (bound,) in keys))
+        key=key.expression(), t=name, percent=sql.Literal(percent), every=sql.Literal(SAMPLE_PER_BOUND)))
+    return ChunkBounds(key, tuple(bound for (bound,) in keys))  # row by row: no list of them all first
 
 
 def split_crowded_chunks(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds,

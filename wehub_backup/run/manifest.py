@@ -10,15 +10,16 @@ record, so the run after it is full as well.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from wehub_backup.files import write_private_text
+from wehub_backup.files import open_private, write_private_text
 from wehub_backup.pg.chunks import ChunkBounds, ChunkKey
-from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint
+from wehub_backup.pg.fingerprint import ChunkDigests, DatabaseFingerprint, TableFingerprint
 from wehub_backup.run.workdir import ensure_private_directory
 
 MANIFEST_DIRECTORY = "copies"
@@ -78,20 +79,37 @@ def chunk_record_path(manifest_file: Path) -> Path:
 class RecordedTable:
     whole: TableFingerprint
     bounds: ChunkBounds | None  # None: compared whole
-    chunks: dict[int, TableFingerprint]
+    chunks: Mapping[int, TableFingerprint]
 
 
 def record_chunks(path: Path, bounds: Mapping[str, ChunkBounds], fingerprint: DatabaseFingerprint) -> None:
     """Keep the verified copy's table and chunk digests as its verification computed them: the next
-    incremental run compares the source with them instead of reading the whole copy again."""
-    tables: dict[str, dict] = {name: {"rows": table.rows, "digest": table.digest}
-                               for name, table in fingerprint.tables.items()}
-    for name, chunks in fingerprint.chunks.items():
-        key = bounds[name].key
-        tables[name].update(key=[key.column, key.type, key.string], bounds=list(bounds[name].bounds),
-                            chunks={str(number): [chunk.rows, chunk.digest] for number, chunk in chunks.items()})
+    incremental run compares the source with them instead of reading the whole copy again.
+
+    Each keyed table's chunks are listed densely (counts, then digests, by chunk number; an empty
+    chunk's are 0) and written as they are encoded: the record of a GiB is not built in memory whole.
+    """
     ensure_private_directory(path.parent)
-    write_private_text(path, json.dumps(tables))
+    with io.TextIOWrapper(open_private(path), encoding="utf-8") as text:
+        text.write("{")
+        for place, (name, table) in enumerate(fingerprint.tables.items()):
+            entry: dict[str, object] = {"rows": table.rows, "digest": table.digest}
+            chunks = fingerprint.chunks.get(name)
+            if chunks is not None:
+                key = bounds[name].key
+                entry.update(key=[key.column, key.type, key.string], bounds=list(bounds[name].bounds),
+                             chunks=_dense(chunks, bounds[name].chunks))
+            text.write(("," if place else "") + json.dumps(name) + ":")
+            json.dump(entry, text)
+        text.write("}")
+
+
+def _dense(chunks: Mapping[int, TableFingerprint], count: int) -> dict[str, list[int]]:
+    """Each of ``count`` chunks' row count and digest in chunk order, 0 and 0 for an empty one."""
+    rows, digests = [0] * count, [0] * count
+    for number, chunk in chunks.items():
+        rows[number], digests[number] = chunk.rows, int(chunk.digest)
+    return {"rows": rows, "digests": digests}
 
 
 def read_chunks(path: Path) -> dict[str, RecordedTable]:
@@ -108,5 +126,7 @@ def _recorded_table(entry: dict) -> RecordedTable:
         return RecordedTable(whole, None, {})
     column, type_name, string = entry["key"]
     bounds = ChunkBounds(ChunkKey(str(column), str(type_name), bool(string)), tuple(str(b) for b in entry["bounds"]))
-    return RecordedTable(whole, bounds, {int(number): TableFingerprint(int(rows), str(digest))
-                                         for number, (rows, digest) in entry["chunks"].items()})
+    rows, digests = entry["chunks"]["rows"], entry["chunks"]["digests"]
+    if len(rows) != bounds.chunks:
+        raise ValueError(f"{len(rows)} chunks recorded where the bounds cut {bounds.chunks}")
+    return RecordedTable(whole, bounds, ChunkDigests.from_lists(rows, digests))
