@@ -341,11 +341,13 @@ def _step_breakdown(summary: Summary, key: str) -> str:
 
 def _stream_reasons(summary: Summary) -> str:
     """Why the stream engine's copy is slower here than the fastest tool, in this run's own figures."""
-    return (f"Why: {_step_breakdown(summary, 'job_stream')}. A large table's own indexes are built while "
-            "other tables still copy, by the copy's workers (no more sessions than the copy's), but each worker's "
-            "pipeline (the source's COPY, psql, the relays, staging's COPY) takes more than a core, so "
-            f"{summary.results['jobs']} workers on as many cores leave little idle for the builds to fill; the "
-            "digests of staging are taken after the copy instead of beside it")
+    return (f"Why: {_step_breakdown(summary, 'job_stream')}. The copy does a dump's and a restore's work at "
+            "once (the source's COPY, staging's COPY and the index builds, on the same machine here), so on "
+            f"{summary.results['jobs']} cores it saves the archive's disk, not their time: both servers' work "
+            "keeps the cores busy. A large table's own indexes are built while other tables still copy, by the "
+            "copy's workers (no more sessions than the copy's), in what little is idle. The digests of staging "
+            "are taken after the copy, not beside it: no core would be free for them, and taken after the last "
+            "write they read exactly what the swap publishes.")
 
 
 def _wall_reasons(summary: Summary, fastest: str) -> str:
