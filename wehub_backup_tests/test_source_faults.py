@@ -24,7 +24,7 @@ from wehub_backup.pg import snapshot
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.relay import relayed_connection
-from wehub_backup_tests.faults.evidence import leftovers, step_failure
+from wehub_backup_tests.faults.evidence import leftovers, run_sessions_copying, step_failure
 from wehub_backup_tests.faults.process import Watcher
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import NOTES_SQL, blobs_sql, recreate_source
@@ -32,6 +32,7 @@ from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, run_backup, step_errors
 from wehub_backup_tests.support.environment import BackupEnv
+from wehub_backup_tests.support.supabase_target import step_metadata
 from wehub_backup_tests.test_faults import (  # noqa: F401 - fixtures
     BLOB_BYTES,
     BLOB_ROWS,
@@ -261,6 +262,60 @@ def test_an_exclusive_lock_asked_for_while_the_dump_holds_the_table_fails_the_ru
     assert "the dump gave way" in cause, cause
     assert failure_category(result) == FailureCategory.LOCK_CONFLICT
     source_faults.assert_unchanged(TARGET, before)
+
+
+def test_an_exclusive_lock_asked_for_while_the_copy_holds_the_table_fails_the_run_not_the_app(
+        source_faults: FaultEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream engine's copy: the migration asks for the table between two of its ranges, after the
+    run's snapshot session locked it. The next range's reading would queue behind the migration, which
+    waits for the run, until the relay's stall watchdog cut the run minutes later and blamed the network.
+    The copy gives way within its short lock wait, naming the session, and the migration goes on."""
+    before = source_faults.previous_good_copy(TARGET)
+    source_faults.use_engine("stream")
+    monkeypatch.setenv("WEHUB_LOCK_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("WEHUB_STALL_TIMEOUT_SECONDS", "120")
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # blobs in four ranges, two at a time
+    source_faults.source_relay.bytes_per_second = PACED / 8  # each range takes about three seconds
+    with app_session(source_faults) as app:
+        app.execute("SET statement_timeout = '60s'")
+        migration = Statement(app, "ALTER TABLE public.blobs ADD COLUMN checked boolean")
+        copying = lambda: bool(run_sessions_copying(source_faults.source, "COPY (SELECT%blobs%"))  # noqa: E731
+        started = time.monotonic()
+        with Watcher(copying, migration) as watcher:
+            result = source_faults.run(TARGET)
+        took = time.monotonic() - started
+        assert migration.done.wait(30)
+        pid = app.info.backend_pid
+    assert watcher.fired, "the copy never read the table"
+    assert migration.error is None, f"the application's migration failed: {migration.error}"
+    step, cause = step_failure(result)
+    assert step == "restore_into_staging_database", cause
+    assert cause.startswith(f"lock conflict on table public.blobs: session pid {pid} (application_name '{APP}', "
+                            "transaction open "), cause
+    assert "the copy gave way" in cause, cause
+    assert took < 60, f"the run waited {took:.0f} s behind the migration"
+    assert failure_category(result) == FailureCategory.LOCK_CONFLICT
+    source_faults.assert_unchanged(TARGET, before)
+    assert leftovers(source_faults.vps, TARGET, source_faults.env.backup_dir) == []
+
+
+def test_a_statement_timeout_of_the_source_login_does_not_cut_a_long_range(
+        source_faults: FaultEnv, monkeypatch: pytest.MonkeyPatch, supabase_cluster: PostgresCluster) -> None:
+    """Supabase gives ``postgres`` a statement_timeout of 2 minutes, and psql, unlike pg_dump, sets
+    none of its own: a range that took longer to cross a slow link was cancelled, and copied again
+    to the same end. The copy's readers clear it, as the project's other sessions do."""
+    # (per login and database: it outranks the login's own setting, and goes with the database)
+    supabase_cluster.execute(f"ALTER ROLE {APP_OWNER} IN DATABASE {LOCKS_SOURCE} SET statement_timeout = '1s'")
+    # 19 MB in one range: more than the sockets between the source and the paced relay hold, so
+    # the source's COPY lasts as long as the link takes
+    supabase_cluster.execute("CREATE TABLE public.wide AS SELECT i, repeat(md5(i::text), 20) AS body "
+                             "FROM generate_series(1, 30000) i", dbname=LOCKS_SOURCE, user=APP_OWNER)
+    source_faults.use_engine("stream")
+    source_faults.source_relay.bytes_per_second = PACED  # about six seconds
+    result = source_faults.run(TARGET)
+    assert result.success, step_errors(result)
+    load = step_metadata(result, "restore_into_staging_database")
+    assert load["copy_retries"] == 0 and float(load["copy_s"]) > 4, load
 
 
 # --- a source that stops sending ----------------------------------------------------------------

@@ -25,6 +25,7 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_tool
+from wehub_backup.pg.snapshot import HELD_TABLE_LOCK_WAIT_S
 from wehub_backup.pg.stream import (
     CopyRange,
     SourceReader,
@@ -144,9 +145,11 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
             with ExitStack() as environments:
                 env = environments.enter_context(held.source.tool_environment(plan.secrets_dir / "copy.pgpass"))
                 psql = plan.client.program("psql")
-                reader = SourceReader(psql, env, plan.source.encoding)
+                reader = SourceReader(psql, env, plan.source.encoding,
+                                      min(held.source.lock_timeout_s, HELD_TABLE_LOCK_WAIT_S))
                 copy_reader = None if plan.base is None or in_place else SourceReader(psql, environments.enter_context(
-                    vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding)
+                    vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding,
+                    vps.lock_timeout_s)
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,

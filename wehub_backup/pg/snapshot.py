@@ -19,9 +19,10 @@ Between the export and pg_dump's own table locks two things can go wrong:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 import psycopg
 from psycopg import errors, sql
@@ -31,6 +32,12 @@ from wehub_backup.errors import LockConflict, SourceChanged
 from wehub_backup.pg.fingerprint import set_stable_output
 
 SNAPSHOT_ATTEMPTS = 3
+# The lock wait of a session reading tables the snapshot session holds (pg_dump, a stream copy's
+# reader): every lock it asks for is one that session has already, so it can only wait behind a
+# session that asked for ACCESS EXCLUSIVE after that: a session that waits for the run to end.
+# Waiting longer cannot help; giving way soon lets that session (an app's migration, say) go on
+# before its own timeouts fail it.
+HELD_TABLE_LOCK_WAIT_S = 10
 _FIRST_PAUSE_S, _LONGEST_PAUSE_S = 0.05, 1.0
 
 # What pg_dump locks (plain and partitioned tables) in the dumped scope, named as the snapshot
@@ -67,6 +74,13 @@ WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg
   AND l.relation = ANY(%(oids)s::oid[])
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY l.granted DESC, a.xact_start NULLS LAST"""
+
+
+class TableOid(Protocol):
+    """A table as the lock queries name it: by its OID."""
+
+    @property
+    def oid(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -156,26 +170,28 @@ def unseen_changes(conn: psycopg.Connection, tables: list[DumpedTable]) -> list[
     return missing + rewritten
 
 
-def exclusive_lockers(conn: psycopg.Connection, tables: list[DumpedTable]) -> list[ExclusiveLocker]:
+def exclusive_lockers(conn: psycopg.Connection, tables: Sequence[TableOid]) -> list[ExclusiveLocker]:
     """Sessions holding (first) or queued for ACCESS EXCLUSIVE on any of ``tables``."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
     return [ExclusiveLocker(*row) for row in conn.execute(_EXCLUSIVE_LOCKERS, {"oids": [t.oid for t in tables]})]
 
 
-def gave_way_cause(conn: psycopg.Connection, tables: list[DumpedTable]) -> str | None:
-    """Why pg_dump failed to lock a table the snapshot session holds, if another session is the cause.
+def gave_way_cause(conn: psycopg.Connection, tables: Sequence[TableOid], step: str = "dump",
+                   reader: str = "pg_dump") -> str | None:
+    """Why ``reader`` (pg_dump, or a copy's reader) failed to lock a table the snapshot session holds,
+    if another session is the cause.
 
-    pg_dump can only wait for such a table behind a session queued for its ACCESS EXCLUSIVE
-    lock after the snapshot session took it: that session waits for the dump to end, and the
-    dump for pg_dump, so pg_dump gives way (its lock wait is short) and the dump fails.
+    The reader can only wait for such a table behind a session queued for its ACCESS EXCLUSIVE
+    lock after the snapshot session took it: that session waits for the run's ``step`` to end, and
+    the step for the reader, so the reader gives way (its lock wait is short) and the step fails.
     """
     queued = [locker for locker in exclusive_lockers(conn, tables) if not locker.granted]
     if not queued:
         return None
     first = queued[0]
     return (f"lock conflict on table {first.table}: {first.describe()} asked for ACCESS EXCLUSIVE while the "
-            "dump held the table, and pg_dump would have waited behind it (a deadlock PostgreSQL cannot see); "
-            "the dump gave way: run it again once that session's change is done")
+            f"{step} held the table, and {reader} would have waited behind it (a deadlock PostgreSQL cannot "
+            f"see); the {step} gave way: run it again once that session's change is done")
 
 
 def _timeout_message(conn: psycopg.Connection, tables: list[DumpedTable], timeout_s: float) -> str:

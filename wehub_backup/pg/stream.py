@@ -11,6 +11,7 @@ transaction, so a dropped connection costs one range again, not the whole table.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -24,12 +25,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from wehub_backup.errors import StagingReplaced
+from wehub_backup.errors import LockConflict, StagingReplaced
 from wehub_backup.pg.chunks import key_range_statements
 from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.databases import connected_database_oid
 from wehub_backup.pg.names import quote_pattern
-from wehub_backup.pg.tool_output import read_stderr_lines
+from wehub_backup.pg.snapshot import gave_way_cause
+from wehub_backup.pg.tool_output import failure_reason, read_stderr_lines
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
@@ -45,6 +47,8 @@ RETRY_PAUSE_S = 1.0
 TID_RANGE_SCAN_SINCE = 14
 # The first user-defined OID: types below it are built in, the same on every server of a major version.
 FIRST_USER_OID = 16384
+# How psql reports its COPY giving up on the table's lock (``SourceReader.lock_wait_s``).
+_LOCK_WAIT_FAILURE = re.compile(r"canceling statement due to lock timeout")
 
 # The tables whose rows the copy carries, as the snapshot sees them: ordinary tables of the kept
 # schemas (partitions, not their parents) that an extension does not own, with their non-generated
@@ -209,6 +213,8 @@ class _Copy:
                 rows, received = self._copy_once(task)
                 break
             except psycopg.OperationalError as error:
+                if _LOCK_WAIT_FAILURE.search(str(error)) and not self.stopping.is_set():
+                    raise self._lock_conflict(task) from error  # it would only wait again
                 if self.stopping.is_set() or attempt == COPY_ATTEMPTS or self.held.relay.stalled_for \
                         or not self.held.alive():
                     raise
@@ -230,6 +236,20 @@ class _Copy:
             table_done = not self.ranges_left[task.table]
         if table_done and self.table_copied is not None:
             self.table_copied(task.table, self.stopping)
+
+    def _lock_conflict(self, task: CopyRange) -> LockConflict:
+        """Why a range's reader gave up on its table's lock. On the source, the snapshot session holds
+        every copied table, so the reader can only have waited behind a session that asked for ACCESS
+        EXCLUSIVE after that, and that session waits for the run (a deadlock PostgreSQL cannot see):
+        the copy gives way, and that session's change goes on."""
+        reader = self.copy_reader if task.from_copy else self.reader
+        assert reader is not None
+        cause = None if task.from_copy else self.held.run(
+            lambda session: gave_way_cause(session, [task.table], "copy", "the copy's reading of it"))
+        where = "the current copy on the VPS" if task.from_copy else "the source"
+        return LockConflict(cause or f"lock wait on table {task.table.qualified} on {where} gave up after "
+                                     f"{reader.lock_wait_s:.0f} s (another session held or asked for it "
+                                     "exclusively): run the backup again once that session's change is done")
 
     @contextmanager
     def _staging_connection(self) -> Iterator[psycopg.Connection]:
@@ -295,12 +315,17 @@ class SourceReader:
     psql: str
     environment: dict[str, str]  # libpq's variables for the relayed source, the password in a private file
     encoding: str  # the source database's: psql sends in it, staging reads in it
+    # How long the COPY waits for its table's lock before it gives up (psql, unlike pg_dump, sets no
+    # timeouts of its own, and a login's statement_timeout, 2 minutes on Supabase, would cut a long range).
+    lock_wait_s: float
 
     def open(self, snapshot: str | None, copy_statement: str, settings: tuple[str, ...] = ()) -> RangeReader:
         """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given, after ``settings``."""
         statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                       *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
-                      "SET client_min_messages = warning", *_SESSION_SETTINGS, *settings, copy_statement]
+                      "SET client_min_messages = warning", "SET statement_timeout = 0",
+                      f"SET lock_timeout = {max(1, round(self.lock_wait_s * 1000))}",
+                      *_SESSION_SETTINGS, *settings, copy_statement]
         argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
                 *(part for statement in statements for part in ("-c", statement))]
         return RangeReader(argv, {**self.environment, "PGCLIENTENCODING": self.encoding})
@@ -310,7 +335,8 @@ class RangeReader:
     """One psql process writing one range's COPY data to a pipe; killed if the copy stops early.
 
     Its stderr is read meanwhile, as every client program's is (``read_stderr_lines``): a psql
-    that filled that pipe would stop before its COPY ended.
+    that filled that pipe would stop before its COPY ended. Its error is the server's line, not the
+    last one psql printed (for a statement's error, the caret under the statement's text).
     """
 
     BLOCK = 1 << 20
@@ -319,11 +345,12 @@ class RangeReader:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self._argv, self._env = argv, env
         self._stderr_tail: deque[str] = deque(maxlen=1)
+        self._error_lines: list[str] = []
 
     def __enter__(self) -> RangeReader:
         self._process = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
-        self._stderr = threading.Thread(target=read_stderr_lines, args=(self._process, self._stderr_tail, [], None),
+        self._stderr = threading.Thread(target=read_stderr_lines, args=(self._process, self._stderr_tail, self._error_lines, None),
                                         name="psql-stderr", daemon=True)
         self._stderr.start()
         return self
@@ -341,9 +368,8 @@ class RangeReader:
         except subprocess.TimeoutExpired as error:
             raise psycopg.OperationalError(f"psql did not exit within {self.EXIT_WAIT_S} s of its COPY's end") from error
         if code != 0:
-            self._stderr.join(self.EXIT_WAIT_S)  # its last line, written before it exited
-            last_line = self._stderr_tail[-1] if self._stderr_tail else None
-            raise psycopg.OperationalError(last_line or f"psql exited with code {code}")
+            self._stderr.join(self.EXIT_WAIT_S)  # its lines, written before it exited
+            raise psycopg.OperationalError(failure_reason(self._error_lines, list(self._stderr_tail), code))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process.poll() is None:
