@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import psycopg
 import pytest
 
 from wehub_backup.errors import VersionMismatch
@@ -51,3 +52,26 @@ def test_pg17_source_backs_up_into_pg15_vps_with_pg17_tools(
     assert result.success, failure_text(result)
     assert result.output_for_node("plan_supabase_backup").client.major == 17
     assert vps_cluster.query("SELECT count(*) FROM public.events", dbname="wehub_from_pg17")[0][0] >= 100_000
+
+
+@pytest.mark.parametrize("engine", ["archive", "stream"])
+def test_a_transaction_timeout_of_the_pg17_source_login_ends_no_session_of_the_run(
+    backup_env_pg17: BackupEnv, supabase17_cluster: PostgresCluster, vps_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    """PostgreSQL 17's ``transaction_timeout``, set for the login, would end the run's snapshot (one
+    transaction for the whole dump, and for the stream engine's copy) and each range's reading of the
+    source: the project's sessions clear it, as they clear the statement and idle timeouts."""
+    monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))
+    monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
+    login, database = backup_env_pg17.supabase_user, backup_env_pg17.supabase_db
+    supabase17_cluster.execute(f"ALTER ROLE {login} IN DATABASE {database} SET transaction_timeout = '100ms'")
+    try:
+        with pytest.raises(psycopg.Error, match="transaction timeout"):  # what any other session meets
+            supabase17_cluster.query("SELECT pg_sleep(0.3)", dbname=database, user=login)
+        result = run_backup_in(f"wehub_pg17_{engine}_timeout", str(backup_env_pg17.dagster_home))
+    finally:
+        supabase17_cluster.execute(f"ALTER ROLE {login} IN DATABASE {database} RESET transaction_timeout")
+    assert result.success, failure_text(result)
+    assert vps_cluster.query("SELECT count(*) FROM public.events", dbname=f"wehub_pg17_{engine}_timeout")[0][0] >= 100_000
+

@@ -146,10 +146,10 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 env = environments.enter_context(held.source.tool_environment(plan.secrets_dir / "copy.pgpass"))
                 psql = plan.client.program("psql")
                 reader = SourceReader(psql, env, plan.source.encoding,
-                                      min(held.source.lock_timeout_s, HELD_TABLE_LOCK_WAIT_S))
+                                      min(held.source.lock_timeout_s, HELD_TABLE_LOCK_WAIT_S), plan.source.version_num)
                 copy_reader = None if plan.base is None or in_place else SourceReader(psql, environments.enter_context(
                     vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding,
-                    vps.lock_timeout_s)
+                    vps.lock_timeout_s, plan.target_server.version_num)
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,

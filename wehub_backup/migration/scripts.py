@@ -14,13 +14,14 @@ from wehub_backup.migration.checks import RECREATED_KINDS, CatalogCopy, Relocati
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.queries import KEPT_SCHEMAS, app_scope, read_query
 from wehub_backup.pg.clients import settings_unknown_to
+from wehub_backup.pg.connection import session_timeouts
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.names import OPERATOR_CHARS, name_forms, quote_pattern
 from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.toc import TOC_ENTRY, archive_listing
 
 # A DROP waiting this long for the application's locks gives up (and rolls everything back).
-LOCK_TIMEOUT = "60s"
+LOCK_TIMEOUT_S = 60
 _ROLE = r'(?P<role>PUBLIC|"(?:[^"]|"")+"|[^\s";]+)'
 _GRANTEE = re.compile(r" (?:TO|FROM) " + _ROLE + r"(?: WITH GRANT OPTION)?;$")
 _DEFAULT_PRIVILEGES_OWNER = re.compile(r'^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<role>"(?:[^"]|"")+"|[^\s";]+) ')
@@ -193,7 +194,8 @@ def prelude_sql(plan: MigrationPlan) -> str:
     outside = sql.SQL(read_query("outside_dependents")).format(**scope)
     objects = sql.SQL(read_query("schema_objects")).format(**scope)
     statements = [
-        sql.SQL("SET statement_timeout = 0"), sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)),
+        # the login's timeouts cleared in the transaction itself (PostgreSQL 17's transaction_timeout too)
+        *(sql.SQL(statement) for statement in session_timeouts(plan.target_server.version_num, LOCK_TIMEOUT_S)),  # type: ignore[arg-type]
         sql.SQL("SET client_min_messages = warning"), sql.SQL("SELECT pg_catalog.set_config('search_path', '', false)"),
         *(sql.SQL("SELECT pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
           for name, value in plan.restore_settings.items()),

@@ -20,7 +20,9 @@ from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S,
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
 
 APPLICATION_NAME = "wehub_backup"
+# Session timeouts a login's settings may set, and the server versions (server_version_num) that have them.
 IDLE_SESSION_TIMEOUT_SINCE = 140000
+TRANSACTION_TIMEOUT_SINCE = 170000
 # A dead peer is noticed within about a minute: probes after 30 s idle, every 10 s, 3 lost;
 # data unacknowledged for 60 s ends the connection too.
 TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
@@ -65,9 +67,10 @@ class ConnectionInfo:
     def connect(self, dbname: str | None = None, *, autocommit: bool = True, connect_timeout: int = 15) -> psycopg.Connection:
         """Open a psycopg connection with the password from the password file.
 
-        The session clears statement and idle timeouts: Supabase sets a 2-minute
-        ``statement_timeout`` for ``postgres`` that would cancel long verification queries,
-        and a login's ``idle_session_timeout`` would end the session holding the run's lock.
+        The session clears statement, transaction and idle timeouts (``session_timeouts``):
+        Supabase sets a 2-minute ``statement_timeout`` for ``postgres`` that would cancel long
+        verification queries, and a login's ``idle_session_timeout`` would end the session holding
+        the run's lock.
         A lock wait, though, ends after ``lock_timeout_s``: a session holding a table's
         ACCESS EXCLUSIVE lock would otherwise hold the run for ever. TCP keepalives and a user
         timeout bound every wait on a peer that went away.
@@ -86,11 +89,8 @@ class ConnectionInfo:
         if self.hostaddr:
             params["hostaddr"] = self.hostaddr
         conn = psycopg.connect(autocommit=autocommit, **params)
-        conn.execute("SET statement_timeout = 0")
-        conn.execute("SET idle_in_transaction_session_timeout = 0")
-        conn.execute(f"SET lock_timeout = {round(self.lock_timeout_s * 1000)}")
-        if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
-            conn.execute("SET idle_session_timeout = 0")
+        for statement in session_timeouts(conn.info.server_version, self.lock_timeout_s):
+            conn.execute(statement)  # type: ignore[arg-type]
         if not autocommit:
             conn.commit()
         return conn
@@ -122,6 +122,19 @@ class ConnectionInfo:
         if self.hostaddr:
             settings["PGHOSTADDR"] = self.hostaddr
         return child_environment(settings)
+
+
+def session_timeouts(server_version: int, lock_timeout_s: float) -> list[str]:
+    """What every session of the project sets first: no statement, transaction or idle timeout of
+    the login's (Supabase gives ``postgres`` a 2-minute ``statement_timeout``; a run's snapshot is
+    one long transaction), and a lock wait bounded by ``lock_timeout_s``."""
+    statements = ["SET statement_timeout = 0", "SET idle_in_transaction_session_timeout = 0",
+                  f"SET lock_timeout = {max(1, round(lock_timeout_s * 1000))}"]
+    if server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+        statements.append("SET idle_session_timeout = 0")
+    if server_version >= TRANSACTION_TIMEOUT_SINCE:
+        statements.append("SET transaction_timeout = 0")
+    return statements
 
 
 def is_local_host(host: str) -> bool:

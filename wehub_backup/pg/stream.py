@@ -27,7 +27,7 @@ from psycopg import sql
 
 from wehub_backup.errors import LockConflict, StagingReplaced
 from wehub_backup.pg.chunks import key_range_statements
-from wehub_backup.pg.connection import ConnectionInfo, error_line
+from wehub_backup.pg.connection import ConnectionInfo, error_line, session_timeouts
 from wehub_backup.pg.databases import connected_database_oid
 from wehub_backup.pg.names import quote_pattern
 from wehub_backup.pg.snapshot import gave_way_cause
@@ -315,16 +315,16 @@ class SourceReader:
     psql: str
     environment: dict[str, str]  # libpq's variables for the relayed source, the password in a private file
     encoding: str  # the source database's: psql sends in it, staging reads in it
-    # How long the COPY waits for its table's lock before it gives up (psql, unlike pg_dump, sets no
-    # timeouts of its own, and a login's statement_timeout, 2 minutes on Supabase, would cut a long range).
+    # How long the COPY waits for its table's lock before it gives up. psql, unlike pg_dump, sets no
+    # timeouts of its own: a login's statement_timeout (2 minutes on Supabase) would cut a long range.
     lock_wait_s: float
+    server_version: int  # server_version_num of the server read: the timeouts it knows
 
     def open(self, snapshot: str | None, copy_statement: str, settings: tuple[str, ...] = ()) -> RangeReader:
         """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given, after ``settings``."""
         statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                       *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
-                      "SET client_min_messages = warning", "SET statement_timeout = 0",
-                      f"SET lock_timeout = {max(1, round(self.lock_wait_s * 1000))}",
+                      "SET client_min_messages = warning", *session_timeouts(self.server_version, self.lock_wait_s),
                       *_SESSION_SETTINGS, *settings, copy_statement]
         argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
                 *(part for statement in statements for part in ("-c", statement))]
