@@ -238,6 +238,35 @@ def test_an_app_migration_holding_a_lock_the_dump_needs_finishes_and_so_does_the
     assert result.success, step_errors(result)
 
 
+def migration_asking_for_blobs(faults: FaultEnv, moment: Callable[[], bool], what: str
+                               ) -> tuple[dg.ExecuteInProcessResult, int, float]:
+    """A run while the application's migration (``statement_timeout`` 60 s) asks for ``public.blobs``
+    at ``moment`` (``what`` in words): the run's result, the migration's pid and the run's seconds.
+    The migration must go through."""
+    with app_session(faults) as app:
+        app.execute("SET statement_timeout = '60s'")
+        migration = Statement(app, "ALTER TABLE public.blobs ADD COLUMN checked boolean")
+        started = time.monotonic()
+        with Watcher(moment, migration) as watcher:
+            result = faults.run(TARGET)
+        took = time.monotonic() - started
+        assert migration.done.wait(30)
+        pid = app.info.backend_pid
+    assert watcher.fired, f"never: {what}"
+    assert migration.error is None, f"the application's migration failed: {migration.error}"
+    return result, pid, took
+
+
+def assert_gave_way(result: dg.ExecuteInProcessResult, step: str, pid: int, who: str) -> None:
+    """The run failed at ``step``, ``who`` (the dump, the copy) giving way to the migration ``pid``."""
+    failed_step, cause = step_failure(result)
+    assert failed_step == step, cause
+    assert cause.startswith(f"lock conflict on table public.blobs: session pid {pid} (application_name '{APP}', "
+                            "transaction open "), cause
+    assert f"the {who} gave way" in cause, cause
+    assert failure_category(result) == FailureCategory.LOCK_CONFLICT
+
+
 def test_an_exclusive_lock_asked_for_while_the_dump_holds_the_table_fails_the_run_not_the_app(
         source_faults: FaultEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     """The migration asks for a table after the run locked it, before pg_dump has: pg_dump would
@@ -245,22 +274,9 @@ def test_an_exclusive_lock_asked_for_while_the_dump_holds_the_table_fails_the_ru
     before = source_faults.previous_good_copy(TARGET)
     monkeypatch.setenv("WEHUB_LOCK_TIMEOUT_SECONDS", "5")
     source_faults.source_relay.bytes_per_second = PACED  # the blobs take two seconds to dump
-    with app_session(source_faults) as app:
-        app.execute("SET statement_timeout = '60s'")
-        migration = Statement(app, "ALTER TABLE public.blobs ADD COLUMN checked boolean")
-        locked = lambda: snapshot_exported(source_faults.source) and run_holds(source_faults.source, "public.blobs")  # noqa: E731
-        with Watcher(locked, migration) as watcher:
-            result = source_faults.run(TARGET)
-        assert migration.done.wait(30)
-        pid = app.info.backend_pid
-    assert watcher.fired, "the run never locked the table"
-    assert migration.error is None, f"the application's migration failed: {migration.error}"
-    step, cause = step_failure(result)
-    assert step == "dump_supabase_database", cause
-    assert cause.startswith(f"lock conflict on table public.blobs: session pid {pid} (application_name '{APP}', "
-                            "transaction open "), cause
-    assert "the dump gave way" in cause, cause
-    assert failure_category(result) == FailureCategory.LOCK_CONFLICT
+    locked = lambda: snapshot_exported(source_faults.source) and run_holds(source_faults.source, "public.blobs")  # noqa: E731
+    result, pid, _ = migration_asking_for_blobs(source_faults, locked, "the run locked the table")
+    assert_gave_way(result, "dump_supabase_database", pid, "dump")
     source_faults.assert_unchanged(TARGET, before)
 
 
@@ -276,25 +292,10 @@ def test_an_exclusive_lock_asked_for_while_the_copy_holds_the_table_fails_the_ru
     monkeypatch.setenv("WEHUB_STALL_TIMEOUT_SECONDS", "120")
     monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # blobs in four ranges, two at a time
     source_faults.source_relay.bytes_per_second = PACED / 8  # each range takes about three seconds
-    with app_session(source_faults) as app:
-        app.execute("SET statement_timeout = '60s'")
-        migration = Statement(app, "ALTER TABLE public.blobs ADD COLUMN checked boolean")
-        copying = lambda: bool(run_sessions_copying(source_faults.source, "COPY (SELECT%blobs%"))  # noqa: E731
-        started = time.monotonic()
-        with Watcher(copying, migration) as watcher:
-            result = source_faults.run(TARGET)
-        took = time.monotonic() - started
-        assert migration.done.wait(30)
-        pid = app.info.backend_pid
-    assert watcher.fired, "the copy never read the table"
-    assert migration.error is None, f"the application's migration failed: {migration.error}"
-    step, cause = step_failure(result)
-    assert step == "restore_into_staging_database", cause
-    assert cause.startswith(f"lock conflict on table public.blobs: session pid {pid} (application_name '{APP}', "
-                            "transaction open "), cause
-    assert "the copy gave way" in cause, cause
+    copying = lambda: bool(run_sessions_copying(source_faults.source, "COPY (SELECT%blobs%"))  # noqa: E731
+    result, pid, took = migration_asking_for_blobs(source_faults, copying, "the copy read the table")
+    assert_gave_way(result, "restore_into_staging_database", pid, "copy")
     assert took < 60, f"the run waited {took:.0f} s behind the migration"
-    assert failure_category(result) == FailureCategory.LOCK_CONFLICT
     source_faults.assert_unchanged(TARGET, before)
     assert leftovers(source_faults.vps, TARGET, source_faults.env.backup_dir) == []
 

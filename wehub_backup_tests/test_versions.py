@@ -64,14 +64,14 @@ def test_a_transaction_timeout_of_the_pg17_source_login_ends_no_session_of_the_r
     source: the project's sessions clear it, as they clear the statement and idle timeouts."""
     monkeypatch.setenv("WEHUB_PG_BINDIRS", str(find_newer_postgres_bindir()))
     monkeypatch.setenv("WEHUB_BACKUP_COPY_ENGINE", engine)
-    login, database = backup_env_pg17.supabase_user, backup_env_pg17.supabase_db
+    login, database, copy = backup_env_pg17.supabase_user, backup_env_pg17.supabase_db, f"wehub_pg17_{engine}_timeout"
     supabase17_cluster.execute(f"ALTER ROLE {login} IN DATABASE {database} SET transaction_timeout = '100ms'")
     try:
         with pytest.raises(psycopg.Error, match="transaction timeout"):  # what any other session meets
             supabase17_cluster.query("SELECT pg_sleep(0.3)", dbname=database, user=login)
-        result = run_backup_in(f"wehub_pg17_{engine}_timeout", str(backup_env_pg17.dagster_home))
+        result = run_backup_in(copy, str(backup_env_pg17.dagster_home))
     finally:
         supabase17_cluster.execute(f"ALTER ROLE {login} IN DATABASE {database} RESET transaction_timeout")
     assert result.success, failure_text(result)
-    assert vps_cluster.query("SELECT count(*) FROM public.events", dbname=f"wehub_pg17_{engine}_timeout")[0][0] >= 100_000
+    assert vps_cluster.query("SELECT count(*) FROM public.events", dbname=copy)[0][0] >= 100_000
 

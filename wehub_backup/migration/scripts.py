@@ -195,7 +195,8 @@ def prelude_sql(plan: MigrationPlan) -> str:
     objects = sql.SQL(read_query("schema_objects")).format(**scope)
     statements = [
         # the login's timeouts cleared in the transaction itself (PostgreSQL 17's transaction_timeout too)
-        *(sql.SQL(statement) for statement in session_timeouts(plan.target_server.version_num, LOCK_TIMEOUT_S)),  # type: ignore[arg-type]
+        *(sql.SQL(statement)  # type: ignore[arg-type]
+          for statement in session_timeouts(plan.target_server.version_num, LOCK_TIMEOUT_S)),
         sql.SQL("SET client_min_messages = warning"), sql.SQL("SELECT pg_catalog.set_config('search_path', '', false)"),
         *(sql.SQL("SELECT pg_catalog.set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value))
           for name, value in plan.restore_settings.items()),

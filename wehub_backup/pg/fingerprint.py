@@ -317,7 +317,8 @@ def table_digest(conn: psycopg.Connection, schema: str, table: str, *, columns: 
     return rows, str(digest)
 
 
-def chunk_digests(conn: psycopg.Connection, schema: str, table: str, bounds: ChunkBounds) -> Mapping[int, TableFingerprint]:
+def chunk_digests(conn: psycopg.Connection, schema: str, table: str,
+                  bounds: ChunkBounds) -> Mapping[int, TableFingerprint]:
     """Row count and digest of each chunk of the table that holds rows: the same sums as
     ``table_digest``, grouped, so a table's chunks add up to its digest."""
     return table_digests(conn, [DigestedTable(schema, table, bounds=bounds)])[0]

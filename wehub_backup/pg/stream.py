@@ -350,8 +350,8 @@ class RangeReader:
     def __enter__(self) -> RangeReader:
         self._process = subprocess.Popen(self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
-        self._stderr = threading.Thread(target=read_stderr_lines, args=(self._process, self._stderr_tail, self._error_lines, None),
-                                        name="psql-stderr", daemon=True)
+        self._stderr = threading.Thread(target=read_stderr_lines, name="psql-stderr", daemon=True,
+                                        args=(self._process, self._stderr_tail, self._error_lines, None))
         self._stderr.start()
         return self
 
