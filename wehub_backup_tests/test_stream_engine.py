@@ -27,7 +27,10 @@ from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.stream import (
+    SourceReader,
+    StatementFailed,
     StreamedTable,
+    connection_lost,
     copy_ranges,
     exclude_table_data_arguments,
     raise_first_failure,
@@ -47,7 +50,7 @@ from wehub_backup_tests.faults.evidence import (
 from wehub_backup_tests.faults.process import stopped_pid
 from wehub_backup_tests.faults.relay import FaultRelay
 from wehub_backup_tests.faults.sources import blobs_sql, recreate_source
-from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir
+from wehub_backup_tests.harness.cluster import LOOPBACK, PostgresCluster, find_newer_postgres_bindir, free_tcp_port
 from wehub_backup_tests.harness.supabase_like import APP_OWNER
 from wehub_backup_tests.support.backup_runs import databases_named, step_errors
 from wehub_backup_tests.support.environment import VPS_SUPERUSER, BackupEnv
@@ -386,6 +389,53 @@ def test_a_worker_whose_connection_drops_copies_its_range_again(
     assert retried, "the retry was not logged"
     source_rows = contents(supabase_cluster, fault_source.name, "public")
     assert contents(vps_cluster, "wehub_stream_faults", "public") == source_rows
+
+
+def test_a_range_whose_statement_fails_on_a_live_connection_is_not_copied_again(
+    fault_source: FaultSource, instance: dg.DagsterInstance, supabase_cluster: PostgresCluster,
+    vps_cluster: PostgresCluster,
+) -> None:
+    """A staging statement cancelled (as an operator's pg_cancel_backend, the VPS's disk full or an
+    out-of-memory error end one) ends the run at once: every attempt would fail alike, and each would
+    read the range from the source again, at Supabase's egress."""
+    target = "wehub_stream_cancelled"
+
+    def cancel_one_write(workers: list[int]) -> None:
+        vps_cluster.query("SELECT pg_cancel_backend(%s)", (run_sessions_copying(vps_cluster, STREAM_WRITES)[0],))
+
+    with OnceCopying(supabase_cluster, cancel_one_write) as watcher:
+        result = run_stream_backup(target, instance)
+    assert watcher.fired.is_set(), watcher.error
+    step, cause = step_failure(result)
+    assert step == LOAD_STEP, cause
+    assert "canceling statement due to user request" in cause, cause
+    assert not [record for record in instance.all_logs(result.run_id) if "copying it again" in record.user_message]
+    assert not databases_named(vps_cluster, target)
+
+
+def test_a_reader_tells_a_failed_statement_from_a_lost_connection(
+    supabase_cluster: PostgresCluster, backup_env: BackupEnv, tmp_path: Path,
+) -> None:
+    """psql's own exit status says which: a statement that failed on a live connection is not worth
+    a second attempt (it would fail alike); a connection that could not be made or went may be. The
+    error is the server's line either way."""
+    psql = str(choose_client(15, []).program("psql"))
+    passfile = write_private_passfile(tmp_path / "reader.pgpass", [
+        PassEntry(LOOPBACK, str(supabase_cluster.port), "*", APP_OWNER, backup_env.supabase_password)])
+    env = {"PGHOST": LOOPBACK, "PGUSER": APP_OWNER, "PGDATABASE": "postgres", "PGPASSFILE": str(passfile),
+           "PGCONNECT_TIMEOUT": "5"}
+    failures = {}
+    for case, port, statement in (("statement", supabase_cluster.port, "COPY (SELECT 1 / 0) TO STDOUT"),
+                                  ("connection", free_tcp_port(), "COPY (SELECT 1) TO STDOUT")):
+        reader = SourceReader(psql, {**env, "PGPORT": str(port)}, "UTF8", 5, supabase_cluster.major * 10000)
+        with pytest.raises(psycopg.OperationalError) as failed, reader.open(None, statement) as out:
+            list(out.blocks())
+            out.check()
+        failures[case] = failed.value
+    assert isinstance(failures["statement"], StatementFailed), failures
+    assert str(failures["statement"]) == "ERROR:  division by zero"
+    assert not connection_lost(failures["statement"]) and connection_lost(failures["connection"])
+    assert "Connection refused" in str(failures["connection"]), failures
 
 
 def test_a_worker_never_writes_into_a_staging_database_another_run_made(

@@ -42,6 +42,12 @@ COPY_ATTEMPTS = 3
 # Before attempt n + 1, n times this long: a server that restarts, or a link that flickers, is
 # given a moment, where attempts in a row would all meet the same fault.
 RETRY_PAUSE_S = 1.0
+# Errors of a session that say its connection went, beside libpq's own (no SQLSTATE) and class 08:
+# the server shut down, crashed or is starting up, or had no slot free for a moment.
+_CONNECTION_LOST_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# psql's exit status when its connection went bad; 1 (a -c statement's error, or psql's own) and
+# 3 (a script's statement) say it failed on a connection that stayed up.
+_PSQL_CONNECTION_BAD = 2
 # TID range scans (``ctid >= '(a,0)'``) read only the pages asked for since PostgreSQL 14; an
 # older source reads each table whole.
 TID_RANGE_SCAN_SINCE = 14
@@ -207,7 +213,8 @@ class _Copy:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def copy(self, task: CopyRange) -> None:
-        """One range, again from the start after a dropped connection, up to ``COPY_ATTEMPTS`` times."""
+        """One range, again from the start after a dropped connection (``connection_lost``), up to
+        ``COPY_ATTEMPTS`` times."""
         for attempt in range(1, COPY_ATTEMPTS + 1):
             try:
                 rows, received = self._copy_once(task)
@@ -215,8 +222,8 @@ class _Copy:
             except psycopg.OperationalError as error:
                 if _LOCK_WAIT_FAILURE.search(str(error)) and not self.stopping.is_set():
                     raise self._lock_conflict(task) from error  # it would only wait again
-                if self.stopping.is_set() or attempt == COPY_ATTEMPTS or self.held.relay.stalled_for \
-                        or not self.held.alive():
+                if self.stopping.is_set() or attempt == COPY_ATTEMPTS or not connection_lost(error) \
+                        or self.held.relay.stalled_for or not self.held.alive():
                     raise
                 if self.stopping.wait(RETRY_PAUSE_S * attempt):
                     raise
@@ -304,6 +311,19 @@ class _Copy:
         return rows, received
 
 
+class StatementFailed(psycopg.OperationalError):
+    """A range's reading failed on the source with its connection up: an error of the statement."""
+
+
+def connection_lost(error: psycopg.OperationalError) -> bool:
+    """Whether a range failed because a connection went, which a second attempt in the held snapshot
+    may get past, and not because a statement failed on a live one (the VPS's disk full, a cancelled
+    statement): every attempt would fail alike, and each would cost the range's egress again."""
+    if isinstance(error, StatementFailed):
+        return False
+    return error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _CONNECTION_LOST_STATES
+
+
 @dataclass(frozen=True)
 class SourceReader:
     """How a worker reads a range from the source: psql in the run's snapshot, through the relay.
@@ -369,7 +389,8 @@ class RangeReader:
             raise psycopg.OperationalError(f"psql did not exit within {self.EXIT_WAIT_S} s of its COPY's end") from error
         if code != 0:
             self._stderr.join(self.EXIT_WAIT_S)  # its lines, written before it exited
-            raise psycopg.OperationalError(failure_reason(self._error_lines, list(self._stderr_tail), code))
+            failed = StatementFailed if code > 0 and code != _PSQL_CONNECTION_BAD else psycopg.OperationalError
+            raise failed(failure_reason(self._error_lines, list(self._stderr_tail), code))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process.poll() is None:
