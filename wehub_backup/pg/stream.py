@@ -341,13 +341,17 @@ class SourceReader:
     server_version: int  # server_version_num of the server read: the timeouts it knows
 
     def open(self, snapshot: str | None, copy_statement: str, settings: tuple[str, ...] = ()) -> RangeReader:
-        """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given, after ``settings``."""
-        statements = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                      *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
-                      "SET client_min_messages = warning", *session_timeouts(self.server_version, self.lock_wait_s),
-                      *_SESSION_SETTINGS, *settings, copy_statement]
+        """A psql reading ``copy_statement``'s rows, in ``snapshot`` where one is given, after ``settings``.
+
+        The transaction and every setting go in one query string before the COPY: two round trips
+        a range, not one a statement (at a real link's 30 ms, a dozen statements cost a third of a
+        second, for each of thousands of small tables)."""
+        setup = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                 *([f"SET TRANSACTION SNAPSHOT '{snapshot}'"] if snapshot else []),
+                 "SET client_min_messages = warning", *session_timeouts(self.server_version, self.lock_wait_s),
+                 *_SESSION_SETTINGS, *settings]
         argv = [self.psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
-                *(part for statement in statements for part in ("-c", statement))]
+                "-c", "; ".join(setup), "-c", copy_statement]
         return RangeReader(argv, {**self.environment, "PGCLIENTENCODING": self.encoding})
 
 
