@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from wehub_backup.pg.clients import PgClient, program_version
-from wehub_backup.pg.fingerprint import set_stable_output, table_digest
+from wehub_backup.pg.digests import set_stable_output, table_digest
 from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.relay import ByteCountingRelay
 from wehub_backup.run.log import Log

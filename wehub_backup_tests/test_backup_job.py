@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
 from wehub_backup.defs.names import BACKUP_JOB, CODE_LOCATION

@@ -12,16 +12,12 @@ import pytest
 from psycopg import pq
 
 from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys
+from wehub_backup.pg.digests import DigestedTable, TableFingerprint, summed, table_digest, table_digests
 from wehub_backup.pg.fingerprint import (
     DatabaseFingerprint,
-    DigestedTable,
-    TableFingerprint,
     compare_fingerprints,
     fingerprint_database,
     sequence_positions,
-    summed,
-    table_digest,
-    table_digests,
 )
 from wehub_backup_tests.harness.cluster import PostgresCluster
 

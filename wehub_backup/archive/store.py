@@ -23,7 +23,8 @@ from pathlib import Path
 from wehub_backup.errors import ArchiveError
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.catalog import RoleInfo
-from wehub_backup.pg.fingerprint import DatabaseFingerprint, TableFingerprint
+from wehub_backup.pg.digests import TableFingerprint
+from wehub_backup.pg.fingerprint import DatabaseFingerprint
 from wehub_backup.units import human_bytes
 
 ARCHIVE_FILE = "archive.dump.zst"

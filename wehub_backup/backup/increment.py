@@ -33,8 +33,7 @@ from wehub_backup.pg.chunks import (
 )
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.databases import database_oid
-from wehub_backup.pg.fingerprint import (
-    DatabaseFingerprint,
+from wehub_backup.pg.digests import (
     DigestedTable,
     TableFingerprint,
     large_object_fingerprint,
@@ -42,6 +41,7 @@ from wehub_backup.pg.fingerprint import (
     summed,
     table_digests,
 )
+from wehub_backup.pg.fingerprint import DatabaseFingerprint
 from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.manifest import CopyManifest, RecordedTable, read_manifest

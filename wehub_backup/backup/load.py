@@ -22,8 +22,8 @@ from wehub_backup.files import write_private_text
 from wehub_backup.pg.chunks import analyze_unanalyzed
 from wehub_backup.pg.clients import session_options
 from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
+from wehub_backup.pg.digests import set_stable_output
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
-from wehub_backup.pg.fingerprint import set_stable_output
 from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.snapshot import HELD_TABLE_LOCK_WAIT_S
 from wehub_backup.pg.stream import (

@@ -28,7 +28,7 @@ from psycopg import sql
 from wehub_backup.files import open_private
 from wehub_backup.migration.queries import read_query
 from wehub_backup.pg.connection import ConnectionInfo
-from wehub_backup.pg.fingerprint import TableFingerprint, set_stable_output, table_digest
+from wehub_backup.pg.digests import TableFingerprint, set_stable_output, table_digest
 from wehub_backup.supabase.scope import LeftOut
 
 # Rows a new project lacks that a migration may carry, in load order (foreign keys run this way).

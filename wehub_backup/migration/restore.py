@@ -11,8 +11,8 @@ from wehub_backup.migration import managed_tables
 from wehub_backup.migration.plan import MigrationPlan
 from wehub_backup.migration.scripts import write_restore_scripts
 from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.pg.digests import TableFingerprint
 from wehub_backup.pg.dump import DumpResult
-from wehub_backup.pg.fingerprint import TableFingerprint
 from wehub_backup.pg.processes import ToolRun, run_tool
 from wehub_backup.pg.relay import counted_connection
 from wehub_backup.run.log import Log

@@ -29,7 +29,7 @@ from psycopg import errors, sql
 
 from wehub_backup.config import LOCK_TIMEOUT_ENV
 from wehub_backup.errors import LockConflict, SourceChanged
-from wehub_backup.pg.fingerprint import set_stable_output
+from wehub_backup.pg.digests import set_stable_output
 
 SNAPSHOT_ATTEMPTS = 3
 # The lock wait of a session reading tables the snapshot session holds (pg_dump, a stream copy's

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from wehub_backup.files import open_private, write_private_text
 from wehub_backup.pg.chunks import ChunkBounds, ChunkKey
-from wehub_backup.pg.fingerprint import ChunkDigests, DatabaseFingerprint, TableFingerprint
+from wehub_backup.pg.digests import ChunkDigests, TableFingerprint
+from wehub_backup.pg.fingerprint import DatabaseFingerprint
 from wehub_backup.run.workdir import ensure_private_directory
 
 MANIFEST_DIRECTORY = "copies"

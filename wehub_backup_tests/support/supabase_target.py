@@ -12,7 +12,7 @@ import pytest
 
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.names import MIGRATION_JOB
-from wehub_backup.pg.fingerprint import set_stable_output, table_digest
+from wehub_backup.pg.digests import set_stable_output, table_digest
 from wehub_backup_tests.harness.cluster import PostgresCluster, find_local_bindir
 from wehub_backup_tests.harness.supabase_like import APP_OWNER, bootstrap_supabase_like, new_supabase_like_cluster
 from wehub_backup_tests.support.environment import BackupEnv, SessionPasswords, point_backup_at, start_for_session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wehub_backup.pg.fingerprint import statement_batches
+from wehub_backup.pg.digests import statement_batches
 
 MB = 1024 * 1024
 
