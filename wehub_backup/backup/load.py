@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -25,7 +25,7 @@ from wehub_backup.pg.connection import MAINTENANCE_DATABASE, ConnectionInfo
 from wehub_backup.pg.digests import set_stable_output
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_tool
-from wehub_backup.pg.snapshot import HELD_TABLE_LOCK_WAIT_S
+from wehub_backup.pg.snapshot import held_table_lock_wait_s
 from wehub_backup.pg.stream import (
     CopyRange,
     SourceReader,
@@ -106,8 +106,14 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
 CHANGED_STATE = ("SEQUENCE SET", "MATERIALIZED VIEW DATA")
 
 
+class SectionRestore(Protocol):
+    """pg_restore of the archive's ``section``, as the restore list has it or as ``listed`` does."""
+
+    def __call__(self, section: list[str], listed: Path = ...) -> ToolRun: ...
+
+
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
-                         restore: Callable[..., ToolRun], log: Log, before_retry: Callable[[], None],
+                         restore: SectionRestore, log: Log, before_retry: Callable[[], None],
                          in_place: Callable[[], ToolRun] | None = None, *,
                          indexes: IndexesAsTablesLand | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
@@ -146,7 +152,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 env = environments.enter_context(held.source.tool_environment(plan.secrets_dir / "copy.pgpass"))
                 psql = plan.client.program("psql")
                 reader = SourceReader(psql, env, plan.source.encoding,
-                                      min(held.source.lock_timeout_s, HELD_TABLE_LOCK_WAIT_S), plan.source.version_num)
+                                      held_table_lock_wait_s(held.source.lock_timeout_s), plan.source.version_num)
                 copy_reader = None if plan.base is None or in_place else SourceReader(psql, environments.enter_context(
                     vps.tool_environment(plan.secrets_dir / "copy-vps.pgpass", plan.target)), plan.source.encoding,
                     vps.lock_timeout_s, plan.target_server.version_num)

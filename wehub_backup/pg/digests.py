@@ -53,17 +53,6 @@ class ChunkDigests(Mapping[int, TableFingerprint]):
         self._digests = bytearray(self.DIGEST_BYTES * chunks)
         self._held = 0
 
-    @classmethod
-    def from_lists(cls, rows: Sequence[int], digests: Sequence[int]) -> ChunkDigests:
-        """The chunks a record lists densely (``rows[n]`` 0 for an empty chunk ``n``)."""
-        if len(rows) != len(digests):
-            raise ValueError(f"{len(rows)} chunk counts against {len(digests)} digests")
-        chunks = cls(len(rows))
-        for number, (count, digest) in enumerate(zip(rows, digests)):
-            if count:
-                chunks.add(number, int(count), int(digest))
-        return chunks
-
     def add(self, number: int, rows: int, digest: int) -> None:
         """Chunk ``number``'s count (> 0) and digest."""
         if rows <= 0:

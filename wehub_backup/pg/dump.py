@@ -26,7 +26,7 @@ from wehub_backup.pg.connection import ConnectionInfo, error_line
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_database, sequence_positions
 from wehub_backup.pg.processes import ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
-from wehub_backup.pg.snapshot import HELD_TABLE_LOCK_WAIT_S, DumpedTable, export_locked_snapshot, gave_way_cause
+from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause, held_table_lock_wait_s
 from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
 from wehub_backup.pg.tool_output import ProgressFilter
 from wehub_backup.run.log import Log
@@ -200,7 +200,7 @@ def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: Con
     argv = [
         plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
         f"--file={archive}", f"--snapshot={snapshot}", "--no-password", "--no-sync", "--verbose",
-        f"--lock-wait-timeout={round(min(source.lock_timeout_s, HELD_TABLE_LOCK_WAIT_S) * 1000)}",
+        f"--lock-wait-timeout={round(held_table_lock_wait_s(source.lock_timeout_s) * 1000)}",
         *_compression_arguments(plan.client), *plan.pg_dump_arguments, *exclude_table_data_arguments(streamed),
     ]
     with source.tool_environment(plan.secrets_dir / "source.pgpass") as env, \

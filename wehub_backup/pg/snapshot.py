@@ -76,6 +76,11 @@ WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg
 ORDER BY l.granted DESC, a.xact_start NULLS LAST"""
 
 
+def held_table_lock_wait_s(lock_timeout_s: float) -> float:
+    """The lock wait of a reader of the held tables: ``HELD_TABLE_LOCK_WAIT_S``, or the run's lock timeout if shorter."""
+    return min(lock_timeout_s, HELD_TABLE_LOCK_WAIT_S)
+
+
 class TableOid(Protocol):
     """A table as the lock queries name it: by its OID."""
 

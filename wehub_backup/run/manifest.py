@@ -113,6 +113,17 @@ def _dense(chunks: Mapping[int, TableFingerprint], count: int) -> dict[str, list
     return {"rows": rows, "digests": digests}
 
 
+def _packed(rows: list[int], digests: list[int]) -> ChunkDigests:
+    """The chunks ``_dense`` listed, packed again."""
+    if len(rows) != len(digests):
+        raise ValueError(f"{len(rows)} chunk counts against {len(digests)} digests")
+    chunks = ChunkDigests(len(rows))
+    for number, (count, digest) in enumerate(zip(rows, digests)):
+        if count:
+            chunks.add(number, int(count), int(digest))
+    return chunks
+
+
 def read_chunks(path: Path) -> dict[str, RecordedTable]:
     """The recorded digests by table; none when there is no record or it cannot be read as one."""
     try:
@@ -130,4 +141,4 @@ def _recorded_table(entry: dict) -> RecordedTable:
     rows, digests = entry["chunks"]["rows"], entry["chunks"]["digests"]
     if len(rows) != bounds.chunks:
         raise ValueError(f"{len(rows)} chunks recorded where the bounds cut {bounds.chunks}")
-    return RecordedTable(whole, bounds, ChunkDigests.from_lists(rows, digests))
+    return RecordedTable(whole, bounds, _packed(rows, digests))
