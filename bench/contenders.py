@@ -238,7 +238,8 @@ def job_details(dagster_home: Path, launched: float, ended: float) -> Details:
         "restore_s": summary.value(LOAD_STEP, "duration_s"),
         "verify_s": summary.value("verify_restored_database", "duration_s"),
         "load_phase_s": {phase: summary.value(LOAD_STEP, f"{phase}_s")
-                         for phase in ("pre-data", "parts", "copy", "copy-indexes", "data", "post-data")},
+                         for phase in ("pre-data", "parts", "copy", "copy-indexes", "copy-digests", "data",
+                                       "post-data")},
         "pg_dump_peak_rss_bytes": summary.value(DUMP_STEP, "pg_dump_peak_rss_bytes"),
         "pg_restore_peak_rss_bytes": summary.value(LOAD_STEP, "pg_restore_peak_rss_bytes"),
         "pg_dump_cpu_s": summary.value(DUMP_STEP, "pg_dump_cpu_s"),

@@ -1,9 +1,11 @@
-"""Two pieces of work at once: one in a thread, one in the caller's, the first failure re-raised."""
+"""Work beside the caller's: two pieces at once (the first failure re-raised), or a small task
+repeated in a thread for the length of a block."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def run_beside(main: Callable, beside: Callable, name: str,
@@ -36,3 +38,22 @@ def run_beside(main: Callable, beside: Callable, name: str,
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"], side
+
+
+@contextmanager
+def repeated_beside(every_s: float, task: Callable[[], bool], name: str) -> Iterator[None]:
+    """Run ``task`` in a thread named ``name`` every ``every_s`` while the block runs, until it returns
+    False; the thread is joined when the block ends."""
+    done = threading.Event()
+
+    def repeat() -> None:
+        while not done.wait(every_s) and task():
+            pass
+
+    thread = threading.Thread(target=repeat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,16 +18,23 @@ import dagster as dg
 import psycopg
 import pytest
 
-from wehub_backup.backup import load
+from wehub_backup.backup import load, verify
+from wehub_backup.backup import plan as backup_plan
 from wehub_backup.definitions import build_definitions
 from wehub_backup.defs.assets import backup_copy_asset_key
 from wehub_backup.defs.backup.config import backup_run_config
 from wehub_backup.defs.egress import egress_usage
 from wehub_backup.defs.names import BACKUP_JOB
+from wehub_backup.errors import LockConflict
 from wehub_backup.pg.clients import choose_client
 from wehub_backup.pg.connection import APPLICATION_NAME, ConnectionInfo
+from wehub_backup.pg.digests import TableFingerprint, TakenDigests, summed, table_digest
+from wehub_backup.pg.dump import HeldSnapshot
+from wehub_backup.pg.fingerprint import fingerprint_database
 from wehub_backup.pg.passfile import PassEntry, write_private_passfile
 from wehub_backup.pg.processes import run_tool
+from wehub_backup.pg.relay import relayed_connection
+from wehub_backup.pg.snapshot import export_locked_snapshot
 from wehub_backup.pg.stream import (
     SourceReader,
     StatementFailed,
@@ -145,6 +154,7 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
 ) -> None:
     monkeypatch.setenv("WEHUB_BACKUP_COPY_RANGE_MB", "1")  # the larger tables go in page ranges
     monkeypatch.setattr(load, "EARLY_INDEXES_FROM_BYTES", 1)  # every table with rows has its indexes built as it lands
+    monkeypatch.setattr(backup_plan, "LANDED_DIGEST_FROM_BYTES", 1)  # and is digested on both sides then
     first = run_stream_backup("wehub_stream", instance)
     assert first.success, step_errors(first)
 
@@ -160,16 +170,31 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
     # wide's primary key, unique constraint and partial expression index, built during the copy; the
     # foreign key into it (and the small tables' keys) after it, in the post-data section.
     early = [record.user_message for record in instance.all_logs(first.run_id)
-             if record.user_message.startswith(f"{STREAMED_SCHEMA}.wide: ")]
+             if record.user_message.startswith(f"{STREAMED_SCHEMA}.wide: ") and "indexes" in record.user_message]
     assert len(early) == 1 and "3 indexes and key constraints built as soon as its rows were in" in early[0], early
     assert restored.phase_seconds["copy-indexes"] > 0
+    # wide's digests were taken as it landed, on the source (the dump left them owed) and in staging,
+    # cut by its key: the verification compared them (the run passed, so staging's were taken after
+    # its last range) and records them, reading it no more.
+    wide = f"{STREAMED_SCHEMA}.wide"
+    dump = first.output_for_node("dump_supabase_database")
+    landed, verified = restored.landed_digests, first.output_for_node("verify_restored_database")
+    assert wide in dump.held.digests_owed and wide not in dump.fingerprint.tables
+    assert landed.of_source[wide].rows == 20_000 == verified.fingerprint.tables[wide].rows
+    staged = landed.of_staging[wide]
+    assert staged.bounds is not None and verified.bounds[wide] == staged.bounds
+    assert verified.fingerprint.chunks[wide] is staged.parts
+    logged = [record.user_message for record in instance.all_logs(first.run_id)]
+    assert {f"{wide}: digested {where} as soon as its rows were in" for where in ("on the source", "in staging")} \
+        <= {line.split(" (")[0] for line in logged}
+    assert metadata["copy-digests_s"] > 0 and len(landed.of_staging) >= len(ODD_TABLES) + 1
+    assert set(dump.held.digests_owed) == set(landed.of_source)
     # Same major version: binary for a table of built-in types with bytea; text for the others (no larger than
     # binary without bytea) and for a table with an enum (its OIDs differ between servers).
     binary, text = restored.stream.binary_tables, restored.stream.text_tables
     assert f"{STREAMED_SCHEMA}.spaces and * stars?" in binary
     assert {f"{STREAMED_SCHEMA}.{name}" for name in ('Odd "Name".with.dots', "MixedCase", "wide", "moods")} <= set(text)
     # The dump carried no streamed rows: its archive is the schema, sequences and large objects.
-    dump = first.output_for_node("dump_supabase_database")
     assert dump.artifact_bytes < 2_000_000 < restored.stream.bytes
 
     assert contents(vps_cluster, "wehub_stream", STREAMED_SCHEMA) == contents(
@@ -200,6 +225,23 @@ def test_stream_engine_copies_verifies_swaps_and_keeps_previous(
     assert databases_named(vps_cluster, "wehub_stream") == {"wehub_stream", previous_name("wehub_stream")}
     assert not supabase_cluster.query("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
                                       (APPLICATION_NAME,))
+
+
+def test_a_source_digest_the_copy_owed_and_did_not_take_fails_the_verification(
+    backup_env: BackupEnv, instance: dg.DagsterInstance, vps_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dump leaves the large tables' source digests to the copy; a copy that lands a table without
+    taking its digest (a fault of the run itself: a mock) must not pass the verification."""
+    monkeypatch.setattr(backup_plan, "LANDED_DIGEST_FROM_BYTES", 1)
+    monkeypatch.setattr(verify.DigestsAsTablesLand, "source_side", lambda self, table, stopping: None)
+    result = run_stream_backup("wehub_stream_owed", instance)
+    assert not result.success
+    step, message = step_failure(result)
+    assert step == "verify_restored_database"
+    assert re.fullmatch(r"verification failed: table \S+: its digest on the source was not taken during the copy"
+                        r"( \(and \d+ more\))?", message), message
+    assert not databases_named(vps_cluster, "wehub_stream_owed")
 
 
 def test_bad_engine_value_is_refused_in_one_line_before_anything_changes(
@@ -552,6 +594,22 @@ CREATE TABLE empty (id int PRIMARY KEY);
 """
 
 
+def stopped_behind_a_lock(cluster: PostgresCluster, dbname: str, lock: str,
+                          work: Callable[[threading.Event], object]) -> str:
+    """The error of ``work`` waiting behind ``lock`` (held by another session) once its stop is asked."""
+    stopping, failures = threading.Event(), []
+    with cluster.connect(dbname) as holder, holder.transaction():
+        holder.execute(lock)
+        worker = threading.Thread(target=lambda: failures.append(pytest.raises(psycopg.OperationalError, work, stopping)))
+        worker.start()
+        wait_until(lambda: cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND "
+                                         "wait_event_type = 'Lock'", (dbname,)), "work waiting for a lock", 30)
+        stopping.set()
+        worker.join(30)
+    assert not worker.is_alive() and len(failures) == 1
+    return str(failures[0].value)
+
+
 def own_keys_and_indexes(cluster: PostgresCluster, dbname: str) -> set[str]:
     return {row[0] for row in cluster.query(
         "SELECT conname FROM pg_constraint WHERE conrelid IN ('t'::regclass, 'empty'::regclass) "
@@ -587,18 +645,10 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
 
             logged: list[str] = []
             indexes = load.IndexesAsTablesLand(pg_restore, tmp_path, listing, env, logged.append, False)
-            stopping, failures = threading.Event(), []
-            with vps_cluster.connect(staging) as holder, holder.transaction():
-                holder.execute("LOCK TABLE t IN ROW EXCLUSIVE MODE")  # COPY's own lock: a copy passes, a build waits
-                build = threading.Thread(target=lambda: failures.append(pytest.raises(
-                    psycopg.OperationalError, indexes, tables["t"], stopping)))
-                build.start()
-                wait_until(lambda: vps_cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND "
-                                                     "wait_event_type = 'Lock'", (staging,)), "a build waiting", 30)
-                stopping.set()
-                build.join(30)
-            assert not build.is_alive() and len(failures) == 1
-            assert "the copy was stopped while public.t's indexes were built" in str(failures[0].value)
+            # COPY's own lock: a copy passes, a build waits
+            stopped = stopped_behind_a_lock(vps_cluster, staging, "LOCK TABLE t IN ROW EXCLUSIVE MODE",
+                                            lambda stopping: indexes(tables["t"], stopping))
+            assert "the copy was stopped while public.t's indexes were built" in stopped
             assert live_group_members(stopped_pid(logged, "pg_restore")) == []
             assert own_keys_and_indexes(vps_cluster, staging) == set() and indexes.built == set()
 
@@ -615,6 +665,97 @@ def test_a_tables_own_indexes_build_as_it_lands_and_stop_with_the_copy(
             run_tool(pg_restore(post_data_list), env)  # the rest: the foreign key, the empty table's key
             assert own_keys_and_indexes(vps_cluster, staging) == {"t_pkey", "t_v_key", "t_parent", "t_parent_fkey",
                                                                    "empty_pkey"}
+    finally:
+        vps_cluster.drop_database(source)
+        vps_cluster.drop_database(staging)
+
+
+@contextmanager
+def held_snapshot_of(info: ConnectionInfo, owed: frozenset[str]) -> Iterator[HeldSnapshot]:
+    """A real held snapshot of ``info``'s database, through a relay, its tables locked as a dump's are."""
+    with ExitStack() as resources:
+        relayed, relay = resources.enter_context(relayed_connection(info))
+        session = resources.enter_context(relayed.connect(autocommit=False))
+        session.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot, _ = export_locked_snapshot(session, ["public"], [], info.lock_timeout_s, lambda line: None)
+        held = HeldSnapshot(snapshot, session, relay, relayed, [], 0, resources.pop_all(), digests_owed=owed)
+    try:
+        yield held
+    finally:
+        held.close()
+
+
+def test_a_large_tables_digests_are_taken_as_it_lands_and_stop_with_the_copy(
+    backup_env: BackupEnv, vps_cluster: PostgresCluster,
+) -> None:
+    """On the source, in the held snapshot (rows written since unseen) and where the dump left the
+    digest owed; in staging, chunk by chunk by the key, or whole without one, once the key is final.
+    A digest held behind a lock stops as soon as the copy is stopped; one queued behind a session
+    asking for the table exclusively gives way, naming it. What is taken equals the verification's
+    own reading, which the fingerprint then takes instead of reading the table again."""
+    source, staging = (vps_cluster.fresh_database(f"wehub_digests_{side}") for side in ("source", "staging"))
+    try:
+        for database in (source, staging):
+            vps_cluster.execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE bare (v text);"
+                                "INSERT INTO t SELECT i, i::text FROM generate_series(1, 5000) i;"
+                                "INSERT INTO bare SELECT i::text FROM generate_series(1, 300) i", dbname=database)
+        [(oid,)] = vps_cluster.query("SELECT oid FROM pg_database WHERE datname = %s", (staging,))
+        info = ConnectionInfo(vps_cluster.host, vps_cluster.port, VPS_SUPERUSER, staging, "disable",
+                              backup_env.pgpassfile, lock_timeout_s=2)
+        with vps_cluster.connect(source) as conn:  # the copy's tables are the source's, by their OIDs there
+            tables = {table.name: table for table in streamed_tables(conn, ["public"], [])}
+            expected = {name: TableFingerprint(*table_digest(conn, "public", name)) for name in tables}
+        logged: list[str] = []
+        with held_snapshot_of(replace(info, dbname=source), frozenset({"public.t"})) as held:
+            vps_cluster.execute("INSERT INTO t VALUES (0, 'after the snapshot')", dbname=source)
+
+            def taking(keys_final: Callable[[StreamedTable], bool] | None) -> verify.DigestsAsTablesLand:
+                return verify.DigestsAsTablesLand(held, info, staging, oid, 1, {}, None, keys_final, logged.append)
+
+            digests = taking(lambda table: True)
+            stopped = stopped_behind_a_lock(vps_cluster, staging, "LOCK TABLE bare IN ACCESS EXCLUSIVE MODE",
+                                            lambda stopping: digests.staging_side(tables["bare"], stopping))
+            assert "the copy was stopped while public.bare was digested in staging" in stopped
+            assert digests.of_staging == {} and logged == []
+
+            with vps_cluster.connect(source) as app:
+                app.execute("SET lock_timeout = '30s'")
+                failures: list[object] = []
+                altering = threading.Thread(target=lambda: failures.append(pytest.raises(
+                    psycopg.errors.QueryCanceled, app.execute, "ALTER TABLE t ADD COLUMN late int")))
+                altering.start()
+                wait_until(lambda: vps_cluster.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                                     "AND query LIKE 'ALTER TABLE t%'"), "an ALTER queued", 30)
+                with pytest.raises(LockConflict, match=r"lock conflict on table public\.t: session pid \d+ .* asked "
+                                                       r"for ACCESS EXCLUSIVE .* the verification's reading of it"):
+                    digests.source_side(tables["t"], threading.Event())
+                vps_cluster.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                                    "'ALTER TABLE t%'")
+                altering.join(30)
+            assert not altering.is_alive() and len(failures) == 1 and digests.of_source == {}
+
+            unkeyed_yet = taking(None)
+            for table in tables.values():
+                unkeyed_yet.staging_side(table, threading.Event())
+                digests.source_side(table, threading.Event())  # the dump digested bare: nothing owed
+                digests.staging_side(table, threading.Event())
+        assert unkeyed_yet.of_staging == {}
+        assert digests.of_source == {"public.t": expected["t"]}  # the snapshot's rows, not the one added since
+        keyed, whole = digests.of_staging["public.t"], digests.of_staging["public.bare"]
+        assert keyed.bounds is not None and keyed.bounds.key.column == "id" and len(keyed.parts) > 1
+        assert whole.bounds is None and whole.parts == {None: expected["bare"]}
+        assert sorted(line.split(" as soon as")[0] for line in logged) == [
+            "public.bare: digested in staging", "public.t: digested in staging", "public.t: digested on the source"]
+        with vps_cluster.connect(staging) as conn:
+            assert summed(keyed.parts.values()) == TableFingerprint(*table_digest(conn, "public", "t"))
+            read = fingerprint_database(conn, ["public"], [])
+            taken = fingerprint_database(conn, ["public"], [], taken=digests.of_staging)
+            assert {name: (t.rows, t.digest) for name, t in taken.tables.items()} == \
+                {name: (t.rows, t.digest) for name, t in read.tables.items()}
+            assert taken.chunks == {"public.t": keyed.parts}
+            wrong = fingerprint_database(conn, ["public"], [], owed={"public.bare"}, taken={
+                "public.t": TakenDigests(None, {None: TableFingerprint(1, "5")})})
+            assert {name: t.rows for name, t in wrong.tables.items()} == {"public.t": 1}
     finally:
         vps_cluster.drop_database(source)
         vps_cluster.drop_database(staging)

@@ -13,7 +13,7 @@ is new or whose columns changed comes whole from the source.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,26 +146,34 @@ def _recorded(table: RecordedTable) -> tuple[TableFingerprint, ChunkBounds | Non
 
 def cut_bounds(conn: psycopg.Connection, schemas: list[str], excluded_tables: list[tuple[str, str]],
                source_chunks: Mapping[str, Mapping[int, TableFingerprint]] | None = None,
-               base: IncrementBase | None = None) -> dict[str, ChunkBounds]:
-    """Chunk bounds of every keyed table: the verification digests staging at them, for the next
-    incremental run. A table the source cut at ``base``'s bounds (``source_chunks`` holds its chunks'
-    counts) keeps them, its crowded chunks cut again; the others are sampled afresh (the copy's
-    tables grow: bounds cut once would leave their new rows in one chunk)."""
+               base: IncrementBase | None = None, *, skipped: Collection[str] = ()) -> dict[str, ChunkBounds]:
+    """Chunk bounds of every keyed table but the ``skipped`` ones: the verification digests staging
+    at them, for the next incremental run (see ``table_bounds``)."""
     keys = chunk_keys(conn, schemas)
-    kept = base.chunked() if base else {}
-    source_chunks = source_chunks or {}
     bounds = {}
     for table in streamed_tables(conn, schemas, excluded_tables):
-        key, previous = keys.get(table.qualified), kept.get(table.qualified)
-        if key is None:
-            continue
-        if previous is not None and previous.key == key and table.qualified in source_chunks:
-            counts = {number: chunk.rows for number, chunk in source_chunks[table.qualified].items()}
-            bounds[table.qualified] = split_crowded_chunks(conn, table.schema, table.name, previous, counts,
-                                                           table.size_bytes)
-        else:
-            bounds[table.qualified] = chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
+        if table.qualified not in skipped:
+            cut = table_bounds(conn, table, keys.get(table.qualified), source_chunks, base)
+            if cut is not None:
+                bounds[table.qualified] = cut
     return bounds
+
+
+def table_bounds(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None,
+                 source_chunks: Mapping[str, Mapping[int, TableFingerprint]] | None = None,
+                 base: IncrementBase | None = None) -> ChunkBounds | None:
+    """Where staging's ``table`` is cut, by its ``key`` (None: it has none, and is digested whole).
+    A table the source cut at ``base``'s bounds (``source_chunks`` holds its chunks' counts) keeps
+    them, its crowded chunks cut again; the others are sampled afresh (the copy's tables grow:
+    bounds cut once would leave their new rows in one chunk)."""
+    if key is None:
+        return None
+    previous = base.tables[table.qualified].bounds if base and table.qualified in base.tables else None
+    chunks = (source_chunks or {}).get(table.qualified)
+    if previous is not None and previous.key == key and chunks is not None:
+        counts = {number: chunk.rows for number, chunk in chunks.items()}
+        return split_crowded_chunks(conn, table.schema, table.name, previous, counts, table.size_bytes)
+    return chunk_bounds(conn, table.schema, table.name, key, table.size_bytes)
 
 
 def _digested_table(conn: psycopg.Connection, table: StreamedTable, key: ChunkKey | None) -> DigestedTable:

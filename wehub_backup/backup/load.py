@@ -18,6 +18,7 @@ from psycopg import sql
 from wehub_backup.backup.increment import IncrementalCopy, incremental_tasks, refine_changed_chunks
 from wehub_backup.backup.plan import BackupPlan
 from wehub_backup.backup.stage import StagingDatabase
+from wehub_backup.backup.verify import DigestsAsTablesLand
 from wehub_backup.files import write_private_text
 from wehub_backup.pg.chunks import analyze_unanalyzed
 from wehub_backup.pg.clients import session_options
@@ -54,6 +55,7 @@ class RestoreResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     copy_egress_bytes: int = 0  # what the copy received from the source (the dump's bytes are the dump's)
     increment: IncrementalCopy | None = None  # an incremental run's chunks compared and copied
+    landed_digests: DigestsAsTablesLand | None = None  # both sides' of the large tables, taken during the copy
 
 
 def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo, log: Log,
@@ -93,7 +95,11 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 indexes = IndexesAsTablesLand(
                     functools.partial(_pg_restore_argv, plan, dump.archive, ["--section=post-data"], jobs=1),
                     plan.workdir, filtered, env, log, low_priority)
-            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, indexes=indexes)
+            digests = DigestsAsTablesLand(dump.held, vps, plan.staging, staged.oid, plan.landed_digest_bytes,
+                                          dump.fingerprint.chunks, plan.base,
+                                          indexes.all_built if indexes else None, log)
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, indexes=indexes,
+                                          digests=digests)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
             _analyze(plan, env, log, low_priority)
@@ -115,11 +121,13 @@ class SectionRestore(Protocol):
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
                          restore: SectionRestore, log: Log, before_retry: Callable[[], None],
                          in_place: Callable[[], ToolRun] | None = None, *,
-                         indexes: IndexesAsTablesLand | None = None) -> RestoreResult:
+                         indexes: IndexesAsTablesLand | None = None,
+                         digests: DigestsAsTablesLand | None = None) -> RestoreResult:
     """The stream engine: tables first (pre-data), then the rows by COPY from the held snapshot,
     then what the archive carries (sequences' positions, large objects, rows of tables not
     streamed), then indexes, constraints and triggers (post-data), which build faster over
-    loaded tables; a large table's own indexes are built (``indexes``) as soon as its rows are in.
+    loaded tables; a large table's own indexes are built (``indexes``) as soon as its rows are in, then
+    staging's digest of it is taken (``digests``).
     The snapshot is closed as soon as the copy has its rows, whatever happens.
     An incremental run takes its unchanged rows from the current copy on the VPS instead; into a
     file copy of that copy (``in_place``), it writes only the changed rows, with triggers and
@@ -160,7 +168,8 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
                     settings, log, copy_reader, staging_oid=staged.oid, before_retry=before_retry,
-                    table_copied=indexes))
+                    table_copied=_once_landed(digests.source_side if digests else None, indexes,
+                                              digests.staging_side if digests else None)))
         except psycopg.Error as error:
             raise held.failure(error) from error
     finally:
@@ -176,7 +185,19 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
         else:
             phases["copy-indexes"] = indexes.seconds
             tool_run = _timed(phases, "post-data", lambda: restore(["--section=post-data"], indexes.post_data_list()))
-    return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment)
+    if digests is not None:
+        phases["copy-digests"] = digests.seconds
+    return RestoreResult(0.0, [], tool_run, 0, streamed, phases, copy_egress, increment, digests)
+
+
+def _once_landed(*steps: Callable[[StreamedTable, threading.Event], None] | None
+                 ) -> Callable[[StreamedTable, threading.Event], None]:
+    """What the worker that copied a table's last range does next: ``steps`` in order."""
+    def landed(table: StreamedTable, stopping: threading.Event) -> None:
+        for step in steps:
+            if step is not None:
+                step(table, stopping)
+    return landed
 
 
 def _refine(increment: IncrementalCopy, vps: ConnectionInfo, staging: str, held: HeldSnapshot) -> None:
@@ -262,7 +283,7 @@ class IndexesAsTablesLand:
 
     def __call__(self, table: StreamedTable, stopping: threading.Event) -> None:
         """Build ``table``'s own indexes now, unless it is small; stop pg_restore once ``stopping`` is set."""
-        ids = {self._entries[key] for key in table.own_indexes if key in self._entries}
+        ids = self._own_entries(table)
         if not ids or table.size_bytes < EARLY_INDEXES_FROM_BYTES:
             return
         started = time.monotonic()
@@ -279,6 +300,15 @@ class IndexesAsTablesLand:
         with self._lock:
             self.built |= ids
             self.seconds += seconds
+
+    def _own_entries(self, table: StreamedTable) -> set[int]:
+        """The dump IDs of ``table``'s own indexes and key constraints that the restore list holds."""
+        return {self._entries[key] for key in table.own_indexes if key in self._entries}
+
+    def all_built(self, table: StreamedTable) -> bool:
+        """Whether every index and key constraint of ``table``'s own is built (or it has none)."""
+        with self._lock:
+            return self._own_entries(table) <= self.built
 
     def post_data_list(self) -> Path:
         """The restore list for the post-data section after the copy: the entries built during it

@@ -27,6 +27,12 @@ from wehub_backup.run.targets import staging_name, validate_target_name
 from wehub_backup.run.workdir import space_shortfall
 from wehub_backup.supabase.scope import CopyScope, dependents_on_left_out, plan_scope
 
+# A streamed table at least this large is digested as soon as its rows are in, while the other tables
+# copy: on the source in the held snapshot, and in staging once its own indexes are built too. The
+# smaller ones are digested together, a statement for hundreds of them, beside the dump and in the
+# verification step: one each would cost a round trip and a session each.
+LANDED_DIGEST_FROM_BYTES = 32 * 2**20
+
 
 @dataclass
 class BackupPlan:
@@ -68,12 +74,20 @@ class BackupPlan:
     def excluded_tables(self) -> list[tuple[str, str]]:
         return self.scope.excluded_tables
 
+    @property
+    def landed_digest_bytes(self) -> int:
+        """How large a streamed table is that is digested as it lands (``LANDED_DIGEST_FROM_BYTES``)."""
+        return LANDED_DIGEST_FROM_BYTES
+
     def dump_request(self) -> DumpRequest:
         """The whole database but what the scope leaves out, large objects included; with the stream
-        engine, without the rows the copy carries, and the snapshot held for that copy."""
+        engine, without the rows the copy carries, and the snapshot held for that copy. A full copy's
+        large tables are digested on the source as they land, not beside the dump; an incremental
+        run compares their chunks' digests before it copies."""
         return DumpRequest(self.workdir, self.secrets_dir, self.client, self.jobs, self.kept_schemas,
                            self.excluded_tables, self.scope.pg_dump_arguments(), large_objects=True,
-                           hold_snapshot=self.streams, chunked=self.base.chunked() if self.base else {})
+                           hold_snapshot=self.streams, chunked=self.base.chunked() if self.base else {},
+                           digests_as_copied_from_bytes=self.landed_digest_bytes if self.base is None else 0)
 
 
 def plan_backup(

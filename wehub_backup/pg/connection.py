@@ -8,6 +8,7 @@ environment but what ``config.child_environment`` lets through.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ import psycopg
 
 from wehub_backup.config import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, child_environment
 from wehub_backup.pg.passfile import PassEntry, lookup_password, write_private_passfile
+from wehub_backup.threads import repeated_beside
 
 APPLICATION_NAME = "wehub_backup"
 # Session timeouts a login's settings may set, and the server versions (server_version_num) that have them.
@@ -135,6 +137,20 @@ def session_timeouts(server_version: int, lock_timeout_s: float) -> list[str]:
     if server_version >= TRANSACTION_TIMEOUT_SINCE:
         statements.append("SET transaction_timeout = 0")
     return statements
+
+
+@contextmanager
+def cancelled_when_set(conn: psycopg.Connection, stopping: threading.Event, poll_s: float = 0.2) -> Iterator[None]:
+    """Cancel ``conn``'s statement once ``stopping`` is set (looked at every ``poll_s``): a statement
+    reading a large table stops with the work it is part of, instead of holding up its end."""
+    def cancel_once_stopping() -> bool:
+        if not stopping.is_set():
+            return True
+        conn.cancel_safe(timeout=poll_s * 50)
+        return False
+
+    with repeated_beside(poll_s, cancel_once_stopping, "cancel-when-stopped"):
+        yield
 
 
 def is_local_host(host: str) -> bool:

@@ -135,6 +135,15 @@ CHUNKED_DIGEST_PLANNER = {"enable_sort": "off", "parallel_tuple_cost": "0"}
 
 
 @dataclass(frozen=True)
+class TakenDigests:
+    """A table's digests taken before a fingerprint reads the other tables' (staging's, as soon as
+    its rows were in): of each chunk at ``bounds``, or of the whole table (under None) without them."""
+
+    bounds: ChunkBounds | None
+    parts: Mapping[int | None, TableFingerprint]
+
+
+@dataclass(frozen=True)
 class DigestedTable:
     """A table to digest: whole, or chunk by chunk where ``bounds`` cut it, of the rows ``where``
     picks (all by default); its size bounds its batch."""

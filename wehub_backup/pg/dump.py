@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from wehub_backup.config import STALL_TIMEOUT_ENV
 from wehub_backup.errors import DumpFailed, LockConflict, SnapshotLost, SourceStalled, ToolError
@@ -55,6 +56,9 @@ class DumpRequest:
     hold_snapshot: bool = False
     # An incremental run's tables to digest chunk by chunk, cut where the current copy's chunks are.
     chunked: dict[str, ChunkBounds] = field(default_factory=dict)
+    # With ``hold_snapshot``: the streamed tables at least this large are not digested beside the dump;
+    # the copy digests each in the held snapshot as it lands (0: all are digested here).
+    digests_as_copied_from_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -73,6 +77,7 @@ class HeldSnapshot:
     tables: list[StreamedTable]
     dumped_bytes: int  # what the source had sent when the dump ended: the dump's egress, recorded by its step
     _resources: ExitStack = field(repr=False)
+    digests_owed: frozenset[str] = frozenset()  # tables the dump did not digest: the copy does, as each lands
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the session, one thread at a time
     _closed: bool = field(default=False, repr=False)
 
@@ -89,6 +94,18 @@ class HeldSnapshot:
             except psycopg.Error:
                 return False
         return True
+
+    @contextmanager
+    def imported(self) -> Iterator[psycopg.Connection]:
+        """A session of its own reading the held snapshot, through the relay (its bytes count as the
+        copy's), for a query beside the copy; its lock waits are a reader's of the held tables."""
+        with self.source.connect(autocommit=False) as conn:
+            conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                sql.Literal(f"{round(held_table_lock_wait_s(self.source.lock_timeout_s) * 1000)}ms")))
+            yield conn
+            conn.rollback()
 
     def run(self, work: Callable[[psycopg.Connection], T]) -> T:
         """``work`` on the snapshot's own session, for a query that must read the rows the copy reads."""
@@ -156,7 +173,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
         relayed, relay = resources.enter_context(relayed_connection(source, source.stall_timeout_s, progress_dir))
         try:
             snap = resources.enter_context(relayed.connect(autocommit=False))
-            tool_run, fingerprint, sequences_after, snapshot, tables = _dump_from_snapshot(
+            tool_run, fingerprint, sequences_after, snapshot, tables, owed = _dump_from_snapshot(
                 request, snap, relayed, archive, log, low_priority)
         except Exception as error:
             raise _dump_failure(relay, error) from error
@@ -164,7 +181,7 @@ def dump_source(request: DumpRequest, source: ConnectionInfo, log: Log, *, low_p
                             time.monotonic() - started, fingerprint, sequences_after, tool_run)
         if request.hold_snapshot:
             result.held = HeldSnapshot(snapshot, snap, relay, relayed, tables, result.egress_bytes,
-                                       resources.pop_all())
+                                       resources.pop_all(), owed)
     return result
 
 
@@ -188,14 +205,18 @@ def _stall_cause(seconds: float) -> str:
 
 def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: ConnectionInfo, archive: Path, log: Log,
                         low_priority: bool
-                        ) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int], str, list[StreamedTable]]:
+                        ) -> tuple[ToolRun, DatabaseFingerprint, dict[str, int], str, list[StreamedTable],
+                                   frozenset[str]]:
     """Export a snapshot with the dumped tables locked, run pg_dump in it, and fingerprint it
     meanwhile on the same session; with ``hold_snapshot``, the tables to stream are read in the
-    snapshot and their rows left out of the archive, and the transaction stays open."""
+    snapshot and their rows left out of the archive, and the transaction stays open. Last, the
+    tables whose digests the fingerprint left to the copy (``digests_as_copied_from_bytes``)."""
     snap.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     snap.read_only = True
     snapshot, tables = export_locked_snapshot(snap, plan.schemas, plan.excluded_tables, source.lock_timeout_s, log)
     streamed = streamed_tables(snap, plan.schemas, plan.excluded_tables) if plan.hold_snapshot else []
+    owed = frozenset(table.qualified for table in streamed
+                     if plan.digests_as_copied_from_bytes and table.size_bytes >= plan.digests_as_copied_from_bytes)
     sequences_before = sequence_positions(snap, plan.schemas, plan.excluded_tables)
     argv = [
         plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",
@@ -209,7 +230,7 @@ def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: Con
             tool_run, fingerprint = run_beside(
                 pg_dump.finish,
                 lambda: fingerprint_database(snap, plan.schemas, plan.excluded_tables, sequences_before,
-                                             large_objects=plan.large_objects, chunked=plan.chunked),
+                                             large_objects=plan.large_objects, chunked=plan.chunked, owed=owed),
                 "pg-tool", on_failure=pg_dump.stop_because,
             )
         except ToolError as error:
@@ -220,7 +241,7 @@ def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: Con
     sequences_after = sequence_positions(snap, plan.schemas, plan.excluded_tables)
     if not plan.hold_snapshot:
         snap.rollback()
-    return tool_run, fingerprint, sequences_after, snapshot, streamed
+    return tool_run, fingerprint, sequences_after, snapshot, streamed, owed
 
 
 def _lock_conflict(snap: psycopg.Connection, tables: list[DumpedTable], error: ToolError) -> str | None:

@@ -8,8 +8,8 @@ mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -18,6 +18,7 @@ from wehub_backup.pg.chunks import ChunkBounds, ChunkKey, chunk_keys
 from wehub_backup.pg.digests import (
     DigestedTable,
     TableFingerprint,
+    TakenDigests,
     large_object_fingerprint,
     set_stable_output,
     statement_batches,
@@ -117,6 +118,8 @@ def fingerprint_database(
     *,
     large_objects: bool = False,
     chunked: Mapping[str, ChunkBounds] | None = None,
+    taken: Mapping[str, TakenDigests] | None = None,
+    owed: Collection[str] = (),
 ) -> DatabaseFingerprint:
     """Fingerprint the kept schemas of the database ``conn`` is connected to.
 
@@ -126,6 +129,8 @@ def fingerprint_database(
     transactions). Large objects belong to no schema; ``large_objects`` adds them (the
     backup copies them, the migration leaves them out). A table of ``chunked`` whose primary key is
     still the one its bounds were cut by is digested chunk by chunk (``chunks``), its digest their sum.
+    A table of ``taken`` is not read again: its digests are those (taken as its rows landed). The
+    tables ``owed`` are left out, to be digested later in the same snapshot (``with_tables``).
     """
     set_stable_output(conn)
     params = {"schemas": schemas, "excluded": _qualified(excluded_tables)}
@@ -135,14 +140,23 @@ def fingerprint_database(
     keys = chunk_keys(conn, schemas) if chunked else {}
     tables = [DigestedTable(schema, table, size, _current_bounds((chunked or {}).get(f"{schema}.{table}"),
                                                                  keys.get(f"{schema}.{table}")))
-              for schema, table, size in _leaf_tables(conn, params)]
-    for table, parts in zip(tables, table_digests(conn, tables)):
-        result.tables[table.qualified] = summed(parts.values(), table.size_bytes)
-        if table.bounds is not None:
-            result.chunks[table.qualified] = parts
+              for schema, table, size in _leaf_tables(conn, params) if f"{schema}.{table}" not in owed]
+    taken = taken or {}
+    unread = [table for table in tables if table.qualified not in taken]
+    read = dict(zip((table.qualified for table in unread), table_digests(conn, unread)))
+    for table in tables:
+        digests = taken.get(table.qualified) or TakenDigests(table.bounds, read[table.qualified])
+        result.tables[table.qualified] = summed(digests.parts.values(), table.size_bytes)
+        if digests.bounds is not None:
+            result.chunks[table.qualified] = digests.parts
     if large_objects:
         result.large_objects = large_object_fingerprint(conn)
     return result
+
+
+def with_tables(fingerprint: DatabaseFingerprint, tables: Mapping[str, TableFingerprint]) -> DatabaseFingerprint:
+    """``fingerprint`` with the digests of ``tables`` it left owed, taken since in its snapshot."""
+    return replace(fingerprint, tables={**fingerprint.tables, **tables})
 
 
 def _object_counts(conn: psycopg.Connection, params: dict) -> dict[str, int]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 
 from wehub_backup.pg.connection import ConnectionInfo
+from wehub_backup.threads import repeated_beside
 
 _CHUNK = 256 * 1024
 # The file in a run's working directory holding what the source has sent so far.
@@ -237,19 +238,14 @@ def _progress_recorded(counters: TrafficCounters, directory: Path | None) -> Ite
     if directory is None:
         yield
         return
-    done = threading.Event()
+    def record() -> bool:
+        write_progress(directory, counters.received_from_server)
+        return True
 
-    def record() -> None:
-        while not done.wait(PROGRESS_SECONDS):
-            write_progress(directory, counters.received_from_server)
-
-    writer = threading.Thread(target=record, name="egress-progress", daemon=True)
-    writer.start()
     try:
-        yield
+        with repeated_beside(PROGRESS_SECONDS, record, "egress-progress"):
+            yield
     finally:
-        done.set()
-        writer.join()
         write_progress(directory, counters.received_from_server)
 
 

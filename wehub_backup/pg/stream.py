@@ -245,18 +245,13 @@ class _Copy:
             self.table_copied(task.table, self.stopping)
 
     def _lock_conflict(self, task: CopyRange) -> LockConflict:
-        """Why a range's reader gave up on its table's lock. On the source, the snapshot session holds
-        every copied table, so the reader can only have waited behind a session that asked for ACCESS
-        EXCLUSIVE after that, and that session waits for the run (a deadlock PostgreSQL cannot see):
-        the copy gives way, and that session's change goes on."""
+        """Why a range's reader gave up on its table's lock (``gave_way``); on the current copy on the
+        VPS, no session of the run holds the table, so only the wait is told."""
         reader = self.copy_reader if task.from_copy else self.reader
         assert reader is not None
-        cause = None if task.from_copy else self.held.run(
-            lambda session: gave_way_cause(session, [task.table], "copy", "the copy's reading of it"))
         where = "the current copy on the VPS" if task.from_copy else "the source"
-        return LockConflict(cause or f"lock wait on table {task.table.qualified} on {where} gave up after "
-                                     f"{reader.lock_wait_s:.0f} s (another session held or asked for it "
-                                     "exclusively): run the backup again once that session's change is done")
+        return gave_way(None if task.from_copy else self.held, task.table, "the copy's reading of it", where,
+                        reader.lock_wait_s)
 
     @contextmanager
     def _staging_connection(self) -> Iterator[psycopg.Connection]:
@@ -267,9 +262,7 @@ class _Copy:
         connection: psycopg.Connection | None = None
         try:
             with self.staging.connect(self.staging_db, autocommit=False) as connection:
-                if connected_database_oid(connection) != self.staging_oid:
-                    raise StagingReplaced(f"{self.staging_db} on the VPS is no longer the database this run created "
-                                          "(another run dropped or replaced it): this run wrote nothing into it")
+                require_created_staging(connection, self.staging_db, self.staging_oid)
                 yield connection
         except psycopg.OperationalError as error:
             if connection is None or connection.broken:
@@ -309,6 +302,25 @@ class _Copy:
                 rows = in_cursor.rowcount
             dst.commit()
         return rows, received
+
+
+def require_created_staging(conn: psycopg.Connection, staging_db: str, staging_oid: int) -> None:
+    """Raise unless ``conn`` is in the staging database the run created (``staging_oid``), not in a
+    namesake made since by a run that took the lock this one lost."""
+    if connected_database_oid(conn) != staging_oid:
+        raise StagingReplaced(f"{staging_db} on the VPS is no longer the database this run created "
+                              "(another run dropped or replaced it): this run neither writes into it nor reads it")
+
+
+def gave_way(held: HeldSnapshot | None, table: StreamedTable, reader: str, where: str, waited_s: float) -> LockConflict:
+    """Why ``reader`` gave up on ``table``'s lock. On the source, the snapshot session (``held``) holds
+    every copied table, so the reader can only have waited behind a session that asked for ACCESS
+    EXCLUSIVE after that, and that session waits for the run (a deadlock PostgreSQL cannot see): the
+    copy gives way, and that session's change goes on."""
+    cause = None if held is None else held.run(lambda session: gave_way_cause(session, [table], "copy", reader))
+    return LockConflict(cause or f"lock wait on table {table.qualified} on {where} gave up after {waited_s:.0f} s "
+                                 "(another session held or asked for it exclusively): run the backup again once "
+                                 "that session's change is done")
 
 
 class StatementFailed(psycopg.OperationalError):

@@ -169,11 +169,13 @@ def restore_into_staging_database(
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
-    """Row counts, content digests, sequences and object counts of staging against the snapshot."""
-    verified = verify_staging(plan, dump, vps.connection_info())
+    """Row counts, content digests, sequences and object counts of staging against the snapshot (the
+    large tables' digests of staging taken during the copy, as their rows landed)."""
+    verified = verify_staging(plan, dump, vps.connection_info(), restored.landed_digests)
     context.add_output_metadata(readable({
         "duration_s": seconds(verified.seconds),
         "tables_verified": verified.tables,
+        **({"tables_digested_during_copy": len(restored.landed_digests.of_staging)} if restored.landed_digests else {}),
         "rows_verified": verified.rows,
         "object_counts": dg.MetadataValue.json(verified.fingerprint.object_counts),
     }))
