@@ -36,6 +36,7 @@ from wehub_backup.pg.processes import run_tool
 from wehub_backup.pg.relay import relayed_connection
 from wehub_backup.pg.snapshot import export_locked_snapshot
 from wehub_backup.pg.stream import (
+    LostConnectionRetries,
     SourceReader,
     StatementFailed,
     StreamedTable,
@@ -710,7 +711,8 @@ def test_a_large_tables_digests_are_taken_as_it_lands_and_stop_with_the_copy(
             vps_cluster.execute("INSERT INTO t VALUES (0, 'after the snapshot')", dbname=source)
 
             def taking(keys_final: Callable[[StreamedTable], bool] | None) -> verify.DigestsAsTablesLand:
-                return verify.DigestsAsTablesLand(held, info, staging, oid, 1, {}, None, keys_final, logged.append)
+                return verify.DigestsAsTablesLand(LostConnectionRetries(held, lambda: None, logged.append), info,
+                                                  staging, oid, 1, {}, None, keys_final, logged.append)
 
             digests = taking(lambda table: True)
             stopped = stopped_behind_a_lock(vps_cluster, staging, "LOCK TABLE bare IN ACCESS EXCLUSIVE MODE",
@@ -759,6 +761,44 @@ def test_a_large_tables_digests_are_taken_as_it_lands_and_stop_with_the_copy(
     finally:
         vps_cluster.drop_database(source)
         vps_cluster.drop_database(staging)
+
+
+def test_a_source_digest_whose_connection_drops_is_read_again_in_the_snapshot(
+    backup_env: BackupEnv, vps_cluster: PostgresCluster,
+) -> None:
+    """The digest's own session ended mid-statement (the server terminating it, as a restart or a
+    pooler would): read again in the same snapshot after the retry's checks, costing a digest's few
+    bytes, not the copy; the retry is counted and logged."""
+    source = vps_cluster.fresh_database("wehub_digests_dropped")
+    try:
+        vps_cluster.execute("CREATE TABLE big (id int, v text);"
+                            "INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 2000000) i", dbname=source)
+        info = ConnectionInfo(vps_cluster.host, vps_cluster.port, VPS_SUPERUSER, source, "disable",
+                              backup_env.pgpassfile)
+        with vps_cluster.connect(source) as conn:
+            [big] = streamed_tables(conn, ["public"], [])
+            expected = TableFingerprint(*table_digest(conn, "public", "big"))
+        logged: list[str] = []
+        digesting = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+                     "AND backend_type = 'client backend' AND query LIKE '%%hash_record_extended%%' "
+                     "AND pid <> pg_backend_pid()")
+        with held_snapshot_of(info, frozenset({"public.big"})) as held:
+            retries, checked = LostConnectionRetries(held, lambda: checked.append(True), logged.append), []
+            digests = verify.DigestsAsTablesLand(retries, info, source, 0, 1, {}, None, None, logged.append)
+            with ThreadPoolExecutor(1) as side:
+                taking = side.submit(digests.source_side, big, threading.Event())
+                [(pid,)] = wait_until(lambda: vps_cluster.query(digesting, (source,)), "a digest running", 30,
+                                      interval=0.01)
+                vps_cluster.query("SELECT pg_terminate_backend(%s)", (pid,))
+                taking.result(60)
+            assert held.alive()
+        assert digests.of_source == {"public.big": expected}
+        assert retries.count == 1 and checked == [True]
+        [retried] = [line for line in logged if "connection lost" in line]
+        assert retried.startswith("digest of public.big on the source: connection lost (")
+        assert retried.endswith("); reading it again (attempt 2 of 3)")
+    finally:
+        vps_cluster.drop_database(source)
 
 
 # --- the plan of a copy, without a server ------------------------------------------------------

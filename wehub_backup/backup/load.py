@@ -29,6 +29,7 @@ from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_to
 from wehub_backup.pg.snapshot import held_table_lock_wait_s
 from wehub_backup.pg.stream import (
     CopyRange,
+    LostConnectionRetries,
     SourceReader,
     StreamedTable,
     StreamResult,
@@ -87,7 +88,8 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
             result = RestoreResult(0.0, created, restore([]), left_out_count(filtered))
         elif staged.from_copy:
             changes_list = write_private_text(plan.workdir / "changes.list", only_entries(filtered, CHANGED_STATE))
-            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, functools.partial(
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log,
+                                          LostConnectionRetries(dump.held, before_retry, log), functools.partial(
                 _run_restore, plan, dump.archive, changes_list, env, log, low_priority, []))
         else:
             indexes = None
@@ -95,10 +97,11 @@ def restore_into_staging(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 indexes = IndexesAsTablesLand(
                     functools.partial(_pg_restore_argv, plan, dump.archive, ["--section=post-data"], jobs=1),
                     plan.workdir, filtered, env, log, low_priority)
-            digests = DigestsAsTablesLand(dump.held, vps, plan.staging, staged.oid, plan.landed_digest_bytes,
+            retries = LostConnectionRetries(dump.held, before_retry, log)
+            digests = DigestsAsTablesLand(retries, vps, plan.staging, staged.oid, plan.landed_digest_bytes,
                                           dump.fingerprint.chunks, plan.base,
                                           indexes.all_built if indexes else None, log)
-            result = _restore_around_copy(plan, dump, staged, vps, restore, log, before_retry, indexes=indexes,
+            result = _restore_around_copy(plan, dump, staged, vps, restore, log, retries, indexes=indexes,
                                           digests=digests)
             result.standin_roles_created, result.left_out_entries = created, left_out_count(filtered)
         if not plan.target_server.autovacuum:
@@ -119,7 +122,7 @@ class SectionRestore(Protocol):
 
 
 def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingDatabase, vps: ConnectionInfo,
-                         restore: SectionRestore, log: Log, before_retry: Callable[[], None],
+                         restore: SectionRestore, log: Log, retries: LostConnectionRetries,
                          in_place: Callable[[], ToolRun] | None = None, *,
                          indexes: IndexesAsTablesLand | None = None,
                          digests: DigestsAsTablesLand | None = None) -> RestoreResult:
@@ -167,7 +170,7 @@ def _restore_around_copy(plan: BackupPlan, dump: DumpResult, staged: StagingData
                 settings = {**plan.restore_settings, **(HELD_TRIGGERS if in_place else {})}
                 streamed = _timed(phases, "copy", lambda: stream_into_staging(
                     held, reader, vps, plan.staging, tasks, workers, lambda table: same_major and table.binary_io,
-                    settings, log, copy_reader, staging_oid=staged.oid, before_retry=before_retry,
+                    settings, log, copy_reader, staging_oid=staged.oid, retries=retries,
                     table_copied=_once_landed(digests.source_side if digests else None, indexes,
                                               digests.staging_side if digests else None)))
         except psycopg.Error as error:

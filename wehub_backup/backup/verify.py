@@ -16,10 +16,10 @@ from wehub_backup.errors import VerificationFailed, first_of
 from wehub_backup.pg.chunks import ChunkBounds, chunk_keys
 from wehub_backup.pg.connection import ConnectionInfo, cancelled_when_set
 from wehub_backup.pg.digests import DigestedTable, TableFingerprint, TakenDigests, set_stable_output, table_digests
-from wehub_backup.pg.dump import DumpResult, HeldSnapshot
+from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database, with_tables
 from wehub_backup.pg.snapshot import held_table_lock_wait_s
-from wehub_backup.pg.stream import StreamedTable, gave_way, require_created_staging
+from wehub_backup.pg.stream import LostConnectionRetries, StreamedTable, gave_way, require_created_staging
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.manifest import forget_copy
 
@@ -70,9 +70,10 @@ class DigestsAsTablesLand:
     the post-data section adds indexes, constraints and triggers, not rows); its key is final once its
     own indexes are built (``keys_final``: None, they are built after the copy), so staging's chunks
     are cut by the key the copy will have. The source's digest is read in the held snapshot, in a
-    session of its own; the dump left it owed (``HeldSnapshot.digests_owed``)."""
+    session of its own, and again after its connection dropped (``retries``), as a range is; the dump
+    left it owed (``HeldSnapshot.digests_owed``)."""
 
-    held: HeldSnapshot
+    retries: LostConnectionRetries  # of the held snapshot
     vps: ConnectionInfo
     staging: str
     staging_oid: int  # the database the run created: a namesake made since is not read
@@ -88,18 +89,25 @@ class DigestsAsTablesLand:
 
     def source_side(self, table: StreamedTable, stopping: threading.Event) -> None:
         """The source's digest of ``table``, where the dump left it owed."""
-        if table.qualified not in self.held.digests_owed or stopping.is_set():
+        held = self.retries.held
+        if table.qualified not in held.digests_owed or stopping.is_set():
             return
         started = time.monotonic()
-        with self.held.imported() as conn:
+        digest = self.retries.run(lambda: self._source_digest(table, stopping), stopping,
+                                  f"digest of {table.qualified} on the source", "reading it again")
+        self._took(table, "on the source", started, lambda: self.of_source.update({table.qualified: digest}))
+
+    def _source_digest(self, table: StreamedTable, stopping: threading.Event) -> TableFingerprint:
+        held = self.retries.held
+        with held.imported() as conn:
             set_stable_output(conn)
             try:
                 with _stoppable(conn, stopping, f"{table.qualified} was digested on the source"):
                     [parts] = table_digests(conn, [DigestedTable(table.schema, table.name, table.size_bytes)])
             except psycopg.errors.LockNotAvailable as error:
-                raise gave_way(self.held, table, "the verification's reading of it", "the source",
-                               held_table_lock_wait_s(self.held.source.lock_timeout_s)) from error
-        self._took(table, "on the source", started, lambda: self.of_source.update({table.qualified: parts[None]}))
+                raise gave_way(held, table, "the verification's reading of it", "the source",
+                               held_table_lock_wait_s(held.source.lock_timeout_s)) from error
+        return parts[None]
 
     def staging_side(self, table: StreamedTable, stopping: threading.Event) -> None:
         """Staging's digest of ``table``, unless it is small or its key may still change."""

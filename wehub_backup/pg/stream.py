@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -35,6 +35,8 @@ from wehub_backup.pg.tool_output import failure_reason, read_stderr_lines
 
 if TYPE_CHECKING:
     from wehub_backup.pg.dump import HeldSnapshot
+
+T = TypeVar("T")
 
 # Attempts at one range whose source or staging connection dropped; the held snapshot makes a
 # second reading of the same rows exact.
@@ -202,7 +204,7 @@ class _Copy:
     log: Callable[[str], None]
     result: StreamResult
     staging_oid: int  # the staging database the run created: a worker writes into no other
-    before_retry: Callable[[], None]  # raises when the run may no longer write (its lock lost)
+    retries: LostConnectionRetries
     # Called in the worker that copied a table's last range, before it takes another: what can be
     # built over the table's rows now (its indexes), stopped when ``stopping`` is set.
     table_copied: Callable[[StreamedTable, threading.Event], None] | None = None
@@ -213,25 +215,10 @@ class _Copy:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def copy(self, task: CopyRange) -> None:
-        """One range, again from the start after a dropped connection (``connection_lost``), up to
-        ``COPY_ATTEMPTS`` times."""
-        for attempt in range(1, COPY_ATTEMPTS + 1):
-            try:
-                rows, received = self._copy_once(task)
-                break
-            except psycopg.OperationalError as error:
-                if _LOCK_WAIT_FAILURE.search(str(error)) and not self.stopping.is_set():
-                    raise self._lock_conflict(task) from error  # it would only wait again
-                if self.stopping.is_set() or attempt == COPY_ATTEMPTS or not connection_lost(error) \
-                        or self.held.relay.stalled_for or not self.held.alive():
-                    raise
-                if self.stopping.wait(RETRY_PAUSE_S * attempt):
-                    raise
-                self.before_retry()
-                self.log(f"copy of {task.describe()}: connection lost ({error_line(error)}); its staging "
-                         f"transaction was rolled back, copying it again (attempt {attempt + 1} of {COPY_ATTEMPTS})")
-                with self.lock:
-                    self.result.retries += 1
+        """One range, again from the start after a dropped connection (``LostConnectionRetries``)."""
+        rows, received = self.retries.run(lambda: self._copy_once_or_give_way(task), self.stopping,
+                                          f"copy of {task.describe()}",
+                                          "its staging transaction was rolled back, copying it again")
         with self.lock:
             if task.from_copy:
                 self.result.rows_from_copy += rows
@@ -243,6 +230,15 @@ class _Copy:
             table_done = not self.ranges_left[task.table]
         if table_done and self.table_copied is not None:
             self.table_copied(task.table, self.stopping)
+
+    def _copy_once_or_give_way(self, task: CopyRange) -> tuple[int, int]:
+        """``_copy_once``; a reader that gave up on its table's lock fails the copy, as it would only wait again."""
+        try:
+            return self._copy_once(task)
+        except psycopg.OperationalError as error:
+            if _LOCK_WAIT_FAILURE.search(str(error)) and not self.stopping.is_set():
+                raise self._lock_conflict(task) from error
+            raise
 
     def _lock_conflict(self, task: CopyRange) -> LockConflict:
         """Why a range's reader gave up on its table's lock (``gave_way``); on the current copy on the
@@ -325,6 +321,36 @@ def gave_way(held: HeldSnapshot | None, table: StreamedTable, reader: str, where
 
 class StatementFailed(psycopg.OperationalError):
     """A range's reading failed on the source with its connection up: an error of the statement."""
+
+
+@dataclass
+class LostConnectionRetries:
+    """Work of the copy done again from its start after its connection dropped (``connection_lost``),
+    up to ``COPY_ATTEMPTS`` times in all: the held snapshot makes a second reading return the same
+    rows. Not once the copy is stopped, the source stalled or the snapshot's session gone, and only
+    after a pause and ``before_retry`` (the run's check that it still holds its lock)."""
+
+    held: HeldSnapshot
+    before_retry: Callable[[], None]  # raises when the run may no longer write (its lock lost)
+    log: Callable[[str], None]
+    count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, work: Callable[[], T], stopping: threading.Event, what: str, again: str) -> T:
+        """``work``'s result; each retry logged as ``what``'s, saying what is done ``again``."""
+        for attempt in range(1, COPY_ATTEMPTS):
+            try:
+                return work()
+            except psycopg.OperationalError as error:
+                if stopping.is_set() or not connection_lost(error) or self.held.relay.stalled_for \
+                        or not self.held.alive() or stopping.wait(RETRY_PAUSE_S * attempt):
+                    raise
+                self.before_retry()
+                self.log(f"{what}: connection lost ({error_line(error)}); {again} "
+                         f"(attempt {attempt + 1} of {COPY_ATTEMPTS})")
+                with self._lock:
+                    self.count += 1
+        return work()  # the last attempt
 
 
 def connection_lost(error: psycopg.OperationalError) -> bool:
@@ -428,12 +454,12 @@ def raise_first_failure(futures: list[Future[None]]) -> None:
 def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: ConnectionInfo, staging_db: str,
                         tasks: list[CopyRange], workers: int, binary: Callable[[StreamedTable], bool], staging_settings: dict[str, str],
                         log: Callable[[str], None], copy_reader: SourceReader | None, *,
-                        staging_oid: int, before_retry: Callable[[], None],
+                        staging_oid: int, retries: LostConnectionRetries,
                         table_copied: Callable[[StreamedTable, threading.Event], None] | None = None) -> StreamResult:
     """Copy every range with ``workers`` parallel workers into ``staging_db`` while it is the database
     ``staging_oid`` (the one the run created); the first failure stops them all and is raised. A range
-    whose connection dropped is copied again only after ``before_retry`` (the run's check that it still
-    holds its lock). Once a table's last range is in, the worker that copied it calls ``table_copied``
+    whose connection dropped is copied again as ``retries`` allows (they count its retries too). Once a
+    table's last range is in, the worker that copied it calls ``table_copied``
     before it takes another range."""
     started = time.monotonic()
     result = StreamResult(0.0, workers, len(tasks))
@@ -442,7 +468,7 @@ def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: Conne
     result.binary_tables.sort()
     result.text_tables.sort()
     job = _Copy(held, reader, copy_reader, staging, staging_db, binary, staging_settings, log, result, staging_oid,
-                before_retry, table_copied, Counter(task.table for task in tasks))
+                retries, table_copied, Counter(task.table for task in tasks))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         futures = [pool.submit(job.copy, task) for task in tasks]
         try:
@@ -454,5 +480,5 @@ def stream_into_staging(held: HeldSnapshot, reader: SourceReader, staging: Conne
             raise
     if not held.alive():  # the workers that had imported the snapshot could finish; the run must not
         raise psycopg.OperationalError("the snapshot session closed during the copy")
-    result.seconds = time.monotonic() - started
+    result.seconds, result.retries = time.monotonic() - started, retries.count
     return result
