@@ -67,7 +67,8 @@ class DigestsAsTablesLand:
     other tables still copy, so neither the dump step nor the verification step reads it.
 
     A table's rows are final once its last range is committed (the archive carries none of them, and
-    the post-data section adds indexes, constraints and triggers, not rows); its key is final once its
+    the post-data section adds indexes, constraints and triggers, not rows), and so is its digest
+    unless another table inherits it (its digest reads their rows too); its key is final once its
     own indexes are built (``keys_final``: None, they are built after the copy), so staging's chunks
     are cut by the key the copy will have. The source's digest is read in the held snapshot, in a
     session of its own, and again after its connection dropped (``retries``), as a range is; the dump
@@ -110,9 +111,9 @@ class DigestsAsTablesLand:
         return parts[None]
 
     def staging_side(self, table: StreamedTable, stopping: threading.Event) -> None:
-        """Staging's digest of ``table``, unless it is small or its key may still change."""
-        if table.size_bytes < self.from_bytes or self.keys_final is None or not self.keys_final(table) \
-                or stopping.is_set():
+        """Staging's digest of ``table``, unless it is small, or its key or (inherited) its digest may still change."""
+        if table.size_bytes < self.from_bytes or table.inherited or self.keys_final is None \
+                or not self.keys_final(table) or stopping.is_set():
             return
         started = time.monotonic()
         with connect_or_explain(self.vps, "the VPS server", self.staging) as conn:

@@ -215,8 +215,8 @@ def _dump_from_snapshot(plan: DumpRequest, snap: psycopg.Connection, source: Con
     snap.read_only = True
     snapshot, tables = export_locked_snapshot(snap, plan.schemas, plan.excluded_tables, source.lock_timeout_s, log)
     streamed = streamed_tables(snap, plan.schemas, plan.excluded_tables) if plan.hold_snapshot else []
-    owed = frozenset(table.qualified for table in streamed
-                     if plan.digests_as_copied_from_bytes and table.size_bytes >= plan.digests_as_copied_from_bytes)
+    owed = frozenset(table.qualified for table in streamed if plan.digests_as_copied_from_bytes
+                     and table.size_bytes >= plan.digests_as_copied_from_bytes and not table.inherited)
     sequences_before = sequence_positions(snap, plan.schemas, plan.excluded_tables)
     argv = [
         plan.client.program("pg_dump"), "--format=directory", f"--jobs={plan.jobs}",

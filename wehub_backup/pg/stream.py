@@ -65,7 +65,7 @@ _LOCK_WAIT_FAILURE = re.compile(r"canceling statement due to lock timeout")
 # (hex) is twice its size. Without bytea, text is what pg_dump sends and no larger: binary frames
 # every value with four bytes of length, more than the digits of a small number take. Last, the
 # catalog entries whose builds read only the table's rows: its indexes, and its primary key,
-# unique and exclusion constraints.
+# unique and exclusion constraints. And whether another table inherits it (a digest of it reads those rows too).
 _STREAMED_TABLES = """
 SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('block_size')::int,
        array_agg(a.attname::text ORDER BY a.attnum),
@@ -75,7 +75,8 @@ SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), current_setting('bl
        ARRAY(SELECT ARRAY['pg_class'::regclass::oid, i.indexrelid] FROM pg_index i WHERE i.indrelid = c.oid
              UNION ALL
              SELECT ARRAY['pg_constraint'::regclass::oid, k.oid] FROM pg_constraint k
-             WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x'))
+             WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')),
+       EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 JOIN pg_type t ON t.oid = a.atttypid
@@ -102,6 +103,9 @@ class StreamedTable:
     # (catalog OID, object OID) of its indexes and of its constraints that build one: what of the
     # archive's post-data can be built as soon as its rows are in (foreign keys read other tables)
     own_indexes: tuple[tuple[int, int], ...] = ()
+    # Another table inherits it: its digest (which reads without ONLY, as every digest does) counts
+    # their rows too, so it is not final when its own rows are in.
+    inherited: bool = False
 
     @property
     def qualified(self) -> str:
@@ -114,8 +118,8 @@ def streamed_tables(conn: psycopg.Connection, schemas: list[str],
     rows = conn.execute(_STREAMED_TABLES, {"schemas": schemas, "first_user_oid": FIRST_USER_OID,
                                            "excluded": [f"{s}.{t}" for s, t in excluded_tables]}).fetchall()
     return [StreamedTable(oid, schema, name, size, block, tuple(columns), bool(binary), tuple(definition),
-                          tuple((catalog, object_oid) for catalog, object_oid in indexes))
-            for oid, schema, name, size, block, columns, binary, definition, indexes in rows]
+                          tuple((catalog, object_oid) for catalog, object_oid in indexes), inherited)
+            for oid, schema, name, size, block, columns, binary, definition, indexes, inherited in rows]
 
 
 def exclude_table_data_arguments(tables: list[StreamedTable]) -> list[str]:
