@@ -350,7 +350,8 @@ def _stream_reasons(summary: Summary) -> str:
             "copy's workers (no more sessions than the copy's), in what little is idle, and then its digests are "
             "taken, on the source in the held snapshot and in staging, so neither the dump step nor the "
             "verification step reads it: here that moves their work into the copy's, on the same busy cores; "
-            "against a source across a real link, where the copy waits on the network, it would be hidden.")
+            "against a source across a real link, where the copy waits on the network, that work can use the "
+            "time the copy leaves idle (not measured here: the source is on this machine, with no link between).")
 
 
 def _wall_reasons(summary: Summary, fastest: str) -> str:
