@@ -169,8 +169,8 @@ def restore_into_staging_database(
 def verify_restored_database(
     context: dg.OpExecutionContext, plan: BackupPlan, dump: DumpResult, restored: RestoreResult, vps: PostgresDatabase
 ) -> VerificationResult:
-    """Row counts, content digests, sequences and object counts of staging against the snapshot (the
-    large tables' digests of staging taken during the copy, as their rows landed)."""
+    """Row counts, content digests, sequences and object counts of staging against the snapshot (with
+    the stream engine, the large tables' digests on both sides were taken during the copy, as each landed)."""
     verified = verify_staging(plan, dump, vps.connection_info(), restored.landed_digests)
     context.add_output_metadata(readable({
         "duration_s": seconds(verified.seconds),
