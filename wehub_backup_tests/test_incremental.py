@@ -35,7 +35,7 @@ from wehub_backup.defs.names import BACKUP_JOB, MODE_TAG
 from wehub_backup.pg.chunks import CHUNK_BYTES, MAX_RANGES, ChunkBounds, ChunkKey, analyze_unanalyzed, chunk_runs
 from wehub_backup.pg.digests import ChunkDigests, TableFingerprint, summed
 from wehub_backup.pg.fingerprint import DatabaseFingerprint
-from wehub_backup.pg.stream import CopyRange, StreamedTable
+from wehub_backup.pg.streamed_tables import CopyRange, StreamedTable
 from wehub_backup.run.manifest import (
     CopyManifest,
     RecordedTable,

@@ -39,13 +39,10 @@ from wehub_backup.pg.stream import (
     LostConnectionRetries,
     SourceReader,
     StatementFailed,
-    StreamedTable,
     connection_lost,
-    copy_ranges,
-    exclude_table_data_arguments,
     raise_first_failure,
-    streamed_tables,
 )
+from wehub_backup.pg.streamed_tables import StreamedTable, copy_ranges, exclude_table_data_arguments, streamed_tables
 from wehub_backup.pg.toc import archive_listing
 from wehub_backup.procfs import live_group_members
 from wehub_backup.run.targets import previous_name, staging_name

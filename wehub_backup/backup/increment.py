@@ -42,7 +42,7 @@ from wehub_backup.pg.digests import (
     table_digests,
 )
 from wehub_backup.pg.fingerprint import DatabaseFingerprint
-from wehub_backup.pg.stream import CopyRange, StreamedTable, copy_ranges, streamed_tables
+from wehub_backup.pg.streamed_tables import CopyRange, StreamedTable, copy_ranges, streamed_tables
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.manifest import CopyManifest, RecordedTable, read_manifest
 

@@ -27,15 +27,8 @@ from wehub_backup.pg.digests import set_stable_output
 from wehub_backup.pg.dump import DumpResult, HeldSnapshot
 from wehub_backup.pg.processes import ToolProcess, ToolRun, run_pipeline, run_tool
 from wehub_backup.pg.snapshot import held_table_lock_wait_s
-from wehub_backup.pg.stream import (
-    CopyRange,
-    LostConnectionRetries,
-    SourceReader,
-    StreamedTable,
-    StreamResult,
-    copy_ranges,
-    stream_into_staging,
-)
+from wehub_backup.pg.stream import LostConnectionRetries, SourceReader, StreamResult, stream_into_staging
+from wehub_backup.pg.streamed_tables import CopyRange, StreamedTable, copy_ranges
 from wehub_backup.pg.toc import left_out_count, only_entries, own_index_entries, with_entries, without_entries
 from wehub_backup.pg.tool_output import ProgressFilter
 from wehub_backup.preflight import connect_or_explain

@@ -19,7 +19,8 @@ from wehub_backup.pg.digests import DigestedTable, TableFingerprint, TakenDigest
 from wehub_backup.pg.dump import DumpResult
 from wehub_backup.pg.fingerprint import DatabaseFingerprint, compare_fingerprints, fingerprint_database, with_tables
 from wehub_backup.pg.snapshot import held_table_lock_wait_s
-from wehub_backup.pg.stream import LostConnectionRetries, StreamedTable, gave_way, require_created_staging
+from wehub_backup.pg.stream import LostConnectionRetries, gave_way, require_created_staging
+from wehub_backup.pg.streamed_tables import StreamedTable
 from wehub_backup.preflight import connect_or_explain
 from wehub_backup.run.manifest import forget_copy
 

@@ -28,7 +28,7 @@ from wehub_backup.pg.fingerprint import DatabaseFingerprint, fingerprint_databas
 from wehub_backup.pg.processes import ToolProcess, ToolRun
 from wehub_backup.pg.relay import ByteCountingRelay, relayed_connection
 from wehub_backup.pg.snapshot import DumpedTable, export_locked_snapshot, gave_way_cause, held_table_lock_wait_s
-from wehub_backup.pg.stream import StreamedTable, exclude_table_data_arguments, streamed_tables
+from wehub_backup.pg.streamed_tables import StreamedTable, exclude_table_data_arguments, streamed_tables
 from wehub_backup.pg.tool_output import ProgressFilter
 from wehub_backup.run.log import Log
 from wehub_backup.run.workdir import directory_bytes
